@@ -1,0 +1,1 @@
+//! shared helpers for end-to-end tests

@@ -1,0 +1,1 @@
+//! The micro-VM monitor (filled in by the foundation issue).
