@@ -1,1 +1,154 @@
-//! shared helpers for end-to-end tests
+//! Shared helpers for the end-to-end tests: where the built artefacts are, and running a binary
+//! with a time limit while capturing its output.
+//!
+//! The tests use what `tools/setup` built (release binaries, the guest kernel and initramfs under
+//! `target/guest/`); they never build or fake anything themselves.
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// The repository root (this crate lives in `tests/`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent directory")
+        .to_path_buf()
+}
+
+/// A built artefact under the repository root; panics with the fix when it is missing, so a
+/// test never passes on an unbuilt tree.
+pub fn artefact(relative: &str) -> PathBuf {
+    let path = repo_root().join(relative);
+    assert!(
+        path.exists(),
+        "{} is missing: run tools/setup first",
+        path.display()
+    );
+    path
+}
+
+pub fn rkt_vmm() -> PathBuf {
+    artefact("target/release/rkt-vmm")
+}
+
+pub fn vmlinux() -> PathBuf {
+    artefact("target/guest/vmlinux")
+}
+
+pub fn bzimage() -> PathBuf {
+    artefact("target/guest/bzImage")
+}
+
+/// guest-init plus busybox (with applet links), so a test can run shell commands in the guest.
+pub fn busybox_initramfs() -> PathBuf {
+    artefact("target/guest/initramfs-busybox.cpio")
+}
+
+/// What a finished (or killed) child left behind.
+#[derive(Debug)]
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Finished {
+    /// The exit code; panics (with the output) if the process died by a signal.
+    pub fn code(&self) -> i32 {
+        match self.status.code() {
+            Some(code) => code,
+            None => panic!("process died by a signal: {:?}\n{}", self.status, self),
+        }
+    }
+}
+
+impl std::fmt::Display for Finished {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "--- status: {:?}\n--- stdout:\n{}\n--- stderr:\n{}",
+            self.status, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Runs `command` to completion with stdin closed, capturing stdout and stderr in files (so a
+/// chatty child can never block on a full pipe). Kills it and fails the test after `limit`.
+pub fn run_with_limit(command: &mut Command, limit: Duration) -> Finished {
+    let dir = tempfile::tempdir().expect("temp dir for captured output");
+    let out_path = dir.path().join("stdout");
+    let err_path = dir.path().join("stderr");
+    let out = fs::File::create(&out_path).expect("stdout capture file");
+    let err = fs::File::create(&err_path).expect("stderr capture file");
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for child") {
+            break status;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{command:?} did not finish within {limit:?}; output so far:\n{}\n{}",
+                read_lossy(&out_path),
+                read_lossy(&err_path)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Finished {
+        status,
+        stdout: read_lossy(&out_path),
+        stderr: read_lossy(&err_path),
+    }
+}
+
+fn read_lossy(path: &Path) -> String {
+    let mut bytes = Vec::new();
+    if let Ok(mut file) = fs::File::open(path) {
+        let _ = file.read_to_end(&mut bytes);
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// How long one guest boot may take inside the emulated KVM host before a test calls it hung.
+/// Generous on purpose: this is a hang detector, not a timing assertion.
+pub const BOOT_LIMIT: Duration = Duration::from_secs(120);
+
+/// The kernel command line the tests use: serial console, i8042 reset on reboot, reboot at once
+/// on panic, quiet; `command` is handed to guest-init after `--`.
+pub fn cmdline(command: &str) -> String {
+    format!("console=ttyS0 reboot=k panic=-1 quiet -- {command}")
+}
+
+/// Boots `kernel` with the busybox initramfs and runs `command` (a kernel command-line tail, e.g.
+/// `/bin/sh -c 'echo hi'`) inside, with `cpus` vCPUs.
+pub fn boot(kernel: &Path, cpus: u32, command: &str) -> Finished {
+    boot_with_cmdline(kernel, cpus, &cmdline(command))
+}
+
+pub fn boot_with_cmdline(kernel: &Path, cpus: u32, cmdline: &str) -> Finished {
+    run_with_limit(
+        Command::new(rkt_vmm())
+            .arg("--kernel")
+            .arg(kernel)
+            .arg("--initrd")
+            .arg(busybox_initramfs())
+            .arg("--cmdline")
+            .arg(cmdline)
+            .arg("--mem")
+            .arg("128")
+            .arg("--cpus")
+            .arg(cpus.to_string()),
+        BOOT_LIMIT,
+    )
+}
