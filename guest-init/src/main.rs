@@ -1,1 +1,92 @@
-fn main() {}
+//! guest-init: PID 1 inside the micro-VM.
+//!
+//! Sets up the guest (mounts, console), runs the command the kernel handed over after `--`,
+//! reaps every process while it runs, reports its exit status on the console and reboots the VM,
+//! which ends it. See docs/foundation.md for the contract with the VMM.
+//!
+//! guest-init is single-threaded on purpose: it forks, and PID 1 must never be left holding a
+//! lock some other thread had at fork time.
+
+mod args;
+mod command;
+mod console;
+mod error;
+mod lookup;
+mod mounts;
+mod power;
+mod reaper;
+mod report;
+mod role;
+mod spawn;
+
+use std::panic::{self, AssertUnwindSafe};
+
+use error::{InitError, STATUS_SETUP_FAILED};
+use reaper::SystemWaiter;
+use report::Reporter;
+use role::Role;
+
+fn main() {
+    let role = Role::detect();
+    let reporter = Reporter::new(role.report_destination());
+    // A panic in PID 1 would become a kernel panic and hide the real problem; report it as an
+    // error with a status instead. (guest-init has no known panic path; this is a safety net.)
+    let status =
+        panic::catch_unwind(AssertUnwindSafe(|| run(role, &reporter))).unwrap_or_else(|_| {
+            reporter.error(&InitError::Panicked);
+            STATUS_SETUP_FAILED
+        });
+
+    match role {
+        Role::Pid1 => {
+            // Leftover processes go first, so the marker is the last thing on the console and
+            // anything they write on SIGTERM is flushed by the sync that follows.
+            reaper::terminate_all(
+                &mut SystemWaiter,
+                |signal| nix::sys::signal::kill(nix::unistd::Pid::from_raw(-1), signal),
+                reaper::TERM_GRACE,
+                reaper::KILL_GRACE,
+            );
+            reporter.exit_status(status);
+            power::reboot_vm(status, &reporter)
+        }
+        Role::Hosted => {
+            reporter.exit_status(status);
+            std::process::exit(i32::from(status))
+        }
+    }
+}
+
+/// Everything up to the command's end; returns the status to report.
+fn run(role: Role, reporter: &Reporter) -> u8 {
+    match set_up(role).and_then(|()| run_command()) {
+        Ok(status) => status,
+        Err(error) => {
+            reporter.error(&error);
+            error.exit_status()
+        }
+    }
+}
+
+fn set_up(role: Role) -> Result<(), InitError> {
+    match role {
+        Role::Pid1 => {
+            console::attach_stdio();
+            mounts::mount_system()?;
+            // Again now that devtmpfs provides /dev/console, in case the initramfs had none.
+            console::attach_stdio();
+        }
+        Role::Hosted => {
+            // Adopt the command's orphans as PID 1 would, so the reaping path is the same. If
+            // this fails, orphans go to the host's init instead, which is harmless.
+            let _ = nix::sys::prctl::set_child_subreaper(true);
+        }
+    }
+    Ok(())
+}
+
+fn run_command() -> Result<u8, InitError> {
+    let spec = args::command_from_argv(std::env::args_os())?;
+    let pid = command::spawn(&spec)?;
+    reaper::wait_for(pid, &mut SystemWaiter)
+}

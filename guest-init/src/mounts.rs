@@ -1,0 +1,261 @@
+//! The file systems every guest needs before anything runs: /proc, /sys, /dev and friends.
+//!
+//! Each mount is tolerant of being done already (a mount point that is on a different device
+//! than its parent is left alone), so guest-init can be restarted or run on a root that someone
+//! else prepared. Later, virtio-fs shares and the pod's app roots are mounted by their own
+//! modules after these.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use nix::errno::Errno;
+use nix::mount::MsFlags;
+use thiserror::Error;
+
+/// One file system guest-init mounts.
+#[derive(Debug, Clone, Copy)]
+pub struct SystemMount {
+    pub source: &'static str,
+    pub target: &'static str,
+    pub fstype: &'static str,
+    pub flags: MsFlags,
+    pub options: Option<&'static str>,
+    /// The guest kernel option that provides this file system, named when it is missing.
+    pub kernel_option: &'static str,
+}
+
+/// In order: a parent before the mounts below it (/dev before /dev/pts).
+pub const SYSTEM_MOUNTS: [SystemMount; 6] = [
+    SystemMount {
+        source: "proc",
+        target: "/proc",
+        fstype: "proc",
+        flags: MsFlags::MS_NOSUID
+            .union(MsFlags::MS_NODEV)
+            .union(MsFlags::MS_NOEXEC),
+        options: None,
+        kernel_option: "CONFIG_PROC_FS=y",
+    },
+    SystemMount {
+        source: "sysfs",
+        target: "/sys",
+        fstype: "sysfs",
+        flags: MsFlags::MS_NOSUID
+            .union(MsFlags::MS_NODEV)
+            .union(MsFlags::MS_NOEXEC),
+        options: None,
+        kernel_option: "CONFIG_SYSFS=y",
+    },
+    SystemMount {
+        source: "devtmpfs",
+        target: "/dev",
+        fstype: "devtmpfs",
+        flags: MsFlags::MS_NOSUID,
+        options: Some("mode=0755"),
+        kernel_option: "CONFIG_DEVTMPFS=y",
+    },
+    SystemMount {
+        source: "devpts",
+        target: "/dev/pts",
+        fstype: "devpts",
+        flags: MsFlags::MS_NOSUID.union(MsFlags::MS_NOEXEC),
+        // A private instance whose ptmx anyone may open, so /dev/ptmx (which the kernel
+        // resolves through the sibling `pts` directory) works for every user.
+        options: Some("newinstance,ptmxmode=0666,mode=0620"),
+        kernel_option: "CONFIG_UNIX98_PTYS=y",
+    },
+    SystemMount {
+        source: "shm",
+        target: "/dev/shm",
+        fstype: "tmpfs",
+        flags: MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV),
+        options: Some("mode=1777"),
+        kernel_option: "CONFIG_TMPFS=y",
+    },
+    SystemMount {
+        source: "run",
+        target: "/run",
+        fstype: "tmpfs",
+        flags: MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV),
+        options: Some("mode=0755"),
+        kernel_option: "CONFIG_TMPFS=y",
+    },
+];
+
+/// The links that programs expect in /dev but devtmpfs does not create (bash process
+/// substitution uses /dev/fd, many scripts write to /dev/stderr).
+pub const DEV_LINKS: [(&str, &str); 4] = [
+    ("/dev/fd", "/proc/self/fd"),
+    ("/dev/stdin", "/proc/self/fd/0"),
+    ("/dev/stdout", "/proc/self/fd/1"),
+    ("/dev/stderr", "/proc/self/fd/2"),
+];
+
+#[derive(Debug, Error)]
+pub enum MountError {
+    #[error("cannot create mount point {target}: {source}; the initramfs root must be writable")]
+    MountPoint {
+        target: &'static str,
+        source: io::Error,
+    },
+
+    #[error(
+        "cannot mount {fstype} on {target}: the guest kernel has no {fstype} file system; \
+         build the guest kernel with {kernel_option}"
+    )]
+    FilesystemMissing {
+        fstype: &'static str,
+        target: &'static str,
+        kernel_option: &'static str,
+    },
+
+    #[error(
+        "cannot mount {fstype} on {target}: {errno}; check the guest kernel's {kernel_option} \
+         and that guest-init runs as PID 1 with all capabilities"
+    )]
+    Mount {
+        fstype: &'static str,
+        target: &'static str,
+        kernel_option: &'static str,
+        errno: Errno,
+    },
+
+    #[error(
+        "cannot create the symlink {link} -> {target}: {source}; the /dev mount is not writable"
+    )]
+    Link {
+        link: &'static str,
+        target: &'static str,
+        source: io::Error,
+    },
+}
+
+/// Mounts every system file system and creates the /dev links.
+pub fn mount_system() -> Result<(), MountError> {
+    for mount in &SYSTEM_MOUNTS {
+        mount_one(mount)?;
+    }
+    create_dev_links()
+}
+
+fn mount_one(mount: &SystemMount) -> Result<(), MountError> {
+    let target = Path::new(mount.target);
+    fs::create_dir_all(target).map_err(|source| MountError::MountPoint {
+        target: mount.target,
+        source,
+    })?;
+    if is_mount_point(target) {
+        return Ok(());
+    }
+    nix::mount::mount(
+        Some(mount.source),
+        target,
+        Some(mount.fstype),
+        mount.flags,
+        mount.options,
+    )
+    .map_err(|errno| mount_error(mount, errno))
+}
+
+fn mount_error(mount: &SystemMount, errno: Errno) -> MountError {
+    if errno == Errno::ENODEV {
+        MountError::FilesystemMissing {
+            fstype: mount.fstype,
+            target: mount.target,
+            kernel_option: mount.kernel_option,
+        }
+    } else {
+        MountError::Mount {
+            fstype: mount.fstype,
+            target: mount.target,
+            kernel_option: mount.kernel_option,
+            errno,
+        }
+    }
+}
+
+/// A directory is a mount point when it lives on another device than its parent. An error
+/// (say, no parent) counts as "not mounted": mounting then reports the real problem.
+pub fn is_mount_point(path: &Path) -> bool {
+    let Some(parent) = path.parent() else {
+        return false;
+    };
+    match (fs::metadata(path), fs::metadata(parent)) {
+        (Ok(dir), Ok(parent)) => dir.dev() != parent.dev(),
+        _ => false,
+    }
+}
+
+fn create_dev_links() -> Result<(), MountError> {
+    for (link, target) in DEV_LINKS {
+        match std::os::unix::fs::symlink(target, link) {
+            Ok(()) => {}
+            Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(source) => {
+                return Err(MountError::Link {
+                    link,
+                    target,
+                    source,
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parents_are_mounted_before_children() {
+        for (index, mount) in SYSTEM_MOUNTS.iter().enumerate() {
+            let mut parent = Path::new(mount.target).parent();
+            while let Some(dir) = parent {
+                if let Some(parent_index) = SYSTEM_MOUNTS
+                    .iter()
+                    .position(|m| Path::new(m.target) == dir)
+                {
+                    assert!(parent_index < index, "{} before its parent", mount.target);
+                }
+                parent = dir.parent();
+            }
+        }
+    }
+
+    #[test]
+    fn the_documented_set_is_mounted() {
+        let targets: Vec<_> = SYSTEM_MOUNTS.iter().map(|m| m.target).collect();
+        for wanted in ["/proc", "/sys", "/dev", "/dev/pts", "/dev/shm", "/run"] {
+            assert!(targets.contains(&wanted), "{wanted} missing");
+        }
+        let devpts = SYSTEM_MOUNTS.iter().find(|m| m.fstype == "devpts");
+        let options = devpts.and_then(|m| m.options).unwrap_or_default();
+        assert!(options.contains("newinstance") && options.contains("ptmxmode=0666"));
+    }
+
+    #[test]
+    fn missing_filesystem_names_the_kernel_option() {
+        let message = mount_error(&SYSTEM_MOUNTS[3], Errno::ENODEV).to_string();
+        assert!(message.contains("/dev/pts"), "{message}");
+        assert!(message.contains("CONFIG_UNIX98_PTYS=y"), "{message}");
+        let other = mount_error(&SYSTEM_MOUNTS[0], Errno::EPERM).to_string();
+        assert!(
+            other.contains("/proc") && other.contains("EPERM"),
+            "{other}"
+        );
+        assert!(!other.contains('\n'));
+    }
+
+    #[test]
+    fn detects_mount_points() {
+        // On any Linux host /proc is its own file system and a fresh temporary directory is not.
+        assert!(is_mount_point(Path::new("/proc")));
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!is_mount_point(dir.path()));
+        assert!(!is_mount_point(Path::new("/")));
+        assert!(!is_mount_point(&dir.path().join("missing")));
+    }
+}
