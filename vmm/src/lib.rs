@@ -1,1 +1,24 @@
-//! The micro-VM monitor (filled in by the foundation issue).
+//! The micro-VM monitor: one [`VmConfig`] in, one finished VM out.
+//!
+//! Built on the rust-vmm crates (kvm-ioctls, vm-memory, linux-loader, vm-superio) in the manner
+//! of rust-vmm's reference VMM: `config` (what the VM looks like), `host_checks` (can this host
+//! run it), `memory` (guest RAM), `arch` (x86_64 boot state), `kernel` (kernel + initramfs),
+//! `vm` (KVM VM setup), `vcpu` (vCPU threads), `devices` (buses, serial, i8042, CMOS),
+//! `builder` (running it all and deciding the outcome), `stats` (`--stats`).
+
+pub mod arch;
+pub mod builder;
+pub mod config;
+pub mod devices;
+pub mod error;
+pub mod host_checks;
+pub mod kernel;
+pub mod memory;
+pub mod stats;
+pub mod vcpu;
+pub mod vm;
+
+pub use builder::{run, run_measured, VmOutcome, VmReport, EXIT_VMM_ERROR};
+pub use config::{KernelConfig, SerialOutput, VmConfig};
+pub use error::VmmError;
+pub use host_checks::{check_host, HostCheckError};

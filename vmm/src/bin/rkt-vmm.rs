@@ -1,1 +1,120 @@
-fn main() {}
+//! `rkt-vmm`: boot a kernel in a micro-VM from the command line (a debugging and benchmarking
+//! front end for the `vmm` library). Exits with the status in docs/foundation.md.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use vmm::{KernelConfig, SerialOutput, VmConfig, EXIT_VMM_ERROR};
+
+/// Boot a Linux kernel in a KVM micro-VM.
+#[derive(Parser, Debug)]
+#[command(name = "rkt-vmm", version)]
+struct Args {
+    /// Kernel: an ELF vmlinux (booted through PVH) or a bzImage.
+    #[arg(long, value_name = "FILE")]
+    kernel: PathBuf,
+    /// Initramfs to load.
+    #[arg(long, value_name = "FILE")]
+    initrd: Option<PathBuf>,
+    /// Kernel command line; everything after ` -- ` goes to init.
+    #[arg(long, value_name = "CMDLINE", allow_hyphen_values = true)]
+    cmdline: String,
+    /// Guest memory in MiB.
+    #[arg(long = "mem", value_name = "MiB", default_value_t = 128)]
+    mem_mib: u64,
+    /// Number of vCPUs.
+    #[arg(long = "cpus", value_name = "N", default_value_t = 1)]
+    cpus: u8,
+    /// Where the guest console goes: stdout, off, or a file path.
+    #[arg(long, value_name = "stdout|off|FILE", default_value = "stdout")]
+    serial: String,
+    /// Print KVM and VMM counters as key=value lines on stderr at exit.
+    #[arg(long)]
+    stats: bool,
+}
+
+fn serial_output(arg: &str) -> SerialOutput {
+    match arg {
+        "stdout" => SerialOutput::Stdout,
+        "off" => SerialOutput::Off,
+        path => SerialOutput::File(PathBuf::from(path)),
+    }
+}
+
+fn main() -> ExitCode {
+    // Last resort only: nothing in the VMM is meant to panic, but if something does, the user
+    // gets one line and the VMM-error status, never a backtrace.
+    std::panic::set_hook(Box::new(|info| {
+        let _ = writeln!(std::io::stderr(), "rkt-vmm: error: internal error: {info}");
+        std::process::exit(EXIT_VMM_ERROR);
+    }));
+    let args = Args::parse();
+    let config = VmConfig {
+        mem_mib: args.mem_mib,
+        vcpus: args.cpus,
+        kernel: KernelConfig {
+            path: args.kernel,
+            cmdline: args.cmdline,
+            initrd: args.initrd,
+        },
+        serial: serial_output(&args.serial),
+        collect_stats: args.stats,
+    };
+    match vmm::run_measured(config) {
+        Ok(report) => {
+            let mut stderr = std::io::stderr().lock();
+            if let Some(what) = report.outcome.describe() {
+                let _ = writeln!(stderr, "rkt-vmm: {what}");
+            }
+            if let Some(stats) = report.stats {
+                let _ = stats.write_to(&mut stderr);
+            }
+            ExitCode::from(report.outcome.exit_code() as u8)
+        }
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "rkt-vmm: error: {e}");
+            ExitCode::from(EXIT_VMM_ERROR as u8)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serial_argument() {
+        assert_eq!(serial_output("stdout"), SerialOutput::Stdout);
+        assert_eq!(serial_output("off"), SerialOutput::Off);
+        assert_eq!(serial_output("/tmp/x"), SerialOutput::File("/tmp/x".into()));
+    }
+
+    #[test]
+    fn cli_parses_the_documented_flags() {
+        let a = Args::try_parse_from([
+            "rkt-vmm",
+            "--kernel",
+            "k",
+            "--cmdline",
+            "quiet -- echo hi",
+            "--cpus",
+            "2",
+            "--stats",
+        ])
+        .unwrap();
+        assert_eq!((a.mem_mib, a.cpus, a.stats), (128, 2, true));
+        assert!(Args::try_parse_from(["rkt-vmm", "--cmdline", "x"]).is_err());
+        assert!(Args::try_parse_from([
+            "rkt-vmm",
+            "--kernel",
+            "k",
+            "--cmdline",
+            "x",
+            "--cpus",
+            "300"
+        ])
+        .is_err());
+    }
+}

@@ -1,0 +1,82 @@
+//! Model-specific registers every vCPU starts with: syscall MSRs cleared, TSC at zero, fast
+//! strings on, and MTRRs defaulting to write-back (otherwise the guest treats RAM as uncached).
+
+use kvm_bindings::{kvm_msr_entry, Msrs};
+use kvm_ioctls::VcpuFd;
+
+use super::BootError;
+
+const MSR_IA32_TSC: u32 = 0x10;
+const MSR_IA32_SYSENTER_CS: u32 = 0x174;
+const MSR_IA32_SYSENTER_ESP: u32 = 0x175;
+const MSR_IA32_SYSENTER_EIP: u32 = 0x176;
+const MSR_IA32_MISC_ENABLE: u32 = 0x1a0;
+const MSR_MTRR_DEF_TYPE: u32 = 0x2ff;
+const MSR_STAR: u32 = 0xc000_0081;
+const MSR_LSTAR: u32 = 0xc000_0082;
+const MSR_CSTAR: u32 = 0xc000_0083;
+const MSR_SYSCALL_MASK: u32 = 0xc000_0084;
+const MSR_KERNEL_GS_BASE: u32 = 0xc000_0102;
+
+const MISC_ENABLE_FAST_STRING: u64 = 1;
+const MTRR_ENABLE: u64 = 1 << 11;
+const MTRR_TYPE_WRITE_BACK: u64 = 6;
+
+/// The (index, value) pairs written at boot.
+pub fn boot_msr_entries() -> Vec<kvm_msr_entry> {
+    [
+        (MSR_IA32_SYSENTER_CS, 0),
+        (MSR_IA32_SYSENTER_ESP, 0),
+        (MSR_IA32_SYSENTER_EIP, 0),
+        (MSR_STAR, 0),
+        (MSR_CSTAR, 0),
+        (MSR_KERNEL_GS_BASE, 0),
+        (MSR_SYSCALL_MASK, 0),
+        (MSR_LSTAR, 0),
+        (MSR_IA32_TSC, 0),
+        (MSR_IA32_MISC_ENABLE, MISC_ENABLE_FAST_STRING),
+        (MSR_MTRR_DEF_TYPE, MTRR_ENABLE | MTRR_TYPE_WRITE_BACK),
+    ]
+    .into_iter()
+    .map(|(index, data)| kvm_msr_entry {
+        index,
+        data,
+        ..Default::default()
+    })
+    .collect()
+}
+
+/// Writes the boot MSRs; KVM stops at the first one it rejects, which the error names.
+pub fn setup_msrs(vcpu: &VcpuFd) -> Result<(), BootError> {
+    let entries = boot_msr_entries();
+    let msrs = Msrs::from_entries(&entries).map_err(|_| BootError::Msr(0))?;
+    let written = vcpu
+        .set_msrs(&msrs)
+        .map_err(|e| BootError::Vcpu("KVM_SET_MSRS", e))?;
+    if written != entries.len() {
+        let index = entries.get(written).map_or(0, |e| e.index);
+        return Err(BootError::Msr(index));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mtrr_default_is_write_back_and_enabled() {
+        let entries = boot_msr_entries();
+        let mtrr = entries
+            .iter()
+            .find(|e| e.index == MSR_MTRR_DEF_TYPE)
+            .unwrap();
+        assert_eq!(mtrr.data, 0x806);
+        let misc = entries
+            .iter()
+            .find(|e| e.index == MSR_IA32_MISC_ENABLE)
+            .unwrap();
+        assert_eq!(misc.data & 1, 1);
+        assert_eq!(entries.len(), 11);
+    }
+}

@@ -1,0 +1,330 @@
+//! One `VmConfig` in, one finished VM out: host checks, VM and devices, vCPU threads, and the
+//! supervision that decides how the guest ended.
+
+use std::fs::File;
+use std::os::unix::thread::JoinHandleExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::config::{SerialOutput, VmConfig};
+use crate::devices::bus::{lock, Bus};
+use crate::devices::legacy::cmos::{Cmos, CMOS_PORT, CMOS_PORTS};
+use crate::devices::legacy::console_scan::ConsoleReport;
+use crate::devices::legacy::i8042::{I8042, I8042_PORT, I8042_PORTS};
+use crate::devices::legacy::serial::{
+    ConsoleAlert, ConsoleSink, IrqLine, SerialPort, COM1_IRQ, COM1_PORT, COM1_PORTS,
+};
+use crate::error::VmmError;
+use crate::host_checks::open_host;
+use crate::stats::{open_stats_fd, process_usage, read_stats, ExitCounters, VmStats};
+use crate::vcpu::{self, VcpuShared, VcpuStop, VmEvent};
+use crate::vm::Vm;
+
+/// After the console shows a kernel panic, how long the guest gets to reboot by itself
+/// (`panic=-1`) before the VMM stops it (a guest booted without `panic=` would hang forever).
+const PANIC_GRACE: Duration = Duration::from_secs(2);
+/// How often a stopping vCPU thread is re-kicked until it has left KVM_RUN.
+const KICK_INTERVAL: Duration = Duration::from_millis(5);
+
+/// How the guest ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VmOutcome {
+    /// guest-init reported `exit-status=N`, then the guest stopped cleanly.
+    GuestReportedExit(u8),
+    /// The guest stopped cleanly without reporting a status.
+    CleanStop,
+    /// The guest kernel panicked.
+    GuestPanic,
+    /// The guest triple-faulted (KVM shutdown exit).
+    TripleFault,
+    /// KVM could not run the guest (internal error, failed entry, unexpected exit).
+    KvmError(String),
+}
+
+/// Exit status for a VMM error (docs/foundation.md).
+pub const EXIT_VMM_ERROR: i32 = 254;
+
+impl VmOutcome {
+    /// The `rkt-vmm` exit status for this outcome (docs/foundation.md).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            VmOutcome::GuestReportedExit(n) => i32::from(*n),
+            VmOutcome::CleanStop => 0,
+            VmOutcome::GuestPanic => 250,
+            VmOutcome::TripleFault | VmOutcome::KvmError(_) => 251,
+        }
+    }
+
+    /// A one-line description for stderr, or None when the outcome is a normal end.
+    pub fn describe(&self) -> Option<String> {
+        match self {
+            VmOutcome::GuestReportedExit(_) | VmOutcome::CleanStop => None,
+            VmOutcome::GuestPanic => {
+                Some("the guest kernel panicked (see its console output)".into())
+            }
+            VmOutcome::TripleFault => Some("the guest triple-faulted (KVM shutdown exit)".into()),
+            VmOutcome::KvmError(what) => Some(format!("KVM stopped the guest: {what}")),
+        }
+    }
+}
+
+/// The outcome plus, when asked for, the statistics.
+#[derive(Debug)]
+pub struct VmReport {
+    /// How the guest ended.
+    pub outcome: VmOutcome,
+    /// Counters and timings (`VmConfig::collect_stats`).
+    pub stats: Option<VmStats>,
+}
+
+/// Boots the VM described by `config` and runs it to the end.
+pub fn run(config: VmConfig) -> Result<VmOutcome, VmmError> {
+    run_measured(config).map(|r| r.outcome)
+}
+
+/// Like [`run`], also returning statistics when `config.collect_stats` is set.
+pub fn run_measured(config: VmConfig) -> Result<VmReport, VmmError> {
+    let started = Instant::now();
+    let (kvm, vm_fd) = open_host()?;
+    config.validate(kvm.get_max_vcpus())?;
+    let cmdline = config.guest_cmdline()?;
+    let vm = Vm::new(kvm, vm_fd, config.mem_mib)?;
+    let kernel = vm.load_kernel(&config, &cmdline)?;
+
+    let (events_tx, events_rx) = mpsc::channel();
+    let serial = Arc::new(Mutex::new(build_serial(
+        &vm,
+        &config.serial,
+        events_tx.clone(),
+    )?));
+    let mut pio = Bus::new();
+    pio.insert(COM1_PORT, COM1_PORTS, serial.clone())?;
+    pio.insert(I8042_PORT, I8042_PORTS, Arc::new(Mutex::new(I8042::new())))?;
+    pio.insert(CMOS_PORT, CMOS_PORTS, Arc::new(Mutex::new(Cmos::new())))?;
+    let mmio = Bus::new();
+
+    let vcpu_fds = vm.create_vcpus(config.vcpus, &kernel)?;
+    let stats_fds = if config.collect_stats {
+        let vm_stats = open_stats_fd(&vm.fd).ok();
+        let vcpu_stats: Vec<File> = vcpu_fds
+            .iter()
+            .filter_map(|v| open_stats_fd(v).ok())
+            .collect();
+        Some((vm_stats, vcpu_stats))
+    } else {
+        None
+    };
+
+    vcpu::install_kick_handler().map_err(|source| VmmError::HostResource {
+        what: "install the vCPU kick signal handler",
+        source,
+    })?;
+    let shared = VcpuShared {
+        pio: Arc::new(pio),
+        mmio: Arc::new(mmio),
+        stop: Arc::new(AtomicBool::new(false)),
+        events: events_tx,
+    };
+    let mut threads = Vec::with_capacity(vcpu_fds.len());
+    let mut spawn_error = None;
+    for (index, fd) in vcpu_fds.into_iter().enumerate() {
+        match vcpu::spawn(index as u8, fd, shared.clone()) {
+            Ok(t) => threads.push(t),
+            Err(source) => {
+                spawn_error = Some(VmmError::HostResource {
+                    what: "start a vCPU thread",
+                    source,
+                });
+                break;
+            }
+        }
+    }
+
+    let first_stop = match spawn_error {
+        Some(_) => VcpuStop::Kicked,
+        None => wait_for_end(&events_rx),
+    };
+    shared.stop.store(true, Ordering::Release);
+    let counters = stop_and_join(threads);
+    if let Some(err) = spawn_error {
+        return Err(err);
+    }
+
+    let console = {
+        let mut port = lock(&serial);
+        port.sink_mut().flush_pending();
+        port.sink_mut().report()
+    };
+    let outcome = decide_outcome(&first_stop, &console)?;
+
+    let stats = stats_fds.map(|(vm_stats, vcpu_stats)| {
+        let mut stats = VmStats {
+            exits: counters,
+            to_first_output: console.first_output_at.map(|t| t - started),
+            to_marker: console.marker_at.map(|t| t - started),
+            total: started.elapsed(),
+            guest_mem_mib: config.mem_mib,
+            ..Default::default()
+        };
+        if let Some(f) = vm_stats {
+            stats.kvm_vm = read_stats(&f).unwrap_or_default();
+        }
+        for f in &vcpu_stats {
+            for (name, v) in read_stats(f).unwrap_or_default() {
+                *stats.kvm_vcpu.entry(name).or_default() += v;
+            }
+        }
+        (stats.cpu_time, stats.max_rss_kib) = process_usage();
+        stats
+    });
+    Ok(VmReport { outcome, stats })
+}
+
+fn build_serial(
+    vm: &Vm,
+    output: &SerialOutput,
+    events: mpsc::Sender<VmEvent>,
+) -> Result<SerialPort, VmmError> {
+    let mut sink = match output {
+        SerialOutput::Stdout => ConsoleSink::stdout(),
+        SerialOutput::Off => ConsoleSink::discard(),
+        SerialOutput::File(path) => {
+            ConsoleSink::file(File::create(path).map_err(|source| VmmError::SerialFile {
+                path: path.clone(),
+                source,
+            })?)
+        }
+    };
+    let events = Mutex::new(events);
+    sink.set_alerts(Box::new(move |alert| match alert {
+        ConsoleAlert::KernelPanic => {
+            let _ = lock(&events).send(VmEvent::KernelPanic);
+        }
+    }));
+    let irq = vmm_sys_util::eventfd::EventFd::new(libc::EFD_NONBLOCK).map_err(|source| {
+        VmmError::HostResource {
+            what: "create the serial interrupt eventfd",
+            source,
+        }
+    })?;
+    vm.fd
+        .register_irqfd(&irq, COM1_IRQ)
+        .map_err(VmmError::kvm("KVM_IRQFD"))?;
+    Ok(SerialPort::new(IrqLine(irq), sink))
+}
+
+/// Waits for the first vCPU to stop; after a kernel panic, waits at most `PANIC_GRACE`.
+fn wait_for_end(events: &mpsc::Receiver<VmEvent>) -> VcpuStop {
+    let mut deadline: Option<Instant> = None;
+    loop {
+        let event = match deadline {
+            None => events.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            Some(d) => events.recv_timeout(d.saturating_duration_since(Instant::now())),
+        };
+        match event {
+            Ok(VmEvent::VcpuStopped(_, stop)) => return stop,
+            Ok(VmEvent::KernelPanic) => {
+                deadline.get_or_insert(Instant::now() + PANIC_GRACE);
+            }
+            // Timeout after a panic, or every vCPU gone without a word: stop the VM.
+            Err(_) => return VcpuStop::Kicked,
+        }
+    }
+}
+
+/// Kicks every vCPU thread until it has left KVM_RUN, then joins them all.
+fn stop_and_join(threads: Vec<JoinHandle<ExitCounters>>) -> ExitCounters {
+    let mut total = ExitCounters::default();
+    for thread in threads {
+        while !thread.is_finished() {
+            // SAFETY: the thread has not been joined, so its pthread_t is valid; the kick
+            // handler is installed and only touches that thread's own kvm_run.
+            unsafe { libc::pthread_kill(thread.as_pthread_t(), vcpu::kick_signal()) };
+            std::thread::sleep(KICK_INTERVAL);
+        }
+        // A vCPU thread that panicked contributes no counters; the VM is over either way.
+        if let Ok(counters) = thread.join() {
+            total.merge(&counters);
+        }
+    }
+    total
+}
+
+/// Combines how the first vCPU stopped with what the console showed.
+fn decide_outcome(stop: &VcpuStop, console: &ConsoleReport) -> Result<VmOutcome, VmmError> {
+    if console.panicked {
+        return Ok(VmOutcome::GuestPanic);
+    }
+    Ok(match stop {
+        VcpuStop::GuestReset | VcpuStop::Kicked => match console.exit_status {
+            Some(n) => VmOutcome::GuestReportedExit(n),
+            None => VmOutcome::CleanStop,
+        },
+        VcpuStop::TripleFault => VmOutcome::TripleFault,
+        VcpuStop::KvmError(what) => VmOutcome::KvmError(what.clone()),
+        VcpuStop::RunFailed(errno) => {
+            return Err(VmmError::VcpuRun {
+                index: 0,
+                source: kvm_ioctls::Error::new(*errno),
+            })
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_follow_the_foundation_table() {
+        assert_eq!(VmOutcome::GuestReportedExit(0).exit_code(), 0);
+        assert_eq!(VmOutcome::GuestReportedExit(42).exit_code(), 42);
+        assert_eq!(VmOutcome::CleanStop.exit_code(), 0);
+        assert_eq!(VmOutcome::GuestPanic.exit_code(), 250);
+        assert_eq!(VmOutcome::TripleFault.exit_code(), 251);
+        assert_eq!(VmOutcome::KvmError("x".into()).exit_code(), 251);
+    }
+
+    #[test]
+    fn outcome_combines_stop_and_console() {
+        let mut console = ConsoleReport::default();
+        let reset = VcpuStop::GuestReset;
+        assert_eq!(
+            decide_outcome(&reset, &console).unwrap(),
+            VmOutcome::CleanStop
+        );
+        console.exit_status = Some(3);
+        assert_eq!(
+            decide_outcome(&reset, &console).unwrap(),
+            VmOutcome::GuestReportedExit(3)
+        );
+        assert_eq!(
+            decide_outcome(&VcpuStop::TripleFault, &console).unwrap(),
+            VmOutcome::TripleFault
+        );
+        console.panicked = true;
+        assert_eq!(
+            decide_outcome(&reset, &console).unwrap(),
+            VmOutcome::GuestPanic
+        );
+        assert_eq!(
+            decide_outcome(&VcpuStop::TripleFault, &console).unwrap(),
+            VmOutcome::GuestPanic
+        );
+        console.panicked = false;
+        assert!(decide_outcome(&VcpuStop::RunFailed(libc::EFAULT), &console).is_err());
+    }
+
+    #[test]
+    fn panic_grace_ends_the_wait() {
+        let (tx, rx) = mpsc::channel();
+        tx.send(VmEvent::KernelPanic).unwrap();
+        let started = Instant::now();
+        assert_eq!(wait_for_end(&rx), VcpuStop::Kicked);
+        assert!(started.elapsed() >= PANIC_GRACE);
+        drop(tx);
+    }
+}

@@ -1,0 +1,238 @@
+//! The one typed configuration of a VM: frontends (the `rkt-vmm` debug binary, stage1-kvm) build
+//! a [`VmConfig`] and hand it to [`crate::run`]; nothing else decides how the VM looks.
+
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+/// Smallest guest RAM we accept. A tiny kernel plus initramfs needs more than this anyway; the
+/// precise requirement is checked when the kernel is loaded (see `VmmError::MemoryTooSmall`).
+pub const MIN_MEM_MIB: u64 = 16;
+
+/// Largest guest RAM we accept (1 TiB); far above any pod, it only keeps the arithmetic sane.
+pub const MAX_MEM_MIB: u64 = 1 << 20;
+
+/// The MP table describes processors with 8-bit APIC IDs and the IOAPIC takes the ID after the
+/// last vCPU, so 254 vCPUs is the ceiling whatever KVM allows.
+pub const MAX_VCPUS: u8 = 254;
+
+/// x86 Linux copies at most `COMMAND_LINE_SIZE` (2048) bytes including the terminating NUL.
+pub const MAX_CMDLINE_LEN: usize = 2047;
+
+/// Where the guest's serial console (ttyS0) goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SerialOutput {
+    /// The VMM's standard output.
+    Stdout,
+    /// A file, created or truncated.
+    File(PathBuf),
+    /// Discarded; the VMM still scans it for the exit marker and kernel panics.
+    Off,
+}
+
+/// The guest kernel and what it boots with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelConfig {
+    /// An ELF `vmlinux` (booted through its PVH entry when it has one) or a `bzImage`.
+    pub path: PathBuf,
+    /// The kernel command line as the user wrote it; everything after ` -- ` goes to init.
+    pub cmdline: String,
+    /// An uncompressed or compressed initramfs, placed at the top of low memory.
+    pub initrd: Option<PathBuf>,
+}
+
+/// Everything needed to build and run one VM.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VmConfig {
+    /// Guest RAM in MiB.
+    pub mem_mib: u64,
+    /// Number of vCPUs, each on its own thread.
+    pub vcpus: u8,
+    /// Kernel, command line and initramfs.
+    pub kernel: KernelConfig,
+    /// Where ttyS0 goes.
+    pub serial: SerialOutput,
+    /// Collect KVM's and the VMM's counters for `--stats` (costs a few reads at the end).
+    pub collect_stats: bool,
+}
+
+/// A configuration that cannot describe a VM.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// vCPU count outside what KVM (or the MP table) supports.
+    #[error(
+        "{requested} vCPUs requested, but this host supports 1 to {max}: pass a smaller --cpus"
+    )]
+    VcpuCount {
+        /// What the caller asked for.
+        requested: u64,
+        /// The largest count this host accepts.
+        max: u64,
+    },
+    /// Guest memory below the floor or absurdly large.
+    #[error("{requested} MiB of guest memory requested, but it must be {MIN_MEM_MIB} to {MAX_MEM_MIB} MiB: pass another --mem")]
+    MemorySize {
+        /// What the caller asked for.
+        requested: u64,
+    },
+    /// Command line longer than x86 Linux accepts.
+    #[error("the kernel command line is {len} bytes, but Linux accepts at most {max}: shorten it")]
+    CmdlineTooLong {
+        /// Length after the VMM added its own parameters.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Command line with a NUL byte, which would silently cut it short.
+    #[error("the kernel command line contains a NUL byte: remove it")]
+    CmdlineNul,
+}
+
+impl VmConfig {
+    /// A configuration with the defaults of the debug binary (128 MiB, 1 vCPU, serial on stdout).
+    pub fn new(kernel: KernelConfig) -> Self {
+        VmConfig {
+            mem_mib: 128,
+            vcpus: 1,
+            kernel,
+            serial: SerialOutput::Stdout,
+            collect_stats: false,
+        }
+    }
+
+    /// Checks the parts that do not depend on the files: vCPU count against the host's limit,
+    /// memory size, and the final command line.
+    pub fn validate(&self, host_max_vcpus: usize) -> Result<(), ConfigError> {
+        let max = host_max_vcpus.clamp(1, usize::from(MAX_VCPUS)) as u64;
+        if self.vcpus == 0 || u64::from(self.vcpus) > max {
+            return Err(ConfigError::VcpuCount {
+                requested: u64::from(self.vcpus),
+                max,
+            });
+        }
+        if !(MIN_MEM_MIB..=MAX_MEM_MIB).contains(&self.mem_mib) {
+            return Err(ConfigError::MemorySize {
+                requested: self.mem_mib,
+            });
+        }
+        self.guest_cmdline().map(|_| ())
+    }
+
+    /// The command line the guest kernel really gets: the user's, plus what our devices need
+    /// (`console=ttyS0` while the serial port exists), inserted before the ` -- ` that starts
+    /// init's arguments.
+    pub fn guest_cmdline(&self) -> Result<String, ConfigError> {
+        let user = self.kernel.cmdline.trim();
+        if user.contains('\0') {
+            return Err(ConfigError::CmdlineNul);
+        }
+        let (kernel_part, init_part) = split_init_args(user);
+        let mut params: Vec<&str> = kernel_part.split_whitespace().collect();
+        // The serial port is always present (only its output may be discarded), so the guest's
+        // console always goes there unless the user chose a console explicitly.
+        if !params.iter().any(|p| p.starts_with("console=")) {
+            params.push("console=ttyS0");
+        }
+        let mut line = params.join(" ");
+        if let Some(init) = init_part {
+            line.push_str(" -- ");
+            line.push_str(init);
+        }
+        if line.len() > MAX_CMDLINE_LEN {
+            return Err(ConfigError::CmdlineTooLong {
+                len: line.len(),
+                max: MAX_CMDLINE_LEN,
+            });
+        }
+        Ok(line)
+    }
+}
+
+/// Splits `kernel params -- init args` at the first standalone `--`.
+fn split_init_args(cmdline: &str) -> (&str, Option<&str>) {
+    if let Some(rest) = cmdline.strip_prefix("--") {
+        if rest.is_empty() || rest.starts_with(char::is_whitespace) {
+            return ("", Some(rest.trim()));
+        }
+    }
+    let mut search_from = 0;
+    while let Some(pos) = cmdline[search_from..].find(" --") {
+        let at = search_from + pos;
+        let after = &cmdline[at + 3..];
+        if after.is_empty() || after.starts_with(char::is_whitespace) {
+            return (&cmdline[..at], Some(after.trim()));
+        }
+        search_from = at + 3;
+    }
+    (cmdline, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(cmdline: &str) -> VmConfig {
+        VmConfig::new(KernelConfig {
+            path: PathBuf::from("/k"),
+            cmdline: cmdline.to_string(),
+            initrd: None,
+        })
+    }
+
+    #[test]
+    fn console_goes_before_init_args() {
+        let c = config("reboot=k panic=-1 quiet -- /bin/busybox echo hello --x");
+        assert_eq!(
+            c.guest_cmdline().unwrap(),
+            "reboot=k panic=-1 quiet console=ttyS0 -- /bin/busybox echo hello --x"
+        );
+    }
+
+    #[test]
+    fn user_console_is_kept() {
+        let c = config("console=hvc0 quiet");
+        assert_eq!(c.guest_cmdline().unwrap(), "console=hvc0 quiet");
+    }
+
+    #[test]
+    fn double_dash_inside_a_word_is_not_a_separator() {
+        let c = config("foo=a--b --bar");
+        assert_eq!(c.guest_cmdline().unwrap(), "foo=a--b --bar console=ttyS0");
+        let c = config("-- echo");
+        assert_eq!(c.guest_cmdline().unwrap(), "console=ttyS0 -- echo");
+    }
+
+    #[test]
+    fn too_long_or_nul_cmdline_is_refused() {
+        let c = config(&"a".repeat(MAX_CMDLINE_LEN));
+        assert!(matches!(
+            c.guest_cmdline(),
+            Err(ConfigError::CmdlineTooLong { .. })
+        ));
+        assert_eq!(config("a\0b").guest_cmdline(), Err(ConfigError::CmdlineNul));
+    }
+
+    #[test]
+    fn vcpus_and_memory_are_checked() {
+        let mut c = config("quiet");
+        assert!(c.validate(288).is_ok());
+        c.vcpus = 0;
+        assert!(matches!(
+            c.validate(288),
+            Err(ConfigError::VcpuCount { .. })
+        ));
+        c.vcpus = 9;
+        assert_eq!(
+            c.validate(8),
+            Err(ConfigError::VcpuCount {
+                requested: 9,
+                max: 8
+            })
+        );
+        c.vcpus = 1;
+        c.mem_mib = 8;
+        assert!(matches!(c.validate(8), Err(ConfigError::MemorySize { .. })));
+        let msg = ConfigError::MemorySize { requested: 8 }.to_string();
+        assert!(msg.contains("--mem"), "{msg}");
+    }
+}

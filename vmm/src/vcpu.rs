@@ -1,0 +1,188 @@
+//! vCPU threads: one per vCPU, each running KVM_RUN and dispatching port I/O and MMIO exits to
+//! the buses. A thread ends when its vCPU ends the VM (reset, triple fault, error) or when the
+//! supervisor kicks it because another vCPU did.
+//!
+//! Kicking: the supervisor sets the shared stop flag and sends `kick_signal()` to each thread.
+//! The handler sets `immediate_exit` in that thread's `kvm_run`, so a signal that lands just
+//! before KVM_RUN still makes KVM_RUN return at once (EINTR) instead of being lost.
+
+use std::cell::Cell;
+use std::io;
+use std::ptr::null_mut;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Once};
+use std::thread::JoinHandle;
+
+use kvm_bindings::{kvm_run, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN};
+use kvm_ioctls::{VcpuExit, VcpuFd};
+use vmm_sys_util::signal::{register_signal_handler, SIGRTMIN};
+
+use crate::devices::bus::{Bus, BusAction};
+use crate::stats::ExitCounters;
+
+/// Why a vCPU thread stopped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VcpuStop {
+    /// The guest pulled the reset line (i8042) or asked KVM for a reset/shutdown.
+    GuestReset,
+    /// KVM_EXIT_SHUTDOWN: a triple fault.
+    TripleFault,
+    /// KVM could not emulate or enter the guest.
+    KvmError(String),
+    /// KVM_RUN failed outright.
+    RunFailed(i32),
+    /// The supervisor stopped this vCPU because the VM is ending.
+    Kicked,
+}
+
+/// Messages from vCPU threads (and the console) to the supervisor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VmEvent {
+    /// vCPU `index` stopped.
+    VcpuStopped(u8, VcpuStop),
+    /// The console saw a kernel panic.
+    KernelPanic,
+}
+
+/// What every vCPU thread shares.
+#[derive(Clone)]
+pub struct VcpuShared {
+    /// Port I/O devices.
+    pub pio: Arc<Bus>,
+    /// MMIO devices.
+    pub mmio: Arc<Bus>,
+    /// Set when the VM is ending.
+    pub stop: Arc<AtomicBool>,
+    /// Where stops are reported.
+    pub events: std::sync::mpsc::Sender<VmEvent>,
+}
+
+thread_local! {
+    /// This thread's `kvm_run`, for the kick handler. Null outside the run loop.
+    static KVM_RUN: Cell<*mut kvm_run> = const { Cell::new(null_mut()) };
+}
+
+extern "C" fn kick_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    let _ = KVM_RUN.try_with(|run| {
+        let run = run.get();
+        if !run.is_null() {
+            // SAFETY: the pointer is this thread's live kvm_run mapping (cleared before the
+            // vCPU fd is dropped); a volatile byte store is async-signal-safe.
+            unsafe { std::ptr::addr_of_mut!((*run).immediate_exit).write_volatile(1) };
+        }
+    });
+}
+
+/// The signal used to kick vCPU threads out of KVM_RUN.
+pub fn kick_signal() -> libc::c_int {
+    SIGRTMIN()
+}
+
+/// Installs the kick handler once per process.
+pub fn install_kick_handler() -> io::Result<()> {
+    static INSTALL: Once = Once::new();
+    let mut result = Ok(());
+    INSTALL.call_once(|| {
+        result = register_signal_handler(kick_signal(), kick_handler)
+            .map_err(|e| io::Error::from_raw_os_error(e.errno()));
+    });
+    result
+}
+
+/// Starts the thread for vCPU `index`. The thread returns its exit counters.
+pub fn spawn(index: u8, vcpu: VcpuFd, shared: VcpuShared) -> io::Result<JoinHandle<ExitCounters>> {
+    std::thread::Builder::new()
+        .name(format!("vcpu{index}"))
+        .spawn(move || {
+            let mut vcpu = vcpu;
+            let mut counters = ExitCounters::default();
+            KVM_RUN.with(|r| r.set(vcpu.get_kvm_run() as *mut kvm_run));
+            let stop = run_loop(&mut vcpu, &shared, &mut counters);
+            KVM_RUN.with(|r| r.set(null_mut()));
+            if stop != VcpuStop::Kicked {
+                let _ = shared.events.send(VmEvent::VcpuStopped(index, stop));
+            }
+            drop(vcpu);
+            counters
+        })
+}
+
+fn run_loop(vcpu: &mut VcpuFd, shared: &VcpuShared, counters: &mut ExitCounters) -> VcpuStop {
+    loop {
+        if shared.stop.load(Ordering::Acquire) {
+            return VcpuStop::Kicked;
+        }
+        match vcpu.run() {
+            Ok(exit) => {
+                if let Some(stop) = handle_exit(exit, shared, counters) {
+                    return stop;
+                }
+            }
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                // A kick (or an unrelated signal): clear the flag and re-check `stop`.
+                vcpu.set_kvm_immediate_exit(0);
+            }
+            Err(e) => return VcpuStop::RunFailed(e.errno()),
+        }
+    }
+}
+
+fn handle_exit(
+    exit: VcpuExit<'_>,
+    shared: &VcpuShared,
+    counters: &mut ExitCounters,
+) -> Option<VcpuStop> {
+    match exit {
+        VcpuExit::IoIn(port, data) => {
+            *counters.pio_in.entry(port).or_default() += 1;
+            if !shared.pio.read(u64::from(port), data) {
+                counters.unhandled += 1;
+                data.fill(0xff);
+            }
+            None
+        }
+        VcpuExit::IoOut(port, data) => {
+            *counters.pio_out.entry(port).or_default() += 1;
+            match shared.pio.write(u64::from(port), data) {
+                Some(BusAction::GuestReset) => Some(VcpuStop::GuestReset),
+                Some(BusAction::Continue) => None,
+                None => {
+                    counters.unhandled += 1;
+                    None
+                }
+            }
+        }
+        VcpuExit::MmioRead(addr, data) => {
+            *counters.mmio_read.entry(addr).or_default() += 1;
+            if !shared.mmio.read(addr, data) {
+                counters.unhandled += 1;
+                data.fill(0xff);
+            }
+            None
+        }
+        VcpuExit::MmioWrite(addr, data) => {
+            *counters.mmio_write.entry(addr).or_default() += 1;
+            match shared.mmio.write(addr, data) {
+                Some(BusAction::GuestReset) => Some(VcpuStop::GuestReset),
+                Some(BusAction::Continue) => None,
+                None => {
+                    counters.unhandled += 1;
+                    None
+                }
+            }
+        }
+        // With the in-kernel LAPIC, HLT is handled inside KVM; an exit here is harmless.
+        VcpuExit::Hlt => None,
+        VcpuExit::Shutdown => Some(VcpuStop::TripleFault),
+        VcpuExit::SystemEvent(kind, _) => match kind {
+            KVM_SYSTEM_EVENT_RESET | KVM_SYSTEM_EVENT_SHUTDOWN => Some(VcpuStop::GuestReset),
+            other => Some(VcpuStop::KvmError(format!("system event {other}"))),
+        },
+        VcpuExit::InternalError => Some(VcpuStop::KvmError("KVM internal error".into())),
+        VcpuExit::FailEntry(reason, cpu) => Some(VcpuStop::KvmError(format!(
+            "VM entry failed (hardware reason {reason:#x} on host CPU {cpu})"
+        ))),
+        VcpuExit::Intr => None,
+        other => Some(VcpuStop::KvmError(format!("unexpected exit {other:?}"))),
+    }
+}
