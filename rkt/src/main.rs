@@ -1,1 +1,6 @@
+mod extract;
+mod image;
+mod store;
+#[cfg(test)]
+mod testutil;
 fn main() {}

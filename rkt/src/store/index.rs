@@ -1,0 +1,304 @@
+//! The store's index: one SQLite database (`cas/db/index.sqlite`) saying which
+//! images the store holds, their manifests and bookkeeping, and which rendered
+//! trees belong to which image. The schema is versioned: `MIGRATIONS[n]` takes
+//! version n to n+1, each applied in its own transaction and recorded in the
+//! `schema_version` table, so an old store upgrades in place and a store from
+//! a newer rkt is refused instead of misread.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+/// One step per schema version; never edit a released step, append a new one.
+const MIGRATIONS: &[&str] = &[
+    // 0 -> 1: images and their rendered trees.
+    "CREATE TABLE images (
+        id TEXT PRIMARY KEY,            -- sha512-<hex> of the uncompressed ACI tar
+        name TEXT NOT NULL,             -- the manifest's name
+        labels TEXT NOT NULL,           -- the manifest's labels, as JSON
+        manifest BLOB NOT NULL,         -- the manifest bytes as found in the image
+        size INTEGER NOT NULL,          -- bytes of the stored blob
+        import_time INTEGER NOT NULL,   -- unix seconds
+        last_used INTEGER NOT NULL,     -- unix seconds
+        source TEXT NOT NULL,           -- where it was fetched from
+        signature_verified INTEGER NOT NULL
+    );
+    CREATE INDEX images_by_name ON images(name);
+    CREATE TABLE trees (
+        tree_id TEXT PRIMARY KEY,       -- directory name under cas/tree
+        image_id TEXT NOT NULL          -- the image it renders (with its dependencies)
+    );",
+];
+
+#[derive(Debug, Clone)]
+pub struct ImageRow {
+    pub id: String,
+    pub name: String,
+    pub labels_json: String,
+    pub manifest: Vec<u8>,
+    pub size: u64,
+    pub import_time: i64,
+    pub last_used: i64,
+    pub source: String,
+    pub signature_verified: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("image store index: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error(
+        "the image store index has schema version {found}, newer than this rkt knows ({known}); \
+         use the rkt that wrote it, or a fresh --dir"
+    )]
+    NewerSchema { found: i64, known: i64 },
+}
+
+pub struct Index {
+    conn: Connection,
+}
+
+impl Index {
+    pub fn open(path: &Path) -> Result<Index, IndexError> {
+        let conn = Connection::open(path)?;
+        // Concurrent rkt processes wait for each other instead of failing.
+        conn.busy_timeout(Duration::from_secs(60))?;
+        // WAL + FULL: readers never block the writer, and a commit survives a crash.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        let mut index = Index { conn };
+        index.migrate()?;
+        Ok(index)
+    }
+
+    fn migrate(&mut self) -> Result<(), IndexError> {
+        let known = MIGRATIONS.len() as i64;
+        // IMMEDIATE: take the write lock up front so two first-time openers
+        // do not both try to create the tables.
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")?;
+        let current: i64 = tx
+            .query_row("SELECT MAX(version) FROM schema_version", [], |row| {
+                row.get::<_, Option<i64>>(0)
+            })?
+            .unwrap_or(0);
+        if current > known {
+            return Err(IndexError::NewerSchema {
+                found: current,
+                known,
+            });
+        }
+        for (step, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+            tx.execute_batch(sql)?;
+            tx.execute(
+                "INSERT INTO schema_version (version) VALUES (?1)",
+                params![step as i64 + 1],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn schema_version(&self) -> Result<i64, IndexError> {
+        Ok(self
+            .conn
+            .query_row("SELECT MAX(version) FROM schema_version", [], |row| {
+                row.get(0)
+            })?)
+    }
+
+    /// Adds an image, or refreshes `last_used` if it is already there (the
+    /// same bytes fetched again; its import time stays the first one).
+    pub fn upsert_image(&self, row: &ImageRow) -> Result<(), IndexError> {
+        self.conn.execute(
+            "INSERT INTO images (id, name, labels, manifest, size, import_time, last_used,
+                                 source, signature_verified)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             ON CONFLICT(id) DO UPDATE SET
+                 last_used = excluded.last_used,
+                 signature_verified = MAX(signature_verified, excluded.signature_verified)",
+            params![
+                row.id,
+                row.name,
+                row.labels_json,
+                row.manifest,
+                row.size as i64,
+                row.import_time,
+                row.last_used,
+                row.source,
+                row.signature_verified,
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ImageRow> {
+        Ok(ImageRow {
+            id: row.get(0)?,
+            name: row.get(1)?,
+            labels_json: row.get(2)?,
+            manifest: row.get(3)?,
+            size: row.get::<_, i64>(4)?.max(0) as u64,
+            import_time: row.get(5)?,
+            last_used: row.get(6)?,
+            source: row.get(7)?,
+            signature_verified: row.get(8)?,
+        })
+    }
+
+    const COLUMNS: &'static str = "id, name, labels, manifest, size, import_time, last_used, \
+                                   source, signature_verified";
+
+    pub fn images(&self) -> Result<Vec<ImageRow>, IndexError> {
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {} FROM images ORDER BY import_time, id",
+            Self::COLUMNS
+        ))?;
+        let rows = stmt.query_map([], Self::row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn image(&self, id: &str) -> Result<Option<ImageRow>, IndexError> {
+        Ok(self
+            .conn
+            .query_row(
+                &format!("SELECT {} FROM images WHERE id = ?1", Self::COLUMNS),
+                params![id],
+                Self::row,
+            )
+            .optional()?)
+    }
+
+    pub fn images_with_id_prefix(&self, prefix: &str) -> Result<Vec<ImageRow>, IndexError> {
+        // substr instead of LIKE: IDs never contain LIKE wildcards, but a
+        // user-typed prefix could.
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {} FROM images WHERE substr(id, 1, length(?1)) = ?1",
+            Self::COLUMNS
+        ))?;
+        let rows = stmt.query_map(params![prefix], Self::row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn images_named(&self, name: &str) -> Result<Vec<ImageRow>, IndexError> {
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {} FROM images WHERE name = ?1 ORDER BY import_time DESC, id",
+            Self::COLUMNS
+        ))?;
+        let rows = stmt.query_map(params![name], Self::row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn touch(&self, id: &str, now: i64) -> Result<(), IndexError> {
+        self.conn.execute(
+            "UPDATE images SET last_used = ?2 WHERE id = ?1",
+            params![id, now],
+        )?;
+        Ok(())
+    }
+
+    /// Removes an image and its tree records in one transaction; returns the
+    /// tree IDs whose directories the caller should delete.
+    pub fn remove_image(&mut self, id: &str) -> Result<Vec<String>, IndexError> {
+        let tx = self.conn.transaction()?;
+        let trees = {
+            let mut stmt = tx.prepare("SELECT tree_id FROM trees WHERE image_id = ?1")?;
+            let rows = stmt.query_map(params![id], |row| row.get(0))?;
+            rows.collect::<Result<Vec<String>, _>>()?
+        };
+        tx.execute("DELETE FROM trees WHERE image_id = ?1", params![id])?;
+        tx.execute("DELETE FROM images WHERE id = ?1", params![id])?;
+        tx.commit()?;
+        Ok(trees)
+    }
+
+    pub fn add_tree(&self, tree_id: &str, image_id: &str) -> Result<(), IndexError> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO trees (tree_id, image_id) VALUES (?1, ?2)",
+            params![tree_id, image_id],
+        )?;
+        Ok(())
+    }
+
+    pub fn tree_ids(&self) -> Result<Vec<String>, IndexError> {
+        let mut stmt = self.conn.prepare("SELECT tree_id FROM trees")?;
+        let rows = stmt.query_map([], |row| row.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: &str, name: &str, import_time: i64) -> ImageRow {
+        ImageRow {
+            id: id.to_string(),
+            name: name.to_string(),
+            labels_json: "[]".to_string(),
+            manifest: b"{}".to_vec(),
+            size: 10,
+            import_time,
+            last_used: import_time,
+            source: "test".to_string(),
+            signature_verified: false,
+        }
+    }
+
+    #[test]
+    fn migrates_once_and_refuses_newer_schemas() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.sqlite");
+        {
+            let index = Index::open(&path).unwrap();
+            assert_eq!(index.schema_version().unwrap(), MIGRATIONS.len() as i64);
+        }
+        // Reopening applies nothing twice.
+        let index = Index::open(&path).unwrap();
+        let rows: i64 = index
+            .conn
+            .query_row("SELECT COUNT(*) FROM schema_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, MIGRATIONS.len() as i64);
+        index
+            .conn
+            .execute("INSERT INTO schema_version (version) VALUES (99)", [])
+            .unwrap();
+        drop(index);
+        let err = Index::open(&path).err().unwrap();
+        assert!(
+            matches!(err, IndexError::NewerSchema { found: 99, .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn upsert_keeps_first_import_time_and_finds_by_prefix_and_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut index = Index::open(&dir.path().join("i.sqlite")).unwrap();
+        index
+            .upsert_image(&row("sha512-aaa1", "example.com/a", 100))
+            .unwrap();
+        index
+            .upsert_image(&row("sha512-aaa1", "example.com/a", 200))
+            .unwrap();
+        index
+            .upsert_image(&row("sha512-aab2", "example.com/a", 150))
+            .unwrap();
+        let a = index.image("sha512-aaa1").unwrap().unwrap();
+        assert_eq!((a.import_time, a.last_used), (100, 200));
+        assert_eq!(index.images_with_id_prefix("sha512-aa").unwrap().len(), 2);
+        assert_eq!(index.images_with_id_prefix("sha512-aab").unwrap().len(), 1);
+        assert_eq!(index.images_with_id_prefix("sha512-a%").unwrap().len(), 0);
+        let named = index.images_named("example.com/a").unwrap();
+        assert_eq!(named[0].id, "sha512-aab2", "newest import first");
+
+        index.add_tree("deps-x", "sha512-aaa1").unwrap();
+        assert_eq!(index.remove_image("sha512-aaa1").unwrap(), vec!["deps-x"]);
+        assert!(index.image("sha512-aaa1").unwrap().is_none());
+        assert!(index.tree_ids().unwrap().is_empty());
+    }
+}

@@ -1,0 +1,369 @@
+//! The image store under `--dir` (default `/var/lib/rkt`).
+//!
+//! Layout (ours, not byte-compatible with rkt's ql/diskv store):
+//!
+//! ```text
+//! <dir>/cas/lock                          store lock (see `lock`)
+//! <dir>/cas/db/index.sqlite               index: images, manifests, trees (see `index`)
+//! <dir>/cas/blob/sha512/<hh>/<hex>        blobs by digest: an ACI's uncompressed tar,
+//!                                         named by the hex of its image ID; <hh> = first 2 hex
+//! <dir>/cas/tree/deps-sha512-<hex>/       rendered trees, one per image + dependency chain:
+//!     manifest                            the top image's manifest
+//!     rootfs/                             dependencies applied in order, then the image,
+//!                                         each image's pathWhitelist applied over what is below it
+//! <dir>/cas/tmp/                          staging for fetches and renders
+//! ```
+//!
+//! Ordering makes every crash point safe: a blob is fsynced and renamed into
+//! place before the index row that names it is committed; a tree is built in
+//! `tmp/`, synced and renamed in whole before its row is added; deletion drops
+//! the row first and the files after. So the index never names a missing
+//! file, and whatever a crash strands (a temp file, an unindexed blob or
+//! tree) is found and removed by `image gc`, which runs under the exclusive
+//! lock, when nobody can be writing.
+
+mod atomic;
+mod index;
+mod lock;
+mod tree;
+
+use std::fs::{self, File};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use appc::{ImageId, ImageManifest, Labels};
+use thiserror::Error;
+
+use crate::extract::ExtractError;
+use crate::image::aci::StagedAci;
+pub use index::IndexError;
+use index::{ImageRow, Index};
+pub use lock::LockMode;
+use lock::StoreLock;
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    #[error("no image {reference:?} in the store; see `rkt image list`, or fetch it first")]
+    NotFound { reference: String },
+    #[error(
+        "{reference:?} matches {count} images; give more of the ID (see `rkt image list --full`)"
+    )]
+    Ambiguous { reference: String, count: usize },
+    #[error("the store's record of {id} is damaged ({problem}); remove it with `rkt image rm {id}` and fetch it again")]
+    Damaged { id: String, problem: String },
+    #[error("dependency {dependency} of {image}: {problem}")]
+    Dependency {
+        image: String,
+        dependency: String,
+        problem: String,
+    },
+    #[error("rendering {image}: {error}")]
+    Render {
+        image: String,
+        #[source]
+        error: ExtractError,
+    },
+}
+
+pub(crate) fn io_context(context: impl Into<String>) -> impl FnOnce(io::Error) -> StoreError {
+    let context = context.into();
+    move |source| StoreError::Io { context, source }
+}
+
+/// An image as the store knows it.
+#[derive(Debug, Clone)]
+pub struct ImageRecord {
+    pub id: ImageId,
+    pub manifest: ImageManifest,
+    /// The manifest exactly as found in the image (what `cat-manifest` shows).
+    pub manifest_bytes: Vec<u8>,
+    pub size: u64,
+    pub import_time: i64,
+    pub last_used: i64,
+    pub source: String,
+    pub signature_verified: bool,
+}
+
+impl ImageRecord {
+    fn from_row(row: ImageRow) -> Result<ImageRecord, StoreError> {
+        let damaged = |problem: String| StoreError::Damaged {
+            id: row.id.clone(),
+            problem,
+        };
+        let id = ImageId::try_from(row.id.as_str()).map_err(&damaged)?;
+        let manifest =
+            ImageManifest::from_json(&row.manifest).map_err(|err| damaged(err.to_string()))?;
+        Ok(ImageRecord {
+            id,
+            manifest,
+            manifest_bytes: row.manifest,
+            size: row.size,
+            import_time: row.import_time,
+            last_used: row.last_used,
+            source: row.source,
+            signature_verified: row.signature_verified,
+        })
+    }
+
+    pub fn labels(&self) -> &Labels {
+        &self.manifest.labels
+    }
+}
+
+/// What `image gc` removed.
+#[derive(Debug, Default)]
+pub struct GcReport {
+    pub images: Vec<ImageId>,
+    pub stray_trees: usize,
+    pub stray_blobs: usize,
+    pub stray_temp_files: usize,
+}
+
+pub struct Store {
+    cas: PathBuf,
+    index: Index,
+    mode: LockMode,
+    _lock: StoreLock,
+}
+
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl Store {
+    /// Opens (creating if needed) the store under `data_dir`, holding the
+    /// store lock in `mode` until dropped.
+    pub fn open(data_dir: &Path, mode: LockMode) -> Result<Store, StoreError> {
+        let cas = data_dir.join("cas");
+        for sub in ["db", "blob/sha512", "tree", "tmp"] {
+            let path = cas.join(sub);
+            fs::create_dir_all(&path).map_err(io_context(format!(
+                "creating {} (is --dir writable? rkt usually needs root)",
+                path.display()
+            )))?;
+        }
+        let lock_path = cas.join("lock");
+        let lock = StoreLock::acquire(&lock_path, mode)
+            .map_err(io_context(format!("locking {}", lock_path.display())))?;
+        let index = Index::open(&cas.join("db/index.sqlite"))?;
+        Ok(Store {
+            cas,
+            index,
+            mode,
+            _lock: lock,
+        })
+    }
+
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.cas.join("tmp")
+    }
+
+    fn blob_path(&self, id: &ImageId) -> PathBuf {
+        let hex = id.hex();
+        self.cas.join("blob/sha512").join(&hex[..2]).join(hex)
+    }
+
+    fn tree_dir(&self) -> PathBuf {
+        self.cas.join("tree")
+    }
+
+    /// Moves a staged ACI into the store; returns its ID. Fetching an image
+    /// that is already there only refreshes its last-used time.
+    pub fn insert_aci(
+        &self,
+        staged: StagedAci,
+        source: &str,
+        signature_verified: bool,
+    ) -> Result<ImageId, StoreError> {
+        let dest = self.blob_path(&staged.id);
+        atomic::persist(staged.tar, &dest)
+            .map_err(io_context(format!("storing {}", dest.display())))?;
+        let labels_json = serde_json::to_string(&staged.manifest.labels).unwrap_or_default();
+        let now = unix_now();
+        self.index.upsert_image(&ImageRow {
+            id: staged.id.to_string(),
+            name: staged.manifest.name.to_string(),
+            labels_json,
+            manifest: staged.manifest_bytes,
+            size: staged.size,
+            import_time: now,
+            last_used: now,
+            source: source.to_string(),
+            signature_verified,
+        })?;
+        Ok(staged.id)
+    }
+
+    pub fn images(&self) -> Result<Vec<ImageRecord>, StoreError> {
+        self.index
+            .images()?
+            .into_iter()
+            .map(ImageRecord::from_row)
+            .collect()
+    }
+
+    pub fn image(&self, id: &ImageId) -> Result<ImageRecord, StoreError> {
+        match self.index.image(id.as_str())? {
+            Some(row) => ImageRecord::from_row(row),
+            None => Err(StoreError::NotFound {
+                reference: id.to_string(),
+            }),
+        }
+    }
+
+    /// Finds an image by full or abbreviated ID (`sha512-91e98d7f1679`), or by
+    /// `NAME[:VERSION]` (the newest import wins).
+    pub fn resolve(&self, reference: &str) -> Result<ImageRecord, StoreError> {
+        let not_found = || StoreError::NotFound {
+            reference: reference.to_string(),
+        };
+        if reference.starts_with("sha512-") {
+            let mut rows = self.index.images_with_id_prefix(reference)?;
+            return match rows.len() {
+                0 => Err(not_found()),
+                1 => ImageRecord::from_row(rows.remove(0)),
+                count => Err(StoreError::Ambiguous {
+                    reference: reference.to_string(),
+                    count,
+                }),
+            };
+        }
+        let (name, version) = match reference.split_once(':') {
+            Some((name, version)) => (name, Some(version)),
+            None => (reference, None),
+        };
+        for row in self.index.images_named(name)? {
+            let record = ImageRecord::from_row(row)?;
+            if version.is_none() || record.labels().get("version") == version {
+                return Ok(record);
+            }
+        }
+        Err(not_found())
+    }
+
+    /// Opens the stored (uncompressed) ACI tar.
+    pub fn open_blob(&self, id: &ImageId) -> Result<File, StoreError> {
+        let path = self.blob_path(id);
+        File::open(&path).map_err(|err| StoreError::Damaged {
+            id: id.to_string(),
+            problem: format!("its blob {} cannot be opened: {err}", path.display()),
+        })
+    }
+
+    pub fn touch(&self, id: &ImageId) -> Result<(), StoreError> {
+        Ok(self.index.touch(id.as_str(), unix_now())?)
+    }
+
+    /// Removes an image, its blob and its rendered trees.
+    pub fn remove(&mut self, id: &ImageId) -> Result<(), StoreError> {
+        debug_assert_eq!(
+            self.mode,
+            LockMode::Exclusive,
+            "removal needs the exclusive lock"
+        );
+        let trees = self.index.remove_image(id.as_str())?;
+        for tree in trees {
+            remove_all(&self.tree_dir().join(tree))?;
+        }
+        remove_all(&self.blob_path(id))
+    }
+
+    /// Removes images unused for longer than `grace`, then whatever the index
+    /// does not name: stray blobs, trees and temporary files.
+    pub fn gc(&mut self, grace: Duration) -> Result<GcReport, StoreError> {
+        debug_assert_eq!(
+            self.mode,
+            LockMode::Exclusive,
+            "gc needs the exclusive lock"
+        );
+        let mut report = GcReport::default();
+        let cutoff = unix_now() - grace.as_secs() as i64;
+        for image in self.images()? {
+            if image.last_used < cutoff {
+                self.remove(&image.id)?;
+                report.images.push(image.id);
+            }
+        }
+
+        let known_trees: std::collections::HashSet<String> =
+            self.index.tree_ids()?.into_iter().collect();
+        for entry in read_dir(&self.tree_dir())? {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !known_trees.contains(&name) {
+                remove_all(&entry.path())?;
+                report.stray_trees += 1;
+            }
+        }
+
+        let known_blobs: std::collections::HashSet<String> = self
+            .index
+            .images()?
+            .into_iter()
+            .map(|row| row.id.trim_start_matches("sha512-").to_string())
+            .collect();
+        for shard in read_dir(&self.cas.join("blob/sha512"))? {
+            for blob in read_dir(&shard.path())? {
+                let name = blob.file_name().to_string_lossy().into_owned();
+                if !known_blobs.contains(&name) {
+                    remove_all(&blob.path())?;
+                    report.stray_blobs += 1;
+                }
+            }
+        }
+
+        // Under the exclusive lock nobody is fetching or rendering, so every
+        // temporary file is left over from a killed process.
+        for entry in read_dir(&self.tmp_dir())? {
+            remove_all(&entry.path())?;
+            report.stray_temp_files += 1;
+        }
+        Ok(report)
+    }
+}
+
+fn read_dir(path: &Path) -> Result<Vec<fs::DirEntry>, StoreError> {
+    let context = || format!("reading {}", path.display());
+    fs::read_dir(path)
+        .map_err(io_context(context()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(io_context(context()))
+}
+
+/// Deletes a file or directory tree; a missing one is fine.
+fn remove_all(path: &Path) -> Result<(), StoreError> {
+    let result = match fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => make_writable_and_remove(path),
+        Ok(_) => fs::remove_file(path),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(err) => Err(err),
+    };
+    result.map_err(io_context(format!("removing {}", path.display())))
+}
+
+/// `remove_dir_all`, first giving the owner write permission on directories
+/// an image made read-only (only needed when not running as root).
+fn make_writable_and_remove(path: &Path) -> io::Result<()> {
+    match fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(err) if err.kind() == io::ErrorKind::PermissionDenied => {
+            tree::make_dirs_writable(path)?;
+            fs::remove_dir_all(path)
+        }
+        Err(err) => Err(err),
+    }
+}
+
+#[cfg(test)]
+mod tests;

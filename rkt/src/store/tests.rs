@@ -1,0 +1,207 @@
+use std::time::Duration;
+
+use super::*;
+use crate::testutil::{import, listing, manifest};
+
+fn open(dir: &Path) -> Store {
+    Store::open(dir, LockMode::Shared).unwrap()
+}
+
+#[test]
+fn insert_then_resolve_by_id_prefix_and_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let v1 = import(
+        &store,
+        &manifest("example.com/app", "1", ""),
+        &[("a", b"1")],
+    );
+    let v2 = import(
+        &store,
+        &manifest("example.com/app", "2", ""),
+        &[("a", b"2")],
+    );
+    assert_ne!(v1, v2);
+    let blob = dir
+        .path()
+        .join("cas/blob/sha512")
+        .join(&v1.hex()[..2])
+        .join(v1.hex());
+    assert!(blob.is_file());
+    assert_eq!(store.resolve(v1.short()).unwrap().id, v1);
+    assert_eq!(store.resolve(v1.as_str()).unwrap().id, v1);
+    assert_eq!(store.resolve("example.com/app:1").unwrap().id, v1);
+    assert_eq!(store.resolve("example.com/app:2").unwrap().id, v2);
+    assert!(matches!(
+        store.resolve("sha512-"),
+        Err(StoreError::Ambiguous { count: 2, .. })
+    ));
+    assert!(matches!(
+        store.resolve("example.com/app:3"),
+        Err(StoreError::NotFound { .. })
+    ));
+    assert!(matches!(
+        store.resolve("example.com/other"),
+        Err(StoreError::NotFound { .. })
+    ));
+    // Fetching the same bytes again is idempotent.
+    let again = import(
+        &store,
+        &manifest("example.com/app", "1", ""),
+        &[("a", b"1")],
+    );
+    assert_eq!(again, v1);
+    assert_eq!(store.images().unwrap().len(), 2);
+}
+
+#[test]
+fn renders_dependencies_in_order_with_path_whitelist_and_caches() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let base = import(
+        &store,
+        &manifest("example.com/base", "1", ""),
+        &[
+            ("etc/os", b"base"),
+            ("bin/tool", b"base"),
+            ("lib/junk", b"x"),
+        ],
+    );
+    let app = import(
+        &store,
+        &manifest(
+            "example.com/app",
+            "1",
+            r#","dependencies":[{"imageName":"example.com/base","labels":[{"name":"version","value":"1"}]}],
+               "pathWhitelist":["/etc/os","/bin/tool","/bin/app"]"#,
+        ),
+        &[("bin/tool", b"app"), ("bin/app", b"app")],
+    );
+    let tree = store.tree(&app).unwrap();
+    let rootfs = tree.join("rootfs");
+    assert_eq!(
+        listing(&rootfs),
+        vec!["bin/", "bin/app", "bin/tool", "etc/", "etc/os"]
+    );
+    assert_eq!(
+        fs::read(rootfs.join("bin/tool")).unwrap(),
+        b"app",
+        "later layers win"
+    );
+    assert_eq!(fs::read(rootfs.join("etc/os")).unwrap(), b"base");
+    assert!(fs::read_to_string(tree.join("manifest"))
+        .unwrap()
+        .contains("example.com/app"));
+
+    // The second render is the cached tree: same directory, untouched.
+    let marker = rootfs.join("etc/marker");
+    fs::write(&marker, b"still here").unwrap();
+    assert_eq!(store.tree(&app).unwrap(), tree);
+    assert!(marker.exists());
+    // Rendering the base alone is a different tree.
+    assert_ne!(store.tree(&base).unwrap(), tree);
+}
+
+#[test]
+fn missing_dependency_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let app = import(
+        &store,
+        &manifest(
+            "example.com/app",
+            "1",
+            r#","dependencies":[{"imageName":"example.com/nope"}]"#,
+        ),
+        &[],
+    );
+    let err = store.tree(&app).unwrap_err().to_string();
+    assert!(
+        err.contains("example.com/nope") && err.contains("fetch it first"),
+        "{err}"
+    );
+}
+
+#[test]
+fn remove_and_gc_clean_up_everything_including_crash_leftovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (keep, old) = {
+        let store = open(dir.path());
+        let keep = import(
+            &store,
+            &manifest("example.com/keep", "1", ""),
+            &[("a", b"1")],
+        );
+        let old = import(
+            &store,
+            &manifest("example.com/old", "1", ""),
+            &[("a", b"2")],
+        );
+        store.tree(&keep).unwrap();
+        store.tree(&old).unwrap();
+        (keep, old)
+    };
+    // What a kill -9 mid-fetch or mid-render leaves: a temp file, a blob
+    // without an index row, a tree without one.
+    fs::write(dir.path().join("cas/tmp/aci-stray"), b"partial").unwrap();
+    let stray_blob = dir.path().join("cas/blob/sha512/ff").join("f".repeat(128));
+    fs::create_dir_all(stray_blob.parent().unwrap()).unwrap();
+    fs::write(&stray_blob, b"orphan").unwrap();
+    fs::create_dir_all(dir.path().join("cas/tree/deps-sha512-stray/rootfs")).unwrap();
+
+    let mut store = Store::open(dir.path(), LockMode::Exclusive).unwrap();
+    // Make `old` look unused for two days.
+    store
+        .index
+        .touch(old.as_str(), unix_now() - 2 * 86400)
+        .unwrap();
+    let report = store.gc(Duration::from_secs(86400)).unwrap();
+    assert_eq!(report.images, vec![old.clone()]);
+    assert_eq!(report.stray_trees, 1);
+    assert_eq!(report.stray_blobs, 1);
+    assert_eq!(report.stray_temp_files, 1);
+    assert!(!stray_blob.exists());
+    let remaining: Vec<_> = store.images().unwrap().into_iter().map(|i| i.id).collect();
+    assert_eq!(remaining, vec![keep.clone()]);
+    assert_eq!(
+        fs::read_dir(dir.path().join("cas/tree")).unwrap().count(),
+        1
+    );
+
+    store.remove(&keep).unwrap();
+    assert!(store.images().unwrap().is_empty());
+    assert_eq!(
+        fs::read_dir(dir.path().join("cas/tree")).unwrap().count(),
+        0
+    );
+    assert!(listing(&dir.path().join("cas/blob/sha512"))
+        .iter()
+        .all(|p| p.ends_with('/')));
+}
+
+#[test]
+fn concurrent_fetches_of_the_same_image_are_safe() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                let store = open(&path);
+                let id = import(
+                    &store,
+                    &manifest("example.com/same", "1", ""),
+                    &[("a", b"1")],
+                );
+                store.tree(&id).unwrap();
+                id
+            })
+        })
+        .collect();
+    let ids: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    assert!(ids.windows(2).all(|w| w[0] == w[1]));
+    let store = open(&path);
+    assert_eq!(store.images().unwrap().len(), 1);
+    assert_eq!(fs::read_dir(path.join("cas/tree")).unwrap().count(), 1);
+    assert_eq!(fs::read_dir(path.join("cas/tmp")).unwrap().count(), 0);
+}
