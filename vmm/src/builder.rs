@@ -65,7 +65,9 @@ impl VmOutcome {
             VmOutcome::GuestPanic => {
                 Some("the guest kernel panicked (see its console output)".into())
             }
-            VmOutcome::TripleFault => Some("the guest triple-faulted (KVM shutdown exit)".into()),
+            VmOutcome::TripleFault => {
+                Some("the guest hit a triple fault (KVM shutdown exit)".into())
+            }
             VmOutcome::KvmError(what) => Some(format!("KVM stopped the guest: {what}")),
         }
     }
@@ -144,7 +146,7 @@ pub fn run_measured(config: VmConfig) -> Result<VmReport, VmmError> {
     }
 
     let first_stop = match spawn_error {
-        Some(_) => VcpuStop::Kicked,
+        Some(_) => (0, VcpuStop::Kicked),
         None => wait_for_end(&events_rx),
     };
     shared.stop.store(true, Ordering::Release);
@@ -216,8 +218,9 @@ fn build_serial(
     Ok(SerialPort::new(IrqLine(irq), sink))
 }
 
-/// Waits for the first vCPU to stop; after a kernel panic, waits at most `PANIC_GRACE`.
-fn wait_for_end(events: &mpsc::Receiver<VmEvent>) -> VcpuStop {
+/// Waits for the first vCPU to stop (returning its index and why); after a kernel panic, waits
+/// at most `PANIC_GRACE`.
+fn wait_for_end(events: &mpsc::Receiver<VmEvent>) -> (u8, VcpuStop) {
     let mut deadline: Option<Instant> = None;
     loop {
         let event = match deadline {
@@ -225,12 +228,12 @@ fn wait_for_end(events: &mpsc::Receiver<VmEvent>) -> VcpuStop {
             Some(d) => events.recv_timeout(d.saturating_duration_since(Instant::now())),
         };
         match event {
-            Ok(VmEvent::VcpuStopped(_, stop)) => return stop,
+            Ok(VmEvent::VcpuStopped(index, stop)) => return (index, stop),
             Ok(VmEvent::KernelPanic) => {
                 deadline.get_or_insert(Instant::now() + PANIC_GRACE);
             }
             // Timeout after a panic, or every vCPU gone without a word: stop the VM.
-            Err(_) => return VcpuStop::Kicked,
+            Err(_) => return (0, VcpuStop::Kicked),
         }
     }
 }
@@ -254,7 +257,10 @@ fn stop_and_join(threads: Vec<JoinHandle<ExitCounters>>) -> ExitCounters {
 }
 
 /// Combines how the first vCPU stopped with what the console showed.
-fn decide_outcome(stop: &VcpuStop, console: &ConsoleReport) -> Result<VmOutcome, VmmError> {
+fn decide_outcome(
+    (index, stop): &(u8, VcpuStop),
+    console: &ConsoleReport,
+) -> Result<VmOutcome, VmmError> {
     if console.panicked {
         return Ok(VmOutcome::GuestPanic);
     }
@@ -267,7 +273,7 @@ fn decide_outcome(stop: &VcpuStop, console: &ConsoleReport) -> Result<VmOutcome,
         VcpuStop::KvmError(what) => VmOutcome::KvmError(what.clone()),
         VcpuStop::RunFailed(errno) => {
             return Err(VmmError::VcpuRun {
-                index: 0,
+                index: *index,
                 source: kvm_ioctls::Error::new(*errno),
             })
         }
@@ -291,7 +297,7 @@ mod tests {
     #[test]
     fn outcome_combines_stop_and_console() {
         let mut console = ConsoleReport::default();
-        let reset = VcpuStop::GuestReset;
+        let reset = (0, VcpuStop::GuestReset);
         assert_eq!(
             decide_outcome(&reset, &console).unwrap(),
             VmOutcome::CleanStop
@@ -302,7 +308,7 @@ mod tests {
             VmOutcome::GuestReportedExit(3)
         );
         assert_eq!(
-            decide_outcome(&VcpuStop::TripleFault, &console).unwrap(),
+            decide_outcome(&(0, VcpuStop::TripleFault), &console).unwrap(),
             VmOutcome::TripleFault
         );
         console.panicked = true;
@@ -311,11 +317,25 @@ mod tests {
             VmOutcome::GuestPanic
         );
         assert_eq!(
-            decide_outcome(&VcpuStop::TripleFault, &console).unwrap(),
+            decide_outcome(&(0, VcpuStop::TripleFault), &console).unwrap(),
             VmOutcome::GuestPanic
         );
         console.panicked = false;
-        assert!(decide_outcome(&VcpuStop::RunFailed(libc::EFAULT), &console).is_err());
+        let err = decide_outcome(&(1, VcpuStop::RunFailed(libc::EFAULT)), &console).unwrap_err();
+        assert!(
+            err.to_string().starts_with("vCPU 1: KVM_RUN failed"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn error_outcomes_say_what_happened() {
+        assert!(VmOutcome::TripleFault
+            .describe()
+            .unwrap()
+            .contains("triple fault"));
+        assert!(VmOutcome::GuestPanic.describe().unwrap().contains("panic"));
+        assert_eq!(VmOutcome::GuestReportedExit(3).describe(), None);
     }
 
     #[test]
@@ -323,7 +343,7 @@ mod tests {
         let (tx, rx) = mpsc::channel();
         tx.send(VmEvent::KernelPanic).unwrap();
         let started = Instant::now();
-        assert_eq!(wait_for_end(&rx), VcpuStop::Kicked);
+        assert_eq!(wait_for_end(&rx), (0, VcpuStop::Kicked));
         assert!(started.elapsed() >= PANIC_GRACE);
         drop(tx);
     }

@@ -47,7 +47,11 @@ fn main() -> ExitCode {
     // Last resort only: nothing in the VMM is meant to panic, but if something does, the user
     // gets one line and the VMM-error status, never a backtrace.
     std::panic::set_hook(Box::new(|info| {
-        let _ = writeln!(std::io::stderr(), "rkt-vmm: error: internal error: {info}");
+        let one_line = info.to_string().replace('\n', " ");
+        let _ = writeln!(
+            std::io::stderr(),
+            "rkt-vmm: error: internal error: {one_line}"
+        );
         std::process::exit(EXIT_VMM_ERROR);
     }));
     let args = Args::parse();
