@@ -89,20 +89,59 @@ pub fn install_kick_handler() -> io::Result<()> {
     result
 }
 
+/// Makes this thread's `kvm_run` the kick handler's target until dropped, which must happen
+/// before the vCPU fd (and with it the `kvm_run` mapping) goes away.
+struct KickTarget;
+
+impl KickTarget {
+    fn register(run: &mut kvm_run) -> KickTarget {
+        KVM_RUN.with(|r| r.set(run as *mut kvm_run));
+        KickTarget
+    }
+}
+
+impl Drop for KickTarget {
+    fn drop(&mut self) {
+        let _ = KVM_RUN.try_with(|r| r.set(null_mut()));
+    }
+}
+
+/// Reports how a vCPU thread ended, from `Drop`, so the supervisor hears about it even if the
+/// thread unwinds (it would otherwise wait forever for a stop event).
+struct StopReporter {
+    index: u8,
+    events: std::sync::mpsc::Sender<VmEvent>,
+    stop: Option<VcpuStop>,
+}
+
+impl Drop for StopReporter {
+    fn drop(&mut self) {
+        let stop = self
+            .stop
+            .take()
+            .unwrap_or_else(|| VcpuStop::KvmError("the vCPU thread failed".into()));
+        // A kicked vCPU has nothing to report: the supervisor is already stopping the VM.
+        if stop != VcpuStop::Kicked {
+            let _ = self.events.send(VmEvent::VcpuStopped(self.index, stop));
+        }
+    }
+}
+
 /// Starts the thread for vCPU `index`. The thread returns its exit counters.
 pub fn spawn(index: u8, vcpu: VcpuFd, shared: VcpuShared) -> io::Result<JoinHandle<ExitCounters>> {
     std::thread::Builder::new()
         .name(format!("vcpu{index}"))
         .spawn(move || {
+            let mut reporter = StopReporter {
+                index,
+                events: shared.events.clone(),
+                stop: None,
+            };
             let mut vcpu = vcpu;
+            // Declared after `vcpu`, so dropped before it, even when unwinding.
+            let _kick_target = KickTarget::register(vcpu.get_kvm_run());
             let mut counters = ExitCounters::default();
-            KVM_RUN.with(|r| r.set(vcpu.get_kvm_run() as *mut kvm_run));
-            let stop = run_loop(&mut vcpu, &shared, &mut counters);
-            KVM_RUN.with(|r| r.set(null_mut()));
-            if stop != VcpuStop::Kicked {
-                let _ = shared.events.send(VmEvent::VcpuStopped(index, stop));
-            }
-            drop(vcpu);
+            reporter.stop = Some(run_loop(&mut vcpu, &shared, &mut counters));
             counters
         })
 }
