@@ -69,11 +69,6 @@ pub struct HostMapping {
     size: usize,
 }
 
-// SAFETY: the mapping is plain anonymous memory; the raw pointer is only used to unmap it.
-unsafe impl Send for HostMapping {}
-// SAFETY: as above; no access goes through `&HostMapping`.
-unsafe impl Sync for HostMapping {}
-
 impl HostMapping {
     /// Maps `size` bytes of zeroed anonymous memory at a 2 MiB-aligned host address.
     fn new_huge_aligned(size: usize) -> Result<Self, MemoryError> {
