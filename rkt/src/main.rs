@@ -1,6 +1,98 @@
+//! `rkt`, stage0: the command line. This file only parses arguments (clap)
+//! and dispatches; each command lives in `commands/`. Runtime errors print one
+//! `rkt: ...` line and exit 254; usage errors exit 2 (clap's own handling).
+
+mod commands;
+mod error;
 mod extract;
+mod fetch;
+mod globals;
 mod image;
 mod store;
 #[cfg(test)]
 mod testutil;
-fn main() {}
+mod trust;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use globals::{GlobalOptions, InsecureOptions};
+
+/// Exit status for runtime errors, as rkt used.
+const EXIT_RUNTIME_ERROR: u8 = 254;
+
+#[derive(Parser)]
+#[command(
+    name = "rkt",
+    version,
+    about = "rkt: run pods of app container images, each pod in its own KVM micro-VM"
+)]
+struct Cli {
+    /// Data directory: image store and pods.
+    #[arg(
+        long,
+        global = true,
+        default_value = "/var/lib/rkt",
+        value_name = "DIR"
+    )]
+    dir: PathBuf,
+    /// Local (administrator) configuration directory, e.g. trusted keys.
+    #[arg(long, global = true, default_value = "/etc/rkt", value_name = "DIR")]
+    local_config: PathBuf,
+    /// Vendor configuration directory.
+    #[arg(
+        long,
+        global = true,
+        default_value = "/usr/lib/rkt",
+        value_name = "DIR"
+    )]
+    system_config: PathBuf,
+    /// Comma-separated security checks to skip: none, image, tls, ondisk,
+    /// http, pubkey, capabilities, paths, seccomp, all-fetch, all-run, all.
+    #[arg(long, global = true, default_value = "none", value_parser = InsecureOptions::parse, value_name = "OPTIONS")]
+    insecure_options: InsecureOptions,
+    /// Print more debug information to stderr.
+    #[arg(long, global = true)]
+    debug: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Fetch images into the store and print their IDs.
+    Fetch(commands::fetch::FetchArgs),
+    /// Trust a key for verifying signed images.
+    Trust(commands::trust::TrustArgs),
+    /// Operate on images in the store.
+    #[command(subcommand)]
+    Image(commands::image::ImageCommand),
+    /// Print the version and features.
+    Version,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let globals = GlobalOptions {
+        dir: cli.dir,
+        local_config: cli.local_config,
+        system_config: cli.system_config,
+        insecure: cli.insecure_options,
+        debug: cli.debug,
+    };
+    let result = match cli.command {
+        Command::Fetch(args) => commands::fetch::run(&globals, args),
+        Command::Trust(args) => commands::trust::run(&globals, args),
+        Command::Image(command) => commands::image::run(&globals, command),
+        Command::Version => commands::version::run(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("rkt: {err}");
+            ExitCode::from(EXIT_RUNTIME_ERROR)
+        }
+    }
+}

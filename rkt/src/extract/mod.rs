@@ -515,8 +515,9 @@ impl Extractor<'_> {
         if !self.options.set_owners {
             return Ok(None);
         }
-        let uid = header.uid().map_err(|err| format!("bad uid: {err}"))?;
-        let gid = header.gid().map_err(|err| format!("bad gid: {err}"))?;
+        // A blank owner field means root, as GNU tar reads it.
+        let uid = header.uid().unwrap_or(0);
+        let gid = header.gid().unwrap_or(0);
         match (u32::try_from(uid), u32::try_from(gid)) {
             (Ok(uid), Ok(gid)) => Ok(Some((uid, gid))),
             _ => Err(format!("uid {uid} / gid {gid} do not fit in 32 bits")),

@@ -102,6 +102,7 @@ impl Index {
         Ok(())
     }
 
+    #[cfg(test)]
     pub fn schema_version(&self) -> Result<i64, IndexError> {
         Ok(self
             .conn

@@ -41,6 +41,7 @@ pub use index::IndexError;
 use index::{ImageRow, Index};
 pub use lock::LockMode;
 use lock::StoreLock;
+pub use tree::copy_tree;
 
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -291,7 +292,7 @@ impl Store {
         let mut report = GcReport::default();
         let cutoff = unix_now() - grace.as_secs() as i64;
         for image in self.images()? {
-            if image.last_used < cutoff {
+            if image.last_used <= cutoff {
                 self.remove(&image.id)?;
                 report.images.push(image.id);
             }

@@ -1,0 +1,99 @@
+//! `rkt fetch IMAGE...`: put images in the store and print their IDs.
+
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+
+use super::format::parse_size;
+use crate::error::RktError;
+use crate::extract::DEFAULT_MAX_BYTES;
+use crate::fetch::file::FileFetch;
+use crate::fetch::{FetchError, ImageSource};
+use crate::globals::GlobalOptions;
+use crate::store::{LockMode, Store};
+use crate::trust::Keystore;
+
+#[derive(Args)]
+pub struct FetchArgs {
+    /// Images: PATH or file://PATH of an ACI, or an image name already in the store.
+    #[arg(required = true, value_name = "IMAGE")]
+    images: Vec<String>,
+    /// Local signature file for the image (default: IMAGE.asc next to it).
+    #[arg(long, value_name = "FILE")]
+    signature: Option<PathBuf>,
+    /// When to fetch an image already in the store.
+    #[arg(long, value_enum, default_value = "update")]
+    pull_policy: PullPolicy,
+    /// Print the full image ID.
+    #[arg(long)]
+    full: bool,
+    /// Refuse images that decompress to more than this (e.g. 512M, 8G).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value_t = DEFAULT_MAX_BYTES)]
+    max_image_size: u64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum PullPolicy {
+    /// Fetch only images not in the store.
+    New,
+    /// Fetch from the source even if in the store (files are always read).
+    Update,
+    /// Never fetch; use the store only.
+    Never,
+}
+
+/// rkt prints IDs abbreviated to 32 hex digits unless `--full`.
+const SHORT_ID_HEX: usize = 32;
+
+pub fn run(globals: &GlobalOptions, args: FetchArgs) -> Result<(), RktError> {
+    if args.signature.is_some() && args.images.len() > 1 {
+        return Err(RktError::Message(
+            "--signature applies to one image; fetch images with their own signatures one at a time"
+                .to_string(),
+        ));
+    }
+    let store = Store::open(&globals.dir, LockMode::Shared)?;
+    let keystore = Keystore::new(&globals.local_config, &globals.system_config);
+    for image in &args.images {
+        let id = match ImageSource::parse(image) {
+            ImageSource::File(path) => {
+                let fetched = FileFetch {
+                    path: &path,
+                    signature: args.signature.as_deref(),
+                    skip_verification: globals.insecure.image,
+                    max_bytes: args.max_image_size,
+                }
+                .run(&store, &keystore)?;
+                match &fetched.signer {
+                    Some(fingerprint) => {
+                        eprintln!("image: signature verified: key {fingerprint}")
+                    }
+                    None => eprintln!(
+                        "image: signature verification skipped (--insecure-options=image)"
+                    ),
+                }
+                fetched.id
+            }
+            ImageSource::Name(name) => match (store.resolve(&name), args.pull_policy) {
+                (Ok(record), PullPolicy::New | PullPolicy::Never) => record.id,
+                (Err(_), PullPolicy::Never) => {
+                    return Err(FetchError::NotInStoreNever { image: name }.into())
+                }
+                _ => return Err(FetchError::DiscoveryUnsupported { image: name }.into()),
+            },
+            ImageSource::Unsupported(kind) => {
+                return Err(FetchError::Unsupported {
+                    kind,
+                    image: image.clone(),
+                }
+                .into())
+            }
+        };
+        if args.full {
+            println!("{id}");
+        } else {
+            println!("sha512-{}", &id.hex()[..SHORT_ID_HEX]);
+        }
+    }
+    Ok(())
+}

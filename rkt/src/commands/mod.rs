@@ -1,0 +1,7 @@
+//! One module per `rkt` command; each exposes its clap arguments and `run`.
+
+pub mod fetch;
+pub mod format;
+pub mod image;
+pub mod trust;
+pub mod version;

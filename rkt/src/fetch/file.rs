@@ -1,0 +1,87 @@
+//! Fetching an ACI from a local file, with its detached signature.
+
+use std::fs::File;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+
+use appc::ImageId;
+
+use super::FetchError;
+use crate::error::RktError;
+use crate::image::aci;
+use crate::store::Store;
+use crate::trust::{verify_detached, Keystore};
+
+pub struct FileFetch<'a> {
+    pub path: &'a Path,
+    /// `--signature`; defaults to `<path>.asc`.
+    pub signature: Option<&'a Path>,
+    /// `--insecure-options=image`: skip the signature check.
+    pub skip_verification: bool,
+    pub max_bytes: u64,
+}
+
+/// What a fetch stored.
+pub struct Fetched {
+    pub id: ImageId,
+    /// The fingerprint of the key that signed it, if checked.
+    pub signer: Option<String>,
+}
+
+impl FileFetch<'_> {
+    pub fn run(&self, store: &Store, keystore: &Keystore) -> Result<Fetched, RktError> {
+        let shown = self.path.display().to_string();
+        let open = |path: &Path| {
+            File::open(path).map_err(|source| FetchError::Open {
+                path: path.display().to_string(),
+                source,
+            })
+        };
+        let image = open(self.path)?;
+        let staged = aci::stage(
+            BufReader::with_capacity(256 * 1024, image),
+            &shown,
+            &store.tmp_dir(),
+            self.max_bytes,
+        )?;
+
+        let signer = if self.skip_verification {
+            None
+        } else {
+            let signature_path = self
+                .signature
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| append_extension(self.path, "asc"));
+            let signature =
+                std::fs::read(&signature_path).map_err(|_| FetchError::NoSignature {
+                    image: shown.clone(),
+                    looked_for: signature_path.display().to_string(),
+                })?;
+            let name = staged.manifest.name.as_str();
+            let keys = keystore.keys_for(name)?;
+            // The signature covers the file as published (compressed or not).
+            let mut data = BufReader::with_capacity(256 * 1024, open(self.path)?);
+            Some(verify_detached(
+                &keys,
+                &signature,
+                &signature_path.display().to_string(),
+                &mut data,
+                name,
+            )?)
+        };
+        let source = format!("file://{}", absolute(self.path).display());
+        let id = store.insert_aci(staged, &source, signer.is_some())?;
+        Ok(Fetched { id, signer })
+    }
+}
+
+fn append_extension(path: &Path, extension: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".");
+    name.push(extension);
+    PathBuf::from(name)
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
