@@ -130,6 +130,7 @@ pub fn run_measured(config: VmConfig) -> Result<VmReport, VmmError> {
         stop: Arc::new(AtomicBool::new(false)),
         events: events_tx,
     };
+    let setup_done = started.elapsed();
     let mut threads = Vec::with_capacity(vcpu_fds.len());
     let mut spawn_error = None;
     for (index, fd) in vcpu_fds.into_iter().enumerate() {
@@ -165,6 +166,7 @@ pub fn run_measured(config: VmConfig) -> Result<VmReport, VmmError> {
     let stats = stats_fds.map(|(vm_stats, vcpu_stats)| {
         let mut stats = VmStats {
             exits: counters,
+            to_vcpus_started: Some(setup_done),
             to_first_output: console.first_output_at.map(|t| t - started),
             to_marker: console.marker_at.map(|t| t - started),
             total: started.elapsed(),

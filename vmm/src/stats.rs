@@ -142,6 +142,8 @@ pub struct VmStats {
     pub kvm_vcpu: BTreeMap<String, u64>,
     /// The VMM's exit counters.
     pub exits: ExitCounters,
+    /// From `run()` to the vCPU threads starting: the VMM's own set-up time.
+    pub to_vcpus_started: Option<Duration>,
     /// From `run()` to the guest's first console byte.
     pub to_first_output: Option<Duration>,
     /// From `run()` to guest-init's exit marker.
@@ -176,6 +178,9 @@ fn ms(d: Duration) -> String {
 impl VmStats {
     /// Writes the `key=value` lines.
     pub fn write_to(&self, out: &mut dyn Write) -> io::Result<()> {
+        if let Some(d) = self.to_vcpus_started {
+            writeln!(out, "time.vcpus_started_ms={}", ms(d))?;
+        }
         if let Some(d) = self.to_first_output {
             writeln!(out, "time.first_output_ms={}", ms(d))?;
         }
