@@ -3,84 +3,15 @@
 //! made in a throwaway GnuPG home (needs `gpg` and busybox-static's
 //! /bin/busybox on the host).
 
+mod common;
+
 use std::fs;
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 
+use common::{busybox, Env};
 use sha2::{Digest, Sha512};
-
-const BUSYBOX: &str = "/bin/busybox";
-
-struct Env {
-    _root: tempfile::TempDir,
-    dir: PathBuf,
-    config: PathBuf,
-    work: PathBuf,
-}
-
-impl Env {
-    fn new() -> Env {
-        let root = tempfile::tempdir().unwrap();
-        let dir = root.path().join("data");
-        let config = root.path().join("etc-rkt");
-        let work = root.path().join("work");
-        fs::create_dir_all(&work).unwrap();
-        Env {
-            dir,
-            config,
-            work,
-            _root: root,
-        }
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_rkt"));
-        command
-            .arg(format!("--dir={}", self.dir.display()))
-            .arg(format!("--local-config={}", self.config.display()))
-            .arg(format!(
-                "--system-config={}",
-                self.work.join("no-system-config").display()
-            ))
-            .args(args)
-            .stdin(Stdio::null());
-        command
-    }
-
-    fn rkt(&self, args: &[&str]) -> Output {
-        self.command(args).output().unwrap()
-    }
-
-    /// Runs rkt, asserting success; returns stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.rkt(args);
-        assert!(
-            out.status.success(),
-            "rkt {args:?} failed ({:?}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    /// Runs rkt, asserting exit status `code`; returns stderr.
-    fn fails(&self, code: i32, args: &[&str]) -> String {
-        let out = self.rkt(args);
-        assert_eq!(
-            out.status.code(),
-            Some(code),
-            "rkt {args:?}: stdout {} stderr {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stderr).unwrap()
-    }
-
-    fn path(&self, name: &str) -> String {
-        self.work.join(name).display().to_string()
-    }
-}
 
 fn manifest(name: &str) -> String {
     format!(
@@ -92,7 +23,7 @@ fn manifest(name: &str) -> String {
 
 /// An uncompressed busybox ACI: manifest, /bin/busybox, /bin/sh -> busybox.
 fn busybox_aci(name: &str, extra: &[(&str, tar::EntryType, Option<&str>)]) -> Vec<u8> {
-    let busybox = fs::read(BUSYBOX).expect("these tests need busybox-static (/bin/busybox)");
+    let busybox = busybox();
     let mut builder = tar::Builder::new(Vec::new());
     let mut add = |path: &str, kind: tar::EntryType, mode: u32, link: Option<&str>, data: &[u8]| {
         let mut header = tar::Header::new_gnu();

@@ -8,6 +8,7 @@ use super::format::parse_size;
 use crate::error::RktError;
 use crate::extract::DEFAULT_MAX_BYTES;
 use crate::fetch::file::FileFetch;
+use crate::fetch::oci::LocalOciFetch;
 use crate::fetch::{FetchError, ImageSource};
 use crate::globals::GlobalOptions;
 use crate::store::{LockMode, Store};
@@ -15,7 +16,8 @@ use crate::trust::Keystore;
 
 #[derive(Args)]
 pub struct FetchArgs {
-    /// Images: PATH or file://PATH of an ACI, or an image name already in the store.
+    /// Images: PATH or file://PATH of an ACI; docker-archive:PATH[:REPO:TAG];
+    /// oci:PATH[:TAG] or oci-archive:PATH[:TAG]; or an image name already in the store.
     #[arg(required = true, value_name = "IMAGE")]
     images: Vec<String>,
     /// Local signature file for the image (default: IMAGE.asc next to it).
@@ -81,6 +83,13 @@ pub fn run(globals: &GlobalOptions, args: FetchArgs) -> Result<(), RktError> {
                 }
                 _ => return Err(FetchError::DiscoveryUnsupported { image: name }.into()),
             },
+            ImageSource::LocalOci(kind, spec) => LocalOciFetch {
+                kind,
+                spec: &spec,
+                insecure_image: globals.insecure.image,
+                max_bytes: args.max_image_size,
+            }
+            .run(&store)?,
             ImageSource::Unsupported(kind) => {
                 return Err(FetchError::Unsupported {
                     kind,

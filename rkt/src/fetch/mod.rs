@@ -1,7 +1,9 @@
 //! Where images come from. `ImageSource::parse` reads an image argument the
-//! way rkt did; each source kind has its fetcher module (`file` so far).
+//! way rkt did; each source kind has its fetcher module (`file` for ACIs,
+//! `oci` for local Docker/OCI images).
 
 pub mod file;
+pub mod oci;
 
 use std::path::PathBuf;
 
@@ -10,7 +12,8 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum FetchError {
     #[error(
-        "{kind} images ({image}) are not supported yet; fetch an ACI file (PATH or file://PATH) instead"
+        "{kind} images ({image}) are not supported yet; fetch an ACI file (PATH or file://PATH), \
+         docker-archive:PATH, oci:PATH or oci-archive:PATH instead"
     )]
     Unsupported { kind: &'static str, image: String },
     #[error(
@@ -41,7 +44,9 @@ pub enum ImageSource {
     /// An image name (`example.com/app[:version]`), resolved from the store
     /// or by appc discovery.
     Name(String),
-    /// A kind recognised but not fetchable yet (`docker://`, `oci:`, http(s)).
+    /// A local Docker or OCI image: the kind, and `PATH[:REF]`.
+    LocalOci(oci::LocalKind, String),
+    /// A kind recognised but not fetchable yet (`docker://`, http(s)).
     Unsupported(&'static str),
 }
 
@@ -50,11 +55,17 @@ impl ImageSource {
         if let Some(path) = argument.strip_prefix("file://") {
             return ImageSource::File(PathBuf::from(path));
         }
+        for kind in [
+            oci::LocalKind::DockerArchive,
+            oci::LocalKind::OciArchive,
+            oci::LocalKind::OciLayout,
+        ] {
+            if let Some(spec) = argument.strip_prefix(kind.prefix()) {
+                return ImageSource::LocalOci(kind, spec.to_string());
+            }
+        }
         for (prefix, kind) in [
             ("docker://", "docker://"),
-            ("docker-archive:", "docker-archive:"),
-            ("oci-archive:", "oci-archive:"),
-            ("oci:", "oci:"),
             ("http://", "http(s)"),
             ("https://", "http(s)"),
         ] {
@@ -104,7 +115,11 @@ mod tests {
         );
         assert_eq!(
             ImageSource::parse("oci:/x:latest"),
-            ImageSource::Unsupported("oci:")
+            ImageSource::LocalOci(oci::LocalKind::OciLayout, "/x:latest".into())
+        );
+        assert_eq!(
+            ImageSource::parse("docker-archive:a.tar"),
+            ImageSource::LocalOci(oci::LocalKind::DockerArchive, "a.tar".into())
         );
         assert_eq!(
             ImageSource::parse("https://e.com/a.aci"),

@@ -1,4 +1,6 @@
-//! Image formats the store accepts. Only ACIs for now; Docker and OCI images
-//! will live beside `aci` as `docker` and `oci`.
+//! Image formats the store accepts: appc ACIs (`aci`), OCI images (`oci`) and
+//! Docker images (`docker`, which also maps Docker/OCI configs to appc apps).
 
 pub mod aci;
+pub mod docker;
+pub mod oci;

@@ -29,7 +29,25 @@ const MIGRATIONS: &[&str] = &[
         tree_id TEXT PRIMARY KEY,       -- directory name under cas/tree
         image_id TEXT NOT NULL          -- the image it renders (with its dependencies)
     );",
+    // 1 -> 2: OCI/Docker images, kept natively as sha256 blobs.
+    "ALTER TABLE images ADD COLUMN format TEXT NOT NULL DEFAULT 'aci';  -- aci | oci
+    CREATE TABLE blob_refs (
+        image_id TEXT NOT NULL,
+        role TEXT NOT NULL,             -- manifest | config | layer
+        position INTEGER NOT NULL,      -- layer order, bottom first; 0 otherwise
+        digest TEXT NOT NULL,           -- sha256:<hex>, a file under cas/blob/sha256
+        PRIMARY KEY (image_id, role, position)
+    );
+    CREATE INDEX blob_refs_by_digest ON blob_refs(digest);",
 ];
+
+/// A sha256 blob an OCI image uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobRef {
+    pub role: &'static str,
+    pub position: i64,
+    pub digest: String,
+}
 
 #[derive(Debug, Clone)]
 pub struct ImageRow {
@@ -42,6 +60,8 @@ pub struct ImageRow {
     pub last_used: i64,
     pub source: String,
     pub signature_verified: bool,
+    /// `aci` or `oci`.
+    pub format: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -111,13 +131,15 @@ impl Index {
             })?)
     }
 
-    /// Adds an image, or refreshes `last_used` if it is already there (the
-    /// same bytes fetched again; its import time stays the first one).
-    pub fn upsert_image(&self, row: &ImageRow) -> Result<(), IndexError> {
-        self.conn.execute(
+    /// Adds an image and the blobs it uses, or refreshes `last_used` if it is
+    /// already there (the same bytes fetched again; its import time stays the
+    /// first one).
+    pub fn upsert_image(&self, row: &ImageRow, blobs: &[BlobRef]) -> Result<(), IndexError> {
+        let tx = self.conn.unchecked_transaction()?;
+        tx.execute(
             "INSERT INTO images (id, name, labels, manifest, size, import_time, last_used,
-                                 source, signature_verified)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                                 source, signature_verified, format)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
              ON CONFLICT(id) DO UPDATE SET
                  last_used = excluded.last_used,
                  signature_verified = MAX(signature_verified, excluded.signature_verified)",
@@ -131,9 +153,59 @@ impl Index {
                 row.last_used,
                 row.source,
                 row.signature_verified,
+                row.format,
             ],
         )?;
+        for blob in blobs {
+            tx.execute(
+                "INSERT OR REPLACE INTO blob_refs (image_id, role, position, digest)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![row.id, blob.role, blob.position, blob.digest],
+            )?;
+        }
+        tx.commit()?;
         Ok(())
+    }
+
+    /// The blobs an image uses, in order (manifest, config, layers bottom first).
+    pub fn blobs_of(&self, image_id: &str) -> Result<Vec<BlobRef>, IndexError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT role, position, digest FROM blob_refs WHERE image_id = ?1
+             ORDER BY CASE role WHEN 'manifest' THEN 0 WHEN 'config' THEN 1 ELSE 2 END, position",
+        )?;
+        let rows = stmt.query_map(params![image_id], |row| {
+            let role: String = row.get(0)?;
+            Ok(BlobRef {
+                role: match role.as_str() {
+                    "manifest" => "manifest",
+                    "config" => "config",
+                    _ => "layer",
+                },
+                position: row.get(1)?,
+                digest: row.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Images whose manifest or config digest starts with `prefix`
+    /// (`sha256:...`): Docker/OCI images by their own IDs.
+    pub fn images_with_digest_prefix(&self, prefix: &str) -> Result<Vec<ImageRow>, IndexError> {
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT DISTINCT {} FROM images WHERE id IN (
+                 SELECT image_id FROM blob_refs
+                 WHERE role IN ('manifest', 'config') AND substr(digest, 1, length(?1)) = ?1)",
+            Self::COLUMNS
+        ))?;
+        let rows = stmt.query_map(params![prefix], Self::row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Every digest some image still uses.
+    pub fn referenced_digests(&self) -> Result<std::collections::HashSet<String>, IndexError> {
+        let mut stmt = self.conn.prepare("SELECT DISTINCT digest FROM blob_refs")?;
+        let rows = stmt.query_map([], |row| row.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     fn row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ImageRow> {
@@ -147,11 +219,12 @@ impl Index {
             last_used: row.get(6)?,
             source: row.get(7)?,
             signature_verified: row.get(8)?,
+            format: row.get(9)?,
         })
     }
 
     const COLUMNS: &'static str = "id, name, labels, manifest, size, import_time, last_used, \
-                                   source, signature_verified";
+                                   source, signature_verified, format";
 
     pub fn images(&self) -> Result<Vec<ImageRow>, IndexError> {
         let mut stmt = self.conn.prepare(&format!(
@@ -201,9 +274,10 @@ impl Index {
         Ok(())
     }
 
-    /// Removes an image and its tree records in one transaction; returns the
-    /// tree IDs whose directories the caller should delete.
-    pub fn remove_image(&mut self, id: &str) -> Result<Vec<String>, IndexError> {
+    /// Removes an image, its tree records and blob references in one
+    /// transaction; returns the tree IDs whose directories the caller should
+    /// delete, and the digests no other image uses any more.
+    pub fn remove_image(&mut self, id: &str) -> Result<(Vec<String>, Vec<String>), IndexError> {
         let tx = self.conn.transaction()?;
         let trees = {
             let mut stmt = tx.prepare("SELECT tree_id FROM trees WHERE image_id = ?1")?;
@@ -211,9 +285,27 @@ impl Index {
             rows.collect::<Result<Vec<String>, _>>()?
         };
         tx.execute("DELETE FROM trees WHERE image_id = ?1", params![id])?;
+        let digests = {
+            let mut stmt =
+                tx.prepare("SELECT DISTINCT digest FROM blob_refs WHERE image_id = ?1")?;
+            let rows = stmt.query_map(params![id], |row| row.get(0))?;
+            rows.collect::<Result<Vec<String>, _>>()?
+        };
+        tx.execute("DELETE FROM blob_refs WHERE image_id = ?1", params![id])?;
+        let mut orphaned = Vec::new();
+        for digest in digests {
+            let still_used: i64 = tx.query_row(
+                "SELECT COUNT(*) FROM blob_refs WHERE digest = ?1",
+                params![digest],
+                |row| row.get(0),
+            )?;
+            if still_used == 0 {
+                orphaned.push(digest);
+            }
+        }
         tx.execute("DELETE FROM images WHERE id = ?1", params![id])?;
         tx.commit()?;
-        Ok(trees)
+        Ok((trees, orphaned))
     }
 
     pub fn add_tree(&self, tree_id: &str, image_id: &str) -> Result<(), IndexError> {
@@ -246,7 +338,85 @@ mod tests {
             last_used: import_time,
             source: "test".to_string(),
             signature_verified: false,
+            format: "aci".to_string(),
         }
+    }
+
+    #[test]
+    fn shared_blobs_are_orphaned_only_with_their_last_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut index = Index::open(&dir.path().join("i.sqlite")).unwrap();
+        let blob = |role, position, digest: &str| BlobRef {
+            role,
+            position,
+            digest: digest.to_string(),
+        };
+        let mut one = row("sha512-01", "example.com/one", 1);
+        one.format = "oci".to_string();
+        let mut two = row("sha512-02", "example.com/two", 2);
+        two.format = "oci".to_string();
+        index
+            .upsert_image(
+                &one,
+                &[
+                    blob("manifest", 0, "sha256:m1"),
+                    blob("layer", 0, "sha256:base"),
+                    blob("layer", 1, "sha256:top1"),
+                ],
+            )
+            .unwrap();
+        index
+            .upsert_image(
+                &two,
+                &[
+                    blob("manifest", 0, "sha256:m2"),
+                    blob("layer", 0, "sha256:base"),
+                ],
+            )
+            .unwrap();
+        let layers: Vec<_> = index
+            .blobs_of("sha512-01")
+            .unwrap()
+            .into_iter()
+            .map(|b| b.digest)
+            .collect();
+        assert_eq!(layers, vec!["sha256:m1", "sha256:base", "sha256:top1"]);
+        assert_eq!(
+            index.images_with_digest_prefix("sha256:m2").unwrap()[0].id,
+            "sha512-02"
+        );
+        assert!(
+            index
+                .images_with_digest_prefix("sha256:base")
+                .unwrap()
+                .is_empty(),
+            "layers are not image IDs"
+        );
+        let (_, mut orphaned) = index.remove_image("sha512-01").unwrap();
+        orphaned.sort();
+        assert_eq!(orphaned, vec!["sha256:m1", "sha256:top1"]);
+        assert!(index.referenced_digests().unwrap().contains("sha256:base"));
+    }
+
+    #[test]
+    fn upgrades_a_version_1_store_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.sqlite");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE schema_version (version INTEGER NOT NULL);
+                 INSERT INTO schema_version VALUES (1);
+                 INSERT INTO images VALUES ('sha512-old', 'example.com/old', '[]', x'7b7d', 1, 1, 1, 'f', 0);",
+            )
+            .unwrap();
+        }
+        let index = Index::open(&path).unwrap();
+        assert_eq!(index.schema_version().unwrap(), MIGRATIONS.len() as i64);
+        let old = index.image("sha512-old").unwrap().unwrap();
+        assert_eq!(old.format, "aci", "rows from before OCI support are ACIs");
+        assert!(index.blobs_of("sha512-old").unwrap().is_empty());
     }
 
     #[test]
@@ -281,13 +451,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut index = Index::open(&dir.path().join("i.sqlite")).unwrap();
         index
-            .upsert_image(&row("sha512-aaa1", "example.com/a", 100))
+            .upsert_image(&row("sha512-aaa1", "example.com/a", 100), &[])
             .unwrap();
         index
-            .upsert_image(&row("sha512-aaa1", "example.com/a", 200))
+            .upsert_image(&row("sha512-aaa1", "example.com/a", 200), &[])
             .unwrap();
         index
-            .upsert_image(&row("sha512-aab2", "example.com/a", 150))
+            .upsert_image(&row("sha512-aab2", "example.com/a", 150), &[])
             .unwrap();
         let a = index.image("sha512-aaa1").unwrap().unwrap();
         assert_eq!((a.import_time, a.last_used), (100, 200));
@@ -298,7 +468,10 @@ mod tests {
         assert_eq!(named[0].id, "sha512-aab2", "newest import first");
 
         index.add_tree("deps-x", "sha512-aaa1").unwrap();
-        assert_eq!(index.remove_image("sha512-aaa1").unwrap(), vec!["deps-x"]);
+        assert_eq!(
+            index.remove_image("sha512-aaa1").unwrap(),
+            (vec!["deps-x".to_string()], vec![])
+        );
         assert!(index.image("sha512-aaa1").unwrap().is_none());
         assert!(index.tree_ids().unwrap().is_empty());
     }

@@ -5,8 +5,10 @@
 //! ```text
 //! <dir>/cas/lock                          store lock (see `lock`)
 //! <dir>/cas/db/index.sqlite               index: images, manifests, trees (see `index`)
-//! <dir>/cas/blob/sha512/<hh>/<hex>        blobs by digest: an ACI's uncompressed tar,
-//!                                         named by the hex of its image ID; <hh> = first 2 hex
+//! <dir>/cas/blob/sha512/<hh>/<hex>        an ACI's uncompressed tar, named by the hex
+//!                                         of its image ID; <hh> = first 2 hex
+//! <dir>/cas/blob/sha256/<hh>/<hex>        OCI/Docker manifests, configs and layers as
+//!                                         published, by their sha256 digest (shared)
 //! <dir>/cas/tree/deps-sha512-<hex>/       rendered trees, one per image + dependency chain:
 //!     manifest                            the top image's manifest
 //!     rootfs/                             dependencies applied in order, then the image,
@@ -33,12 +35,14 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use appc::{ImageId, ImageManifest, Labels};
+use sha2::{Digest, Sha256, Sha512};
 use thiserror::Error;
 
 use crate::extract::ExtractError;
 use crate::image::aci::StagedAci;
+use crate::image::oci::{sha256_hex, LocalImage};
 pub use index::IndexError;
-use index::{ImageRow, Index};
+use index::{BlobRef, ImageRow, Index};
 pub use lock::LockMode;
 use lock::StoreLock;
 pub use tree::copy_tree;
@@ -67,6 +71,8 @@ pub enum StoreError {
         dependency: String,
         problem: String,
     },
+    #[error("{image}: {problem}")]
+    BadImage { image: String, problem: String },
     #[error("rendering {image}: {error}")]
     Render {
         image: String,
@@ -80,10 +86,21 @@ pub(crate) fn io_context(context: impl Into<String>) -> impl FnOnce(io::Error) -
     move |source| StoreError::Io { context, source }
 }
 
+/// How an image is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageFormat {
+    /// One uncompressed ACI tar (sha512 blob).
+    Aci,
+    /// An OCI (or Docker) manifest, config and layers (sha256 blobs); its
+    /// appc manifest is derived from the config.
+    Oci,
+}
+
 /// An image as the store knows it.
 #[derive(Debug, Clone)]
 pub struct ImageRecord {
     pub id: ImageId,
+    pub format: ImageFormat,
     pub manifest: ImageManifest,
     /// The manifest exactly as found in the image (what `cat-manifest` shows).
     pub manifest_bytes: Vec<u8>,
@@ -103,8 +120,14 @@ impl ImageRecord {
         let id = ImageId::try_from(row.id.as_str()).map_err(&damaged)?;
         let manifest =
             ImageManifest::from_json(&row.manifest).map_err(|err| damaged(err.to_string()))?;
+        let format = match row.format.as_str() {
+            "aci" => ImageFormat::Aci,
+            "oci" => ImageFormat::Oci,
+            other => return Err(damaged(format!("unknown image format {other:?}"))),
+        };
         Ok(ImageRecord {
             id,
+            format,
             manifest,
             manifest_bytes: row.manifest,
             size: row.size,
@@ -148,7 +171,7 @@ impl Store {
     /// store lock in `mode` until dropped.
     pub fn open(data_dir: &Path, mode: LockMode) -> Result<Store, StoreError> {
         let cas = data_dir.join("cas");
-        for sub in ["db", "blob/sha512", "tree", "tmp"] {
+        for sub in ["db", "blob/sha512", "blob/sha256", "tree", "tmp"] {
             let path = cas.join(sub);
             fs::create_dir_all(&path).map_err(io_context(format!(
                 "creating {} (is --dir writable? rkt usually needs root)",
@@ -176,6 +199,14 @@ impl Store {
         self.cas.join("blob/sha512").join(&hex[..2]).join(hex)
     }
 
+    fn sha256_blob_path(&self, digest: &str) -> Result<PathBuf, StoreError> {
+        let hex = sha256_hex(digest).map_err(|problem| StoreError::Damaged {
+            id: digest.to_string(),
+            problem,
+        })?;
+        Ok(self.cas.join("blob/sha256").join(&hex[..2]).join(hex))
+    }
+
     fn tree_dir(&self) -> PathBuf {
         self.cas.join("tree")
     }
@@ -193,18 +224,146 @@ impl Store {
             .map_err(io_context(format!("storing {}", dest.display())))?;
         let labels_json = serde_json::to_string(&staged.manifest.labels).unwrap_or_default();
         let now = unix_now();
-        self.index.upsert_image(&ImageRow {
-            id: staged.id.to_string(),
-            name: staged.manifest.name.to_string(),
-            labels_json,
-            manifest: staged.manifest_bytes,
-            size: staged.size,
-            import_time: now,
-            last_used: now,
-            source: source.to_string(),
-            signature_verified,
-        })?;
+        self.index.upsert_image(
+            &ImageRow {
+                id: staged.id.to_string(),
+                name: staged.manifest.name.to_string(),
+                labels_json,
+                manifest: staged.manifest_bytes,
+                size: staged.size,
+                import_time: now,
+                last_used: now,
+                source: source.to_string(),
+                signature_verified,
+                format: "aci".to_string(),
+            },
+            &[],
+        )?;
         Ok(staged.id)
+    }
+
+    /// Stores an OCI/Docker image natively: manifest, config and layers as
+    /// sha256 blobs (each checked against its digest; layers already in the
+    /// store are shared), plus `appc_manifest` derived from its config. The
+    /// image ID is the SHA-512 of the OCI manifest, which pins everything else.
+    pub fn insert_oci(
+        &self,
+        image: LocalImage,
+        appc_manifest: &ImageManifest,
+        source: &str,
+    ) -> Result<ImageId, StoreError> {
+        let digest: [u8; 64] = Sha512::digest(&image.manifest_bytes).into();
+        let id = ImageId::from_sha512(&digest);
+        let bad = |problem: String| StoreError::BadImage {
+            image: source.to_string(),
+            problem,
+        };
+        let manifest_digest = crate::image::oci::sha256_digest(&image.manifest_bytes);
+        let mut blobs = vec![
+            BlobRef {
+                role: "manifest",
+                position: 0,
+                digest: manifest_digest.clone(),
+            },
+            BlobRef {
+                role: "config",
+                position: 0,
+                digest: image.manifest.config.digest.clone(),
+            },
+        ];
+        self.put_sha256_blob(&manifest_digest, &mut &image.manifest_bytes[..])?;
+        if crate::image::oci::sha256_digest(&image.config_bytes) != image.manifest.config.digest {
+            return Err(bad(
+                "its config does not match the digest in its manifest".to_string()
+            ));
+        }
+        self.put_sha256_blob(&image.manifest.config.digest, &mut &image.config_bytes[..])?;
+        let mut size = (image.manifest_bytes.len() + image.config_bytes.len()) as u64;
+        for (position, (descriptor, path)) in image.layers.iter().enumerate() {
+            let mut file = File::open(path)
+                .map_err(|err| bad(format!("layer {} is missing: {err}", descriptor.digest)))?;
+            self.put_sha256_blob(&descriptor.digest, &mut file)?;
+            size += descriptor.size;
+            blobs.push(BlobRef {
+                role: "layer",
+                position: position as i64,
+                digest: descriptor.digest.clone(),
+            });
+        }
+        let manifest_json = serde_json::to_vec(appc_manifest).unwrap_or_default();
+        let now = unix_now();
+        self.index.upsert_image(
+            &ImageRow {
+                id: id.to_string(),
+                name: appc_manifest.name.to_string(),
+                labels_json: serde_json::to_string(&appc_manifest.labels).unwrap_or_default(),
+                manifest: manifest_json,
+                size,
+                import_time: now,
+                last_used: now,
+                source: source.to_string(),
+                signature_verified: false,
+                format: "oci".to_string(),
+            },
+            &blobs,
+        )?;
+        Ok(id)
+    }
+
+    /// Copies `content` into the sha256 blob store, verifying it hashes to
+    /// `digest`. A blob already present is kept (same digest, same bytes).
+    fn put_sha256_blob(&self, digest: &str, content: &mut dyn io::Read) -> Result<(), StoreError> {
+        let dest = self.sha256_blob_path(digest)?;
+        if dest.is_file() {
+            return Ok(());
+        }
+        let mut temp = tempfile::Builder::new()
+            .prefix("blob-")
+            .tempfile_in(self.tmp_dir())
+            .map_err(io_context("creating a temporary file in the store"))?;
+        let mut hasher = Sha256::new();
+        let mut buffer = vec![0u8; 256 * 1024];
+        loop {
+            let n = content
+                .read(&mut buffer)
+                .map_err(io_context(format!("reading blob {digest}")))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buffer[..n]);
+            io::Write::write_all(&mut temp, &buffer[..n])
+                .map_err(io_context(format!("writing blob {digest}")))?;
+        }
+        let actual = format!("sha256:{}", hex::encode(hasher.finalize()));
+        if actual != digest {
+            return Err(StoreError::BadImage {
+                image: digest.to_string(),
+                problem: format!(
+                    "the blob's content hashes to {actual}; it is corrupt or truncated"
+                ),
+            });
+        }
+        atomic::persist(temp, &dest).map_err(io_context(format!("storing {}", dest.display())))
+    }
+
+    /// Opens a stored sha256 blob (an OCI layer, manifest or config).
+    pub fn open_sha256_blob(&self, digest: &str) -> Result<File, StoreError> {
+        let path = self.sha256_blob_path(digest)?;
+        File::open(&path).map_err(|err| StoreError::Damaged {
+            id: digest.to_string(),
+            problem: format!("blob {} cannot be opened: {err}", path.display()),
+        })
+    }
+
+    /// The layer digests of an OCI image, bottom first.
+    pub fn layers_of(&self, id: &ImageId) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .index
+            .blobs_of(id.as_str())?
+            .into_iter()
+            .filter(|blob| blob.role == "layer")
+            .map(|blob| blob.digest)
+            .collect())
     }
 
     pub fn images(&self) -> Result<Vec<ImageRecord>, StoreError> {
@@ -230,6 +389,22 @@ impl Store {
         let not_found = || StoreError::NotFound {
             reference: reference.to_string(),
         };
+        if let Some(hex) = reference
+            .strip_prefix("sha256:")
+            .or_else(|| reference.strip_prefix("sha256-"))
+        {
+            let mut rows = self
+                .index
+                .images_with_digest_prefix(&format!("sha256:{hex}"))?;
+            return match rows.len() {
+                0 => Err(not_found()),
+                1 => ImageRecord::from_row(rows.remove(0)),
+                count => Err(StoreError::Ambiguous {
+                    reference: reference.to_string(),
+                    count,
+                }),
+            };
+        }
         if reference.starts_with("sha512-") {
             let mut rows = self.index.images_with_id_prefix(reference)?;
             return match rows.len() {
@@ -274,9 +449,12 @@ impl Store {
             LockMode::Exclusive,
             "removal needs the exclusive lock"
         );
-        let trees = self.index.remove_image(id.as_str())?;
+        let (trees, orphaned_blobs) = self.index.remove_image(id.as_str())?;
         for tree in trees {
             remove_all(&self.tree_dir().join(tree))?;
+        }
+        for digest in orphaned_blobs {
+            remove_all(&self.sha256_blob_path(&digest)?)?;
         }
         remove_all(&self.blob_path(id))
     }
@@ -318,6 +496,17 @@ impl Store {
             for blob in read_dir(&shard.path())? {
                 let name = blob.file_name().to_string_lossy().into_owned();
                 if !known_blobs.contains(&name) {
+                    remove_all(&blob.path())?;
+                    report.stray_blobs += 1;
+                }
+            }
+        }
+
+        let referenced = self.index.referenced_digests()?;
+        for shard in read_dir(&self.cas.join("blob/sha256"))? {
+            for blob in read_dir(&shard.path())? {
+                let digest = format!("sha256:{}", blob.file_name().to_string_lossy());
+                if !referenced.contains(&digest) {
                     remove_all(&blob.path())?;
                     report.stray_blobs += 1;
                 }

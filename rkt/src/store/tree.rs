@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use appc::{ImageId, Labels};
 use sha2::{Digest, Sha512};
 
-use super::{io_context, remove_all, ImageRecord, Store, StoreError};
+use super::{io_context, remove_all, ImageFormat, ImageRecord, Store, StoreError};
+use crate::extract::decompress::decompress;
 use crate::extract::{extract_into, ExtractOptions};
 
 /// Deeper dependency chains than this are treated as a mistake.
@@ -43,30 +44,8 @@ impl Store {
             .mode(0o755)
             .create(&rootfs)
             .map_err(io_context("creating the render directory's rootfs"))?;
-        let is_root = nix::unistd::geteuid().is_root();
         for layer in &chain {
-            // A verified image extracted by root keeps what rkt kept for it.
-            let trusted = is_root && layer.signature_verified;
-            let options = ExtractOptions {
-                subtree: Some(PathBuf::from("rootfs")),
-                // The blob was size-checked when it was fetched.
-                max_bytes: u64::MAX,
-                allow_devices: trusted,
-                keep_setid_bits: trusted,
-                set_owners: is_root,
-                overlay: true,
-                whiteouts: false,
-            };
-            let blob = BufReader::with_capacity(256 * 1024, self.open_blob(&layer.id)?);
-            extract_into(blob, &rootfs, &options).map_err(|error| StoreError::Render {
-                image: layer.id.to_string(),
-                error,
-            })?;
-            if !layer.manifest.path_whitelist.is_empty() {
-                apply_path_whitelist(&rootfs, &layer.manifest.path_whitelist).map_err(
-                    io_context(format!("applying the pathWhitelist of {}", layer.id)),
-                )?;
-            }
+            self.unpack_into(layer, &rootfs)?;
         }
         fs::write(staging.path().join("manifest"), &top.manifest_bytes)
             .map_err(io_context("writing the rendered tree's manifest"))?;
@@ -88,6 +67,62 @@ impl Store {
         }
         self.index.add_tree(&tree_id, id.as_str())?;
         Ok(tree)
+    }
+
+    /// Applies one image's own files (no dependencies) over `rootfs`: an ACI's
+    /// `rootfs/` with its pathWhitelist, or an OCI image's layers in order
+    /// with their whiteouts.
+    pub fn unpack_into(&self, image: &ImageRecord, rootfs: &Path) -> Result<(), StoreError> {
+        let is_root = nix::unistd::geteuid().is_root();
+        // A verified image extracted by root keeps what rkt kept for it.
+        let trusted = is_root && image.signature_verified;
+        let render_error = |error| StoreError::Render {
+            image: image.id.to_string(),
+            error,
+        };
+        match image.format {
+            ImageFormat::Aci => {
+                let options = ExtractOptions {
+                    subtree: Some(PathBuf::from("rootfs")),
+                    // The blob was size-checked when it was fetched.
+                    max_bytes: u64::MAX,
+                    allow_devices: trusted,
+                    keep_setid_bits: trusted,
+                    set_owners: is_root,
+                    overlay: true,
+                    whiteouts: false,
+                };
+                let blob = BufReader::with_capacity(256 * 1024, self.open_blob(&image.id)?);
+                extract_into(blob, rootfs, &options).map_err(render_error)?;
+                if !image.manifest.path_whitelist.is_empty() {
+                    apply_path_whitelist(rootfs, &image.manifest.path_whitelist).map_err(
+                        io_context(format!("applying the pathWhitelist of {}", image.id)),
+                    )?;
+                }
+            }
+            ImageFormat::Oci => {
+                let options = ExtractOptions {
+                    subtree: None,
+                    max_bytes: crate::extract::DEFAULT_MAX_BYTES,
+                    allow_devices: trusted,
+                    keep_setid_bits: trusted,
+                    set_owners: is_root,
+                    overlay: true,
+                    whiteouts: true,
+                };
+                for digest in self.layers_of(&image.id)? {
+                    let blob =
+                        BufReader::with_capacity(256 * 1024, self.open_sha256_blob(&digest)?);
+                    let layer =
+                        decompress(blob).map_err(io_context(format!("opening layer {digest}")))?;
+                    extract_into(layer, rootfs, &options).map_err(|error| StoreError::Render {
+                        image: format!("{} (layer {digest})", image.id),
+                        error,
+                    })?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Appends `record`'s dependencies (depth-first, in manifest order) and

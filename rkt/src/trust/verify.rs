@@ -34,11 +34,7 @@ pub fn verify_detached<D: Read + Seek>(
         .iter()
         .map(|fp| format!("{fp:x}"))
         .collect();
-    let issuer_ids: Vec<String> = sig
-        .issuer_key_id()
-        .iter()
-        .map(hex::encode)
-        .collect();
+    let issuer_ids: Vec<String> = sig.issuer_key_id().iter().map(hex::encode).collect();
     let names_signer = |fingerprint: String, key_id: String| {
         (issuers.is_empty() && issuer_ids.is_empty())
             || issuers.contains(&fingerprint)

@@ -8,7 +8,7 @@ use clap::Args;
 use super::clear_destination;
 use crate::error::RktError;
 use crate::globals::GlobalOptions;
-use crate::store::{LockMode, Store};
+use crate::store::{ImageFormat, LockMode, Store};
 
 #[derive(Args)]
 pub struct ExportArgs {
@@ -24,6 +24,13 @@ pub struct ExportArgs {
 pub fn run(globals: &GlobalOptions, args: ExportArgs) -> Result<(), RktError> {
     let store = Store::open(&globals.dir, LockMode::Shared)?;
     let image = store.resolve(&args.image)?;
+    if image.format != ImageFormat::Aci {
+        return Err(RktError::Message(format!(
+            "{} is a Docker/OCI image, and export writes ACIs only; \
+             use `rkt image render` to get its files",
+            image.id
+        )));
+    }
     let mut blob = store.open_blob(&image.id)?;
     clear_destination(&args.output, args.overwrite)?;
     let shown = args.output.display().to_string();

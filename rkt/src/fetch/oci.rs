@@ -1,0 +1,154 @@
+//! Fetching Docker and OCI images from local files: `docker-archive:PATH`
+//! (`docker save`), `oci:PATH` (an OCI layout directory) and
+//! `oci-archive:PATH` (a tar of one). Archives are first unpacked, with the
+//! same safe extraction as images, into the store's temp dir.
+
+use std::fs::File;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+
+use appc::ImageId;
+
+use super::FetchError;
+use crate::error::RktError;
+use crate::extract::decompress::decompress;
+use crate::extract::{extract_into, ExtractOptions};
+use crate::image::docker::{self, Provenance};
+use crate::image::oci::{self, LocalImage};
+use crate::store::Store;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LocalKind {
+    DockerArchive,
+    OciLayout,
+    OciArchive,
+}
+
+impl LocalKind {
+    pub fn prefix(self) -> &'static str {
+        match self {
+            LocalKind::DockerArchive => "docker-archive:",
+            LocalKind::OciLayout => "oci:",
+            LocalKind::OciArchive => "oci-archive:",
+        }
+    }
+}
+
+/// Splits `PATH[:REF]`: the longest prefix that exists on disk is the path.
+pub fn split_path_and_reference(spec: &str) -> (PathBuf, Option<String>) {
+    if Path::new(spec).exists() {
+        return (PathBuf::from(spec), None);
+    }
+    for (index, _) in spec.match_indices(':') {
+        let (path, rest) = (&spec[..index], &spec[index + 1..]);
+        if Path::new(path).exists() {
+            return (PathBuf::from(path), Some(rest.to_string()));
+        }
+    }
+    (PathBuf::from(spec), None)
+}
+
+pub struct LocalOciFetch<'a> {
+    pub kind: LocalKind,
+    /// The argument without its `docker-archive:`/`oci:`/`oci-archive:` prefix.
+    pub spec: &'a str,
+    /// `--insecure-options=image`; required, as in rkt.
+    pub insecure_image: bool,
+    pub max_bytes: u64,
+}
+
+impl LocalOciFetch<'_> {
+    pub fn run(&self, store: &Store) -> Result<ImageId, RktError> {
+        let shown = format!("{}{}", self.kind.prefix(), self.spec);
+        if !self.insecure_image {
+            return Err(RktError::Message(format!(
+                "{shown}: signature verification for Docker and OCI images is not supported; \
+                 pass --insecure-options=image to fetch it unverified"
+            )));
+        }
+        let (path, reference) = split_path_and_reference(self.spec);
+        let bad = |problem: String| RktError::Message(format!("{shown}: {problem}"));
+
+        // Archives are unpacked into a temp dir that lives until the blobs
+        // are in the store.
+        let unpacked;
+        let root: &Path = match self.kind {
+            LocalKind::OciLayout => &path,
+            LocalKind::DockerArchive | LocalKind::OciArchive => {
+                let file = File::open(&path).map_err(|source| FetchError::Open {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+                unpacked = tempfile::Builder::new()
+                    .prefix("archive-")
+                    .tempdir_in(store.tmp_dir())
+                    .map_err(RktError::io("creating a temporary directory in the store"))?;
+                let stream = decompress(BufReader::with_capacity(256 * 1024, file))
+                    .map_err(RktError::io(format!("reading {}", path.display())))?;
+                let options = ExtractOptions {
+                    max_bytes: self.max_bytes,
+                    ..ExtractOptions::default()
+                };
+                extract_into(stream, unpacked.path(), &options)?;
+                unpacked.path()
+            }
+        };
+
+        let (image, repository): (LocalImage, Option<String>) = match self.kind {
+            LocalKind::DockerArchive => {
+                docker::read_saved(root, reference.as_deref()).map_err(bad)?
+            }
+            LocalKind::OciLayout | LocalKind::OciArchive => (
+                oci::read_layout(root, reference.as_deref()).map_err(bad)?,
+                None,
+            ),
+        };
+        let name = match &repository {
+            Some(repository) => repository.clone(),
+            None => path
+                .file_name()
+                .map(|n| n.to_string_lossy().trim_end_matches(".tar").to_string())
+                .unwrap_or_else(|| "image".to_string()),
+        };
+        let manifest_digest = oci::sha256_digest(&image.manifest_bytes);
+        let appc_manifest = docker::appc_manifest(
+            &image.config,
+            &Provenance {
+                name: &name,
+                tag: image.tag.as_deref(),
+                repository: repository.as_deref(),
+                manifest_digest: &manifest_digest,
+                config_digest: &image.manifest.config.digest,
+            },
+        )
+        .map_err(bad)?;
+        let source = format!(
+            "{}{}",
+            self.kind.prefix(),
+            std::path::absolute(&path).unwrap_or(path.clone()).display()
+        );
+        Ok(store.insert_oci(image, &appc_manifest, &source)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_paths_from_references_by_what_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = dir.path().join("img");
+        std::fs::create_dir(&layout).unwrap();
+        let base = layout.to_str().unwrap();
+        assert_eq!(split_path_and_reference(base), (layout.clone(), None));
+        assert_eq!(
+            split_path_and_reference(&format!("{base}:latest")),
+            (layout.clone(), Some("latest".to_string()))
+        );
+        assert_eq!(
+            split_path_and_reference(&format!("{base}:busybox:1.36")),
+            (layout.clone(), Some("busybox:1.36".to_string()))
+        );
+    }
+}
