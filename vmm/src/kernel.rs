@@ -19,6 +19,8 @@ const ELF_MAGIC: &[u8; 4] = b"\x7fELF";
 const ELF_CLASS_64: u8 = 2;
 const ELF_MACHINE_X86_64: u16 = 0x3e;
 const ELF_PT_LOAD: u32 = 1;
+/// vmlinux is a fixed-address executable; programs and libraries are ET_DYN or ET_REL.
+const ELF_TYPE_EXEC: u16 = 2;
 /// Offset of the bzImage setup header and of its "HdrS" magic.
 const SETUP_HEADER_OFFSET: u64 = 0x1f1;
 const HDRS_OFFSET: usize = 0x202;
@@ -92,7 +94,10 @@ pub fn probe(path: &Path, file: &mut File) -> Result<KernelProbe, VmmError> {
     file.read_exact(&mut head).map_err(unreadable)?;
 
     if head.len() >= 64 && &head[..4] == ELF_MAGIC {
-        if head[4] != ELF_CLASS_64 || u16_at(&head, 18) != ELF_MACHINE_X86_64 {
+        if head[4] != ELF_CLASS_64
+            || u16_at(&head, 16) != ELF_TYPE_EXEC
+            || u16_at(&head, 18) != ELF_MACHINE_X86_64
+        {
             return Err(not_kernel());
         }
         let phoff = u64_at(&head, 0x20);
@@ -104,10 +109,19 @@ pub fn probe(path: &Path, file: &mut File) -> Result<KernelProbe, VmmError> {
         let mut phdrs = vec![0u8; (phentsize * phnum) as usize];
         file.seek(SeekFrom::Start(phoff)).map_err(unreadable)?;
         file.read_exact(&mut phdrs).map_err(|_| not_kernel())?;
-        let end = phdrs
+        let loads: Vec<(u64, u64)> = phdrs
             .chunks_exact(phentsize as usize)
             .filter(|ph| u32_at(ph, 0) == ELF_PT_LOAD)
-            .map(|ph| u64_at(ph, 0x18).saturating_add(u64_at(ph, 0x28)))
+            .map(|ph| (u64_at(ph, 0x18), u64_at(ph, 0x28)))
+            .collect();
+        // A kernel loads at physical addresses above the legacy first MiB; an ordinary
+        // executable that slipped through the type check would not.
+        if loads.is_empty() || loads.iter().any(|(paddr, _)| *paddr < HIGH_MEMORY_START) {
+            return Err(not_kernel());
+        }
+        let end = loads
+            .iter()
+            .map(|(paddr, memsz)| paddr.saturating_add(*memsz))
             .max()
             .ok_or_else(not_kernel)?;
         return Ok(KernelProbe {
@@ -264,10 +278,20 @@ mod tests {
     }
 
     #[test]
+    fn an_ordinary_program_is_not_a_kernel() {
+        // The test binary itself: a 64-bit x86 ELF, but position-independent.
+        let exe = std::env::current_exe().unwrap();
+        let mut f = File::open(&exe).unwrap();
+        let err = probe(&exe, &mut f).unwrap_err();
+        assert!(matches!(err, VmmError::NotAKernel(_)), "{err}");
+    }
+
+    #[test]
     fn elf_probe_finds_the_highest_segment() {
         let mut elf = vec![0u8; 0x200];
         elf[..4].copy_from_slice(ELF_MAGIC);
         elf[4] = ELF_CLASS_64;
+        elf[16..18].copy_from_slice(&ELF_TYPE_EXEC.to_le_bytes());
         elf[18..20].copy_from_slice(&ELF_MACHINE_X86_64.to_le_bytes());
         elf[0x20..0x28].copy_from_slice(&0x40u64.to_le_bytes());
         elf[0x36..0x38].copy_from_slice(&0x38u16.to_le_bytes());
