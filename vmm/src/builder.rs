@@ -19,7 +19,9 @@ use crate::devices::legacy::serial::{
 };
 use crate::error::VmmError;
 use crate::host_checks::open_host;
-use crate::stats::{open_stats_fd, process_usage, read_stats, ExitCounters, VmStats};
+use crate::stats::{
+    open_stats_fd, process_guest_time, process_usage, read_stats, ExitCounters, VmStats,
+};
 use crate::vcpu::{self, VcpuShared, VcpuStop, VmEvent};
 use crate::vm::Vm;
 
@@ -182,6 +184,7 @@ pub fn run_measured(config: VmConfig) -> Result<VmReport, VmmError> {
             }
         }
         (stats.cpu_time, stats.max_rss_kib) = process_usage();
+        stats.guest_time = process_guest_time();
         stats
     });
     Ok(VmReport { outcome, stats })

@@ -152,6 +152,8 @@ pub struct VmStats {
     pub total: Duration,
     /// User + system CPU time of the VMM process.
     pub cpu_time: Duration,
+    /// Time the VMM's threads spent running guest code (part of `cpu_time`).
+    pub guest_time: Option<Duration>,
     /// Peak resident set size of the VMM process, guest memory included.
     pub max_rss_kib: u64,
     /// Guest RAM size, to subtract from the RSS.
@@ -169,6 +171,28 @@ pub fn process_usage() -> (Duration, u64) {
         tv(usage.ru_utime) + tv(usage.ru_stime),
         usage.ru_maxrss as u64,
     )
+}
+
+/// Time this process's threads, exited ones included, spent in guest mode: field 43
+/// (`guest_time`, in clock ticks) of /proc/self/stat.
+pub fn process_guest_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    parse_guest_time(&stat, clock_ticks_per_second()?)
+}
+
+fn clock_ticks_per_second() -> Option<u64> {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (ticks > 0).then_some(ticks as u64)
+}
+
+/// Extracts `guest_time` from a /proc/PID/stat line. The command name (field 2) may contain
+/// spaces and parentheses, so fields are counted from after its last ')'.
+fn parse_guest_time(stat: &str, ticks_per_second: u64) -> Option<Duration> {
+    let after_comm = &stat[stat.rfind(')')? + 1..];
+    // The first field after the name is field 3 (state); guest_time is field 43.
+    let ticks: u64 = after_comm.split_whitespace().nth(43 - 3)?.parse().ok()?;
+    Some(Duration::from_millis(ticks * 1000 / ticks_per_second))
 }
 
 fn ms(d: Duration) -> String {
@@ -189,6 +213,9 @@ impl VmStats {
         }
         writeln!(out, "time.total_ms={}", ms(self.total))?;
         writeln!(out, "vmm.cpu_ms={}", ms(self.cpu_time))?;
+        if let Some(d) = self.guest_time {
+            writeln!(out, "vmm.guest_time_ms={}", ms(d))?;
+        }
         writeln!(out, "vmm.max_rss_kib={}", self.max_rss_kib)?;
         writeln!(out, "vmm.guest_mem_mib={}", self.guest_mem_mib)?;
         let pio: u64 = self
@@ -285,6 +312,19 @@ mod tests {
         assert!(text.contains("kvm.vcpu.io_exits=12\n"));
         assert!(!text.contains("nmi_exits"), "zero counters are left out");
         assert!(text.lines().all(|l| l.split_once('=').is_some()));
+    }
+
+    #[test]
+    fn guest_time_is_field_43() {
+        let mut fields: Vec<String> = (3..=52).map(|n| n.to_string()).collect();
+        fields[43 - 3] = "250".into();
+        let stat = format!("1234 (rkt vmm) (x)) {}", fields.join(" "));
+        assert_eq!(
+            parse_guest_time(&stat, 100),
+            Some(Duration::from_millis(2500))
+        );
+        assert_eq!(parse_guest_time("garbage", 100), None);
+        assert!(process_guest_time().is_some(), "readable for this process");
     }
 
     #[test]
