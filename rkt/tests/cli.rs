@@ -10,7 +10,7 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use common::{busybox, Env};
+use common::{busybox, Env, Gpg};
 use sha2::{Digest, Sha512};
 
 fn manifest(name: &str) -> String {
@@ -75,73 +75,6 @@ fn busybox_aci(name: &str, extra: &[(&str, tar::EntryType, Option<&str>)]) -> Ve
 
 fn image_id(tar: &[u8]) -> String {
     format!("sha512-{}", hex::encode(Sha512::digest(tar)))
-}
-
-/// A throwaway GnuPG home with one signing key.
-struct Gpg {
-    home: tempfile::TempDir,
-}
-
-impl Gpg {
-    fn new() -> Gpg {
-        let home = tempfile::Builder::new()
-            .prefix("gpg")
-            .tempdir_in("/tmp")
-            .unwrap();
-        let gpg = Gpg { home };
-        gpg.run(&[
-            "--passphrase",
-            "",
-            "--quick-gen-key",
-            "rkt test <test@example.com>",
-            "ed25519",
-            "sign",
-            "never",
-        ]);
-        gpg
-    }
-
-    fn run(&self, args: &[&str]) -> Vec<u8> {
-        let out = Command::new("gpg")
-            .env("GNUPGHOME", self.home.path())
-            .args(["--batch", "--yes", "--pinentry-mode", "loopback"])
-            .args(args)
-            .output()
-            .expect("these tests need gpg (apt package gnupg)");
-        assert!(
-            out.status.success(),
-            "gpg {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out.stdout
-    }
-
-    fn export_public(&self, to: &str) {
-        let key = self.run(&["--armor", "--export"]);
-        fs::write(to, key).unwrap();
-    }
-
-    fn sign(&self, file: &str) {
-        self.run(&[
-            "--passphrase",
-            "",
-            "--armor",
-            "--detach-sign",
-            "-o",
-            &format!("{file}.asc"),
-            file,
-        ]);
-    }
-}
-
-impl Drop for Gpg {
-    fn drop(&mut self) {
-        // Stop the agent gpg started for this home.
-        let _ = Command::new("gpgconf")
-            .env("GNUPGHOME", self.home.path())
-            .args(["--kill", "gpg-agent"])
-            .output();
-    }
 }
 
 #[test]
@@ -371,16 +304,21 @@ fn malicious_images_are_refused_naming_the_entry() {
 }
 
 #[test]
-fn usage_errors_exit_2_and_unsupported_sources_say_so() {
+fn usage_errors_exit_2_and_bad_or_unsupported_sources_say_so() {
     let env = Env::new();
     env.fails(2, &["no-such-command"]);
     env.fails(2, &["--insecure-options=bogus", "image", "list"]);
     env.fails(2, &["image", "gc", "--grace-period=soon"]);
     let err = env.fails(
         254,
-        &["--insecure-options=image", "fetch", "docker://busybox"],
+        &["--insecure-options=image", "fetch", "docker://Not_Valid"],
     );
-    assert!(err.contains("not supported yet"), "{err}");
+    assert!(err.contains("not a valid image reference"), "{err}");
+    let err = env.fails(254, &["fetch", "example.com/not-stored"]);
+    assert!(
+        err.contains("discovery by name is not supported yet"),
+        "{err}"
+    );
     let err = env.fails(254, &["fetch", "--pull-policy=never", "example.com/absent"]);
     assert!(err.contains("--pull-policy=never"), "{err}");
     let err = env.fails(254, &["trust", &env.path("k.asc")]);
@@ -474,4 +412,70 @@ fn concurrent_fetches_and_a_killed_fetch_leave_a_sound_store() {
         fs::read(Path::new(&rendered).join("padding")).unwrap(),
         padding
     );
+}
+
+#[test]
+fn http_aci_fetch_checks_the_signature_next_to_it() {
+    let env = Env::new();
+    let tar = busybox_aci("example.com/busybox", &[]);
+    let aci = env.path("busybox.aci");
+    fs::write(&aci, &tar).unwrap();
+    let gpg = Gpg::new();
+    gpg.sign(&aci);
+    let key = env.path("key.asc");
+    gpg.export_public(&key);
+    let mut files = std::collections::HashMap::new();
+    files.insert("/busybox.aci".to_string(), tar.clone());
+    files.insert(
+        "/busybox.aci.asc".to_string(),
+        fs::read(format!("{aci}.asc")).unwrap(),
+    );
+    files.insert("/unsigned.aci".to_string(), tar.clone());
+    let (base, requests) = common::serve(move |path, _| match files.get(path) {
+        Some(body) => common::Reply::ok(body.clone()),
+        None => common::Reply::not_found(),
+    });
+    env.ok(&[
+        "trust",
+        "--prefix=example.com/busybox",
+        "--skip-fingerprint-review",
+        &key,
+    ]);
+
+    let url = format!("{base}/busybox.aci");
+    assert_eq!(env.ok(&["fetch", "--full", &url]).trim(), image_id(&tar));
+    let json: serde_json::Value =
+        serde_json::from_str(&env.ok(&["image", "list", "--format=json"])).unwrap();
+    assert_eq!(json[0]["source"], url.as_str());
+
+    // --pull-policy=new uses the stored copy without asking the server.
+    let before = requests.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        env.ok(&["fetch", "--full", "--pull-policy=new", &url])
+            .trim(),
+        image_id(&tar)
+    );
+    assert_eq!(requests.load(std::sync::atomic::Ordering::SeqCst), before);
+
+    let unsigned = format!("{base}/unsigned.aci");
+    let err = env.fails(254, &["fetch", &unsigned]);
+    assert!(
+        err.contains("no signature") && err.contains("unsigned.aci.asc"),
+        "{err}"
+    );
+    env.ok(&["--insecure-options=image", "fetch", &unsigned]);
+    let err = env.fails(
+        254,
+        &["fetch", "--pull-policy=never", &format!("{base}/other.aci")],
+    );
+    assert!(err.contains("--pull-policy=never"), "{err}");
+    let err = env.fails(
+        254,
+        &[
+            "--insecure-options=image",
+            "fetch",
+            &format!("{base}/missing.aci"),
+        ],
+    );
+    assert!(err.contains("404"), "{err}");
 }

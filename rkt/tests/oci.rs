@@ -337,3 +337,207 @@ fn docker_archive_shares_layers_and_removal_keeps_shared_blobs() {
     assert_eq!(blob_count(&env), 0);
     env.ok(&["image", "gc"]);
 }
+
+/// Serves the layout's image as `test/busybox:1.0` the way Docker Hub does:
+/// bearer tokens from a separate endpoint, and a multi-platform index at the tag.
+#[test]
+fn docker_registry_pull_with_token_auth_and_a_platform_index() {
+    let env = Env::new();
+    let layout = env.work.join("busybox-oci");
+    let manifest_digest = write_layout(&layout);
+    let blobs = layout.join("blobs/sha256");
+    let manifest_len = fs::metadata(blobs.join(&manifest_digest[7..]))
+        .unwrap()
+        .len();
+    let index = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": format!("sha256:{}", "0".repeat(64)),
+             "size": 1, "platform": {"architecture": "arm64", "os": "linux"}},
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifest_digest,
+             "size": manifest_len, "platform": {"architecture": "amd64", "os": "linux"}}
+        ]
+    }))
+    .unwrap();
+    let base_cell: std::sync::Arc<std::sync::OnceLock<String>> = Default::default();
+    let realm_base = base_cell.clone();
+    let (base, _) = common::serve(move |path, headers| {
+        if let Some(query) = path.strip_prefix("/token?") {
+            assert!(
+                query.contains("scope=repository%3Atest%2Fbusybox%3Apull"),
+                "{query}"
+            );
+            return common::Reply::ok(br#"{"token":"t0k"}"#.to_vec());
+        }
+        if headers.get("authorization").map(String::as_str) != Some("Bearer t0k") {
+            let realm = format!("{}/token", realm_base.get().unwrap());
+            return common::Reply {
+                status: 401,
+                headers: vec![(
+                    "WWW-Authenticate".to_string(),
+                    format!(
+                        r#"Bearer realm="{realm}",service="test",scope="repository:test/busybox:pull""#
+                    ),
+                )],
+                body: vec![],
+            };
+        }
+        if path == "/v2/test/busybox/manifests/1.0" {
+            let mut reply = common::Reply::ok(index.clone());
+            reply.headers.push((
+                "Content-Type".to_string(),
+                "application/vnd.oci.image.index.v1+json".to_string(),
+            ));
+            return reply;
+        }
+        let digest = path
+            .strip_prefix("/v2/test/busybox/manifests/sha256:")
+            .or_else(|| path.strip_prefix("/v2/test/busybox/blobs/sha256:"));
+        match digest.and_then(|hex| fs::read(blobs.join(hex)).ok()) {
+            Some(body) => common::Reply::ok(body),
+            None => common::Reply::not_found(),
+        }
+    });
+    base_cell.set(base.clone()).unwrap();
+    let host = base.trim_start_matches("http://");
+    let spec = format!("docker://{host}/test/busybox:1.0");
+
+    let err = env.fails(254, &["--insecure-options=http", "fetch", &spec]);
+    assert!(err.contains("--insecure-options=image"), "{err}");
+    let id = env.ok(&["--insecure-options=image,http", "fetch", "--full", &spec]);
+    let id = id.trim();
+    let manifest: serde_json::Value =
+        serde_json::from_str(&env.ok(&["image", "cat-manifest", id])).unwrap();
+    let expected_name = format!("{}/test/busybox", host.replace(':', "-"));
+    assert_eq!(manifest["name"], expected_name.as_str());
+    assert_eq!(
+        manifest["labels"][0],
+        json!({"name": "version", "value": "1.0"})
+    );
+    let rendered = env.work.join("rendered");
+    env.ok(&[
+        "image",
+        "render",
+        "--rootfs-only",
+        id,
+        rendered.to_str().unwrap(),
+    ]);
+    check_rendered_tree(&rendered);
+    // Same manifest as the layout's: the same image, by the same ID.
+    let from_layout = env.ok(&[
+        "--insecure-options=image",
+        "fetch",
+        "--full",
+        &format!("oci:{}", layout.display()),
+    ]);
+    assert_eq!(from_layout.trim(), id);
+    assert_eq!(
+        env.ok(&["fetch", "--full", "--pull-policy=never", &spec])
+            .trim(),
+        id,
+        "found in the store by its docker:// source"
+    );
+    let err = env.fails(
+        254,
+        &[
+            "--insecure-options=image,http",
+            "fetch",
+            &format!("docker://{host}/test/absent:1.0"),
+        ],
+    );
+    assert!(err.contains("not found"), "{err}");
+}
+
+/// Debian's docker-registry on loopback, filled by skopeo from the test's
+/// own OCI layout and docker-archive (so one OCI and one Docker schema 2
+/// manifest).
+#[test]
+fn docker_registry_from_debian_filled_by_skopeo() {
+    let env = Env::new();
+    let layout = env.work.join("busybox-oci");
+    write_layout(&layout);
+    let archive = env.work.join("saved.tar");
+    fs::write(&archive, docker_archive()).unwrap();
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = env.work.join("registry.yml");
+    fs::write(
+        &config,
+        format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            env.work.join("registry-data").display()
+        ),
+    )
+    .unwrap();
+    /// Stops the registry however the test ends.
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let registry = KillOnDrop(
+        Command::new("docker-registry")
+            .args(["serve", config.to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("this test needs Debian's docker-registry package"),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "docker-registry did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+
+    let host = format!("127.0.0.1:{port}");
+    for (source, dest) in [
+        (
+            format!("oci:{}:1.0", layout.display()),
+            format!("docker://{host}/test/oci:1.0"),
+        ),
+        (
+            format!("docker-archive:{}", archive.display()),
+            format!("docker://{host}/test/docker:1.0"),
+        ),
+    ] {
+        let out = Command::new("skopeo")
+            .args([
+                "--insecure-policy",
+                "copy",
+                "--dest-tls-verify=false",
+                &source,
+                &dest,
+            ])
+            .output()
+            .expect("this test needs skopeo");
+        assert!(
+            out.status.success(),
+            "skopeo copy {source}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let id = env.ok(&["--insecure-options=image,http", "fetch", "--full", &dest]);
+        let rendered = env
+            .work
+            .join(format!("rendered-{}", dest.rsplit('/').next().unwrap()));
+        env.ok(&[
+            "image",
+            "render",
+            "--rootfs-only",
+            id.trim(),
+            rendered.to_str().unwrap(),
+        ]);
+        check_rendered_tree(&rendered);
+    }
+    assert_eq!(env.ok(&["image", "list", "--no-legend"]).lines().count(), 2);
+    drop(registry);
+}

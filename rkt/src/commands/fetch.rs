@@ -7,16 +7,22 @@ use clap::{Args, ValueEnum};
 use super::format::parse_size;
 use crate::error::RktError;
 use crate::extract::DEFAULT_MAX_BYTES;
+use crate::fetch::docker::DockerFetch;
 use crate::fetch::file::FileFetch;
+use crate::fetch::http::Http;
 use crate::fetch::oci::LocalOciFetch;
+use crate::fetch::remote_aci::RemoteAciFetch;
 use crate::fetch::{FetchError, ImageSource};
 use crate::globals::GlobalOptions;
+use appc::ImageId;
+
 use crate::store::{LockMode, Store};
 use crate::trust::Keystore;
 
 #[derive(Args)]
 pub struct FetchArgs {
-    /// Images: PATH or file://PATH of an ACI; docker-archive:PATH[:REPO:TAG];
+    /// Images: an ACI as PATH, file://PATH or http(s)://URL;
+    /// docker://[REGISTRY/]REPO[:TAG|@DIGEST]; docker-archive:PATH[:REPO:TAG];
     /// oci:PATH[:TAG] or oci-archive:PATH[:TAG]; or an image name already in the store.
     #[arg(required = true, value_name = "IMAGE")]
     images: Vec<String>,
@@ -56,6 +62,7 @@ pub fn run(globals: &GlobalOptions, args: FetchArgs) -> Result<(), RktError> {
     }
     let store = Store::open(&globals.dir, LockMode::Shared)?;
     let keystore = Keystore::new(&globals.local_config, &globals.system_config);
+    let http = std::cell::OnceCell::new();
     for image in &args.images {
         let id = match ImageSource::parse(image) {
             ImageSource::File(path) => {
@@ -64,6 +71,7 @@ pub fn run(globals: &GlobalOptions, args: FetchArgs) -> Result<(), RktError> {
                     signature: args.signature.as_deref(),
                     skip_verification: globals.insecure.image,
                     max_bytes: args.max_image_size,
+                    source: None,
                 }
                 .run(&store, &keystore)?;
                 match &fetched.signer {
@@ -90,13 +98,30 @@ pub fn run(globals: &GlobalOptions, args: FetchArgs) -> Result<(), RktError> {
                 max_bytes: args.max_image_size,
             }
             .run(&store)?,
-            ImageSource::Unsupported(kind) => {
-                return Err(FetchError::Unsupported {
-                    kind,
-                    image: image.clone(),
+            ImageSource::Docker(spec) => match reuse(&store, image, args.pull_policy)? {
+                Some(id) => id,
+                None => DockerFetch {
+                    spec: &spec,
+                    insecure_image: globals.insecure.image,
+                    insecure_http: globals.insecure.http,
+                    max_bytes: args.max_image_size,
                 }
-                .into())
-            }
+                .run(http.get_or_init(|| Http::new(globals.insecure.tls)), &store)?,
+            },
+            ImageSource::Url(url) => match reuse(&store, image, args.pull_policy)? {
+                Some(id) => id,
+                None => RemoteAciFetch {
+                    url: &url,
+                    signature: args.signature.as_deref(),
+                    skip_verification: globals.insecure.image,
+                    max_bytes: args.max_image_size,
+                }
+                .run(
+                    http.get_or_init(|| Http::new(globals.insecure.tls)),
+                    &store,
+                    &keystore,
+                )?,
+            },
         };
         if args.full {
             println!("{id}");
@@ -105,4 +130,20 @@ pub fn run(globals: &GlobalOptions, args: FetchArgs) -> Result<(), RktError> {
         }
     }
     Ok(())
+}
+
+/// For remote sources: the stored image fetched from `source` before, if the
+/// pull policy says to use it instead of fetching again.
+fn reuse(store: &Store, source: &str, policy: PullPolicy) -> Result<Option<ImageId>, RktError> {
+    if policy == PullPolicy::Update {
+        return Ok(None);
+    }
+    match store.find_by_source(source)? {
+        Some(image) => Ok(Some(image.id)),
+        None if policy == PullPolicy::Never => Err(FetchError::NotInStoreNever {
+            image: source.to_string(),
+        }
+        .into()),
+        None => Ok(None),
+    }
 }

@@ -19,6 +19,8 @@ pub struct FileFetch<'a> {
     /// `--insecure-options=image`: skip the signature check.
     pub skip_verification: bool,
     pub max_bytes: u64,
+    /// Where the image came from, when `path` is a downloaded copy.
+    pub source: Option<String>,
 }
 
 /// What a fetch stored.
@@ -30,7 +32,10 @@ pub struct Fetched {
 
 impl FileFetch<'_> {
     pub fn run(&self, store: &Store, keystore: &Keystore) -> Result<Fetched, RktError> {
-        let shown = self.path.display().to_string();
+        let shown = self
+            .source
+            .clone()
+            .unwrap_or_else(|| self.path.display().to_string());
         let open = |path: &Path| {
             File::open(path).map_err(|source| FetchError::Open {
                 path: path.display().to_string(),
@@ -69,7 +74,10 @@ impl FileFetch<'_> {
                 name,
             )?)
         };
-        let source = format!("file://{}", absolute(self.path).display());
+        let source = self
+            .source
+            .clone()
+            .unwrap_or_else(|| format!("file://{}", absolute(self.path).display()));
         let id = store.insert_aci(staged, &source, signer.is_some())?;
         Ok(Fetched { id, signer })
     }

@@ -1,9 +1,14 @@
 //! Where images come from. `ImageSource::parse` reads an image argument the
 //! way rkt did; each source kind has its fetcher module (`file` for ACIs,
-//! `oci` for local Docker/OCI images).
+//! `oci` for local Docker/OCI images, `remote_aci` for ACI URLs, `docker`
+//! for registries).
 
+pub mod docker;
 pub mod file;
+pub mod http;
 pub mod oci;
+mod progress;
+pub mod remote_aci;
 
 use std::path::PathBuf;
 
@@ -12,18 +17,13 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum FetchError {
     #[error(
-        "{kind} images ({image}) are not supported yet; fetch an ACI file (PATH or file://PATH), \
-         docker-archive:PATH, oci:PATH or oci-archive:PATH instead"
-    )]
-    Unsupported { kind: &'static str, image: String },
-    #[error(
         "{image}: no signature found (looked for {looked_for}); sign the image, point at its \
          signature with --signature=FILE, or skip the check with --insecure-options=image"
     )]
     NoSignature { image: String, looked_for: String },
     #[error(
-        "{image} is not in the store and discovery by name is not supported yet; fetch it from \
-         a file (PATH or file://PATH)"
+        "{image} is not in the store and appc discovery by name is not supported yet; fetch it \
+         by URL, file path, docker:// or oci: reference"
     )]
     DiscoveryUnsupported { image: String },
     #[error("{image} is not in the store and --pull-policy=never forbids fetching it")]
@@ -46,8 +46,10 @@ pub enum ImageSource {
     Name(String),
     /// A local Docker or OCI image: the kind, and `PATH[:REF]`.
     LocalOci(oci::LocalKind, String),
-    /// A kind recognised but not fetchable yet (`docker://`, http(s)).
-    Unsupported(&'static str),
+    /// An image in a Docker registry: the part after `docker://`.
+    Docker(String),
+    /// An ACI at an http(s) URL.
+    Url(String),
 }
 
 impl ImageSource {
@@ -64,14 +66,11 @@ impl ImageSource {
                 return ImageSource::LocalOci(kind, spec.to_string());
             }
         }
-        for (prefix, kind) in [
-            ("docker://", "docker://"),
-            ("http://", "http(s)"),
-            ("https://", "http(s)"),
-        ] {
-            if argument.starts_with(prefix) {
-                return ImageSource::Unsupported(kind);
-            }
+        if let Some(spec) = argument.strip_prefix("docker://") {
+            return ImageSource::Docker(spec.to_string());
+        }
+        if argument.starts_with("http://") || argument.starts_with("https://") {
+            return ImageSource::Url(argument.to_string());
         }
         // rkt's rule: anything that looks like a path, or names an existing
         // file, is a file; the rest is an image name.
@@ -111,7 +110,7 @@ mod tests {
         );
         assert_eq!(
             ImageSource::parse("docker://busybox"),
-            ImageSource::Unsupported("docker://")
+            ImageSource::Docker("busybox".into())
         );
         assert_eq!(
             ImageSource::parse("oci:/x:latest"),
@@ -123,7 +122,7 @@ mod tests {
         );
         assert_eq!(
             ImageSource::parse("https://e.com/a.aci"),
-            ImageSource::Unsupported("http(s)")
+            ImageSource::Url("https://e.com/a.aci".into())
         );
     }
 }

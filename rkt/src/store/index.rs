@@ -266,6 +266,20 @@ impl Index {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    pub fn newest_from_source(&self, source: &str) -> Result<Option<ImageRow>, IndexError> {
+        Ok(self
+            .conn
+            .query_row(
+                &format!(
+                    "SELECT {} FROM images WHERE source = ?1 ORDER BY import_time DESC, id LIMIT 1",
+                    Self::COLUMNS
+                ),
+                params![source],
+                Self::row,
+            )
+            .optional()?)
+    }
+
     pub fn touch(&self, id: &str, now: i64) -> Result<(), IndexError> {
         self.conn.execute(
             "UPDATE images SET last_used = ?2 WHERE id = ?1",

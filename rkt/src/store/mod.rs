@@ -312,10 +312,15 @@ impl Store {
 
     /// Copies `content` into the sha256 blob store, verifying it hashes to
     /// `digest`. A blob already present is kept (same digest, same bytes).
-    fn put_sha256_blob(&self, digest: &str, content: &mut dyn io::Read) -> Result<(), StoreError> {
+    /// Returns the blob's path.
+    pub fn put_sha256_blob(
+        &self,
+        digest: &str,
+        content: &mut dyn io::Read,
+    ) -> Result<PathBuf, StoreError> {
         let dest = self.sha256_blob_path(digest)?;
         if dest.is_file() {
-            return Ok(());
+            return Ok(dest);
         }
         let mut temp = tempfile::Builder::new()
             .prefix("blob-")
@@ -324,9 +329,21 @@ impl Store {
         let mut hasher = Sha256::new();
         let mut buffer = vec![0u8; 256 * 1024];
         loop {
-            let n = content
-                .read(&mut buffer)
-                .map_err(io_context(format!("reading blob {digest}")))?;
+            let n = content.read(&mut buffer).map_err(|source| {
+                match crate::extract::decompress::size_limit_of(&source) {
+                    Some(limit) => StoreError::BadImage {
+                        image: digest.to_string(),
+                        problem: format!(
+                            "larger than the {} MiB limit; raise it with --max-image-size",
+                            limit >> 20
+                        ),
+                    },
+                    None => StoreError::Io {
+                        context: format!("reading blob {digest}"),
+                        source,
+                    },
+                }
+            })?;
             if n == 0 {
                 break;
             }
@@ -343,7 +360,8 @@ impl Store {
                 ),
             });
         }
-        atomic::persist(temp, &dest).map_err(io_context(format!("storing {}", dest.display())))
+        atomic::persist(temp, &dest).map_err(io_context(format!("storing {}", dest.display())))?;
+        Ok(dest)
     }
 
     /// Opens a stored sha256 blob (an OCI layer, manifest or config).
@@ -427,6 +445,14 @@ impl Store {
             }
         }
         Err(not_found())
+    }
+
+    /// The newest image fetched from `source` (a URL or `docker://` reference).
+    pub fn find_by_source(&self, source: &str) -> Result<Option<ImageRecord>, StoreError> {
+        match self.index.newest_from_source(source)? {
+            Some(row) => Ok(Some(ImageRecord::from_row(row)?)),
+            None => Ok(None),
+        }
     }
 
     /// Opens the stored (uncompressed) ACI tar.

@@ -3,9 +3,14 @@
 
 #![allow(dead_code)] // each test file uses a different subset
 
+use std::collections::HashMap;
 use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 pub const BUSYBOX: &str = "/bin/busybox";
 
@@ -81,4 +86,147 @@ impl Env {
     pub fn path(&self, name: &str) -> String {
         self.work.join(name).display().to_string()
     }
+}
+
+/// A throwaway GnuPG home with one signing key.
+pub struct Gpg {
+    home: tempfile::TempDir,
+}
+
+impl Gpg {
+    pub fn new() -> Gpg {
+        let home = tempfile::Builder::new()
+            .prefix("gpg")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let gpg = Gpg { home };
+        gpg.run(&[
+            "--passphrase",
+            "",
+            "--quick-gen-key",
+            "rkt test <test@example.com>",
+            "ed25519",
+            "sign",
+            "never",
+        ]);
+        gpg
+    }
+
+    pub fn run(&self, args: &[&str]) -> Vec<u8> {
+        let out = Command::new("gpg")
+            .env("GNUPGHOME", self.home.path())
+            .args(["--batch", "--yes", "--pinentry-mode", "loopback"])
+            .args(args)
+            .output()
+            .expect("these tests need gpg (apt package gnupg)");
+        assert!(
+            out.status.success(),
+            "gpg {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    }
+
+    pub fn export_public(&self, to: &str) {
+        let key = self.run(&["--armor", "--export"]);
+        fs::write(to, key).unwrap();
+    }
+
+    pub fn sign(&self, file: &str) {
+        self.run(&[
+            "--passphrase",
+            "",
+            "--armor",
+            "--detach-sign",
+            "-o",
+            &format!("{file}.asc"),
+            file,
+        ]);
+    }
+}
+
+impl Drop for Gpg {
+    fn drop(&mut self) {
+        // Stop the agent gpg started for this home.
+        let _ = Command::new("gpgconf")
+            .env("GNUPGHOME", self.home.path())
+            .args(["--kill", "gpg-agent"])
+            .output();
+    }
+}
+
+/// What the test HTTP server answers.
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn ok(body: Vec<u8>) -> Reply {
+        Reply {
+            status: 200,
+            headers: vec![],
+            body,
+        }
+    }
+
+    pub fn not_found() -> Reply {
+        Reply {
+            status: 404,
+            headers: vec![],
+            body: b"not found".to_vec(),
+        }
+    }
+}
+
+/// A minimal HTTP/1.1 server on 127.0.0.1 for the fetch tests: one request
+/// per connection, answered by `handler(path, headers)`. Returns its base
+/// URL and a request counter. It lives until the test process exits.
+pub fn serve(
+    handler: impl Fn(&str, &HashMap<String, String>) -> Reply + Send + 'static,
+) -> (String, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let count = Arc::new(AtomicUsize::new(0));
+    let counter = count.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request_line = String::new();
+            if reader.read_line(&mut request_line).is_err() {
+                continue;
+            }
+            let path = request_line
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or("/")
+                .to_string();
+            let mut headers = HashMap::new();
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some((name, value)) = line.trim_end().split_once(':') {
+                    headers.insert(name.trim().to_ascii_lowercase(), value.trim().to_string());
+                }
+            }
+            counter.fetch_add(1, Ordering::SeqCst);
+            let reply = handler(&path, &headers);
+            let mut head = format!(
+                "HTTP/1.1 {} X\r\nContent-Length: {}\r\nConnection: close\r\n",
+                reply.status,
+                reply.body.len()
+            );
+            for (name, value) in &reply.headers {
+                head.push_str(&format!("{name}: {value}\r\n"));
+            }
+            head.push_str("\r\n");
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(&reply.body);
+        }
+    });
+    (base, count)
 }

@@ -1,0 +1,106 @@
+//! HTTP(S) access for fetchers: one agent, status codes handled by the
+//! caller, bodies bounded, and downloads streamed into the store's temp dir.
+
+use std::io::{self, Read, Write};
+use std::path::Path;
+use std::time::Duration;
+
+use tempfile::NamedTempFile;
+use ureq::http::Response;
+use ureq::Body;
+
+use super::progress::ProgressReader;
+use crate::error::RktError;
+
+pub struct Http {
+    agent: ureq::Agent,
+}
+
+/// A response whose status the caller looks at.
+pub type HttpResponse = Response<Body>;
+
+impl Http {
+    /// `insecure_tls`: accept any certificate (`--insecure-options=tls`).
+    pub fn new(insecure_tls: bool) -> Http {
+        let tls = ureq::tls::TlsConfig::builder()
+            .disable_verification(insecure_tls)
+            .build();
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(30)))
+            .timeout_recv_response(Some(Duration::from_secs(60)))
+            .tls_config(tls)
+            .user_agent(concat!("rkt/", env!("CARGO_PKG_VERSION")))
+            .build();
+        Http {
+            agent: config.into(),
+        }
+    }
+
+    pub fn get(&self, url: &str, headers: &[(&str, &str)]) -> Result<HttpResponse, RktError> {
+        let mut request = self.agent.get(url);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request
+            .call()
+            .map_err(|err| RktError::Message(format!("fetching {url}: {err}")))
+    }
+
+    /// Reads a small body (a manifest, a token) whole.
+    pub fn read_small(response: HttpResponse, url: &str, limit: u64) -> Result<Vec<u8>, RktError> {
+        let mut bytes = Vec::new();
+        response
+            .into_body()
+            .into_with_config()
+            .limit(limit)
+            .reader()
+            .read_to_end(&mut bytes)
+            .map_err(|err| RktError::Message(format!("reading {url}: {err}")))?;
+        Ok(bytes)
+    }
+
+    /// The body as a stream capped at `limit` bytes, with a progress line.
+    pub fn stream(response: HttpResponse, label: &str, limit: u64) -> impl Read {
+        let total = response
+            .headers()
+            .get("content-length")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        let reader = response
+            .into_body()
+            .into_with_config()
+            .limit(limit)
+            .reader();
+        ProgressReader::new(reader, label, total)
+    }
+
+    /// Downloads `url` into a new temporary file under `dir`. `Ok(None)` on 404.
+    pub fn download(
+        &self,
+        url: &str,
+        dir: &Path,
+        limit: u64,
+    ) -> Result<Option<NamedTempFile>, RktError> {
+        let response = self.get(url, &[])?;
+        match response.status().as_u16() {
+            200 => {}
+            404 => return Ok(None),
+            status => {
+                return Err(RktError::Message(format!(
+                    "fetching {url}: the server answered HTTP {status}"
+                )))
+            }
+        }
+        let mut temp = tempfile::Builder::new()
+            .prefix("download-")
+            .tempfile_in(dir)
+            .map_err(RktError::io("creating a temporary file in the store"))?;
+        let label = url.rsplit('/').next().unwrap_or(url).to_string();
+        let mut body = Self::stream(response, &label, limit);
+        io::copy(&mut body, &mut temp)
+            .and_then(|_| temp.flush())
+            .map_err(|err| RktError::Message(format!("downloading {url}: {err}")))?;
+        Ok(Some(temp))
+    }
+}
