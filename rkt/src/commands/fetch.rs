@@ -11,7 +11,7 @@ use crate::fetch::docker::DockerFetch;
 use crate::fetch::file::FileFetch;
 use crate::fetch::http::Http;
 use crate::fetch::oci::LocalOciFetch;
-use crate::fetch::remote_aci::RemoteAciFetch;
+use crate::fetch::remote_aci::{DiscoveryFetch, RemoteAciFetch};
 use crate::fetch::{FetchError, ImageSource};
 use crate::globals::GlobalOptions;
 use appc::ImageId;
@@ -23,7 +23,8 @@ use crate::trust::Keystore;
 pub struct FetchArgs {
     /// Images: an ACI as PATH, file://PATH or http(s)://URL;
     /// docker://[REGISTRY/]REPO[:TAG|@DIGEST]; docker-archive:PATH[:REPO:TAG];
-    /// oci:PATH[:TAG] or oci-archive:PATH[:TAG]; or an image name already in the store.
+    /// oci:PATH[:TAG] or oci-archive:PATH[:TAG]; or an image NAME[:VERSION]
+    /// (from the store, or found by appc meta discovery).
     #[arg(required = true, value_name = "IMAGE")]
     images: Vec<String>,
     /// Local signature file for the image (default: IMAGE.asc next to it).
@@ -72,6 +73,7 @@ pub fn run(globals: &GlobalOptions, args: FetchArgs) -> Result<(), RktError> {
                     skip_verification: globals.insecure.image,
                     max_bytes: args.max_image_size,
                     source: None,
+                    expected: None,
                 }
                 .run(&store, &keystore)?;
                 match &fetched.signer {
@@ -89,7 +91,18 @@ pub fn run(globals: &GlobalOptions, args: FetchArgs) -> Result<(), RktError> {
                 (Err(_), PullPolicy::Never) => {
                     return Err(FetchError::NotInStoreNever { image: name }.into())
                 }
-                _ => return Err(FetchError::DiscoveryUnsupported { image: name }.into()),
+                _ => DiscoveryFetch {
+                    name: &name,
+                    signature: args.signature.as_deref(),
+                    skip_verification: globals.insecure.image,
+                    insecure_http: globals.insecure.http,
+                    max_bytes: args.max_image_size,
+                }
+                .run(
+                    http.get_or_init(|| Http::new(globals.insecure.tls)),
+                    &store,
+                    &keystore,
+                )?,
             },
             ImageSource::LocalOci(kind, spec) => LocalOciFetch {
                 kind,
@@ -112,6 +125,8 @@ pub fn run(globals: &GlobalOptions, args: FetchArgs) -> Result<(), RktError> {
                 Some(id) => id,
                 None => RemoteAciFetch {
                     url: &url,
+                    signature_url: None,
+                    expected: None,
                     signature: args.signature.as_deref(),
                     skip_verification: globals.insecure.image,
                     max_bytes: args.max_image_size,

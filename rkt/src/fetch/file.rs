@@ -21,6 +21,9 @@ pub struct FileFetch<'a> {
     pub max_bytes: u64,
     /// Where the image came from, when `path` is a downloaded copy.
     pub source: Option<String>,
+    /// The name (and version label) the image must carry: set when it was
+    /// found by discovery, which the spec requires to be checked.
+    pub expected: Option<(&'a str, Option<&'a str>)>,
 }
 
 /// What a fetch stored.
@@ -50,6 +53,20 @@ impl FileFetch<'_> {
             self.max_bytes,
         )?;
 
+        if let Some((name, version)) = self.expected {
+            let found_version = staged.manifest.labels.get("version");
+            if staged.manifest.name.as_str() != name
+                || version.is_some_and(|v| found_version != Some(v))
+            {
+                return Err(RktError::Message(format!(
+                    "{shown} is {}{}, not the {name}{} that was asked for; its discovery \
+                     points at the wrong image",
+                    staged.manifest.name,
+                    found_version.map(|v| format!(":{v}")).unwrap_or_default(),
+                    version.map(|v| format!(":{v}")).unwrap_or_default(),
+                )));
+            }
+        }
         let signer = if self.skip_verification {
             None
         } else {

@@ -3,6 +3,7 @@
 //! `oci` for local Docker/OCI images, `remote_aci` for ACI URLs, `docker`
 //! for registries).
 
+pub mod discovery;
 pub mod docker;
 pub mod file;
 pub mod http;
@@ -21,11 +22,6 @@ pub enum FetchError {
          signature with --signature=FILE, or skip the check with --insecure-options=image"
     )]
     NoSignature { image: String, looked_for: String },
-    #[error(
-        "{image} is not in the store and appc discovery by name is not supported yet; fetch it \
-         by URL, file path, docker:// or oci: reference"
-    )]
-    DiscoveryUnsupported { image: String },
     #[error("{image} is not in the store and --pull-policy=never forbids fetching it")]
     NotInStoreNever { image: String },
     #[error("opening {path}: {source}")]
