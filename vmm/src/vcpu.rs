@@ -225,3 +225,110 @@ fn handle_exit(
         other => Some(VcpuStop::KvmError(format!("unexpected exit {other:?}"))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devices::legacy::i8042::{I8042, I8042_PORT, I8042_PORTS};
+    use std::sync::Mutex;
+
+    fn shared() -> (VcpuShared, std::sync::mpsc::Receiver<VmEvent>) {
+        let mut pio = Bus::new();
+        pio.insert(I8042_PORT, I8042_PORTS, Arc::new(Mutex::new(I8042::new())))
+            .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let shared = VcpuShared {
+            pio: Arc::new(pio),
+            mmio: Arc::new(Bus::new()),
+            stop: Arc::new(AtomicBool::new(false)),
+            events: tx,
+        };
+        (shared, rx)
+    }
+
+    #[test]
+    fn i8042_reset_ends_the_vcpu() {
+        let (shared, _rx) = shared();
+        let mut counters = ExitCounters::default();
+        let stop = handle_exit(VcpuExit::IoOut(0x64, &[0xfe]), &shared, &mut counters);
+        assert_eq!(stop, Some(VcpuStop::GuestReset));
+        assert_eq!(counters.pio_out[&0x64], 1);
+    }
+
+    #[test]
+    fn unclaimed_ports_read_all_ones_and_are_counted() {
+        let (shared, _rx) = shared();
+        let mut counters = ExitCounters::default();
+        let mut data = [0u8; 4];
+        let stop = handle_exit(VcpuExit::IoIn(0xcfc, &mut data), &shared, &mut counters);
+        assert_eq!(stop, None);
+        assert_eq!(data, [0xff; 4]);
+        assert_eq!(counters.unhandled, 1);
+        let mut mmio = [0u8; 4];
+        handle_exit(
+            VcpuExit::MmioRead(0xd000_0000, &mut mmio),
+            &shared,
+            &mut counters,
+        );
+        assert_eq!(mmio, [0xff; 4]);
+        assert_eq!(counters.mmio_read[&0xd000_0000], 1);
+        assert_eq!(
+            handle_exit(VcpuExit::IoOut(0x80, &[1]), &shared, &mut counters),
+            None
+        );
+        assert_eq!(counters.unhandled, 3);
+    }
+
+    #[test]
+    fn shutdown_and_system_events() {
+        let (shared, _rx) = shared();
+        let mut c = ExitCounters::default();
+        assert_eq!(
+            handle_exit(VcpuExit::Shutdown, &shared, &mut c),
+            Some(VcpuStop::TripleFault)
+        );
+        assert_eq!(
+            handle_exit(
+                VcpuExit::SystemEvent(KVM_SYSTEM_EVENT_RESET, &[]),
+                &shared,
+                &mut c
+            ),
+            Some(VcpuStop::GuestReset)
+        );
+        assert!(matches!(
+            handle_exit(VcpuExit::InternalError, &shared, &mut c),
+            Some(VcpuStop::KvmError(_))
+        ));
+        assert_eq!(handle_exit(VcpuExit::Hlt, &shared, &mut c), None);
+    }
+
+    #[test]
+    fn a_stopped_thread_reports_once_and_a_kicked_one_not_at_all() {
+        let (shared, rx) = shared();
+        drop(StopReporter {
+            index: 1,
+            events: shared.events.clone(),
+            stop: Some(VcpuStop::TripleFault),
+        });
+        assert_eq!(
+            rx.try_recv(),
+            Ok(VmEvent::VcpuStopped(1, VcpuStop::TripleFault))
+        );
+        drop(StopReporter {
+            index: 0,
+            events: shared.events.clone(),
+            stop: Some(VcpuStop::Kicked),
+        });
+        assert!(rx.try_recv().is_err());
+        // A thread that never set its stop (it unwound) is reported as failed.
+        drop(StopReporter {
+            index: 2,
+            events: shared.events.clone(),
+            stop: None,
+        });
+        assert!(matches!(
+            rx.try_recv(),
+            Ok(VmEvent::VcpuStopped(2, VcpuStop::KvmError(_)))
+        ));
+    }
+}
