@@ -433,16 +433,21 @@ fn http_aci_fetch_checks_the_signature_next_to_it() {
         fs::read(format!("{aci}.asc")).unwrap(),
     );
     files.insert("/unsigned.aci".to_string(), tar.clone());
+    files.insert("/key.asc".to_string(), fs::read(&key).unwrap());
     let (base, requests) = common::serve(move |path, _| match files.get(path) {
         Some(body) => common::Reply::ok(body.clone()),
         None => common::Reply::not_found(),
     });
-    env.ok(&[
+    // The key itself comes over HTTP too, which needs saying so.
+    let key_url = format!("{base}/key.asc");
+    let trust = [
         "trust",
         "--prefix=example.com/busybox",
         "--skip-fingerprint-review",
-        &key,
-    ]);
+    ];
+    let err = env.fails(254, &[&trust[..], &[key_url.as_str()]].concat());
+    assert!(err.contains("--insecure-allow-http"), "{err}");
+    env.ok(&[&trust[..], &["--insecure-allow-http", key_url.as_str()]].concat());
 
     let url = format!("{base}/busybox.aci");
     assert_eq!(env.ok(&["fetch", "--full", &url]).trim(), image_id(&tar));

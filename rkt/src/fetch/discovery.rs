@@ -123,6 +123,34 @@ pub fn discover(
     }
 }
 
+/// Finds the public key URLs an image name's owner publishes with
+/// `<meta name="ac-discovery-pubkeys" content="PREFIX URL">` (for `rkt trust
+/// --prefix=NAME` without a key file), walking up the name like `discover`.
+pub fn discover_pubkeys(
+    name: &str,
+    scheme: &str,
+    mut get: impl FnMut(&str) -> Option<String>,
+) -> Vec<String> {
+    let mut prefix = name;
+    loop {
+        let url = format!("{scheme}://{prefix}?ac-discovery=1");
+        if let Some(page) = get(&url) {
+            let keys: Vec<String> = meta_tags(&page, "ac-discovery-pubkeys")
+                .into_iter()
+                .filter(|tag| name.starts_with(&tag.prefix))
+                .map(|tag| tag.template)
+                .collect();
+            if !keys.is_empty() {
+                return keys;
+            }
+        }
+        match prefix.rsplit_once('/') {
+            Some((parent, _)) => prefix = parent,
+            None => return Vec::new(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,6 +207,17 @@ mod tests {
             found.signature,
             "https://dl.example.com/example.com/app/worker-1.0-linux-amd64.aci.asc"
         );
+    }
+
+    #[test]
+    fn discovers_pubkeys() {
+        let keys = discover_pubkeys("example.com/app", "https", |url| {
+            (url == "https://example.com?ac-discovery=1").then(|| {
+                r#"<meta name="ac-discovery-pubkeys" content="example.com https://example.com/pubkeys.gpg">"#
+                    .to_string()
+            })
+        });
+        assert_eq!(keys, vec!["https://example.com/pubkeys.gpg"]);
     }
 
     #[test]
