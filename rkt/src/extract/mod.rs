@@ -14,8 +14,11 @@
 //! - sparse and unknown entry types;
 //! - more decompressed bytes than the configured limit (decompression bombs).
 //!
-//! setuid/setgid bits are dropped unless the caller trusts the image.
-//! Extended attributes are not restored yet.
+//! setuid/setgid bits are dropped unless the caller trusts the image, and so
+//! are file capabilities (`security.capability`, which grant privilege the
+//! same way). Other extended attributes from PAX `SCHILY.xattr.*` records are
+//! restored when in the `user.` namespace; `trusted.`, `security.` and
+//! `system.` ones are host policy, not image content, and are skipped.
 //!
 //! `extract_new` adds atomicity: it unpacks into a temporary sibling directory
 //! and renames it into place only on success, so a failure leaves nothing.
@@ -101,8 +104,10 @@ pub enum ExtractError {
 pub struct ExtractSummary {
     pub entries: u64,
     pub file_bytes: u64,
-    /// Files whose setuid/setgid bits were dropped.
+    /// Files whose setuid/setgid bits (or file capabilities) were dropped.
     pub setid_bits_stripped: u64,
+    /// Extended attributes restored.
+    pub xattrs_restored: u64,
 }
 
 fn io_error(context: impl Into<String>) -> impl FnOnce(io::Error) -> ExtractError {
@@ -252,6 +257,7 @@ impl Extractor<'_> {
         self.make_room(&rel, &target, kind.is_dir())
             .map_err(&refuse)?;
         let header = entry.header().clone();
+        let xattrs = self.xattrs_to_restore(&mut entry).map_err(&refuse)?;
         let mode = self.entry_mode(&header).map_err(&refuse)?;
         let owner = self.owner(&header).map_err(&refuse)?;
 
@@ -283,6 +289,7 @@ impl Extractor<'_> {
                     .map_err(|err| refuse(format!("cannot set its mode: {err}")))?;
                 file.set_modified(mtime_of(&header))
                     .map_err(|err| refuse(format!("cannot set its mtime: {err}")))?;
+                self.restore_xattrs(&target, &xattrs).map_err(&refuse)?;
             }
             tar::EntryType::Directory => {
                 if !target.is_dir() {
@@ -500,6 +507,80 @@ impl Extractor<'_> {
                 link.display().to_string()
             )),
         }
+    }
+
+    /// The PAX xattr records of an entry worth restoring (see the module
+    /// comment for which).
+    fn xattrs_to_restore<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+    ) -> Result<Vec<(std::ffi::CString, Vec<u8>)>, Refusal> {
+        let Some(extensions) = entry
+            .pax_extensions()
+            .map_err(|err| format!("has unreadable PAX records: {err}"))?
+        else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for extension in extensions {
+            let extension = extension.map_err(|err| format!("has a bad PAX record: {err}"))?;
+            let Ok(key) = extension.key() else { continue };
+            let Some(name) = key.strip_prefix("SCHILY.xattr.") else {
+                continue;
+            };
+            let keep = if name == "security.capability" {
+                if !self.options.keep_setid_bits {
+                    self.summary.setid_bits_stripped += 1;
+                }
+                self.options.keep_setid_bits
+            } else {
+                name.starts_with("user.")
+            };
+            if keep {
+                let name = std::ffi::CString::new(name)
+                    .map_err(|_| format!("has an xattr name with a NUL byte: {name:?}"))?;
+                out.push((name, extension.value_bytes().to_vec()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Sets extended attributes on a file or directory this archive just
+    /// created (so `target` is not a symlink; `lsetxattr` would not follow
+    /// one anyway). A filesystem without xattr support is not an error.
+    fn restore_xattrs(
+        &mut self,
+        target: &Path,
+        xattrs: &[(std::ffi::CString, Vec<u8>)],
+    ) -> Result<(), Refusal> {
+        if xattrs.is_empty() {
+            return Ok(());
+        }
+        let path = std::ffi::CString::new(target.as_os_str().as_encoded_bytes())
+            .map_err(|_| "has a NUL byte in its path".to_string())?;
+        for (name, value) in xattrs {
+            // SAFETY: `path` and `name` are NUL-terminated C strings and
+            // `value` is a live buffer of `value.len()` bytes, all borrowed
+            // for the duration of the call.
+            let rc = unsafe {
+                libc::lsetxattr(
+                    path.as_ptr(),
+                    name.as_ptr(),
+                    value.as_ptr().cast(),
+                    value.len(),
+                    0,
+                )
+            };
+            if rc != 0 {
+                let err = io::Error::last_os_error();
+                if err.raw_os_error() == Some(libc::ENOTSUP) {
+                    return Ok(());
+                }
+                return Err(format!("cannot set xattr {name:?}: {err}"));
+            }
+            self.summary.xattrs_restored += 1;
+        }
+        Ok(())
     }
 
     fn entry_mode(&mut self, header: &tar::Header) -> Result<u32, Refusal> {

@@ -414,3 +414,50 @@ fn layers_apply_in_order_with_whiteouts() {
     let err = extract_into(&layer3[..], &root, &options).unwrap_err();
     assert!(err.to_string().contains("\"d/evil\""), "{err}");
 }
+
+#[test]
+fn restores_user_xattrs_and_drops_capabilities_unless_trusted() {
+    let mut builder = tar::Builder::new(Vec::new());
+    builder
+        .append_pax_extensions([
+            ("SCHILY.xattr.user.origin", &b"image"[..]),
+            ("SCHILY.xattr.security.capability", &b"\x01\x00\x00\x02"[..]),
+            ("SCHILY.xattr.trusted.host", &b"no"[..]),
+        ])
+        .unwrap();
+    let mut header = tar::Header::new_ustar();
+    header.set_size(1);
+    header.set_mode(0o755);
+    header.set_entry_type(tar::EntryType::Regular);
+    builder.append_data(&mut header, "ping", &b"x"[..]).unwrap();
+    let archive = builder.into_inner().unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = target_in(&dir);
+    let summary = extract_new(&archive[..], &out, &ExtractOptions::default()).unwrap();
+    assert_eq!(summary.setid_bits_stripped, 1, "the capability was dropped");
+    let value = read_xattr(&out.join("ping"), "user.origin");
+    if summary.xattrs_restored > 0 {
+        assert_eq!(value.as_deref(), Some(&b"image"[..]));
+    } else {
+        // Only a filesystem without xattr support may skip it.
+        assert!(value.is_none());
+    }
+    assert!(read_xattr(&out.join("ping"), "trusted.host").is_none());
+}
+
+fn read_xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
+    let path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    let name = std::ffi::CString::new(name).unwrap();
+    let mut buffer = vec![0u8; 256];
+    // SAFETY: NUL-terminated strings and a live buffer of the stated length.
+    let n = unsafe {
+        libc::lgetxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            buffer.as_mut_ptr().cast(),
+            buffer.len(),
+        )
+    };
+    (n >= 0).then(|| buffer[..n as usize].to_vec())
+}
