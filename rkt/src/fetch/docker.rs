@@ -282,6 +282,7 @@ impl DockerFetch<'_> {
             let index: Index =
                 serde_json::from_slice(&bytes).map_err(|e| bad(format!("bad image index: {e}")))?;
             let chosen = oci::pick_platform(&index).map_err(&bad)?.clone();
+            oci::sha256_hex(&chosen.digest).map_err(&bad)?;
             (bytes, media_type) = registry.manifest(&chosen.digest)?;
             if sha256_digest(&bytes) != chosen.digest {
                 return Err(bad(format!(
@@ -302,6 +303,10 @@ impl DockerFetch<'_> {
         }
         let manifest: Manifest =
             serde_json::from_slice(&bytes).map_err(|e| bad(format!("bad manifest: {e}")))?;
+        // Digests go into URLs and file names: check them before any use.
+        for descriptor in std::iter::once(&manifest.config).chain(&manifest.layers) {
+            oci::sha256_hex(&descriptor.digest).map_err(&bad)?;
+        }
         let config_bytes = registry.blob_small(&manifest.config.digest)?;
         let config: ImageConfig = serde_json::from_slice(&config_bytes)
             .map_err(|e| bad(format!("bad image config: {e}")))?;
