@@ -541,3 +541,75 @@ fn docker_registry_from_debian_filled_by_skopeo() {
     assert_eq!(env.ok(&["image", "list", "--no-legend"]).lines().count(), 2);
     drop(registry);
 }
+
+/// A private registry: its token service wants the credentials from a
+/// dockerAuth file in `<local-config>/auth.d`.
+#[test]
+fn docker_registry_with_credentials_from_auth_d() {
+    let env = Env::new();
+    let layout = env.work.join("busybox-oci");
+    let manifest_digest = write_layout(&layout);
+    let blobs = layout.join("blobs/sha256");
+    let base_cell: std::sync::Arc<std::sync::OnceLock<String>> = Default::default();
+    let realm_base = base_cell.clone();
+    let (base, _) = common::serve(move |path, headers| {
+        let auth = headers.get("authorization").map(String::as_str);
+        if path.starts_with("/token") {
+            // base64("me:pw")
+            return if auth == Some("Basic bWU6cHc=") {
+                common::Reply::ok(br#"{"access_token":"private"}"#.to_vec())
+            } else {
+                common::Reply {
+                    status: 401,
+                    headers: vec![],
+                    body: vec![],
+                }
+            };
+        }
+        if auth != Some("Bearer private") {
+            let realm = format!("{}/token", realm_base.get().unwrap());
+            return common::Reply {
+                status: 401,
+                headers: vec![(
+                    "WWW-Authenticate".to_string(),
+                    format!(r#"Bearer realm="{realm}",service="private""#),
+                )],
+                body: vec![],
+            };
+        }
+        let hex = if path == "/v2/test/busybox/manifests/1.0" {
+            Some(&manifest_digest[7..])
+        } else {
+            path.strip_prefix("/v2/test/busybox/blobs/sha256:")
+        };
+        match hex.and_then(|hex| fs::read(blobs.join(hex)).ok()) {
+            Some(body) => common::Reply::ok(body),
+            None => common::Reply::not_found(),
+        }
+    });
+    base_cell.set(base.clone()).unwrap();
+    let host = base.trim_start_matches("http://");
+    let spec = format!("docker://{host}/test/busybox:1.0");
+
+    let err = env.fails(254, &["--insecure-options=image,http", "fetch", &spec]);
+    assert!(err.contains("auth.d"), "{err}");
+    fs::create_dir_all(env.config.join("auth.d")).unwrap();
+    fs::write(
+        env.config.join("auth.d/private.json"),
+        format!(
+            r#"{{"rktKind":"dockerAuth","rktVersion":"v1","registries":["{host}"],
+                "credentials":{{"user":"me","password":"pw"}}}}"#
+        ),
+    )
+    .unwrap();
+    let id = env.ok(&["--insecure-options=image,http", "fetch", "--full", &spec]);
+    let rendered = env.work.join("rendered");
+    env.ok(&[
+        "image",
+        "render",
+        "--rootfs-only",
+        id.trim(),
+        rendered.to_str().unwrap(),
+    ]);
+    check_rendered_tree(&rendered);
+}

@@ -7,6 +7,7 @@ use clap::{Args, ValueEnum};
 use super::format::parse_size;
 use crate::error::RktError;
 use crate::extract::DEFAULT_MAX_BYTES;
+use crate::fetch::auth::DockerAuth;
 use crate::fetch::docker::DockerFetch;
 use crate::fetch::file::FileFetch;
 use crate::fetch::http::Http;
@@ -115,6 +116,7 @@ pub fn run(globals: &GlobalOptions, args: FetchArgs) -> Result<(), RktError> {
                 Some(id) => id,
                 None => DockerFetch {
                     spec: &spec,
+                    auth: &DockerAuth::load(&globals.local_config, &globals.system_config)?,
                     insecure_image: globals.insecure.image,
                     insecure_http: globals.insecure.http,
                     max_bytes: args.max_image_size,

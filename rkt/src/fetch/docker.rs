@@ -1,6 +1,6 @@
 //! `docker://[REGISTRY/]REPO[:TAG|@DIGEST]`: pulling from a registry over the
 //! Docker Registry HTTP API v2 (the OCI distribution API), with bearer-token
-//! auth, manifest lists / OCI indexes narrowed to linux/amd64, and Docker
+//! or Basic auth (credentials from `auth.d`, see `auth`), manifest lists / OCI indexes narrowed to linux/amd64, and Docker
 //! schema 2 or OCI manifests. Layers stream straight into the store's sha256
 //! blob area, checked against their digests; the image is then stored
 //! natively, like a local OCI image.
@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use appc::ImageId;
 
+use super::auth::{Credentials, DockerAuth};
 use super::http::{Http, HttpResponse};
 use crate::error::RktError;
 use crate::image::docker::{appc_manifest, Provenance};
@@ -121,27 +122,50 @@ struct Registry<'a> {
     http: &'a Http,
     base: String,
     repository: String,
-    token: Option<String>,
+    /// From `auth.d` (dockerAuth), if configured for this registry.
+    credentials: Option<&'a Credentials>,
+    /// The `Authorization` value once a challenge was answered.
+    authorization: Option<String>,
 }
 
 impl Registry<'_> {
-    /// GET with auth: on a 401 bearer challenge, fetch a token once and retry.
+    /// GET with auth: on a 401 challenge, answer it once (a bearer token
+    /// from the token service, with Basic credentials if configured; or
+    /// Basic credentials directly) and retry.
     fn get(&mut self, path: &str, accept: &str) -> Result<HttpResponse, RktError> {
         let url = format!("{}/v2/{}/{}", self.base, self.repository, path);
         let response = self.send(&url, accept)?;
-        if response.status().as_u16() != 401 || self.token.is_some() {
+        if response.status().as_u16() != 401 || self.authorization.is_some() {
             return Ok(response);
         }
         let challenge = response
             .headers()
             .get("www-authenticate")
             .and_then(|v| v.to_str().ok())
-            .and_then(parse_bearer_challenge)
-            .ok_or_else(|| {
-                RktError::Message(format!(
-                    "{url}: the registry wants credentials, and only anonymous bearer tokens are supported yet"
-                ))
-            })?;
+            .unwrap_or_default()
+            .to_string();
+        let needs_credentials = || {
+            RktError::Message(format!(
+                "{url}: the registry wants credentials; add a dockerAuth config for it in \
+                 <local-config>/auth.d/ (see docs/images.md)"
+            ))
+        };
+        if challenge
+            .trim_start()
+            .to_ascii_lowercase()
+            .starts_with("basic")
+        {
+            let credentials = self.credentials.ok_or_else(needs_credentials)?;
+            self.authorization = Some(credentials.basic_header());
+            let retried = self.send(&url, accept)?;
+            if retried.status().as_u16() == 401 {
+                return Err(RktError::Message(format!(
+                    "{url}: the registry refused the configured credentials"
+                )));
+            }
+            return Ok(retried);
+        }
+        let challenge = parse_bearer_challenge(&challenge).ok_or_else(needs_credentials)?;
         let mut token_url = challenge.realm.clone();
         let query: Vec<String> = challenge
             .params
@@ -153,12 +177,20 @@ impl Registry<'_> {
             token_url.push(if token_url.contains('?') { '&' } else { '?' });
             token_url.push_str(&query.join("&"));
         }
-        let token_response = self.http.get(&token_url, &[])?;
-        if token_response.status().as_u16() != 200 {
-            return Err(RktError::Message(format!(
-                "{token_url}: the token service answered HTTP {}",
-                token_response.status().as_u16()
-            )));
+        let basic = self.credentials.map(Credentials::basic_header);
+        let headers: Vec<(&str, &str)> = basic
+            .as_deref()
+            .map(|value| vec![("Authorization", value)])
+            .unwrap_or_default();
+        let token_response = self.http.get(&token_url, &headers)?;
+        match token_response.status().as_u16() {
+            200 => {}
+            401 | 403 if self.credentials.is_none() => return Err(needs_credentials()),
+            status => {
+                return Err(RktError::Message(format!(
+                    "{token_url}: the token service answered HTTP {status}"
+                )))
+            }
         }
         let body = Http::read_small(token_response, &token_url, MAX_JSON_BYTES)?;
         let json: serde_json::Value = serde_json::from_slice(&body)
@@ -168,14 +200,13 @@ impl Registry<'_> {
             .or_else(|| json.get("access_token"))
             .and_then(|t| t.as_str())
             .ok_or_else(|| RktError::Message(format!("{token_url}: the answer has no token")))?;
-        self.token = Some(token.to_string());
+        self.authorization = Some(format!("Bearer {token}"));
         self.send(&url, accept)
     }
 
     fn send(&self, url: &str, accept: &str) -> Result<HttpResponse, RktError> {
-        let authorization = self.token.as_ref().map(|t| format!("Bearer {t}"));
         let mut headers = vec![("Accept", accept)];
-        if let Some(value) = &authorization {
+        if let Some(value) = &self.authorization {
             headers.push(("Authorization", value.as_str()));
         }
         self.http.get(url, &headers)
@@ -247,6 +278,8 @@ fn percent_encode(value: &str) -> String {
 pub struct DockerFetch<'a> {
     /// The argument after `docker://`.
     pub spec: &'a str,
+    /// Registry credentials from `auth.d`.
+    pub auth: &'a DockerAuth,
     pub insecure_image: bool,
     /// `--insecure-options=http`: talk plain HTTP to the registry.
     pub insecure_http: bool,
@@ -268,7 +301,8 @@ impl DockerFetch<'_> {
             http,
             base: format!("{scheme}://{}", image_ref.registry),
             repository: image_ref.repository.clone(),
-            token: None,
+            credentials: self.auth.for_registry(&image_ref.registry),
+            authorization: None,
         };
         let bad = |problem: String| RktError::Message(format!("{shown}: {problem}"));
 

@@ -3,6 +3,7 @@
 //! `oci` for local Docker/OCI images, `remote_aci` for ACI URLs, `docker`
 //! for registries).
 
+pub mod auth;
 pub mod discovery;
 pub mod docker;
 pub mod file;
