@@ -309,6 +309,21 @@ fn docker_archive_shares_layers_and_removal_keeps_shared_blobs() {
     // (synthesized), +config (same bytes: shared too), +layer 2 (uncompressed here).
     assert_eq!(blob_count(&env), blobs_after_oci + 2);
 
+    let by_name = |order: &str| {
+        env.ok(&[
+            "image",
+            "list",
+            "--no-legend",
+            "--fields=name,latest",
+            "--sort=name",
+            order,
+        ])
+    };
+    assert_eq!(
+        by_name("--order=asc"),
+        "busybox-oci:1.0                 true\nexample.com/busybox-docker:1.0  true\n"
+    );
+    assert!(by_name("--order=desc").starts_with("example.com/busybox-docker:1.0"));
     let manifest: serde_json::Value =
         serde_json::from_str(&env.ok(&["image", "cat-manifest", "example.com/busybox-docker:1.0"]))
             .unwrap();

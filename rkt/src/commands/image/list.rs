@@ -27,6 +27,18 @@ pub struct ListArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "tabbed")]
     format: Format,
+    /// Sort by these columns, comma-separated.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "importtime")]
+    sort: Vec<Field>,
+    /// Sort order.
+    #[arg(long, value_enum, default_value = "asc")]
+    order: Order,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Order {
+    Asc,
+    Desc,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -82,31 +94,54 @@ fn display_name(image: &ImageRecord) -> String {
 
 pub fn run(globals: &GlobalOptions, args: ListArgs) -> Result<(), RktError> {
     let store = Store::open(&globals.dir, LockMode::Shared)?;
-    let images = store.images()?;
-    // "Latest": the newest import of each name.
-    let is_latest = |image: &ImageRecord| {
-        !images.iter().any(|other| {
-            other.manifest.name == image.manifest.name
-                && (other.import_time, other.id.as_str()) > (image.import_time, image.id.as_str())
+    let mut images = store.images()?;
+    let latest: Vec<bool> = images
+        .iter()
+        .map(|image| {
+            !images.iter().any(|other| {
+                other.manifest.name == image.manifest.name
+                    && (other.import_time, other.id.as_str())
+                        > (image.import_time, image.id.as_str())
+            })
         })
-    };
-    if args.format != Format::Tabbed {
-        let rows: Vec<JsonImage> = images
+        .collect();
+    let mut rows: Vec<(ImageRecord, bool)> = images.drain(..).zip(latest).collect();
+    rows.sort_by(|(a, a_latest), (b, b_latest)| {
+        let ordering = args
+            .sort
             .iter()
-            .map(|image| JsonImage {
+            .map(|field| match field {
+                Field::Id => a.id.cmp(&b.id),
+                Field::Name => display_name(a).cmp(&display_name(b)),
+                Field::Size => a.size.cmp(&b.size),
+                Field::Importtime => a.import_time.cmp(&b.import_time),
+                Field::Lastused => a.last_used.cmp(&b.last_used),
+                Field::Latest => a_latest.cmp(b_latest),
+            })
+            .find(|o| o.is_ne())
+            .unwrap_or(std::cmp::Ordering::Equal);
+        match args.order {
+            Order::Asc => ordering,
+            Order::Desc => ordering.reverse(),
+        }
+    });
+    if args.format != Format::Tabbed {
+        let json_rows: Vec<JsonImage> = rows
+            .iter()
+            .map(|(image, latest)| JsonImage {
                 id: image.id.to_string(),
                 name: display_name(image),
                 import_time: rfc3339(image.import_time),
                 last_used: rfc3339(image.last_used),
                 size: image.size,
-                latest: is_latest(image),
+                latest: *latest,
                 source: image.source.clone(),
             })
             .collect();
         let json = if args.format == Format::JsonPretty {
-            serde_json::to_string_pretty(&rows)
+            serde_json::to_string_pretty(&json_rows)
         } else {
-            serde_json::to_string(&rows)
+            serde_json::to_string(&json_rows)
         };
         println!("{}", json.unwrap_or_default());
         return Ok(());
@@ -117,7 +152,7 @@ pub fn run(globals: &GlobalOptions, args: ListArgs) -> Result<(), RktError> {
     if !args.no_legend {
         table.push(args.fields.iter().map(|f| f.legend().to_string()).collect());
     }
-    for image in &images {
+    for (image, latest) in &rows {
         table.push(
             args.fields
                 .iter()
@@ -131,7 +166,7 @@ pub fn run(globals: &GlobalOptions, args: ListArgs) -> Result<(), RktError> {
                     Field::Importtime => ago(image.import_time, now),
                     Field::Lastused if args.full => rfc3339(image.last_used),
                     Field::Lastused => ago(image.last_used, now),
-                    Field::Latest => is_latest(image).to_string(),
+                    Field::Latest => latest.to_string(),
                 })
                 .collect(),
         );
