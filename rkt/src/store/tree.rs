@@ -101,9 +101,12 @@ impl Store {
                 }
             }
             ImageFormat::Oci => {
-                let options = ExtractOptions {
+                // Layers are stored compressed, so their expansion is bounded
+                // here, across all of them together.
+                let mut budget = crate::extract::DEFAULT_MAX_BYTES;
+                let mut options = ExtractOptions {
                     subtree: None,
-                    max_bytes: crate::extract::DEFAULT_MAX_BYTES,
+                    max_bytes: budget,
                     allow_devices: trusted,
                     keep_setid_bits: trusted,
                     set_owners: is_root,
@@ -115,10 +118,14 @@ impl Store {
                         BufReader::with_capacity(256 * 1024, self.open_sha256_blob(&digest)?);
                     let layer =
                         decompress(blob).map_err(io_context(format!("opening layer {digest}")))?;
-                    extract_into(layer, rootfs, &options).map_err(|error| StoreError::Render {
-                        image: format!("{} (layer {digest})", image.id),
-                        error,
+                    let summary = extract_into(layer, rootfs, &options).map_err(|error| {
+                        StoreError::Render {
+                            image: format!("{} (layer {digest})", image.id),
+                            error,
+                        }
                     })?;
+                    budget = budget.saturating_sub(summary.file_bytes);
+                    options.max_bytes = budget;
                 }
             }
         }
