@@ -254,6 +254,9 @@ fn oci_layout_and_archive_fetch_render_and_map_the_config() {
     check_rendered_tree(&extracted.join("rootfs"));
     assert!(extracted.join("manifest").is_file());
 
+    assert!(env
+        .ok(&["image", "verify", id])
+        .contains("successfully verified"));
     let err = env.fails(254, &["image", "export", id, &env.path("x.aci")]);
     assert!(err.contains("ACIs only"), "{err}");
 
@@ -341,6 +344,27 @@ fn docker_archive_shares_layers_and_removal_keeps_shared_blobs() {
         rendered.to_str().unwrap(),
     ]);
     check_rendered_tree(&rendered);
+
+    // A flipped byte in a stored layer is found by `image verify`.
+    let shard = fs::read_dir(env.dir.join("cas/blob/sha256"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    let victim = fs::read_dir(shard.path())
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let original = fs::read(&victim).unwrap();
+    let mut corrupted = original.clone();
+    corrupted[0] ^= 1;
+    fs::write(&victim, &corrupted).unwrap();
+    let err = env.fails(254, &["image", "verify", docker_id, oci_id.trim()]);
+    assert!(err.contains("damaged"), "{err}");
+    fs::write(&victim, &original).unwrap();
+    env.ok(&["image", "verify", docker_id, oci_id.trim()]);
 
     env.ok(&["image", "rm", docker_id]);
     assert_eq!(

@@ -373,6 +373,48 @@ impl Store {
         })
     }
 
+    /// Re-hashes what the store holds for `image` against the digests that
+    /// name it: the ACI blob against its image ID, or each OCI blob against
+    /// its sha256. Returns the problems found (empty: intact).
+    pub fn verify(&self, image: &ImageRecord) -> Result<Vec<String>, StoreError> {
+        let mut problems = Vec::new();
+        match image.format {
+            ImageFormat::Aci => {
+                let mut blob = self.open_blob(&image.id)?;
+                let hasher: Sha512 = hash_stream(&mut blob)
+                    .map_err(io_context(format!("reading the blob of {}", image.id)))?;
+                let digest: [u8; 64] = hasher.finalize().into();
+                if ImageId::from_sha512(&digest) != image.id {
+                    problems.push(format!(
+                        "the stored ACI of {} does not hash to its ID",
+                        image.id
+                    ));
+                }
+            }
+            ImageFormat::Oci => {
+                for blob in self.index.blobs_of(image.id.as_str())? {
+                    let mut file = match self.open_sha256_blob(&blob.digest) {
+                        Ok(file) => file,
+                        Err(err) => {
+                            problems.push(err.to_string());
+                            continue;
+                        }
+                    };
+                    let hasher: Sha256 = hash_stream(&mut file)
+                        .map_err(io_context(format!("reading blob {}", blob.digest)))?;
+                    let actual = format!("sha256:{}", hex::encode(hasher.finalize()));
+                    if actual != blob.digest {
+                        problems.push(format!(
+                            "{} blob {} hashes to {actual}",
+                            blob.role, blob.digest
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(problems)
+    }
+
     /// The layer digests of an OCI image, bottom first.
     pub fn layers_of(&self, id: &ImageId) -> Result<Vec<String>, StoreError> {
         Ok(self
@@ -546,6 +588,19 @@ impl Store {
             report.stray_temp_files += 1;
         }
         Ok(report)
+    }
+}
+
+/// Feeds a whole stream to a fresh hasher.
+fn hash_stream<D: Digest>(reader: &mut impl io::Read) -> io::Result<D> {
+    let mut hasher = D::new();
+    let mut buffer = vec![0u8; 256 * 1024];
+    loop {
+        let n = reader.read(&mut buffer)?;
+        if n == 0 {
+            return Ok(hasher);
+        }
+        hasher.update(&buffer[..n]);
     }
 }
 

@@ -205,3 +205,30 @@ fn concurrent_fetches_of_the_same_image_are_safe() {
     assert_eq!(fs::read_dir(path.join("cas/tree")).unwrap().count(), 1);
     assert_eq!(fs::read_dir(path.join("cas/tmp")).unwrap().count(), 0);
 }
+
+#[test]
+fn verify_finds_a_corrupted_blob() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let id = import(
+        &store,
+        &manifest("example.com/app", "1", ""),
+        &[("a", b"1")],
+    );
+    let image = store.image(&id).unwrap();
+    assert!(store.verify(&image).unwrap().is_empty());
+    let blob = dir
+        .path()
+        .join("cas/blob/sha512")
+        .join(&id.hex()[..2])
+        .join(id.hex());
+    let mut bytes = fs::read(&blob).unwrap();
+    bytes[600] ^= 1;
+    fs::write(&blob, bytes).unwrap();
+    let problems = store.verify(&image).unwrap();
+    assert_eq!(problems.len(), 1);
+    assert!(
+        problems[0].contains("does not hash to its ID"),
+        "{problems:?}"
+    );
+}

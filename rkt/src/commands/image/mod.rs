@@ -7,6 +7,7 @@ mod gc;
 mod list;
 mod render;
 mod rm;
+mod verify;
 
 use std::path::Path;
 
@@ -31,6 +32,8 @@ pub enum ImageCommand {
     Render(render::RenderArgs),
     /// Remove images unused for longer than the grace period, and stray files.
     Gc(gc::GcArgs),
+    /// Re-hash stored images against their IDs and digests.
+    Verify(verify::VerifyArgs),
 }
 
 pub fn run(globals: &GlobalOptions, command: ImageCommand) -> Result<(), RktError> {
@@ -42,6 +45,7 @@ pub fn run(globals: &GlobalOptions, command: ImageCommand) -> Result<(), RktErro
         ImageCommand::Extract(args) => extract::run(globals, args),
         ImageCommand::Render(args) => render::run(globals, args),
         ImageCommand::Gc(args) => gc::run(globals, args),
+        ImageCommand::Verify(args) => verify::run(globals, args),
     }
 }
 
