@@ -3,18 +3,19 @@
 
 use std::io::{self, BufRead, BufReader, Read};
 
-/// The compressions appc allows for an ACI, plus none.
+/// The compressions appc allows for an ACI (gzip, bzip2, xz), zstd (OCI
+/// layers), and none.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
     None,
     Gzip,
     Bzip2,
     Xz,
+    Zstd,
 }
 
 impl Compression {
-    /// Recognises the compression from the stream's first bytes. Zstandard
-    /// (some OCI layers) is reported as an error by `decompress`, not here.
+    /// Recognises the compression from the stream's first bytes.
     pub fn detect(head: &[u8]) -> Compression {
         if head.starts_with(&[0x1f, 0x8b]) {
             Compression::Gzip
@@ -22,6 +23,8 @@ impl Compression {
             Compression::Bzip2
         } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0x00]) {
             Compression::Xz
+        } else if head.starts_with(&ZSTD_MAGIC) || is_skippable_zstd_frame(head) {
+            Compression::Zstd
         } else {
             Compression::None
         }
@@ -30,23 +33,79 @@ impl Compression {
 
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 
+/// zstd skippable frames (magic 0x184D2A50..=0x184D2A5F, little-endian) may
+/// open a stream, as in zstd:chunked layers.
+fn is_skippable_zstd_frame(head: &[u8]) -> bool {
+    head.len() >= 4 && head[0] & 0xf0 == 0x50 && head[1..4] == [0x2a, 0x4d, 0x18]
+}
+
 /// Wraps `input` in the decoder its magic bytes call for.
 pub fn decompress<'a, R: Read + 'a>(input: R) -> io::Result<Box<dyn Read + 'a>> {
     let mut buffered = BufReader::with_capacity(64 * 1024, input);
     let head = buffered.fill_buf()?;
-    if head.starts_with(&ZSTD_MAGIC) {
-        return Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "zstd-compressed archives are not supported yet; recompress with gzip",
-        ));
-    }
     Ok(match Compression::detect(head) {
         Compression::None => Box::new(buffered),
         // MultiGzDecoder: `pigz` and concatenated gzip members are valid gzip.
         Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
         Compression::Bzip2 => Box::new(bzip2::bufread::MultiBzDecoder::new(buffered)),
         Compression::Xz => Box::new(liblzma::bufread::XzDecoder::new_multi_decoder(buffered)),
+        Compression::Zstd => Box::new(ZstdReader {
+            source: buffered,
+            decoder: ruzstd::decoding::FrameDecoder::new(),
+            in_frame: false,
+        }),
     })
+}
+
+/// Decodes a zstd stream of any number of frames, skipping skippable ones
+/// (ruzstd's own streaming decoder reads a single frame).
+struct ZstdReader<R> {
+    source: R,
+    decoder: ruzstd::decoding::FrameDecoder,
+    in_frame: bool,
+}
+
+impl<R: BufRead> Read for ZstdReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use ruzstd::decoding::errors::{FrameDecoderError, ReadFrameHeaderError};
+        use ruzstd::decoding::BlockDecodingStrategy;
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            if self.in_frame {
+                while self.decoder.can_collect() == 0 && !self.decoder.is_finished() {
+                    self.decoder
+                        .decode_blocks(&mut self.source, BlockDecodingStrategy::UptoBlocks(1))
+                        .map_err(io::Error::other)?;
+                }
+                let n = self.decoder.read(buf)?;
+                if n > 0 {
+                    return Ok(n);
+                }
+                if self.decoder.is_finished() && self.decoder.can_collect() == 0 {
+                    self.in_frame = false;
+                }
+                continue;
+            }
+            if self.source.fill_buf()?.is_empty() {
+                return Ok(0);
+            }
+            match self.decoder.reset(&mut self.source) {
+                Ok(()) => self.in_frame = true,
+                Err(FrameDecoderError::ReadFrameHeaderError(ReadFrameHeaderError::SkipFrame {
+                    length,
+                    ..
+                })) => {
+                    io::copy(
+                        &mut (&mut self.source).take(u64::from(length)),
+                        &mut io::sink(),
+                    )?;
+                }
+                Err(err) => return Err(io::Error::other(err)),
+            }
+        }
+    }
 }
 
 /// A reader that fails once more than `limit` bytes have come through: the
@@ -145,11 +204,27 @@ mod tests {
     }
 
     #[test]
-    fn zstd_is_refused_with_a_hint() {
-        let err = decompress(&[0x28u8, 0xb5, 0x2f, 0xfd, 0, 0][..])
-            .err()
-            .unwrap();
-        assert!(err.to_string().contains("gzip"));
+    fn decodes_multi_frame_zstd_with_skippable_frames() {
+        let first = b"first frame, ".repeat(50);
+        let second = b"second frame".repeat(50);
+        let mut stream = Vec::new();
+        // A skippable frame first, as zstd:chunked layers may have.
+        stream.extend_from_slice(&[0x50, 0x2a, 0x4d, 0x18, 3, 0, 0, 0, 1, 2, 3]);
+        stream.extend(ruzstd::encoding::compress_to_vec(
+            &first[..],
+            ruzstd::encoding::CompressionLevel::Fastest,
+        ));
+        stream.extend(ruzstd::encoding::compress_to_vec(
+            &second[..],
+            ruzstd::encoding::CompressionLevel::Fastest,
+        ));
+        let mut expected = first.clone();
+        expected.extend_from_slice(&second);
+        roundtrip(stream, &expected);
+        assert!(decompress(&[0x28u8, 0xb5, 0x2f, 0xfd, 0, 0][..])
+            .unwrap()
+            .read_to_end(&mut Vec::new())
+            .is_err());
     }
 
     #[test]

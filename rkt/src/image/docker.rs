@@ -72,6 +72,7 @@ pub fn read_saved(
             hash_file(&path).map_err(|err| format!("reading layer {layer}: {err}"))?;
         let media_type = match compression {
             Compression::Gzip => format!("{MEDIA_TYPE_OCI_LAYER}+gzip"),
+            Compression::Zstd => format!("{MEDIA_TYPE_OCI_LAYER}+zstd"),
             _ => MEDIA_TYPE_OCI_LAYER.to_string(),
         };
         layers.push((
