@@ -17,7 +17,7 @@ fn the_host_check_gives_this_machines_verdict() {
             .arg("--initrd")
             .arg(busybox_initramfs())
             .arg("--cmdline")
-            .arg(cmdline("/bin/sh -c 'echo booted'")),
+            .arg(cmdline(r#"/bin/sh -c "echo booted""#)),
         BOOT_LIMIT,
     );
     if Path::new("/sys/module/kvm_pvm").exists() {

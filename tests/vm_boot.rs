@@ -10,7 +10,7 @@ fn pvh_boot_runs_a_command_and_returns_its_zero_status() {
     let run = boot(
         &vmlinux(),
         1,
-        "/bin/sh -c 'echo hello from the guest; echo to-stderr >&2'",
+        r#"/bin/sh -c "echo hello from the guest; echo to-stderr >&2""#,
     );
     assert_eq!(run.code(), 0, "{run}");
     assert!(run.stdout.contains("hello from the guest"), "{run}");
@@ -22,35 +22,35 @@ fn pvh_boot_runs_a_command_and_returns_its_zero_status() {
 
 #[test]
 fn pvh_boot_with_two_vcpus_sees_both_and_returns_a_nonzero_status() {
-    let run = boot(&vmlinux(), 2, "/bin/sh -c 'echo cpus=$(nproc); exit 3'");
+    let run = boot(&vmlinux(), 2, r#"/bin/sh -c "echo cpus=$(nproc); exit 3""#);
     assert_eq!(run.code(), 3, "{run}");
     assert!(run.stdout.contains("cpus=2"), "{run}");
 }
 
 #[test]
 fn pvh_boot_with_four_vcpus_sees_all_four() {
-    let run = boot(&vmlinux(), 4, "/bin/sh -c 'echo cpus=$(nproc)'");
+    let run = boot(&vmlinux(), 4, r#"/bin/sh -c "echo cpus=$(nproc)""#);
     assert_eq!(run.code(), 0, "{run}");
     assert!(run.stdout.contains("cpus=4"), "{run}");
 }
 
 #[test]
 fn bzimage_boot_runs_a_command_and_returns_its_zero_status() {
-    let run = boot(&bzimage(), 1, "/bin/sh -c 'echo hello via bzImage'");
+    let run = boot(&bzimage(), 1, r#"/bin/sh -c "echo hello via bzImage""#);
     assert_eq!(run.code(), 0, "{run}");
     assert!(run.stdout.contains("hello via bzImage"), "{run}");
 }
 
 #[test]
 fn bzimage_boot_with_two_vcpus_returns_the_command_status() {
-    let run = boot(&bzimage(), 2, "/bin/sh -c 'echo cpus=$(nproc); exit 42'");
+    let run = boot(&bzimage(), 2, r#"/bin/sh -c "echo cpus=$(nproc); exit 42""#);
     assert_eq!(run.code(), 42, "{run}");
     assert!(run.stdout.contains("cpus=2"), "{run}");
 }
 
 #[test]
 fn a_command_killed_by_a_signal_reports_128_plus_the_signal() {
-    let run = boot(&vmlinux(), 1, "/bin/sh -c 'kill -9 $$'");
+    let run = boot(&vmlinux(), 1, r#"/bin/sh -c "kill -9 $$""#);
     assert_eq!(run.code(), 128 + 9, "{run}");
 }
 
@@ -64,15 +64,18 @@ fn a_missing_command_is_reported_by_guest_init_with_status_127() {
 
 #[test]
 fn the_guest_environment_has_proc_sys_dev_and_reaps_orphans() {
-    // An orphaned background child must not keep the VM up or become a zombie: guest-init reaps it.
+    // Single quotes are plain characters to the kernel, so the shell gets them. An orphaned
+    // background child must not keep the VM up or become a zombie: guest-init reaps it.
     let run = boot(
         &vmlinux(),
         1,
-        "/bin/sh -c 'test -e /proc/self/stat && test -d /sys/kernel && test -c /dev/null && \
-         test -d /dev/pts && grep -q \" /run \" /proc/mounts && (sleep 600 &) && echo env-ok'",
+        "/bin/sh -c \"awk '{print $2}' /proc/mounts >/tmp/mounted; \
+         for m in /proc /sys /dev /dev/pts /dev/shm /run; do grep -qx $m /tmp/mounted || \
+         echo not-mounted: $m; done; test -c /dev/null && (sleep 600 &) && echo env-ok\"",
     );
     assert_eq!(run.code(), 0, "{run}");
     assert!(run.stdout.contains("env-ok"), "{run}");
+    assert!(!run.stdout.contains("not-mounted"), "{run}");
 }
 
 #[test]

@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 use e2e::{busybox_initramfs, rkt_vmm, vmlinux};
 
 /// The guest command: its first output line is the "reached userspace" mark.
-const GUEST_COMMAND: &str = "/bin/sh -c 'read up idle </proc/uptime; echo bench-ready uptime=$up'";
+const GUEST_COMMAND: &str =
+    r#"/bin/sh -c "read up idle </proc/uptime; echo bench-ready uptime=$up""#;
 
 struct Options {
     runs: usize,

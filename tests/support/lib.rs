@@ -124,14 +124,15 @@ fn read_lossy(path: &Path) -> String {
 /// Generous on purpose: this is a hang detector, not a timing assertion.
 pub const BOOT_LIMIT: Duration = Duration::from_secs(120);
 
-/// The kernel command line the tests use: serial console, i8042 reset on reboot, reboot at once
+/// The kernel command line the tests use (the kernel honours only double quotes, and strips the
+/// outer pair: `/bin/sh -c "echo a; exit 3"` reaches guest-init as three words): serial console, i8042 reset on reboot, reboot at once
 /// on panic, quiet; `command` is handed to guest-init after `--`.
 pub fn cmdline(command: &str) -> String {
     format!("console=ttyS0 reboot=k panic=-1 quiet -- {command}")
 }
 
 /// Boots `kernel` with the busybox initramfs and runs `command` (a kernel command-line tail, e.g.
-/// `/bin/sh -c 'echo hi'`) inside, with `cpus` vCPUs.
+/// `/bin/sh -c "echo hi"`) inside, with `cpus` vCPUs.
 pub fn boot(kernel: &Path, cpus: u32, command: &str) -> Finished {
     boot_with_cmdline(kernel, cpus, &cmdline(command))
 }
