@@ -69,6 +69,8 @@ enum Command {
     /// Operate on images in the store.
     #[command(subcommand)]
     Image(commands::image::ImageCommand),
+    /// Run a pod in a KVM micro-VM (today: the host check only).
+    Run(commands::run::RunArgs),
     /// Print the version and features.
     Version,
 }
@@ -86,6 +88,7 @@ fn main() -> ExitCode {
         Command::Fetch(args) => commands::fetch::run(&globals, args),
         Command::Trust(args) => commands::trust::run(&globals, args),
         Command::Image(command) => commands::image::run(&globals, command),
+        Command::Run(args) => commands::run::run(args),
         Command::Version => commands::version::run(),
     };
     match result {

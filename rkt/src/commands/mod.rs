@@ -3,5 +3,6 @@
 pub mod fetch;
 pub mod format;
 pub mod image;
+pub mod run;
 pub mod trust;
 pub mod version;
