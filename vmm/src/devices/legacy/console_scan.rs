@@ -1,6 +1,6 @@
 //! Reads the guest's console output for the two lines the VMM acts on: guest-init's
 //! `rkt-guest-init: exit-status=N` marker and the kernel's `Kernel panic - not syncing`.
-//! The guest is untrusted: only the start of the current line is kept (bounded), bytes need not
+//! The guest is untrusted: only the end of the current line is kept (bounded), bytes need not
 //! be UTF-8, and lines may arrive split across any number of writes.
 
 use std::time::Instant;
@@ -9,7 +9,9 @@ use std::time::Instant;
 pub const EXIT_MARKER: &[u8] = b"rkt-guest-init: exit-status=";
 /// The kernel's panic line.
 pub const PANIC_MARKER: &[u8] = b"Kernel panic - not syncing";
-/// Bytes kept of one line; both markers sit near the start of theirs.
+/// Bytes kept of one line. The window keeps the line's end, not its start: an app's last output
+/// without a trailing newline shares its console line with guest-init's marker, which then sits
+/// at the end of a possibly long line (and so can a kernel panic message).
 pub const MAX_LINE: usize = 512;
 
 /// What the console told us so far.
@@ -71,10 +73,14 @@ impl ConsoleScanner {
         for &b in bytes {
             if b == b'\n' {
                 news.panic |= self.finish_line();
-            } else if self.line.len() < MAX_LINE {
+            } else {
+                if self.line.len() == MAX_LINE {
+                    // Drop the older half at once rather than one byte per byte: the window
+                    // then always holds at least the last MAX_LINE / 2 bytes of the line.
+                    self.line.drain(..MAX_LINE / 2);
+                }
                 self.line.push(b);
             }
-            // Bytes past MAX_LINE are dropped until the next newline.
         }
         news
     }
@@ -105,6 +111,18 @@ impl ConsoleScanner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn marker_after_long_unterminated_output_is_found() {
+        let mut scanner = ConsoleScanner::new();
+        scanner.feed(&vec![b'x'; 10 * MAX_LINE + 7]);
+        scanner.feed(b"rkt-guest-init: exit-status=9\n");
+        assert_eq!(scanner.report().exit_status, Some(9));
+        assert!(
+            scanner.line.capacity() <= 2 * MAX_LINE,
+            "the line buffer stays bounded"
+        );
+    }
 
     #[test]
     fn marker_split_across_writes() {
@@ -157,11 +175,12 @@ mod tests {
         s.feed(b"\n");
         assert_eq!(
             s.report().exit_status,
-            None,
-            "marker beyond the kept prefix is ignored"
+            Some(9),
+            "a marker at the end of a long line is still seen"
         );
         s.feed(&[0x80, 0xfe, b'\n', 0xc3]);
         s.feed(b"rkt-guest-init: exit-status=5\n");
+        // (the last marker wins)
         assert_eq!(
             s.report().exit_status,
             Some(5),
