@@ -10,67 +10,12 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use common::{busybox, Env, Gpg};
+use common::{Env, Gpg};
 use sha2::{Digest, Sha512};
 
-fn manifest(name: &str) -> String {
-    format!(
-        r#"{{"acKind":"ImageManifest","acVersion":"0.8.11","name":"{name}",
-           "labels":[{{"name":"version","value":"1.36"}},{{"name":"os","value":"linux"}},{{"name":"arch","value":"amd64"}}],
-           "app":{{"exec":["/bin/sh"],"user":"0","group":"0"}}}}"#
-    )
-}
-
-/// An uncompressed busybox ACI: manifest, /bin/busybox, /bin/sh -> busybox.
+/// A busybox ACI at the version these tests use.
 fn busybox_aci(name: &str, extra: &[(&str, tar::EntryType, Option<&str>)]) -> Vec<u8> {
-    let busybox = busybox();
-    let mut builder = tar::Builder::new(Vec::new());
-    let mut add = |path: &str, kind: tar::EntryType, mode: u32, link: Option<&str>, data: &[u8]| {
-        let mut header = tar::Header::new_gnu();
-        {
-            let old = header.as_old_mut();
-            old.name[..path.len()].copy_from_slice(path.as_bytes());
-            if let Some(link) = link {
-                old.linkname[..link.len()].copy_from_slice(link.as_bytes());
-            }
-        }
-        header.set_entry_type(kind);
-        header.set_mode(mode);
-        header.set_uid(0);
-        header.set_gid(0);
-        header.set_mtime(1_700_000_000);
-        header.set_size(data.len() as u64);
-        header.set_cksum();
-        builder.append(&header, data).unwrap();
-    };
-    let manifest = manifest(name);
-    add(
-        "manifest",
-        tar::EntryType::Regular,
-        0o644,
-        None,
-        manifest.as_bytes(),
-    );
-    add("rootfs/", tar::EntryType::Directory, 0o755, None, b"");
-    add("rootfs/bin/", tar::EntryType::Directory, 0o755, None, b"");
-    add(
-        "rootfs/bin/busybox",
-        tar::EntryType::Regular,
-        0o755,
-        None,
-        &busybox,
-    );
-    add(
-        "rootfs/bin/sh",
-        tar::EntryType::Symlink,
-        0o777,
-        Some("busybox"),
-        b"",
-    );
-    for (path, kind, link) in extra {
-        add(path, *kind, 0o644, *link, b"x");
-    }
-    builder.into_inner().unwrap()
+    common::busybox_aci(name, "1.36", extra)
 }
 
 fn image_id(tar: &[u8]) -> String {
