@@ -110,11 +110,18 @@ fn config(diff_ids: &[String]) -> Vec<u8> {
 /// Writes an OCI layout at `dir` with the image tagged `1.0`; returns the
 /// manifest's digest.
 fn write_layout(dir: &Path) -> String {
+    write_layout_with_diff_ids(dir, |_| {})
+}
+
+/// `write_layout`, with the config's diff_ids passed through `tamper` first.
+fn write_layout_with_diff_ids(dir: &Path, tamper: impl FnOnce(&mut Vec<String>)) -> String {
     let (layer1, layer2) = layers();
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     gz.write_all(&layer2).unwrap();
     let layer2_gz = gz.finish().unwrap();
-    let config = config(&[digest(&layer1), digest(&layer2)]);
+    let mut diff_ids = vec![digest(&layer1), digest(&layer2)];
+    tamper(&mut diff_ids);
+    let config = config(&diff_ids);
     let manifest = serde_json::to_vec(&json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
@@ -142,6 +149,41 @@ fn write_layout(dir: &Path) -> String {
     });
     fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
     digest(&manifest)
+}
+
+#[test]
+fn layers_must_unpack_to_their_diff_ids() {
+    let env = Env::new();
+    let layout = env.work.join("tampered");
+    let (_, layer2) = layers();
+    // The gzip layer's blob digest is right, but the config claims another
+    // uncompressed content for it.
+    let real = digest(&layer2);
+    write_layout_with_diff_ids(&layout, |ids| ids[1] = digest(b"something else"));
+    let spec = format!("oci:{}:1.0", layout.display());
+    let id = env.ok(&["--insecure-options=image", "fetch", &spec]);
+    let out = env.path("out");
+    let err = env.fails(254, &["image", "render", id.trim(), &out]);
+    assert!(err.contains("layer 1 (sha256:"), "{err}");
+    assert!(err.contains(&format!("unpacks to {real}")), "{err}");
+    assert!(err.contains("rootfs.diff_ids[1]"), "{err}");
+    assert!(!Path::new(&out).exists(), "nothing rendered");
+    let trees = fs::read_dir(env.dir.join("cas/tree")).map_or(0, |dir| dir.count());
+    assert_eq!(trees, 0, "no tree cached");
+
+    // One diff_id too few is refused too.
+    let env = Env::new();
+    let layout = env.work.join("short");
+    write_layout_with_diff_ids(&layout, |ids| {
+        ids.pop();
+    });
+    let spec = format!("oci:{}:1.0", layout.display());
+    let id = env.ok(&["--insecure-options=image", "fetch", &spec]);
+    let err = env.fails(254, &["image", "render", id.trim(), &env.path("out")]);
+    assert!(
+        err.contains("lists 1 rootfs.diff_ids for 2 layers"),
+        "{err}"
+    );
 }
 
 /// A tar of every file under `dir` (paths relative to it).

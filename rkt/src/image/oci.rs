@@ -78,6 +78,16 @@ pub struct ImageConfig {
     pub author: Option<String>,
     #[serde(default)]
     pub config: Option<ContainerConfig>,
+    #[serde(default)]
+    pub rootfs: Option<RootFs>,
+}
+
+/// The config's record of the layers' uncompressed contents: `diff_ids[i]`
+/// is the sha256 of layer i's tar after decompression.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct RootFs {
+    #[serde(default)]
+    pub diff_ids: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

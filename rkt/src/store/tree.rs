@@ -4,20 +4,52 @@
 
 use std::collections::HashSet;
 use std::fs::{self, DirBuilder, File};
-use std::io::{self, BufReader};
+use std::io::{self, BufReader, Read};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use appc::{ImageId, Labels};
-use sha2::{Digest, Sha512};
+use sha2::{Digest, Sha256, Sha512};
 
 use super::{io_context, remove_all, ImageFormat, ImageRecord, Store, StoreError};
 use crate::extract::decompress::decompress;
 use crate::extract::{extract_into, ExtractOptions};
+use crate::image::oci::ImageConfig;
 
 /// Deeper dependency chains than this are treated as a mistake.
 const MAX_DEPENDENCY_DEPTH: usize = 32;
+
+/// Image configs are small JSON documents.
+const MAX_CONFIG_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Passes a stream through while hashing it with SHA-256.
+struct Sha256Reader<R> {
+    inner: R,
+    hasher: Sha256,
+}
+
+impl<R: Read> Sha256Reader<R> {
+    fn new(inner: R) -> Self {
+        Sha256Reader {
+            inner,
+            hasher: Sha256::new(),
+        }
+    }
+
+    /// `sha256:<hex>` of everything read so far.
+    fn digest(self) -> String {
+        format!("sha256:{}", hex::encode(self.hasher.finalize()))
+    }
+}
+
+impl<R: Read> Read for Sha256Reader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let read = self.inner.read(buf)?;
+        self.hasher.update(&buf[..read]);
+        Ok(read)
+    }
+}
 
 impl Store {
     /// Returns the rendered tree of `id` (a directory holding `manifest` and
@@ -113,23 +145,79 @@ impl Store {
                     overlay: true,
                     whiteouts: true,
                 };
-                for digest in self.layers_of(&image.id)? {
-                    let blob =
-                        BufReader::with_capacity(256 * 1024, self.open_sha256_blob(&digest)?);
+                let layers = self.layers_of(&image.id)?;
+                let diff_ids = self.diff_ids_of(image, layers.len())?;
+                for (position, (digest, diff_id)) in layers.iter().zip(&diff_ids).enumerate() {
+                    let blob = BufReader::with_capacity(256 * 1024, self.open_sha256_blob(digest)?);
                     let layer =
                         decompress(blob).map_err(io_context(format!("opening layer {digest}")))?;
-                    let summary = extract_into(layer, rootfs, &options).map_err(|error| {
+                    // The diff_id covers the whole uncompressed stream, so it
+                    // is hashed while extracting and the tail the tar reader
+                    // left (end-of-archive padding) is hashed after.
+                    let mut layer = Sha256Reader::new(layer);
+                    let summary = extract_into(&mut layer, rootfs, &options).map_err(|error| {
                         StoreError::Render {
                             image: format!("{} (layer {digest})", image.id),
                             error,
                         }
                     })?;
                     budget = budget.saturating_sub(summary.file_bytes);
+                    io::copy(&mut (&mut layer).take(budget), &mut io::sink())
+                        .map_err(io_context(format!("reading the end of layer {digest}")))?;
+                    let unpacked = layer.digest();
+                    if &unpacked != diff_id {
+                        return Err(StoreError::BadImage {
+                            image: image.id.to_string(),
+                            problem: format!(
+                                "layer {position} ({digest}) unpacks to {unpacked}, but the \
+                                 config's rootfs.diff_ids[{position}] is {diff_id}; the image \
+                                 is damaged or was tampered with: remove it and fetch it again \
+                                 from a source you trust"
+                            ),
+                        });
+                    }
                     options.max_bytes = budget;
                 }
             }
         }
         Ok(())
+    }
+
+    /// The config's `rootfs.diff_ids` of an OCI image, which must name
+    /// exactly one uncompressed digest per layer.
+    fn diff_ids_of(&self, image: &ImageRecord, layers: usize) -> Result<Vec<String>, StoreError> {
+        let bad = |problem: String| StoreError::BadImage {
+            image: image.id.to_string(),
+            problem,
+        };
+        let config_digest = self
+            .index
+            .blobs_of(image.id.as_str())?
+            .into_iter()
+            .find(|blob| blob.role == "config")
+            .map(|blob| blob.digest)
+            .ok_or_else(|| StoreError::Damaged {
+                id: image.id.to_string(),
+                problem: "no config blob is recorded for it".to_string(),
+            })?;
+        let mut bytes = Vec::new();
+        self.open_sha256_blob(&config_digest)?
+            .take(MAX_CONFIG_BYTES)
+            .read_to_end(&mut bytes)
+            .map_err(io_context(format!("reading config {config_digest}")))?;
+        let config: ImageConfig = serde_json::from_slice(&bytes)
+            .map_err(|err| bad(format!("its config {config_digest} is not valid: {err}")))?;
+        let diff_ids = config
+            .rootfs
+            .map(|rootfs| rootfs.diff_ids)
+            .unwrap_or_default();
+        if diff_ids.len() != layers {
+            return Err(bad(format!(
+                "its config lists {} rootfs.diff_ids for {layers} layers; the image is malformed",
+                diff_ids.len()
+            )));
+        }
+        Ok(diff_ids)
     }
 
     /// Appends `record`'s dependencies (depth-first, in manifest order) and
