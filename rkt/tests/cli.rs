@@ -431,3 +431,73 @@ fn http_aci_fetch_checks_the_signature_next_to_it() {
     );
     assert!(err.contains("404"), "{err}");
 }
+
+#[test]
+fn http_aci_fetch_sends_auth_d_credentials_to_their_domain() {
+    let tar = busybox_aci("example.com/busybox", &[]);
+    let gpg = Gpg::new();
+    let signing = Env::new();
+    let aci = signing.path("busybox.aci");
+    fs::write(&aci, &tar).unwrap();
+    gpg.sign(&aci);
+    let key = signing.path("key.asc");
+    gpg.export_public(&key);
+    let mut files = std::collections::HashMap::new();
+    files.insert("/busybox.aci".to_string(), tar.clone());
+    files.insert(
+        "/busybox.aci.asc".to_string(),
+        fs::read(format!("{aci}.asc")).unwrap(),
+    );
+    // admin:open sesame, or the oauth token.
+    let accepted = ["Basic YWRtaW46b3BlbiBzZXNhbWU=", "Bearer t0k3n"];
+    let (base, _) = common::serve(move |path, headers| {
+        let authorized = headers
+            .get("authorization")
+            .is_some_and(|value| accepted.contains(&value.as_str()));
+        match (authorized, files.get(path)) {
+            (false, _) => common::Reply {
+                status: 401,
+                headers: vec![("WWW-Authenticate".into(), "Basic realm=\"rkt\"".into())],
+                body: b"who are you?".to_vec(),
+            },
+            (true, Some(body)) => common::Reply::ok(body.clone()),
+            (true, None) => common::Reply::not_found(),
+        }
+    });
+    let host = base.trim_start_matches("http://").to_string();
+    let url = format!("{base}/busybox.aci");
+    let configs = [
+        format!(
+            r#"{{"rktKind":"auth","rktVersion":"v1","domains":["{host}"],"type":"basic",
+                "credentials":{{"user":"admin","password":"open sesame"}}}}"#
+        ),
+        r#"{"rktKind":"auth","rktVersion":"v1","domains":["127.0.0.1"],"type":"oauth",
+            "credentials":{"token":"t0k3n"}}"#
+            .to_string(),
+    ];
+    for config in configs {
+        let env = Env::new();
+        env.ok(&[
+            "trust",
+            "--prefix=example.com/busybox",
+            "--skip-fingerprint-review",
+            &key,
+        ]);
+        let err = env.fails(254, &["fetch", &url]);
+        assert!(err.contains("HTTP 401") && err.contains("auth.d/"), "{err}");
+
+        // Credentials for another domain are not sent here.
+        fs::create_dir_all(env.config.join("auth.d")).unwrap();
+        fs::write(
+            env.config.join("auth.d/other.json"),
+            r#"{"rktKind":"auth","rktVersion":"v1","domains":["example.org"],"type":"basic",
+                "credentials":{"user":"admin","password":"open sesame"}}"#,
+        )
+        .unwrap();
+        let err = env.fails(254, &["fetch", &url]);
+        assert!(err.contains("HTTP 401") && err.contains("auth.d/"), "{err}");
+
+        fs::write(env.config.join("auth.d/mine.json"), config).unwrap();
+        assert_eq!(env.ok(&["fetch", "--full", &url]).trim(), image_id(&tar));
+    }
+}

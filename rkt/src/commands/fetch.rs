@@ -7,7 +7,7 @@ use clap::{Args, ValueEnum};
 use super::format::parse_size;
 use crate::error::RktError;
 use crate::extract::DEFAULT_MAX_BYTES;
-use crate::fetch::auth::DockerAuth;
+use crate::fetch::auth::{DockerAuth, HostAuth};
 use crate::fetch::docker::DockerFetch;
 use crate::fetch::file::FileFetch;
 use crate::fetch::http::Http;
@@ -50,6 +50,18 @@ enum PullPolicy {
     Update,
     /// Never fetch; use the store only.
     Never,
+}
+
+/// The HTTP client, made on first use with the `auth` configs' credentials.
+fn http_client<'a>(
+    cell: &'a std::cell::OnceCell<Http>,
+    globals: &GlobalOptions,
+) -> Result<&'a Http, RktError> {
+    if let Some(http) = cell.get() {
+        return Ok(http);
+    }
+    let host_auth = HostAuth::load(&globals.local_config, &globals.system_config)?;
+    Ok(cell.get_or_init(|| Http::new(globals.insecure.tls).with_host_auth(host_auth)))
 }
 
 /// rkt prints IDs abbreviated to 32 hex digits unless `--full`.
@@ -99,11 +111,7 @@ pub fn run(globals: &GlobalOptions, args: FetchArgs) -> Result<(), RktError> {
                     insecure_http: globals.insecure.http,
                     max_bytes: args.max_image_size,
                 }
-                .run(
-                    http.get_or_init(|| Http::new(globals.insecure.tls)),
-                    &store,
-                    &keystore,
-                )?,
+                .run(http_client(&http, globals)?, &store, &keystore)?,
             },
             ImageSource::LocalOci(kind, spec) => LocalOciFetch {
                 kind,
@@ -121,7 +129,7 @@ pub fn run(globals: &GlobalOptions, args: FetchArgs) -> Result<(), RktError> {
                     insecure_http: globals.insecure.http,
                     max_bytes: args.max_image_size,
                 }
-                .run(http.get_or_init(|| Http::new(globals.insecure.tls)), &store)?,
+                .run(http_client(&http, globals)?, &store)?,
             },
             ImageSource::Url(url) => match reuse(&store, image, args.pull_policy)? {
                 Some(id) => id,
@@ -133,11 +141,7 @@ pub fn run(globals: &GlobalOptions, args: FetchArgs) -> Result<(), RktError> {
                     skip_verification: globals.insecure.image,
                     max_bytes: args.max_image_size,
                 }
-                .run(
-                    http.get_or_init(|| Http::new(globals.insecure.tls)),
-                    &store,
-                    &keystore,
-                )?,
+                .run(http_client(&http, globals)?, &store, &keystore)?,
             },
         };
         if args.full {

@@ -6,6 +6,7 @@ use clap::Args;
 use std::io::{BufRead, IsTerminal, Write};
 
 use crate::error::RktError;
+use crate::fetch::auth::HostAuth;
 use crate::fetch::discovery::discover_pubkeys;
 use crate::fetch::http::Http;
 use crate::globals::GlobalOptions;
@@ -41,7 +42,10 @@ pub fn run(globals: &GlobalOptions, args: TrustArgs) -> Result<(), RktError> {
                 .to_string(),
         ));
     }
-    let http = Http::new(globals.insecure.tls);
+    let http = Http::new(globals.insecure.tls).with_host_auth(HostAuth::load(
+        &globals.local_config,
+        &globals.system_config,
+    )?);
     let mut keys = args.keys.clone();
     if keys.is_empty() {
         let Some(prefix) = &args.prefix else {

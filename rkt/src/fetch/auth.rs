@@ -1,14 +1,21 @@
-//! Registry credentials from rkt's configuration: `dockerAuth` files in
-//! `auth.d/` (`<system-config>/auth.d/*.json`, then `<local-config>/auth.d/*.json`,
-//! the latter winning for a registry named in both):
+//! Credentials from rkt's configuration: JSON files in `auth.d/`
+//! (`<system-config>/auth.d/*.json`, then `<local-config>/auth.d/*.json`, the
+//! latter winning for a host named in both). Two kinds, as in rkt:
 //!
 //! ```json
 //! {"rktKind": "dockerAuth", "rktVersion": "v1",
 //!  "registries": ["quay.io", "registry-1.docker.io"],
 //!  "credentials": {"user": "me", "password": "secret"}}
+//!
+//! {"rktKind": "auth", "rktVersion": "v1", "domains": ["example.com"],
+//!  "type": "basic", "credentials": {"user": "me", "password": "secret"}}
+//! {"rktKind": "auth", "rktVersion": "v1", "domains": ["example.com"],
+//!  "type": "oauth", "credentials": {"token": "sometoken"}}
 //! ```
 //!
-//! Files of other kinds (`auth` for ACI hosts) are skipped for now.
+//! `dockerAuth` is for registries (`docker://`); `auth` adds an
+//! `Authorization` header to every other http(s) request rkt makes to those
+//! domains (ACI and signature downloads, discovery pages, keys).
 
 use std::collections::HashMap;
 use std::fs;
@@ -26,13 +33,22 @@ struct AuthFile {
     rkt_version: String,
     #[serde(default)]
     registries: Vec<String>,
-    credentials: Option<Credentials>,
+    #[serde(default)]
+    domains: Vec<String>,
+    #[serde(default, rename = "type")]
+    auth_type: Option<String>,
+    credentials: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 pub struct Credentials {
     pub user: String,
     pub password: String,
+}
+
+#[derive(Deserialize)]
+struct OauthCredentials {
+    token: String,
 }
 
 impl Credentials {
@@ -54,11 +70,52 @@ pub struct DockerAuth {
 
 impl DockerAuth {
     pub fn load(local_config: &Path, system_config: &Path) -> Result<DockerAuth, RktError> {
-        let mut auth = DockerAuth::default();
+        Ok(AuthConfigs::load(local_config, system_config)?.docker)
+    }
+
+    pub fn for_registry(&self, registry: &str) -> Option<&Credentials> {
+        self.by_registry.get(registry)
+    }
+}
+
+/// `Authorization` header values per domain (`example.com`, or
+/// `example.com:8080` for one port only), from `auth` configs.
+#[derive(Debug, Default, Clone)]
+pub struct HostAuth {
+    by_domain: HashMap<String, String>,
+}
+
+impl HostAuth {
+    pub fn load(local_config: &Path, system_config: &Path) -> Result<HostAuth, RktError> {
+        Ok(AuthConfigs::load(local_config, system_config)?.hosts)
+    }
+
+    /// The header for a URL's host: `host:port` first, then the bare host.
+    pub fn header_for(&self, url: &str) -> Option<&str> {
+        let uri: ureq::http::Uri = url.parse().ok()?;
+        let host = uri.host()?;
+        let with_port = uri.port_u16().map(|port| format!("{host}:{port}"));
+        with_port
+            .and_then(|key| self.by_domain.get(&key))
+            .or_else(|| self.by_domain.get(host))
+            .map(String::as_str)
+    }
+}
+
+/// Everything in the `auth.d/` directories.
+#[derive(Debug, Default)]
+pub struct AuthConfigs {
+    pub docker: DockerAuth,
+    pub hosts: HostAuth,
+}
+
+impl AuthConfigs {
+    pub fn load(local_config: &Path, system_config: &Path) -> Result<AuthConfigs, RktError> {
+        let mut configs = AuthConfigs::default();
         for config in [system_config, local_config] {
-            auth.read_dir(&config.join("auth.d"))?;
+            configs.read_dir(&config.join("auth.d"))?;
         }
-        Ok(auth)
+        Ok(configs)
     }
 
     fn read_dir(&mut self, dir: &Path) -> Result<(), RktError> {
@@ -77,7 +134,7 @@ impl DockerAuth {
             let file: AuthFile = serde_json::from_slice(&bytes).map_err(|err| {
                 RktError::Message(format!("{shown} is not a valid rkt auth config: {err}"))
             })?;
-            if file.rkt_kind != "dockerAuth" {
+            if file.rkt_kind != "dockerAuth" && file.rkt_kind != "auth" {
                 continue;
             }
             if file.rkt_version != "v1" {
@@ -86,26 +143,97 @@ impl DockerAuth {
                     file.rkt_version
                 )));
             }
-            let credentials = file.credentials.ok_or_else(|| {
-                RktError::Message(format!(
-                    "{shown}: a dockerAuth config needs \"credentials\""
-                ))
-            })?;
-            for registry in file.registries {
-                self.by_registry.insert(registry, credentials.clone());
+            let bad = |problem: &str| RktError::Message(format!("{shown}: {problem}"));
+            let credentials = file
+                .credentials
+                .ok_or_else(|| bad("the config needs \"credentials\""))?;
+            if file.rkt_kind == "dockerAuth" {
+                let credentials: Credentials = serde_json::from_value(credentials)
+                    .map_err(|_| bad("dockerAuth credentials need \"user\" and \"password\""))?;
+                for registry in file.registries {
+                    self.docker
+                        .by_registry
+                        .insert(registry, credentials.clone());
+                }
+                continue;
+            }
+            let header = match file.auth_type.as_deref() {
+                Some("basic") => serde_json::from_value::<Credentials>(credentials)
+                    .map_err(|_| bad("basic credentials need \"user\" and \"password\""))?
+                    .basic_header(),
+                Some("oauth") => {
+                    let oauth: OauthCredentials = serde_json::from_value(credentials)
+                        .map_err(|_| bad("oauth credentials need \"token\""))?;
+                    format!("Bearer {}", oauth.token)
+                }
+                other => {
+                    return Err(bad(&format!(
+                        "auth type {other:?} is not supported; use \"basic\" or \"oauth\""
+                    )))
+                }
+            };
+            for domain in file.domains {
+                self.hosts.by_domain.insert(domain, header.clone());
             }
         }
         Ok(())
-    }
-
-    pub fn for_registry(&self, registry: &str) -> Option<&Credentials> {
-        self.by_registry.get(registry)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn auth_kind_gives_headers_per_domain() {
+        let local = tempfile::tempdir().unwrap();
+        let system = tempfile::tempdir().unwrap();
+        fs::create_dir(local.path().join("auth.d")).unwrap();
+        fs::write(
+            local.path().join("auth.d/basic.json"),
+            r#"{"rktKind":"auth","rktVersion":"v1","domains":["example.com","127.0.0.1:8080"],
+                "type":"basic","credentials":{"user":"admin","password":"open sesame"}}"#,
+        )
+        .unwrap();
+        fs::write(
+            local.path().join("auth.d/oauth.json"),
+            r#"{"rktKind":"auth","rktVersion":"v1","domains":["tokens.example"],
+                "type":"oauth","credentials":{"token":"t0k3n"}}"#,
+        )
+        .unwrap();
+        let auth = HostAuth::load(local.path(), system.path()).unwrap();
+        assert_eq!(
+            auth.header_for("https://example.com/a.aci"),
+            Some("Basic YWRtaW46b3BlbiBzZXNhbWU=")
+        );
+        assert_eq!(
+            auth.header_for("https://example.com:444/a.aci"),
+            Some("Basic YWRtaW46b3BlbiBzZXNhbWU="),
+            "a bare domain covers every port"
+        );
+        assert!(auth.header_for("http://127.0.0.1:8080/x").is_some());
+        assert!(auth.header_for("http://127.0.0.1:8081/x").is_none());
+        assert_eq!(
+            auth.header_for("https://tokens.example/x?ac-discovery=1"),
+            Some("Bearer t0k3n")
+        );
+        assert!(auth.header_for("https://other.example/").is_none());
+        assert!(DockerAuth::load(local.path(), system.path())
+            .unwrap()
+            .for_registry("example.com")
+            .is_none());
+
+        fs::write(
+            local.path().join("auth.d/bad.json"),
+            r#"{"rktKind":"auth","rktVersion":"v1","domains":["x"],"type":"digest","credentials":{}}"#,
+        )
+        .unwrap();
+        let err = HostAuth::load(local.path(), system.path()).unwrap_err();
+        assert!(
+            err.to_string().contains("bad.json") && err.to_string().contains("\"digest\""),
+            "{err}"
+        );
+    }
 
     #[test]
     fn local_config_overrides_system_config_and_other_kinds_are_skipped() {
@@ -128,7 +256,7 @@ mod tests {
         .unwrap();
         fs::write(
             local.path().join("auth.d/c.json"),
-            r#"{"rktKind":"auth","rktVersion":"v1","domains":["x"],"type":"basic"}"#,
+            r#"{"rktKind":"other","rktVersion":"v9"}"#,
         )
         .unwrap();
         let auth = DockerAuth::load(local.path(), system.path()).unwrap();

@@ -9,11 +9,15 @@ use tempfile::NamedTempFile;
 use ureq::http::Response;
 use ureq::Body;
 
+use super::auth::HostAuth;
 use super::progress::ProgressReader;
 use crate::error::RktError;
 
 pub struct Http {
     agent: ureq::Agent,
+    /// Credentials from `auth` configs, added to requests that carry no
+    /// `Authorization` header of their own.
+    host_auth: HostAuth,
 }
 
 /// A response whose status the caller looks at.
@@ -34,13 +38,27 @@ impl Http {
             .build();
         Http {
             agent: config.into(),
+            host_auth: HostAuth::default(),
         }
+    }
+
+    /// Sends `auth`-config credentials to the domains they name.
+    pub fn with_host_auth(self, host_auth: HostAuth) -> Http {
+        Http { host_auth, ..self }
     }
 
     pub fn get(&self, url: &str, headers: &[(&str, &str)]) -> Result<HttpResponse, RktError> {
         let mut request = self.agent.get(url);
         for (name, value) in headers {
             request = request.header(*name, *value);
+        }
+        let has_own_auth = headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("authorization"));
+        if !has_own_auth {
+            if let Some(value) = self.host_auth.header_for(url) {
+                request = request.header("Authorization", value);
+            }
         }
         request
             .call()
@@ -86,6 +104,12 @@ impl Http {
         match response.status().as_u16() {
             200 => {}
             404 => return Ok(None),
+            status @ (401 | 403) => {
+                return Err(RktError::Message(format!(
+                    "fetching {url}: the server answered HTTP {status}; if it needs credentials, \
+                     add an \"auth\" config for its host in auth.d/ of --local-config"
+                )))
+            }
             status => {
                 return Err(RktError::Message(format!(
                     "fetching {url}: the server answered HTTP {status}"
