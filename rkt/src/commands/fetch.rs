@@ -40,6 +40,11 @@ pub struct FetchArgs {
     /// Refuse images that decompress to more than this (e.g. 512M, 8G).
     #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value_t = DEFAULT_MAX_BYTES)]
     max_image_size: u64,
+    /// Trust, without asking, the keys an image's owner publishes
+    /// (ac-discovery-pubkeys) when discovery runs over verified HTTPS and no
+    /// key is trusted for the image's name yet.
+    #[arg(long)]
+    trust_keys_from_https: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -61,7 +66,8 @@ fn http_client<'a>(
         return Ok(http);
     }
     let host_auth = HostAuth::load(&globals.local_config, &globals.system_config)?;
-    Ok(cell.get_or_init(|| Http::new(globals.insecure.tls).with_host_auth(host_auth)))
+    let http = Http::new(globals.insecure.tls)?.with_host_auth(host_auth);
+    Ok(cell.get_or_init(|| http))
 }
 
 /// rkt prints IDs abbreviated to 32 hex digits unless `--full`.
@@ -109,6 +115,10 @@ pub fn run(globals: &GlobalOptions, args: FetchArgs) -> Result<(), RktError> {
                     signature: args.signature.as_deref(),
                     skip_verification: globals.insecure.image,
                     insecure_http: globals.insecure.http,
+                    // Keys are only as good as the channel that brought them.
+                    trust_keys_from_https: args.trust_keys_from_https
+                        && !globals.insecure.http
+                        && !globals.insecure.tls,
                     max_bytes: args.max_image_size,
                 }
                 .run(http_client(&http, globals)?, &store, &keystore)?,

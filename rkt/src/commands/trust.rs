@@ -42,7 +42,7 @@ pub fn run(globals: &GlobalOptions, args: TrustArgs) -> Result<(), RktError> {
                 .to_string(),
         ));
     }
-    let http = Http::new(globals.insecure.tls).with_host_auth(HostAuth::load(
+    let http = Http::new(globals.insecure.tls)?.with_host_auth(HostAuth::load(
         &globals.local_config,
         &globals.system_config,
     )?);

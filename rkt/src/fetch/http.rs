@@ -25,10 +25,15 @@ pub type HttpResponse = Response<Body>;
 
 impl Http {
     /// `insecure_tls`: accept any certificate (`--insecure-options=tls`).
-    pub fn new(insecure_tls: bool) -> Http {
-        let tls = ureq::tls::TlsConfig::builder()
-            .disable_verification(insecure_tls)
-            .build();
+    /// Servers are checked against the bundled Mozilla roots, or, when
+    /// `SSL_CERT_FILE` names a PEM file, against the certificates in it
+    /// instead (as OpenSSL-based tools do; a private CA, or a test's own).
+    pub fn new(insecure_tls: bool) -> Result<Http, RktError> {
+        let mut tls = ureq::tls::TlsConfig::builder().disable_verification(insecure_tls);
+        if let Some(path) = std::env::var_os("SSL_CERT_FILE") {
+            tls = tls.root_certs(read_root_certs(Path::new(&path))?);
+        }
+        let tls = tls.build();
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_connect(Some(Duration::from_secs(30)))
@@ -36,10 +41,10 @@ impl Http {
             .tls_config(tls)
             .user_agent(concat!("rkt/", env!("CARGO_PKG_VERSION")))
             .build();
-        Http {
+        Ok(Http {
             agent: config.into(),
             host_auth: HostAuth::default(),
-        }
+        })
     }
 
     /// Sends `auth`-config credentials to the domains they name.
@@ -127,4 +132,29 @@ impl Http {
             .map_err(|err| RktError::Message(format!("downloading {url}: {err}")))?;
         Ok(Some(temp))
     }
+}
+
+/// The certificates of a PEM bundle, as the only roots to trust.
+fn read_root_certs(path: &Path) -> Result<ureq::tls::RootCerts, RktError> {
+    let shown = path.display();
+    let pem =
+        std::fs::read(path).map_err(RktError::io(format!("reading SSL_CERT_FILE {shown}")))?;
+    let mut certs = Vec::new();
+    for item in ureq::tls::parse_pem(&pem) {
+        match item {
+            Ok(ureq::tls::PemItem::Certificate(cert)) => certs.push(cert),
+            Ok(_) => {}
+            Err(err) => {
+                return Err(RktError::Message(format!(
+                    "SSL_CERT_FILE {shown} is not a PEM certificate bundle: {err}"
+                )))
+            }
+        }
+    }
+    if certs.is_empty() {
+        return Err(RktError::Message(format!(
+            "SSL_CERT_FILE {shown} holds no certificates; point it at a PEM bundle or unset it"
+        )));
+    }
+    Ok(ureq::tls::RootCerts::from(certs))
 }

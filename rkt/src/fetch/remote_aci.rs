@@ -77,6 +77,9 @@ pub struct DiscoveryFetch<'a> {
     pub skip_verification: bool,
     /// `--insecure-options=http`: discover over plain HTTP.
     pub insecure_http: bool,
+    /// `--trust-keys-from-https` (only set when discovery is over HTTPS
+    /// with certificates checked): trust the published keys if none are.
+    pub trust_keys_from_https: bool,
     pub max_bytes: u64,
 }
 
@@ -128,6 +131,9 @@ impl DiscoveryFetch<'_> {
                 last_problem.map(|p| format!(" (last: {p})")).unwrap_or_default()
             ))
         })?;
+        if self.trust_keys_from_https && !self.skip_verification {
+            self.trust_published_keys(name, http, keystore)?;
+        }
         RemoteAciFetch {
             url: &endpoints.aci,
             signature_url: Some(&endpoints.signature),
@@ -137,5 +143,48 @@ impl DiscoveryFetch<'_> {
             max_bytes: self.max_bytes,
         }
         .run(http, store, keystore)
+    }
+}
+
+impl DiscoveryFetch<'_> {
+    /// Adds the keys `name`'s owner publishes over HTTPS to the keys trusted
+    /// for `name`, unless some key already is: a key the user chose is
+    /// never overridden by what a server says.
+    fn trust_published_keys(
+        &self,
+        name: &str,
+        http: &Http,
+        keystore: &Keystore,
+    ) -> Result<(), RktError> {
+        if !keystore.keys_for(name)?.is_empty() {
+            return Ok(());
+        }
+        let keys =
+            super::discovery::discover_pubkeys(name, "https", |url| match http.get(url, &[]) {
+                Ok(response) if response.status().as_u16() == 200 => {
+                    Http::read_small(response, url, MAX_DISCOVERY_PAGE)
+                        .ok()
+                        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+                }
+                _ => None,
+            });
+        for url in keys.iter().filter(|url| url.starts_with("https://")) {
+            let response = http.get(url, &[])?;
+            if response.status().as_u16() != 200 {
+                return Err(RktError::Message(format!(
+                    "fetching key {url}: the server answered HTTP {}",
+                    response.status().as_u16()
+                )));
+            }
+            let bytes = Http::read_small(response, url, MAX_DISCOVERY_PAGE)?;
+            let (info, path) = keystore.add(Some(name), &bytes, url)?;
+            eprintln!(
+                "Trusting {url} (fingerprint {}) for prefix {name:?} (--trust-keys-from-https); \
+                 added at {}",
+                info.fingerprint,
+                path.display()
+            );
+        }
+        Ok(())
     }
 }
