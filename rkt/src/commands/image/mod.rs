@@ -9,9 +9,9 @@ mod render;
 mod rm;
 mod verify;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 
 use crate::error::RktError;
 use crate::globals::GlobalOptions;
@@ -27,9 +27,9 @@ pub enum ImageCommand {
     /// Write a stored image out as an (uncompressed) ACI file.
     Export(export::ExportArgs),
     /// Unpack an image (manifest and rootfs, without dependencies) into a directory.
-    Extract(extract::ExtractArgs),
+    Extract(ImageToDirArgs),
     /// Unpack an image with its dependencies applied, as an app sees it.
-    Render(render::RenderArgs),
+    Render(ImageToDirArgs),
     /// Remove images unused for longer than the grace period, and stray files.
     Gc(gc::GcArgs),
     /// Re-hash stored images against their IDs and digests.
@@ -64,4 +64,49 @@ fn clear_destination(dest: &Path, overwrite: bool) -> Result<(), RktError> {
             std::fs::remove_file(dest).map_err(RktError::io(format!("removing {}", dest.display())))
         }
     }
+}
+
+/// Arguments of the commands that write an image out as a directory (`extract`, `render`).
+#[derive(Args)]
+pub struct ImageToDirArgs {
+    #[arg(value_name = "IMAGE")]
+    image: String,
+    #[arg(value_name = "DIR")]
+    dest: PathBuf,
+    /// Replace DIR if it exists.
+    #[arg(long)]
+    overwrite: bool,
+    /// Only the rootfs, without the manifest.
+    #[arg(long)]
+    rootfs_only: bool,
+}
+
+/// Builds a directory at `dest` all at once: `fill` writes into a temporary sibling of `dest`
+/// (named `.<staging_prefix>-...`, on the same file system), which is then renamed to `dest`.
+/// On any failure the sibling is removed, so no half-written DIR is ever left behind.
+/// `tree` names the result in errors ("extracted tree", "rendered tree").
+fn build_dir_atomically(
+    dest: &Path,
+    staging_prefix: &str,
+    tree: &str,
+    fill: impl FnOnce(&Path) -> Result<(), RktError>,
+) -> Result<(), RktError> {
+    let parent = match dest.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let staging = tempfile::Builder::new()
+        .prefix(&format!(".{staging_prefix}-"))
+        .tempdir_in(&parent)
+        .map_err(RktError::io(format!(
+            "creating a directory in {}",
+            parent.display()
+        )))?;
+    // A failing `fill` drops `staging`, which removes it.
+    fill(staging.path())?;
+    let staged = staging.keep();
+    std::fs::rename(&staged, dest).map_err(|err| {
+        let _ = std::fs::remove_dir_all(&staged);
+        RktError::io(format!("moving the {tree} to {}", dest.display()))(err)
+    })
 }
