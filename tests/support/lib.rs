@@ -138,8 +138,14 @@ pub fn boot(kernel: &Path, cpus: u32, command: &str) -> Finished {
 }
 
 pub fn boot_with_cmdline(kernel: &Path, cpus: u32, cmdline: &str) -> Finished {
+    boot_with_flags(kernel, cpus, cmdline, &[])
+}
+
+/// Like [`boot_with_cmdline`], with extra `rkt-vmm` flags (e.g. `--no-rng`).
+pub fn boot_with_flags(kernel: &Path, cpus: u32, cmdline: &str, flags: &[&str]) -> Finished {
     run_with_limit(
         Command::new(rkt_vmm())
+            .args(flags)
             .arg("--kernel")
             .arg(kernel)
             .arg("--initrd")

@@ -9,6 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use kvm_ioctls::IoEventAddress;
+
+use crate::arch::x86_64::layout::VIRTIO_MMIO_DEVICE_SIZE;
 use crate::config::{SerialOutput, VmConfig};
 use crate::devices::bus::{lock, Bus};
 use crate::devices::legacy::cmos::{Cmos, CMOS_PORT, CMOS_PORTS};
@@ -17,6 +20,9 @@ use crate::devices::legacy::i8042::{I8042, I8042_PORT, I8042_PORTS};
 use crate::devices::legacy::serial::{
     ConsoleAlert, ConsoleSink, IrqLine, SerialPort, COM1_IRQ, COM1_PORT, COM1_PORTS,
 };
+use crate::devices::virtio::mmio::REG_QUEUE_NOTIFY;
+use crate::devices::virtio::rng::Rng;
+use crate::devices::virtio::{Interrupt, MmioTransport, VirtioDevice, VirtioKind};
 use crate::error::VmmError;
 use crate::host_checks::open_host;
 use crate::stats::{
@@ -108,7 +114,8 @@ pub fn run_measured(config: VmConfig) -> Result<VmReport, VmmError> {
     pio.insert(COM1_PORT, COM1_PORTS, serial.clone())?;
     pio.insert(I8042_PORT, I8042_PORTS, Arc::new(Mutex::new(I8042::new())))?;
     pio.insert(CMOS_PORT, CMOS_PORTS, Arc::new(Mutex::new(Cmos::new())))?;
-    let mmio = Bus::new();
+    let mut mmio = Bus::new();
+    attach_virtio_devices(&vm, &config, &mut mmio)?;
 
     let vcpu_fds = vm.create_vcpus(config.vcpus, &kernel)?;
     let stats_fds = if config.collect_stats {
@@ -221,6 +228,54 @@ fn build_serial(
         .register_irqfd(&irq, COM1_IRQ)
         .map_err(VmmError::kvm("KVM_IRQFD"))?;
     Ok(SerialPort::new(IrqLine(irq), sink))
+}
+
+/// Puts each configured virtio device behind a virtio-mmio page on `mmio`, with an irqfd on
+/// its IOAPIC pin and an ioeventfd per queue on its QueueNotify register (the slots match the
+/// `virtio_mmio.device=` entries of the command line, both come from `VmConfig::virtio_slots`).
+///
+/// Teardown: the transports live on the MMIO bus, which is dropped before `vm` (and its guest
+/// memory); dropping a transport stops and joins its device's worker thread.
+fn attach_virtio_devices(vm: &Vm, config: &VmConfig, mmio: &mut Bus) -> Result<(), VmmError> {
+    for (kind, slot) in config.virtio_slots()? {
+        let device: Box<dyn VirtioDevice> = match kind {
+            VirtioKind::Rng => Box::new(Rng::new()),
+        };
+        let irqfd = vmm_sys_util::eventfd::EventFd::new(libc::EFD_NONBLOCK).map_err(|source| {
+            VmmError::HostResource {
+                what: "create a virtio interrupt eventfd",
+                source,
+            }
+        })?;
+        vm.fd
+            .register_irqfd(&irqfd, slot.irq)
+            .map_err(VmmError::kvm("KVM_IRQFD"))?;
+        let interrupt = Arc::new(Interrupt::new(irqfd));
+        let transport =
+            MmioTransport::new(device, vm.ram.memory.clone(), interrupt).map_err(|source| {
+                VmmError::HostResource {
+                    what: "create virtio queue notification eventfds",
+                    source,
+                }
+            })?;
+        for (index, notify) in transport.queue_notifiers().iter().enumerate() {
+            // Datamatch on the queue index: the driver writes it to QueueNotify, so each
+            // queue's notification wakes exactly its own eventfd without a VMM exit.
+            vm.fd
+                .register_ioevent(
+                    notify,
+                    &IoEventAddress::Mmio(slot.addr + REG_QUEUE_NOTIFY),
+                    index as u32,
+                )
+                .map_err(VmmError::kvm("KVM_IOEVENTFD"))?;
+        }
+        mmio.insert(
+            slot.addr,
+            VIRTIO_MMIO_DEVICE_SIZE,
+            Arc::new(Mutex::new(transport)),
+        )?;
+    }
+    Ok(())
 }
 
 /// Waits for the first vCPU to stop (returning its index and why); after a kernel panic, waits

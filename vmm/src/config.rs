@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use thiserror::Error;
 
+use crate::devices::virtio::{MmioSlot, VirtioKind};
+
 /// Smallest guest RAM we accept. A tiny kernel plus initramfs needs more than this anyway; the
 /// precise requirement is checked when the kernel is loaded (see `VmmError::MemoryTooSmall`).
 pub const MIN_MEM_MIB: u64 = 16;
@@ -54,6 +56,8 @@ pub struct VmConfig {
     pub serial: SerialOutput,
     /// Collect KVM's and the VMM's counters for `--stats` (costs a few reads at the end).
     pub collect_stats: bool,
+    /// Give the guest a virtio-rng device fed from the host's getrandom.
+    pub rng: bool,
 }
 
 /// A configuration that cannot describe a VM.
@@ -86,6 +90,9 @@ pub enum ConfigError {
     /// Command line with a NUL byte, which would silently cut it short.
     #[error("the kernel command line contains a NUL byte: remove it")]
     CmdlineNul,
+    /// More virtio devices than the MMIO window or the IOAPIC pins have room for.
+    #[error("{0} virtio devices requested, more than the VM has slots for: configure fewer")]
+    TooManyVirtioDevices(usize),
 }
 
 impl VmConfig {
@@ -97,7 +104,32 @@ impl VmConfig {
             kernel,
             serial: SerialOutput::Stdout,
             collect_stats: false,
+            rng: true,
         }
+    }
+
+    /// The virtio devices this VM gets, in slot order: the n-th sits at [`MmioSlot::nth`]`(n)`.
+    pub fn virtio_devices(&self) -> Vec<VirtioKind> {
+        let mut devices = Vec::new();
+        if self.rng {
+            devices.push(VirtioKind::Rng);
+        }
+        devices
+    }
+
+    /// The virtio devices paired with where they sit.
+    pub fn virtio_slots(&self) -> Result<Vec<(VirtioKind, MmioSlot)>, ConfigError> {
+        let devices = self.virtio_devices();
+        let count = devices.len();
+        devices
+            .into_iter()
+            .enumerate()
+            .map(|(n, kind)| {
+                MmioSlot::nth(n)
+                    .map(|slot| (kind, slot))
+                    .ok_or(ConfigError::TooManyVirtioDevices(count))
+            })
+            .collect()
     }
 
     /// Checks the parts that do not depend on the files: vCPU count against the host's limit,
@@ -119,20 +151,26 @@ impl VmConfig {
     }
 
     /// The command line the guest kernel really gets: the user's, plus what our devices need
-    /// (`console=ttyS0` while the serial port exists), inserted before the ` -- ` that starts
-    /// init's arguments.
+    /// (`console=ttyS0` while the serial port exists, one `virtio_mmio.device=` per virtio
+    /// device), inserted before the ` -- ` that starts init's arguments.
     pub fn guest_cmdline(&self) -> Result<String, ConfigError> {
         let user = self.kernel.cmdline.trim();
         if user.contains('\0') {
             return Err(ConfigError::CmdlineNul);
         }
         let (kernel_part, init_part) = split_init_args(user);
+        let virtio: Vec<String> = self
+            .virtio_slots()?
+            .iter()
+            .map(|(_, slot)| slot.cmdline_param())
+            .collect();
         let mut params: Vec<&str> = kernel_part.split_whitespace().collect();
         // The serial port is always present (only its output may be discarded), so the guest's
         // console always goes there unless the user chose a console explicitly.
         if !params.iter().any(|p| p.starts_with("console=")) {
             params.push("console=ttyS0");
         }
+        params.extend(virtio.iter().map(String::as_str));
         let mut line = params.join(" ");
         if let Some(init) = init_part {
             line.push_str(" -- ");
@@ -171,12 +209,25 @@ fn split_init_args(cmdline: &str) -> (&str, Option<&str>) {
 mod tests {
     use super::*;
 
+    /// A config without virtio devices, so the command lines below stay short.
     fn config(cmdline: &str) -> VmConfig {
-        VmConfig::new(KernelConfig {
+        let mut c = VmConfig::new(KernelConfig {
             path: PathBuf::from("/k"),
             cmdline: cmdline.to_string(),
             initrd: None,
-        })
+        });
+        c.rng = false;
+        c
+    }
+
+    #[test]
+    fn virtio_devices_are_declared_before_init_args() {
+        let mut c = config("quiet -- /bin/sh");
+        c.rng = true;
+        assert_eq!(
+            c.guest_cmdline().unwrap(),
+            "quiet console=ttyS0 virtio_mmio.device=4K@0xd0000000:5 -- /bin/sh"
+        );
     }
 
     #[test]

@@ -33,6 +33,9 @@ struct Args {
     /// Print KVM and VMM counters as key=value lines on stderr at exit.
     #[arg(long)]
     stats: bool,
+    /// Do not give the guest a virtio-rng entropy device.
+    #[arg(long)]
+    no_rng: bool,
 }
 
 fn serial_output(arg: &str) -> SerialOutput {
@@ -65,6 +68,7 @@ fn main() -> ExitCode {
         },
         serial: serial_output(&args.serial),
         collect_stats: args.stats,
+        rng: !args.no_rng,
     };
     match vmm::run_measured(config) {
         Ok(report) => {
@@ -106,9 +110,10 @@ mod tests {
             "--cpus",
             "2",
             "--stats",
+            "--no-rng",
         ])
         .unwrap();
-        assert_eq!((a.mem_mib, a.cpus, a.stats), (128, 2, true));
+        assert_eq!((a.mem_mib, a.cpus, a.stats, a.no_rng), (128, 2, true, true));
         assert!(Args::try_parse_from(["rkt-vmm", "--cmdline", "x"]).is_err());
         assert!(Args::try_parse_from([
             "rkt-vmm",

@@ -21,6 +21,13 @@ use crate::arch::x86_64::layout::{
 pub const FIRST_VIRTIO_IRQ: u32 = 5;
 const CMOS_IRQ: u32 = 8;
 
+/// The kinds of virtio device a VM can have.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VirtioKind {
+    /// virtio-rng, fed from the host's getrandom.
+    Rng,
+}
+
 /// Where one virtio-mmio device sits in guest-physical space and which IOAPIC pin it raises.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MmioSlot {
