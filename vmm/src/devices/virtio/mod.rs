@@ -6,8 +6,10 @@
 //! them from `virtio_mmio.device=4K@0xADDR:IRQ` on its command line (the MP table already lists
 //! every IOAPIC pin as an ISA interrupt, so the kernel can route these IRQs).
 
+pub mod fs;
 pub mod mmio;
 pub mod rng;
+pub mod vsock;
 
 pub use mmio::{ActivateError, ActiveQueue, Interrupt, MmioTransport, VirtioDevice};
 
