@@ -55,6 +55,9 @@ pub enum InitError {
     #[error(transparent)]
     Mount(#[from] crate::mounts::MountError),
 
+    #[error(transparent)]
+    Share(#[from] crate::share::ShareError),
+
     #[error("guest-init panicked: this is a bug in guest-init, please report it")]
     Panicked,
 }
@@ -69,6 +72,7 @@ impl InitError {
             | InitError::Wait(_)
             | InitError::Mount(_)
             | InitError::Panicked => STATUS_SETUP_FAILED,
+            InitError::Share(error) => error.exit_status(),
         }
     }
 }

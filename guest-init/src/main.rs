@@ -2,12 +2,15 @@
 //!
 //! Sets up the guest (mounts, console), runs the command the kernel handed over after `--`,
 //! reaps every process while it runs, reports its exit status on the console and reboots the VM,
-//! which ends it. See docs/foundation.md for the contract with the VMM.
+//! which ends it. Kernel parameters can ask for the command to run inside a virtio-fs share and
+//! for its status to be written there (the share module). See docs/foundation.md for the
+//! contract with the VMM.
 //!
 //! guest-init is single-threaded on purpose: it forks, and PID 1 must never be left holding a
 //! lock some other thread had at fork time.
 
 mod args;
+mod cmdline;
 mod command;
 mod console;
 mod error;
@@ -17,6 +20,7 @@ mod power;
 mod reaper;
 mod report;
 mod role;
+mod share;
 mod spawn;
 
 use std::panic::{self, AssertUnwindSafe};
@@ -25,14 +29,18 @@ use error::{InitError, STATUS_SETUP_FAILED};
 use reaper::SystemWaiter;
 use report::Reporter;
 use role::Role;
+use share::StatusFile;
 
 fn main() {
     let role = Role::detect();
     let reporter = Reporter::new(role.report_destination());
+    // Filled in by the set-up once the share is mounted; kept out here so that every later
+    // outcome, a failed set-up or a panic included, still reaches the file.
+    let mut status_file: Option<StatusFile> = None;
     // A panic in PID 1 would become a kernel panic and hide the real problem; report it as an
     // error with a status instead. (guest-init has no known panic path; this is a safety net.)
-    let status =
-        panic::catch_unwind(AssertUnwindSafe(|| run(role, &reporter))).unwrap_or_else(|_| {
+    let status = panic::catch_unwind(AssertUnwindSafe(|| run(role, &reporter, &mut status_file)))
+        .unwrap_or_else(|_| {
             reporter.error(&InitError::Panicked);
             STATUS_SETUP_FAILED
         });
@@ -47,6 +55,13 @@ fn main() {
                 reaper::TERM_GRACE,
                 reaper::KILL_GRACE,
             );
+            // The file before the marker: whoever sees the marker may read the file at once.
+            // A failed write is reported but does not change the command's status.
+            if let Some(file) = &status_file {
+                if let Err(error) = file.write(status) {
+                    reporter.error(&error);
+                }
+            }
             reporter.exit_status(status);
             power::reboot_vm(status, &reporter)
         }
@@ -58,8 +73,8 @@ fn main() {
 }
 
 /// Everything up to the command's end; returns the status to report.
-fn run(role: Role, reporter: &Reporter) -> u8 {
-    match set_up(role).and_then(|()| run_command()) {
+fn run(role: Role, reporter: &Reporter, status_file: &mut Option<StatusFile>) -> u8 {
+    match set_up(role, status_file).and_then(|()| run_command()) {
         Ok(status) => status,
         Err(error) => {
             reporter.error(&error);
@@ -68,13 +83,15 @@ fn run(role: Role, reporter: &Reporter) -> u8 {
     }
 }
 
-fn set_up(role: Role) -> Result<(), InitError> {
+fn set_up(role: Role, status_file: &mut Option<StatusFile>) -> Result<(), InitError> {
     match role {
         Role::Pid1 => {
             console::attach_stdio();
             mounts::mount_system()?;
             // Again now that devtmpfs provides /dev/console, in case the initramfs had none.
             console::attach_stdio();
+            // Only as PID 1: a host's own /proc/cmdline is none of guest-init's business.
+            share::set_up_from_cmdline(status_file)?;
         }
         Role::Hosted => {
             // Adopt the command's orphans as PID 1 would, so the reaping path is the same. If

@@ -2,13 +2,13 @@
 //!
 //! Each mount is tolerant of being done already (a mount point that is on a different device
 //! than its parent is left alone), so guest-init can be restarted or run on a root that someone
-//! else prepared. Later, virtio-fs shares and the pod's app roots are mounted by their own
-//! modules after these.
+//! else prepared. The same set is mounted again inside a directory that becomes the command's
+//! root (see the share module), so a chrooted command finds the system it expects.
 
 use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::mount::MsFlags;
@@ -95,38 +95,41 @@ pub const DEV_LINKS: [(&str, &str); 4] = [
 
 #[derive(Debug, Error)]
 pub enum MountError {
-    #[error("cannot create mount point {target}: {source}; the initramfs root must be writable")]
-    MountPoint {
-        target: &'static str,
-        source: io::Error,
-    },
+    #[error(
+        "cannot create mount point {}: {source}; the root it is in must be writable",
+        target.display()
+    )]
+    MountPoint { target: PathBuf, source: io::Error },
 
     #[error(
-        "cannot mount {fstype} on {target}: the guest kernel has no {fstype} file system; \
-         build the guest kernel with {kernel_option}"
+        "cannot mount {fstype} on {}: the guest kernel has no {fstype} file system; \
+         build the guest kernel with {kernel_option}",
+        target.display()
     )]
     FilesystemMissing {
         fstype: &'static str,
-        target: &'static str,
+        target: PathBuf,
         kernel_option: &'static str,
     },
 
     #[error(
-        "cannot mount {fstype} on {target}: {errno}; check the guest kernel's {kernel_option} \
-         and that guest-init runs as PID 1 with all capabilities"
+        "cannot mount {fstype} on {}: {errno}; check the guest kernel's {kernel_option} \
+         and that guest-init runs as PID 1 with all capabilities",
+        target.display()
     )]
     Mount {
         fstype: &'static str,
-        target: &'static str,
+        target: PathBuf,
         kernel_option: &'static str,
         errno: Errno,
     },
 
     #[error(
-        "cannot create the symlink {link} -> {target}: {source}; the /dev mount is not writable"
+        "cannot create the symlink {} -> {target}: {source}; the /dev mount is not writable",
+        link.display()
     )]
     Link {
-        link: &'static str,
+        link: PathBuf,
         target: &'static str,
         source: io::Error,
     },
@@ -134,16 +137,26 @@ pub enum MountError {
 
 /// Mounts every system file system and creates the /dev links.
 pub fn mount_system() -> Result<(), MountError> {
-    for mount in &SYSTEM_MOUNTS {
-        mount_one(mount)?;
-    }
-    create_dev_links()
+    mount_system_under(Path::new("/"))
 }
 
-fn mount_one(mount: &SystemMount) -> Result<(), MountError> {
-    let target = Path::new(mount.target);
+/// The same as `mount_system`, inside the directory `root` (which is going to become a root):
+/// `/proc` is mounted on `root/proc`, and so on. Missing mount points are created.
+pub fn mount_system_under(root: &Path) -> Result<(), MountError> {
+    for mount in &SYSTEM_MOUNTS {
+        mount_one(mount, &under(root, mount.target))?;
+    }
+    create_dev_links(root)
+}
+
+/// `path` (absolute) re-rooted at `root`.
+fn under(root: &Path, path: &str) -> PathBuf {
+    root.join(path.trim_start_matches('/'))
+}
+
+fn mount_one(mount: &SystemMount, target: &Path) -> Result<(), MountError> {
     fs::create_dir_all(target).map_err(|source| MountError::MountPoint {
-        target: mount.target,
+        target: target.to_path_buf(),
         source,
     })?;
     if is_mount_point(target) {
@@ -156,20 +169,20 @@ fn mount_one(mount: &SystemMount) -> Result<(), MountError> {
         mount.flags,
         mount.options,
     )
-    .map_err(|errno| mount_error(mount, errno))
+    .map_err(|errno| mount_error(mount, target, errno))
 }
 
-fn mount_error(mount: &SystemMount, errno: Errno) -> MountError {
+fn mount_error(mount: &SystemMount, target: &Path, errno: Errno) -> MountError {
     if errno == Errno::ENODEV {
         MountError::FilesystemMissing {
             fstype: mount.fstype,
-            target: mount.target,
+            target: target.to_path_buf(),
             kernel_option: mount.kernel_option,
         }
     } else {
         MountError::Mount {
             fstype: mount.fstype,
-            target: mount.target,
+            target: target.to_path_buf(),
             kernel_option: mount.kernel_option,
             errno,
         }
@@ -188,9 +201,12 @@ pub fn is_mount_point(path: &Path) -> bool {
     }
 }
 
-fn create_dev_links() -> Result<(), MountError> {
+/// The links go into devtmpfs, which is one instance however often it is mounted, so under a
+/// new root they usually exist already.
+fn create_dev_links(root: &Path) -> Result<(), MountError> {
     for (link, target) in DEV_LINKS {
-        match std::os::unix::fs::symlink(target, link) {
+        let link = under(root, link);
+        match std::os::unix::fs::symlink(target, &link) {
             Ok(()) => {}
             Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {}
             Err(source) => {
@@ -238,15 +254,32 @@ mod tests {
 
     #[test]
     fn missing_filesystem_names_the_kernel_option() {
-        let message = mount_error(&SYSTEM_MOUNTS[3], Errno::ENODEV).to_string();
+        let message =
+            mount_error(&SYSTEM_MOUNTS[3], Path::new("/dev/pts"), Errno::ENODEV).to_string();
         assert!(message.contains("/dev/pts"), "{message}");
         assert!(message.contains("CONFIG_UNIX98_PTYS=y"), "{message}");
-        let other = mount_error(&SYSTEM_MOUNTS[0], Errno::EPERM).to_string();
+        let other = mount_error(&SYSTEM_MOUNTS[0], Path::new("/proc"), Errno::EPERM).to_string();
         assert!(
             other.contains("/proc") && other.contains("EPERM"),
             "{other}"
         );
         assert!(!other.contains('\n'));
+    }
+
+    #[test]
+    fn mounts_under_a_new_root_go_below_it() {
+        assert_eq!(under(Path::new("/"), "/dev/pts"), PathBuf::from("/dev/pts"));
+        assert_eq!(
+            under(Path::new("/rkt/share/root"), "/dev/pts"),
+            PathBuf::from("/rkt/share/root/dev/pts")
+        );
+        let message = mount_error(
+            &SYSTEM_MOUNTS[0],
+            Path::new("/rkt/share/root/proc"),
+            Errno::EBUSY,
+        )
+        .to_string();
+        assert!(message.contains("/rkt/share/root/proc"), "{message}");
     }
 
     #[test]
