@@ -58,6 +58,33 @@ pub struct VmConfig {
     pub collect_stats: bool,
     /// Give the guest a virtio-rng device fed from the host's getrandom.
     pub rng: bool,
+    /// Host directories served to the guest over virtio-fs, one device each.
+    pub shares: Vec<ShareConfig>,
+    /// The guest's vsock device and the host unix socket it is reached through.
+    pub vsock: Option<VsockConfig>,
+}
+
+/// One host directory served to the guest over virtio-fs; the guest mounts it with
+/// `mount -t virtiofs TAG DIR`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShareConfig {
+    /// The tag the guest mounts it by (1 to 36 bytes).
+    pub tag: String,
+    /// The directory; nothing outside it is reachable from the guest.
+    pub host_dir: PathBuf,
+    /// Every modifying request is refused with EROFS by the VMM itself.
+    pub read_only: bool,
+}
+
+/// The guest's vsock device: the guest has context ID `guest_cid`; host processes connect to
+/// the unix socket `uds_path` and write `CONNECT <port>\n` to reach a guest listener, and guest
+/// connections to host port P are forwarded to the unix socket `<uds_path>_P`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VsockConfig {
+    /// The guest's context ID (3 or more; 0-2 are reserved).
+    pub guest_cid: u64,
+    /// Where the VMM listens; created at start, removed at exit; must not exist beforehand.
+    pub uds_path: PathBuf,
 }
 
 /// A configuration that cannot describe a VM.
@@ -93,6 +120,9 @@ pub enum ConfigError {
     /// More virtio devices than the MMIO window or the IOAPIC pins have room for.
     #[error("{0} virtio devices requested, more than the VM has slots for: configure fewer")]
     TooManyVirtioDevices(usize),
+    /// Two shares with one tag: the guest could mount only one of them.
+    #[error("two shares are tagged {0:?}: give each share its own tag")]
+    DuplicateShareTag(String),
 }
 
 impl VmConfig {
@@ -105,6 +135,8 @@ impl VmConfig {
             serial: SerialOutput::Stdout,
             collect_stats: false,
             rng: true,
+            shares: Vec::new(),
+            vsock: None,
         }
     }
 
@@ -113,6 +145,10 @@ impl VmConfig {
         let mut devices = Vec::new();
         if self.rng {
             devices.push(VirtioKind::Rng);
+        }
+        devices.extend((0..self.shares.len()).map(VirtioKind::Fs));
+        if self.vsock.is_some() {
+            devices.push(VirtioKind::Vsock);
         }
         devices
     }
@@ -146,6 +182,14 @@ impl VmConfig {
             return Err(ConfigError::MemorySize {
                 requested: self.mem_mib,
             });
+        }
+        for (n, share) in self.shares.iter().enumerate() {
+            if self.shares[..n]
+                .iter()
+                .any(|earlier| earlier.tag == share.tag)
+            {
+                return Err(ConfigError::DuplicateShareTag(share.tag.clone()));
+            }
         }
         self.guest_cmdline().map(|_| ())
     }
@@ -218,6 +262,54 @@ mod tests {
         });
         c.rng = false;
         c
+    }
+
+    fn share(tag: &str) -> ShareConfig {
+        ShareConfig {
+            tag: tag.to_string(),
+            host_dir: PathBuf::from("/srv"),
+            read_only: false,
+        }
+    }
+
+    #[test]
+    fn devices_take_slots_rng_then_shares_then_vsock() {
+        let mut c = config("quiet");
+        c.rng = true;
+        c.shares = vec![share("pod"), share("data")];
+        c.vsock = Some(VsockConfig {
+            guest_cid: 3,
+            uds_path: PathBuf::from("/run/v"),
+        });
+        let kinds: Vec<_> = c
+            .virtio_slots()
+            .unwrap()
+            .into_iter()
+            .map(|(k, s)| (k, s.irq))
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (VirtioKind::Rng, 5),
+                (VirtioKind::Fs(0), 6),
+                (VirtioKind::Fs(1), 7),
+                (VirtioKind::Vsock, 9)
+            ]
+        );
+        assert!(c
+            .guest_cmdline()
+            .unwrap()
+            .ends_with("virtio_mmio.device=4K@0xd0003000:9"));
+    }
+
+    #[test]
+    fn duplicate_share_tags_are_refused() {
+        let mut c = config("quiet");
+        c.shares = vec![share("pod"), share("data"), share("pod")];
+        assert_eq!(
+            c.validate(4),
+            Err(ConfigError::DuplicateShareTag("pod".to_string()))
+        );
     }
 
     #[test]

@@ -83,6 +83,14 @@ pub enum VmmError {
     /// Device wiring failed (a VMM bug).
     #[error("device setup failed: {0}")]
     Devices(#[from] BusOverlap),
+    /// A virtio device refused its configuration (its message names the problem and the fix).
+    #[error("{device}: {message}")]
+    VirtioDevice {
+        /// Which device, e.g. `share "pod"` or `vsock`.
+        device: String,
+        /// The device's own one-line error.
+        message: String,
+    },
     /// The serial output file cannot be created.
     #[error("cannot create serial output file {}: {source}: check the --serial path", .path.display())]
     SerialFile {

@@ -19,6 +19,6 @@ pub mod vcpu;
 pub mod vm;
 
 pub use builder::{run, run_measured, VmOutcome, VmReport, EXIT_VMM_ERROR};
-pub use config::{KernelConfig, SerialOutput, VmConfig};
+pub use config::{KernelConfig, SerialOutput, ShareConfig, VmConfig, VsockConfig};
 pub use error::VmmError;
 pub use host_checks::{check_host, HostCheckError};

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use vmm::{KernelConfig, SerialOutput, VmConfig, EXIT_VMM_ERROR};
+use vmm::{KernelConfig, SerialOutput, ShareConfig, VmConfig, VsockConfig, EXIT_VMM_ERROR};
 
 /// Boot a Linux kernel in a KVM micro-VM.
 #[derive(Parser, Debug)]
@@ -36,6 +36,46 @@ struct Args {
     /// Do not give the guest a virtio-rng entropy device.
     #[arg(long)]
     no_rng: bool,
+    /// Serve host directory DIR to the guest over virtio-fs under TAG
+    /// (in the guest: `mount -t virtiofs TAG /mnt`). Repeatable.
+    #[arg(long, value_name = "TAG=DIR", value_parser = parse_share)]
+    share: Vec<(String, PathBuf)>,
+    /// Like --share, but the VMM refuses every write (EROFS). Repeatable.
+    #[arg(long, value_name = "TAG=DIR", value_parser = parse_share)]
+    share_ro: Vec<(String, PathBuf)>,
+    /// Give the guest a vsock device reached through this host unix socket (which must not
+    /// exist yet): connect and write `CONNECT <port>\n`; guest connections to host port P go to
+    /// the socket `<PATH>_P`.
+    #[arg(long, value_name = "PATH")]
+    vsock: Option<PathBuf>,
+    /// The guest's vsock context ID.
+    #[arg(long, value_name = "CID", default_value_t = 3, requires = "vsock",
+          value_parser = clap::value_parser!(u64).range(3..u64::from(u32::MAX)))]
+    vsock_cid: u64,
+}
+
+/// Splits `TAG=DIR` at its first `=`.
+fn parse_share(arg: &str) -> Result<(String, PathBuf), String> {
+    match arg.split_once('=') {
+        Some((tag, dir)) if !tag.is_empty() && !dir.is_empty() => {
+            Ok((tag.to_string(), PathBuf::from(dir)))
+        }
+        _ => Err(format!("{arg:?} is not TAG=DIR (e.g. pod=/var/lib/pod)")),
+    }
+}
+
+/// The shares in command-line order: writable ones first, then read-only ones.
+fn shares(args: &Args) -> Vec<ShareConfig> {
+    let writable = args.share.iter().map(|share| (share, false));
+    let read_only = args.share_ro.iter().map(|share| (share, true));
+    writable
+        .chain(read_only)
+        .map(|((tag, dir), read_only)| ShareConfig {
+            tag: tag.clone(),
+            host_dir: dir.clone(),
+            read_only,
+        })
+        .collect()
 }
 
 fn serial_output(arg: &str) -> SerialOutput {
@@ -58,6 +98,11 @@ fn main() -> ExitCode {
         std::process::exit(EXIT_VMM_ERROR);
     }));
     let args = Args::parse();
+    let shares = shares(&args);
+    let vsock = args.vsock.map(|uds_path| VsockConfig {
+        guest_cid: args.vsock_cid,
+        uds_path,
+    });
     let config = VmConfig {
         mem_mib: args.mem_mib,
         vcpus: args.cpus,
@@ -69,6 +114,8 @@ fn main() -> ExitCode {
         serial: serial_output(&args.serial),
         collect_stats: args.stats,
         rng: !args.no_rng,
+        shares,
+        vsock,
     };
     match vmm::run_measured(config) {
         Ok(report) => {
@@ -115,6 +162,52 @@ mod tests {
         .unwrap();
         assert_eq!((a.mem_mib, a.cpus, a.stats, a.no_rng), (128, 2, true, true));
         assert!(Args::try_parse_from(["rkt-vmm", "--cmdline", "x"]).is_err());
+        let a = Args::try_parse_from([
+            "rkt-vmm",
+            "--kernel",
+            "k",
+            "--cmdline",
+            "x",
+            "--share-ro",
+            "ro=/srv/a=b",
+            "--share",
+            "pod=/p",
+            "--vsock",
+            "/run/v.sock",
+        ])
+        .unwrap();
+        assert_eq!(
+            shares(&a),
+            vec![
+                ShareConfig {
+                    tag: "pod".into(),
+                    host_dir: "/p".into(),
+                    read_only: false
+                },
+                ShareConfig {
+                    tag: "ro".into(),
+                    host_dir: "/srv/a=b".into(),
+                    read_only: true
+                },
+            ]
+        );
+        assert_eq!(
+            (a.vsock.as_deref(), a.vsock_cid),
+            (Some("/run/v.sock".as_ref()), 3)
+        );
+        for bad in [["--share", "=/p"], ["--share", "pod"], ["--vsock-cid", "2"]] {
+            let mut argv = vec![
+                "rkt-vmm",
+                "--kernel",
+                "k",
+                "--cmdline",
+                "x",
+                "--vsock",
+                "/v",
+            ];
+            argv.extend(bad);
+            assert!(Args::try_parse_from(argv).is_err(), "{bad:?} accepted");
+        }
         assert!(Args::try_parse_from([
             "rkt-vmm",
             "--kernel",

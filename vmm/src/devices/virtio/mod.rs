@@ -28,6 +28,10 @@ const CMOS_IRQ: u32 = 8;
 pub enum VirtioKind {
     /// virtio-rng, fed from the host's getrandom.
     Rng,
+    /// virtio-fs serving `VmConfig::shares[n]`.
+    Fs(usize),
+    /// virtio-vsock bridged to `VmConfig::vsock`.
+    Vsock,
 }
 
 /// Where one virtio-mmio device sits in guest-physical space and which IOAPIC pin it raises.
