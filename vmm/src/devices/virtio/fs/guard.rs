@@ -87,6 +87,7 @@ pub struct GuardedFs<F> {
     inner: F,
     read_only: bool,
     open_handles: AtomicUsize,
+    max_handles: usize,
 }
 
 impl<F> GuardedFs<F> {
@@ -96,7 +97,14 @@ impl<F> GuardedFs<F> {
             inner,
             read_only,
             open_handles: AtomicUsize::new(0),
+            max_handles: MAX_OPEN_HANDLES,
         }
+    }
+
+    /// The same guard with at most `max` open handles instead of [`MAX_OPEN_HANDLES`].
+    pub fn with_max_handles(mut self, max: usize) -> Self {
+        self.max_handles = max;
+        self
     }
 
     fn writable(&self) -> io::Result<()> {
@@ -110,7 +118,7 @@ impl<F> GuardedFs<F> {
     /// Reserves a handle slot; released by `handle_closed` or given back on failure.
     fn reserve_handle(&self) -> io::Result<()> {
         let previous = self.open_handles.fetch_add(1, Ordering::AcqRel);
-        if previous >= MAX_OPEN_HANDLES {
+        if previous >= self.max_handles {
             self.open_handles.fetch_sub(1, Ordering::AcqRel);
             return Err(error(libc::ENFILE));
         }
@@ -498,4 +506,466 @@ impl<F: FileSystem<Inode = u64, Handle = u64>> FileSystem for GuardedFs<F> {
     // Not forwarded, so the trait's ENOSYS/ENOTTY answers apply: locks (INIT does not offer
     // them, so the guest kernel keeps POSIX locks and flock local to the guest), ioctl, poll,
     // bmap, DAX mappings. The request filter in `request.rs` refuses those opcodes anyway.
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::ffi::CString;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::path::Path;
+    use std::sync::Mutex;
+
+    use fuse_backend_rs::api::filesystem::ROOT_ID;
+    use fuse_backend_rs::file_traits::FileReadWriteVolatile;
+    use fuse_backend_rs::passthrough::{Config, PassthroughFs};
+    use vmm_sys_util::tempdir::TempDir;
+
+    use super::*;
+
+    fn c(name: &str) -> CString {
+        CString::new(name).unwrap()
+    }
+
+    fn errno<T>(result: io::Result<T>) -> Option<i32> {
+        match result {
+            Ok(_) => None,
+            Err(e) => e.raw_os_error(),
+        }
+    }
+
+    /// A share with a file, a directory with a file, and a symlink.
+    fn share() -> TempDir {
+        let dir = TempDir::new_with_prefix("/tmp/vmm-fs-guard-").unwrap();
+        let root = dir.as_path();
+        std::fs::write(root.join("file"), b"data").unwrap();
+        std::fs::create_dir(root.join("sub")).unwrap();
+        std::fs::write(root.join("sub/inner"), b"inner").unwrap();
+        std::os::unix::fs::symlink("file", root.join("link")).unwrap();
+        dir
+    }
+
+    /// The passthrough sets the umask to 0 when it imports its root; keep that to this test's
+    /// thread, as the worker does.
+    fn keep_umask_to_this_thread() {
+        super::super::worker::unshare_fs_context().unwrap();
+    }
+
+    fn guarded(dir: &TempDir, read_only: bool) -> GuardedFs<PassthroughFs> {
+        keep_umask_to_this_thread();
+        let config = Config {
+            root_dir: dir.as_path().to_str().unwrap().to_owned(),
+            do_import: true,
+            xattr: true,
+            ..Default::default()
+        };
+        let fs = GuardedFs::new(PassthroughFs::new(config).unwrap(), read_only);
+        fs.init(FsOptions::empty()).unwrap();
+        fs
+    }
+
+    /// Everything observable about a tree: type, mode, owner, size, times, contents, targets.
+    fn snapshot(root: &Path) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        let mut pending = vec![root.to_path_buf()];
+        while let Some(path) = pending.pop() {
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let rel = path.strip_prefix(root).unwrap().display().to_string();
+            let mut line = format!(
+                "{:o} {}:{} {} {}.{} {}",
+                meta.mode(),
+                meta.uid(),
+                meta.gid(),
+                meta.size(),
+                meta.mtime(),
+                meta.mtime_nsec(),
+                meta.nlink()
+            );
+            if meta.is_dir() {
+                for entry in std::fs::read_dir(&path).unwrap() {
+                    pending.push(entry.unwrap().path());
+                }
+            } else if meta.file_type().is_symlink() {
+                line += &format!(" -> {}", std::fs::read_link(&path).unwrap().display());
+            } else {
+                line += &format!(" {:?}", std::fs::read(&path).unwrap());
+            }
+            out.insert(rel, line);
+        }
+        out
+    }
+
+    /// A reader with nothing in it: refused writes must not get as far as reading.
+    struct NoData;
+
+    impl io::Read for NoData {
+        fn read(&mut self, _buf: &mut [u8]) -> io::Result<usize> {
+            Ok(0)
+        }
+    }
+
+    impl ZeroCopyReader for NoData {
+        fn read_to(
+            &mut self,
+            _f: &mut dyn FileReadWriteVolatile,
+            _count: usize,
+            _off: u64,
+        ) -> io::Result<usize> {
+            Ok(0)
+        }
+    }
+
+    fn attr() -> libc::stat64 {
+        // SAFETY: stat64 is plain integers, for which all-zero is a valid value.
+        let mut attr: libc::stat64 = unsafe { std::mem::zeroed() };
+        attr.st_mode = 0o777;
+        attr.st_uid = 1234;
+        attr.st_gid = 1234;
+        attr
+    }
+
+    #[test]
+    fn a_read_only_share_refuses_every_modifying_request() {
+        let dir = share();
+        let before = snapshot(dir.as_path());
+        let fs = guarded(&dir, true);
+        let ctx = Context::default();
+        let file = fs.lookup(&ctx, ROOT_ID, &c("file")).unwrap().inode;
+        let sub = fs.lookup(&ctx, ROOT_ID, &c("sub")).unwrap().inode;
+        let create = |flags: i32| CreateIn {
+            flags: flags as u32,
+            mode: 0o644,
+            umask: 0,
+            fuse_flags: 0,
+        };
+        let refused = [
+            (
+                "create",
+                errno(fs.create(&ctx, ROOT_ID, &c("new"), create(libc::O_RDWR))),
+            ),
+            (
+                "create existing",
+                errno(fs.create(&ctx, ROOT_ID, &c("file"), create(libc::O_RDONLY))),
+            ),
+            (
+                "mknod",
+                errno(fs.mknod(&ctx, ROOT_ID, &c("fifo"), libc::S_IFIFO | 0o644, 0, 0)),
+            ),
+            ("mkdir", errno(fs.mkdir(&ctx, ROOT_ID, &c("d"), 0o755, 0))),
+            ("unlink", errno(fs.unlink(&ctx, ROOT_ID, &c("file")))),
+            ("rmdir", errno(fs.rmdir(&ctx, ROOT_ID, &c("sub")))),
+            (
+                "rename",
+                errno(fs.rename(&ctx, ROOT_ID, &c("file"), sub, &c("moved"), 0)),
+            ),
+            (
+                "rename exchange",
+                errno(fs.rename(
+                    &ctx,
+                    ROOT_ID,
+                    &c("file"),
+                    ROOT_ID,
+                    &c("sub"),
+                    libc::RENAME_EXCHANGE,
+                )),
+            ),
+            ("link", errno(fs.link(&ctx, file, ROOT_ID, &c("hard")))),
+            (
+                "symlink",
+                errno(fs.symlink(&ctx, &c("/"), ROOT_ID, &c("s"))),
+            ),
+            (
+                "truncate",
+                errno(fs.setattr(&ctx, file, attr(), None, SetattrValid::SIZE)),
+            ),
+            (
+                "chmod",
+                errno(fs.setattr(&ctx, file, attr(), None, SetattrValid::MODE)),
+            ),
+            (
+                "chown",
+                errno(fs.setattr(
+                    &ctx,
+                    file,
+                    attr(),
+                    None,
+                    SetattrValid::UID | SetattrValid::GID,
+                )),
+            ),
+            (
+                "utimens",
+                errno(fs.setattr(
+                    &ctx,
+                    file,
+                    attr(),
+                    None,
+                    SetattrValid::ATIME | SetattrValid::MTIME_NOW,
+                )),
+            ),
+            (
+                "open wronly",
+                errno(fs.open(&ctx, file, libc::O_WRONLY as u32, 0)),
+            ),
+            (
+                "open rdwr",
+                errno(fs.open(&ctx, file, libc::O_RDWR as u32, 0)),
+            ),
+            (
+                "open trunc",
+                errno(fs.open(&ctx, file, (libc::O_RDONLY | libc::O_TRUNC) as u32, 0)),
+            ),
+            (
+                "open tmpfile",
+                errno(fs.open(&ctx, sub, (libc::O_TMPFILE | libc::O_RDWR) as u32, 0)),
+            ),
+            (
+                "write",
+                errno(fs.write(&ctx, file, 1, &mut NoData, 4, 0, None, false, 0, 0)),
+            ),
+            ("fallocate", errno(fs.fallocate(&ctx, file, 1, 0, 0, 4096))),
+            (
+                "setxattr",
+                errno(fs.setxattr(&ctx, file, &c("user.x"), b"1", 0)),
+            ),
+            (
+                "removexattr",
+                errno(fs.removexattr(&ctx, file, &c("user.x"))),
+            ),
+            (
+                "access W_OK",
+                errno(fs.access(&ctx, file, libc::W_OK as u32)),
+            ),
+        ];
+        for (what, result) in refused {
+            assert_eq!(result, Some(libc::EROFS), "{what}");
+        }
+        // Reading still works.
+        assert_eq!(errno(fs.open(&ctx, file, libc::O_RDONLY as u32, 0)), None);
+        assert_eq!(errno(fs.opendir(&ctx, sub, libc::O_RDONLY as u32)), None);
+        assert_eq!(errno(fs.access(&ctx, file, libc::R_OK as u32)), None);
+        assert_eq!(
+            errno(fs.readlink(&ctx, fs.lookup(&ctx, ROOT_ID, &c("link")).unwrap().inode)),
+            None
+        );
+        assert_eq!(errno(fs.statfs(&ctx, ROOT_ID)), None);
+        assert_eq!(
+            snapshot(dir.as_path()),
+            before,
+            "the host directory changed"
+        );
+    }
+
+    #[test]
+    fn a_writable_share_lets_the_same_requests_through() {
+        let dir = share();
+        let fs = guarded(&dir, false);
+        let ctx = Context::default();
+        let file = fs.lookup(&ctx, ROOT_ID, &c("file")).unwrap().inode;
+        fs.mkdir(&ctx, ROOT_ID, &c("d"), 0o750, 0).unwrap();
+        fs.link(&ctx, file, ROOT_ID, &c("hard")).unwrap();
+        fs.symlink(&ctx, &c("/etc"), ROOT_ID, &c("abs")).unwrap();
+        fs.setattr(&ctx, file, attr(), None, SetattrValid::MODE)
+            .unwrap();
+        fs.rename(&ctx, ROOT_ID, &c("file"), ROOT_ID, &c("renamed"), 0)
+            .unwrap();
+        let root = dir.as_path();
+        assert!(root.join("d").is_dir());
+        assert_eq!(std::fs::read(root.join("hard")).unwrap(), b"data");
+        assert_eq!(
+            std::fs::read_link(root.join("abs")).unwrap(),
+            Path::new("/etc")
+        );
+        let meta = std::fs::metadata(root.join("renamed")).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o7777, 0o777);
+        assert_eq!(meta.nlink(), 2);
+    }
+
+    #[test]
+    fn names_must_be_one_plain_component() {
+        let dir = share();
+        let fs = guarded(&dir, false);
+        let ctx = Context::default();
+        for name in ["", ".", "..", "sub/inner", "../etc", "/etc", "sub/"] {
+            assert_eq!(
+                errno(fs.lookup(&ctx, ROOT_ID, &c(name))),
+                Some(libc::EINVAL),
+                "lookup {name:?}"
+            );
+            assert_eq!(
+                errno(fs.mkdir(&ctx, ROOT_ID, &c(name), 0o755, 0)),
+                Some(libc::EINVAL),
+                "mkdir {name:?}"
+            );
+            assert_eq!(
+                errno(fs.rename(&ctx, ROOT_ID, &c("file"), ROOT_ID, &c(name), 0)),
+                Some(libc::EINVAL),
+                "rename to {name:?}"
+            );
+        }
+        assert!(dir.as_path().join("file").exists());
+    }
+
+    #[test]
+    fn host_device_nodes_and_privileged_xattrs_are_refused() {
+        let dir = share();
+        let fs = guarded(&dir, false);
+        let ctx = Context::default();
+        let mem_dev = libc::makedev(1, 1) as u32;
+        assert_eq!(
+            errno(fs.mknod(&ctx, ROOT_ID, &c("mem"), libc::S_IFCHR | 0o666, mem_dev, 0)),
+            Some(libc::EPERM)
+        );
+        assert_eq!(
+            errno(fs.mknod(&ctx, ROOT_ID, &c("disk"), libc::S_IFBLK | 0o666, mem_dev, 0)),
+            Some(libc::EPERM)
+        );
+        assert!(!dir.as_path().join("mem").exists());
+        assert!(!dir.as_path().join("disk").exists());
+        // FIFOs, and overlayfs whiteouts, are fine.
+        fs.mknod(&ctx, ROOT_ID, &c("fifo"), libc::S_IFIFO | 0o644, 0, 0)
+            .unwrap();
+        fs.mknod(&ctx, ROOT_ID, &c("whiteout"), libc::S_IFCHR, 0, 0)
+            .unwrap();
+        let file = fs.lookup(&ctx, ROOT_ID, &c("file")).unwrap().inode;
+        for name in ["trusted.overlay.opaque", "security.capability"] {
+            assert_eq!(
+                errno(fs.setxattr(&ctx, file, &c(name), b"y", 0)),
+                Some(libc::EPERM),
+                "{name}"
+            );
+        }
+        assert_eq!(
+            errno(fs.removexattr(&ctx, file, &c("trusted.overlay.opaque"))),
+            Some(libc::EPERM)
+        );
+        fs.setxattr(&ctx, file, &c("user.note"), b"kept", 0)
+            .unwrap();
+        assert_eq!(
+            xattr(&dir.as_path().join("file"), "user.note"),
+            Some(b"kept".to_vec())
+        );
+    }
+
+    fn xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
+        let path = c(path.to_str().unwrap());
+        let name = c(name);
+        let mut buf = [0u8; 64];
+        // SAFETY: both strings are NUL-terminated and `buf` is writable for its length.
+        let n = unsafe {
+            libc::getxattr(
+                path.as_ptr(),
+                name.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
+        usize::try_from(n).ok().map(|n| buf[..n].to_vec())
+    }
+
+    #[test]
+    fn open_handles_are_capped_and_released() {
+        let dir = share();
+        let fs = guarded(&dir, false).with_max_handles(2);
+        let ctx = Context::default();
+        let file = fs.lookup(&ctx, ROOT_ID, &c("file")).unwrap().inode;
+        let first = fs
+            .open(&ctx, file, libc::O_RDONLY as u32, 0)
+            .unwrap()
+            .0
+            .unwrap();
+        // A failed open does not keep a slot.
+        assert!(fs.open(&ctx, 999, libc::O_RDONLY as u32, 0).is_err());
+        let _second = fs.opendir(&ctx, ROOT_ID, libc::O_RDONLY as u32).unwrap();
+        assert_eq!(
+            errno(fs.open(&ctx, file, libc::O_RDONLY as u32, 0)),
+            Some(libc::ENFILE)
+        );
+        // Releasing a handle that does not exist frees nothing.
+        assert!(fs
+            .release(&ctx, file, 0, 12345, false, false, None)
+            .is_err());
+        assert_eq!(
+            errno(fs.open(&ctx, file, libc::O_RDONLY as u32, 0)),
+            Some(libc::ENFILE)
+        );
+        fs.release(&ctx, file, 0, first, false, false, None)
+            .unwrap();
+        assert_eq!(errno(fs.open(&ctx, file, libc::O_RDONLY as u32, 0)), None);
+    }
+
+    /// Records the buffer sizes the guard passes on.
+    #[derive(Default)]
+    struct SizeRecorder(Mutex<Vec<u32>>);
+
+    impl FileSystem for SizeRecorder {
+        type Inode = u64;
+        type Handle = u64;
+
+        fn getxattr(&self, _: &Context, _: u64, _: &CStr, size: u32) -> io::Result<GetxattrReply> {
+            self.0.lock().unwrap().push(size);
+            Err(error(libc::ENODATA))
+        }
+
+        fn listxattr(&self, _: &Context, _: u64, size: u32) -> io::Result<ListxattrReply> {
+            self.0.lock().unwrap().push(size);
+            Err(error(libc::ENODATA))
+        }
+
+        fn readdir(
+            &self,
+            _: &Context,
+            _: u64,
+            _: u64,
+            size: u32,
+            _: u64,
+            _: &mut dyn FnMut(DirEntry) -> io::Result<usize>,
+        ) -> io::Result<()> {
+            self.0.lock().unwrap().push(size);
+            Ok(())
+        }
+
+        fn readdirplus(
+            &self,
+            _: &Context,
+            _: u64,
+            _: u64,
+            size: u32,
+            _: u64,
+            _: &mut dyn FnMut(DirEntry, Entry) -> io::Result<usize>,
+        ) -> io::Result<()> {
+            self.0.lock().unwrap().push(size);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn buffer_sizes_named_by_the_guest_are_clamped() {
+        let fs = GuardedFs::new(SizeRecorder::default(), false);
+        let ctx = Context::default();
+        let _ = fs.getxattr(&ctx, 1, &c("user.a"), u32::MAX);
+        let _ = fs.getxattr(&ctx, 1, &c("user.a"), 0);
+        let _ = fs.listxattr(&ctx, 1, u32::MAX);
+        let _ = fs.readdir(&ctx, 1, 1, u32::MAX, 0, &mut |_| Ok(0));
+        let _ = fs.readdirplus(&ctx, 1, 1, 4096, 0, &mut |_, _| Ok(0));
+        assert_eq!(
+            *fs.inner.0.lock().unwrap(),
+            vec![MAX_XATTR_BYTES, 0, MAX_XATTR_BYTES, MAX_READDIR_BYTES, 4096]
+        );
+    }
+
+    #[test]
+    fn init_asks_for_big_requests_and_never_dax() {
+        let dir = share();
+        let config = Config {
+            root_dir: dir.as_path().to_str().unwrap().to_owned(),
+            ..Default::default()
+        };
+        let fs = GuardedFs::new(PassthroughFs::<()>::new(config).unwrap(), false);
+        keep_umask_to_this_thread();
+        let wanted = fs.init(FsOptions::all()).unwrap();
+        assert!(wanted.contains(FsOptions::BIG_WRITES | FsOptions::MAX_PAGES));
+        assert!(!wanted.contains(FsOptions::PERFILE_DAX));
+        // Locks stay in the guest: the passthrough does not implement them.
+        assert!(!wanted.intersects(FsOptions::POSIX_LOCKS | FsOptions::FLOCK_LOCKS));
+    }
 }

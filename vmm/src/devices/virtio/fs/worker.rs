@@ -111,7 +111,7 @@ impl Drop for Worker {
 /// Gives this thread its own umask and working directory. The passthrough file system sets
 /// the umask to 0 when the guest mounts (the guest applies its own umask to the modes it
 /// sends); without this, that would change the umask of the whole VMM process.
-fn unshare_fs_context() -> io::Result<()> {
+pub(super) fn unshare_fs_context() -> io::Result<()> {
     // SAFETY: unshare(CLONE_FS) only copies the calling thread's root, cwd and umask into a
     // private fs context; it touches no memory of ours and is allowed in threaded processes.
     if unsafe { libc::unshare(libc::CLONE_FS) } == 0 {
