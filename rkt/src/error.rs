@@ -6,6 +6,7 @@ use thiserror::Error;
 use crate::extract::ExtractError;
 use crate::fetch::FetchError;
 use crate::image::aci::AciError;
+use crate::pod::PodError;
 use crate::store::StoreError;
 use crate::trust::TrustError;
 
@@ -21,6 +22,8 @@ pub enum RktError {
     Extract(#[from] ExtractError),
     #[error(transparent)]
     Fetch(#[from] FetchError),
+    #[error(transparent)]
+    Pod(#[from] PodError),
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -30,6 +33,9 @@ pub enum RktError {
     /// A complete message built by the command.
     #[error("{0}")]
     Message(String),
+    /// The command line is wrong (exit status 2, as clap's own errors).
+    #[error("{0}")]
+    Usage(String),
 }
 
 impl RktError {

@@ -8,6 +8,7 @@ mod extract;
 mod fetch;
 mod globals;
 mod image;
+mod pod;
 mod store;
 #[cfg(test)]
 mod testutil;
@@ -22,6 +23,8 @@ use globals::{GlobalOptions, InsecureOptions};
 
 /// Exit status for runtime errors, as rkt used.
 const EXIT_RUNTIME_ERROR: u8 = 254;
+/// Exit status for command-line mistakes, as clap's own errors.
+const EXIT_USAGE: u8 = 2;
 
 #[derive(Parser)]
 #[command(
@@ -71,6 +74,20 @@ enum Command {
     Image(commands::image::ImageCommand),
     /// Run a pod in a KVM micro-VM (today: the host check only).
     Run(commands::run::RunArgs),
+    /// Prepare a pod (fetch and lay out its images) and print its UUID.
+    Prepare(commands::prepare::PrepareArgs),
+    /// Run a prepared pod (not implemented yet).
+    RunPrepared(commands::run_prepared::RunPreparedArgs),
+    /// List pods.
+    List(commands::list::ListArgs),
+    /// Print a pod's state, times, PID and exit statuses.
+    Status(commands::status::StatusArgs),
+    /// Print a pod's manifest.
+    CatManifest(commands::cat_manifest::CatManifestArgs),
+    /// Remove pods that are not running.
+    Rm(commands::rm::RmArgs),
+    /// Garbage-collect exited and failed pods.
+    Gc(commands::gc::GcArgs),
     /// Print the version and features.
     Version,
 }
@@ -89,10 +106,21 @@ fn main() -> ExitCode {
         Command::Trust(args) => commands::trust::run(&globals, args),
         Command::Image(command) => commands::image::run(&globals, command),
         Command::Run(args) => commands::run::run(args),
+        Command::Prepare(args) => commands::prepare::run(&globals, args),
+        Command::RunPrepared(args) => commands::run_prepared::run(&globals, args),
+        Command::List(args) => commands::list::run(&globals, args),
+        Command::Status(args) => commands::status::run(&globals, args),
+        Command::CatManifest(args) => commands::cat_manifest::run(&globals, args),
+        Command::Rm(args) => commands::rm::run(&globals, args),
+        Command::Gc(args) => commands::gc::run(&globals, args),
         Command::Version => commands::version::run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(error::RktError::Usage(message)) => {
+            eprintln!("rkt: {message}");
+            ExitCode::from(EXIT_USAGE)
+        }
         Err(err) => {
             eprintln!("rkt: {err}");
             ExitCode::from(EXIT_RUNTIME_ERROR)

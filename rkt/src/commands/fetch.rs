@@ -1,6 +1,6 @@
 //! `rkt fetch IMAGE...`: put images in the store and print their IDs.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
 
@@ -47,27 +47,14 @@ pub struct FetchArgs {
     trust_keys_from_https: bool,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum PullPolicy {
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PullPolicy {
     /// Fetch only images not in the store.
     New,
     /// Fetch from the source even if in the store (files are always read).
     Update,
     /// Never fetch; use the store only.
     Never,
-}
-
-/// The HTTP client, made on first use with the `auth` configs' credentials.
-fn http_client<'a>(
-    cell: &'a std::cell::OnceCell<Http>,
-    globals: &GlobalOptions,
-) -> Result<&'a Http, RktError> {
-    if let Some(http) = cell.get() {
-        return Ok(http);
-    }
-    let host_auth = HostAuth::load(&globals.local_config, &globals.system_config)?;
-    let http = Http::new(globals.insecure.tls)?.with_host_auth(host_auth);
-    Ok(cell.get_or_init(|| http))
 }
 
 /// rkt prints IDs abbreviated to 32 hex digits unless `--full`.
@@ -81,79 +68,10 @@ pub fn run(globals: &GlobalOptions, args: FetchArgs) -> Result<(), RktError> {
         ));
     }
     let store = Store::open(&globals.dir, LockMode::Shared)?;
-    let keystore = Keystore::new(&globals.local_config, &globals.system_config);
-    let http = std::cell::OnceCell::new();
+    let fetcher = ImageFetcher::new(globals, &store, args.max_image_size)
+        .trust_keys_from_https(args.trust_keys_from_https);
     for image in &args.images {
-        let id = match ImageSource::parse(image) {
-            ImageSource::File(path) => {
-                let fetched = FileFetch {
-                    path: &path,
-                    signature: args.signature.as_deref(),
-                    skip_verification: globals.insecure.image,
-                    max_bytes: args.max_image_size,
-                    source: None,
-                    expected: None,
-                }
-                .run(&store, &keystore)?;
-                match &fetched.signer {
-                    Some(fingerprint) => {
-                        eprintln!("image: signature verified: key {fingerprint}")
-                    }
-                    None => eprintln!(
-                        "image: signature verification skipped (--insecure-options=image)"
-                    ),
-                }
-                fetched.id
-            }
-            ImageSource::Name(name) => match (store.resolve(&name), args.pull_policy) {
-                (Ok(record), PullPolicy::New | PullPolicy::Never) => record.id,
-                (Err(_), PullPolicy::Never) => {
-                    return Err(FetchError::NotInStoreNever { image: name }.into())
-                }
-                _ => DiscoveryFetch {
-                    name: &name,
-                    signature: args.signature.as_deref(),
-                    skip_verification: globals.insecure.image,
-                    insecure_http: globals.insecure.http,
-                    // Keys are only as good as the channel that brought them.
-                    trust_keys_from_https: args.trust_keys_from_https
-                        && !globals.insecure.http
-                        && !globals.insecure.tls,
-                    max_bytes: args.max_image_size,
-                }
-                .run(http_client(&http, globals)?, &store, &keystore)?,
-            },
-            ImageSource::LocalOci(kind, spec) => LocalOciFetch {
-                kind,
-                spec: &spec,
-                insecure_image: globals.insecure.image,
-                max_bytes: args.max_image_size,
-            }
-            .run(&store)?,
-            ImageSource::Docker(spec) => match reuse(&store, image, args.pull_policy)? {
-                Some(id) => id,
-                None => DockerFetch {
-                    spec: &spec,
-                    auth: &DockerAuth::load(&globals.local_config, &globals.system_config)?,
-                    insecure_image: globals.insecure.image,
-                    insecure_http: globals.insecure.http,
-                    max_bytes: args.max_image_size,
-                }
-                .run(http_client(&http, globals)?, &store)?,
-            },
-            ImageSource::Url(url) => match reuse(&store, image, args.pull_policy)? {
-                Some(id) => id,
-                None => RemoteAciFetch {
-                    url: &url,
-                    signature_url: None,
-                    expected: None,
-                    signature: args.signature.as_deref(),
-                    skip_verification: globals.insecure.image,
-                    max_bytes: args.max_image_size,
-                }
-                .run(http_client(&http, globals)?, &store, &keystore)?,
-            },
-        };
+        let id = fetcher.fetch(image, args.signature.as_deref(), args.pull_policy)?;
         if args.full {
             println!("{id}");
         } else {
@@ -161,6 +79,146 @@ pub fn run(globals: &GlobalOptions, args: FetchArgs) -> Result<(), RktError> {
         }
     }
     Ok(())
+}
+
+/// Gets images into the store from any source `ImageSource` knows, as
+/// `rkt fetch` does; `prepare` and `run` use it for their images and stage1.
+pub struct ImageFetcher<'a> {
+    globals: &'a GlobalOptions,
+    store: &'a Store,
+    keystore: Keystore,
+    http: std::cell::OnceCell<Http>,
+    max_bytes: u64,
+    trust_keys_from_https: bool,
+}
+
+impl<'a> ImageFetcher<'a> {
+    pub fn new(globals: &'a GlobalOptions, store: &'a Store, max_bytes: u64) -> Self {
+        ImageFetcher {
+            globals,
+            store,
+            keystore: Keystore::new(&globals.local_config, &globals.system_config),
+            http: std::cell::OnceCell::new(),
+            max_bytes,
+            trust_keys_from_https: false,
+        }
+    }
+
+    pub fn trust_keys_from_https(mut self, trust: bool) -> Self {
+        self.trust_keys_from_https = trust;
+        self
+    }
+
+    /// Fetches `image` (or finds it in the store, as `policy` allows) and
+    /// returns its ID.
+    pub fn fetch(
+        &self,
+        image: &str,
+        signature: Option<&Path>,
+        policy: PullPolicy,
+    ) -> Result<ImageId, RktError> {
+        self.fetch_checked(image, signature, policy, self.globals.insecure.image)
+    }
+
+    /// As [`fetch`](Self::fetch), but a local ACI file is taken without a
+    /// signature check when `trusted_file` (rkt's rule for the default
+    /// stage1 installed beside the binary).
+    pub fn fetch_checked(
+        &self,
+        image: &str,
+        signature: Option<&Path>,
+        policy: PullPolicy,
+        skip_file_verification: bool,
+    ) -> Result<ImageId, RktError> {
+        let globals = self.globals;
+        let store = self.store;
+        let keystore = &self.keystore;
+        let http = &self.http;
+        Ok(match ImageSource::parse(image) {
+            ImageSource::File(path) => {
+                let fetched = FileFetch {
+                    path: &path,
+                    signature,
+                    skip_verification: skip_file_verification,
+                    max_bytes: self.max_bytes,
+                    source: None,
+                    expected: None,
+                }
+                .run(store, keystore)?;
+                match &fetched.signer {
+                    Some(fingerprint) => {
+                        eprintln!("image: signature verified: key {fingerprint}")
+                    }
+                    None if globals.insecure.image => eprintln!(
+                        "image: signature verification skipped (--insecure-options=image)"
+                    ),
+                    None => {}
+                }
+                fetched.id
+            }
+            ImageSource::Name(name) => match (store.resolve(&name), policy) {
+                (Ok(record), PullPolicy::New | PullPolicy::Never) => record.id,
+                (Err(_), PullPolicy::Never) => {
+                    return Err(FetchError::NotInStoreNever { image: name }.into())
+                }
+                _ => DiscoveryFetch {
+                    name: &name,
+                    signature,
+                    skip_verification: globals.insecure.image,
+                    insecure_http: globals.insecure.http,
+                    // Keys are only as good as the channel that brought them.
+                    trust_keys_from_https: self.trust_keys_from_https
+                        && !globals.insecure.http
+                        && !globals.insecure.tls,
+                    max_bytes: self.max_bytes,
+                }
+                .run(http_client(http, globals)?, store, keystore)?,
+            },
+            ImageSource::LocalOci(kind, spec) => LocalOciFetch {
+                kind,
+                spec: &spec,
+                insecure_image: globals.insecure.image,
+                max_bytes: self.max_bytes,
+            }
+            .run(store)?,
+            ImageSource::Docker(spec) => match reuse(store, image, policy)? {
+                Some(id) => id,
+                None => DockerFetch {
+                    spec: &spec,
+                    auth: &DockerAuth::load(&globals.local_config, &globals.system_config)?,
+                    insecure_image: globals.insecure.image,
+                    insecure_http: globals.insecure.http,
+                    max_bytes: self.max_bytes,
+                }
+                .run(http_client(http, globals)?, store)?,
+            },
+            ImageSource::Url(url) => match reuse(store, image, policy)? {
+                Some(id) => id,
+                None => RemoteAciFetch {
+                    url: &url,
+                    signature_url: None,
+                    expected: None,
+                    signature,
+                    skip_verification: globals.insecure.image,
+                    max_bytes: self.max_bytes,
+                }
+                .run(http_client(http, globals)?, store, keystore)?,
+            },
+        })
+    }
+}
+
+/// The HTTP client, made on first use with the `auth` configs' credentials.
+fn http_client<'a>(
+    cell: &'a std::cell::OnceCell<Http>,
+    globals: &GlobalOptions,
+) -> Result<&'a Http, RktError> {
+    if let Some(http) = cell.get() {
+        return Ok(http);
+    }
+    let host_auth = HostAuth::load(&globals.local_config, &globals.system_config)?;
+    let http = Http::new(globals.insecure.tls)?.with_host_auth(host_auth);
+    Ok(cell.get_or_init(|| http))
 }
 
 /// For remote sources: the stored image fetched from `source` before, if the

@@ -112,6 +112,21 @@ pub fn rfc3339(unix: i64) -> String {
     )
 }
 
+/// rkt's long time format (Go layout `2006-01-02 15:04:05.999 -0700 MST`),
+/// in UTC: `2026-11-29 07:30:12.345 +0000 UTC`; the fraction is
+/// milliseconds without trailing zeros, left out when zero.
+pub fn rkt_time(unix_nanos: i64) -> String {
+    let seconds = unix_nanos.div_euclid(1_000_000_000);
+    let millis = unix_nanos.rem_euclid(1_000_000_000) / 1_000_000;
+    let date_time = rfc3339(seconds).replace('T', " ").replace('Z', "");
+    let fraction = if millis == 0 {
+        String::new()
+    } else {
+        format!(".{millis:03}").trim_end_matches('0').to_string()
+    };
+    format!("{date_time}{fraction} +0000 UTC")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,5 +162,10 @@ mod tests {
         assert_eq!(ago(0, 60), "1 minute ago");
         assert_eq!(ago(0, 7200), "2 hours ago");
         assert_eq!(ago(0, 3 * 86_400), "3 days ago");
+        assert_eq!(rkt_time(0), "1970-01-01 00:00:00 +0000 UTC");
+        assert_eq!(
+            rkt_time(1_798_520_462_120_000_000),
+            "2026-12-29 05:01:02.12 +0000 UTC"
+        );
     }
 }

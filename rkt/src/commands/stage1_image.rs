@@ -1,0 +1,119 @@
+//! Which stage1 image a pod uses: `--stage1=kvm` (the default: the kvm
+//! stage1 ACI installed beside the `rkt` binary) or one of rkt's
+//! `--stage1-{url,path,name,hash,from-dir}`, which exclude each other.
+//!
+//! Signatures follow rkt: the images in the default stage1 directory (beside
+//! the binary) are trusted as installed; an image already in the store
+//! (`--stage1-name`, `--stage1-hash`) was checked when it was fetched; any
+//! other file or URL must be signed unless `--insecure-options=image`.
+
+use std::path::PathBuf;
+
+use appc::ImageId;
+use clap::Args;
+
+use super::fetch::{ImageFetcher, PullPolicy};
+use crate::error::RktError;
+use crate::pod::stage1::is_stage1;
+use crate::store::Store;
+
+/// File name of the kvm stage1 image in the default stage1 directory.
+pub const KVM_STAGE1_FILE: &str = "stage1-kvm.aci";
+
+#[derive(Args, Debug, Clone)]
+pub struct Stage1Args {
+    /// The stage1 flavor; only `kvm` exists in this engine.
+    #[arg(long, default_value = "kvm", value_name = "FLAVOR")]
+    pub stage1: String,
+    /// A stage1 image at this URL.
+    #[arg(long, value_name = "URL", group = "stage1_image")]
+    pub stage1_url: Option<String>,
+    /// A stage1 image file.
+    #[arg(long, value_name = "PATH", group = "stage1_image")]
+    pub stage1_path: Option<PathBuf>,
+    /// A stage1 image by name (from the store, else by discovery).
+    #[arg(long, value_name = "NAME", group = "stage1_image")]
+    pub stage1_name: Option<String>,
+    /// A stage1 image in the store, by (abbreviated) ID.
+    #[arg(long, value_name = "HASH", group = "stage1_image")]
+    pub stage1_hash: Option<String>,
+    /// A stage1 image file in the default stage1 directory.
+    #[arg(long, value_name = "FILE", group = "stage1_image")]
+    pub stage1_from_dir: Option<String>,
+}
+
+/// The default stage1 directory: the directory of the running `rkt`.
+pub fn default_stage1_dir() -> Result<PathBuf, RktError> {
+    let exe =
+        std::env::current_exe().map_err(RktError::io("finding the rkt binary's directory"))?;
+    Ok(exe
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/")))
+}
+
+impl Stage1Args {
+    /// Puts the chosen stage1 in the store (if needed) and returns its ID.
+    pub fn resolve(&self, store: &Store, fetcher: &ImageFetcher) -> Result<ImageId, RktError> {
+        if self.stage1 != "kvm" {
+            return Err(RktError::Usage(format!(
+                "stage1 flavor {:?} is not available: this engine runs every pod in a KVM \
+                 micro-VM; use --stage1=kvm",
+                self.stage1
+            )));
+        }
+        let default_dir = default_stage1_dir()?;
+        let trusted_file = |path: PathBuf| -> Result<ImageId, RktError> {
+            if !path.is_file() {
+                return Err(RktError::Message(format!(
+                    "no stage1 image at {}: install the kvm stage1 there (the build puts \
+                     {KVM_STAGE1_FILE} beside the rkt binary) or choose one with --stage1-path",
+                    path.display()
+                )));
+            }
+            let text = path.display().to_string();
+            fetcher.fetch_checked(&text, None, PullPolicy::New, true)
+        };
+        let id = if let Some(path) = &self.stage1_path {
+            let in_default_dir = path
+                .canonicalize()
+                .ok()
+                .and_then(|p| p.parent().map(PathBuf::from))
+                .zip(default_dir.canonicalize().ok())
+                .is_some_and(|(parent, default)| parent == default);
+            if in_default_dir {
+                trusted_file(path.clone())?
+            } else {
+                fetcher.fetch(&path.display().to_string(), None, PullPolicy::New)?
+            }
+        } else if let Some(url) = &self.stage1_url {
+            fetcher.fetch(url, None, PullPolicy::New)?
+        } else if let Some(name) = &self.stage1_name {
+            match store.resolve(name) {
+                Ok(record) => record.id,
+                Err(_) => fetcher.fetch(name, None, PullPolicy::New)?,
+            }
+        } else if let Some(hash) = &self.stage1_hash {
+            store.resolve(hash)?.id
+        } else if let Some(file) = &self.stage1_from_dir {
+            if file.contains('/') {
+                return Err(RktError::Usage(format!(
+                    "--stage1-from-dir takes a file name in {}, not a path; use --stage1-path",
+                    default_dir.display()
+                )));
+            }
+            trusted_file(default_dir.join(file))?
+        } else {
+            trusted_file(default_dir.join(KVM_STAGE1_FILE))?
+        };
+        let record = store.image(&id)?;
+        if !is_stage1(&record.manifest) {
+            return Err(RktError::Message(format!(
+                "image {} is not a stage1: its manifest names no coreos.com/rkt/stage1/run \
+                 entrypoint",
+                record.manifest.name
+            )));
+        }
+        Ok(id)
+    }
+}

@@ -1,0 +1,194 @@
+//! Where pods live: `<dir>/pods/<state-dir>/<uuid>`, and finding a pod by
+//! UUID or UUID prefix.
+//!
+//! The state directories are rkt's (see `docs/pods.md`); a pod changes state
+//! by `rename(2)` from one to the next, which is atomic, so every pod is in
+//! exactly one of them at any instant (a reader racing a rename may miss it
+//! or see it twice, and copes).
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use super::uuid::PodUuid;
+use super::PodError;
+
+/// The state directories, in lifecycle order (the order lookups try).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateDir {
+    /// Created, about to be locked and moved to `prepare/`.
+    Embryo,
+    /// Locked: being prepared. Unlocked: the prepare failed.
+    Prepare,
+    /// Prepared; waiting for `run-prepared`. No lock meaning.
+    Prepared,
+    /// Locked (by stage1 through `RKT_LOCK_FD`): running. Unlocked: exited.
+    Run,
+    /// Exited and marked by `gc`; locked while being deleted.
+    ExitedGarbage,
+    /// Never ran (failed or expired prepares); locked while being deleted.
+    Garbage,
+}
+
+impl StateDir {
+    pub const ALL: [StateDir; 6] = [
+        StateDir::Embryo,
+        StateDir::Prepare,
+        StateDir::Prepared,
+        StateDir::Run,
+        StateDir::ExitedGarbage,
+        StateDir::Garbage,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            StateDir::Embryo => "embryo",
+            StateDir::Prepare => "prepare",
+            StateDir::Prepared => "prepared",
+            StateDir::Run => "run",
+            StateDir::ExitedGarbage => "exited-garbage",
+            StateDir::Garbage => "garbage",
+        }
+    }
+}
+
+/// `<dir>/pods`.
+#[derive(Debug, Clone)]
+pub struct PodsDir {
+    root: PathBuf,
+}
+
+impl PodsDir {
+    /// The pods directory under the data directory `data_dir` (`--dir`),
+    /// creating the state directories if needed.
+    pub fn open(data_dir: &Path) -> Result<PodsDir, PodError> {
+        let pods = PodsDir {
+            root: data_dir.join("pods"),
+        };
+        for state in StateDir::ALL {
+            let path = pods.state_dir(state);
+            fs::create_dir_all(&path).map_err(|source| PodError::Io {
+                context: format!(
+                    "creating {} (is --dir writable? rkt usually needs root)",
+                    path.display()
+                ),
+                source,
+            })?;
+        }
+        Ok(pods)
+    }
+
+    pub fn state_dir(&self, state: StateDir) -> PathBuf {
+        self.root.join(state.name())
+    }
+
+    pub fn pod_path(&self, state: StateDir, uuid: &PodUuid) -> PathBuf {
+        self.state_dir(state).join(uuid.as_str())
+    }
+
+    /// Every pod UUID found in `states`, sorted, each once. Entries that are
+    /// not directories named by a UUID are skipped with a warning.
+    pub fn list(&self, states: &[StateDir]) -> Result<Vec<PodUuid>, PodError> {
+        let mut found = BTreeSet::new();
+        for &state in states {
+            let path = self.state_dir(state);
+            let entries = match fs::read_dir(&path) {
+                Ok(entries) => entries,
+                Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
+                Err(source) => {
+                    return Err(PodError::Io {
+                        context: format!("listing {}", path.display()),
+                        source,
+                    })
+                }
+            };
+            for entry in entries {
+                let entry = entry.map_err(|source| PodError::Io {
+                    context: format!("listing {}", path.display()),
+                    source,
+                })?;
+                let name = entry.file_name();
+                let uuid = name.to_str().and_then(PodUuid::parse);
+                let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
+                match uuid {
+                    Some(uuid) if is_dir => {
+                        found.insert(uuid);
+                    }
+                    _ => eprintln!(
+                        "rkt: ignoring {}: not a pod directory",
+                        entry.path().display()
+                    ),
+                }
+            }
+        }
+        Ok(found.into_iter().collect())
+    }
+
+    /// The pod whose UUID is `text` or starts with it (rkt lets users type
+    /// just enough of a UUID to be unique).
+    pub fn resolve(&self, text: &str) -> Result<PodUuid, PodError> {
+        let wanted = text.trim().to_ascii_lowercase();
+        if wanted.is_empty() {
+            return Err(PodError::NoSuchPod {
+                uuid: text.to_string(),
+            });
+        }
+        let mut matches: Vec<PodUuid> = self
+            .list(&StateDir::ALL)?
+            .into_iter()
+            .filter(|uuid| uuid.as_str().starts_with(&wanted))
+            .collect();
+        match matches.len() {
+            0 => Err(PodError::NoSuchPod {
+                uuid: text.to_string(),
+            }),
+            1 => Ok(matches.remove(0)),
+            count => Err(PodError::AmbiguousUuid {
+                prefix: text.to_string(),
+                count,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn make(pods: &PodsDir, state: StateDir, uuid: &str) {
+        fs::create_dir(pods.state_dir(state).join(uuid)).unwrap();
+    }
+
+    #[test]
+    fn lists_and_resolves_prefixes_across_states() {
+        let data = tempfile::tempdir().unwrap();
+        let pods = PodsDir::open(data.path()).unwrap();
+        for state in StateDir::ALL {
+            assert!(pods.state_dir(state).is_dir());
+        }
+        let a = "11111111-aaaa-4aaa-8aaa-aaaaaaaaaaaa";
+        let b = "11112222-bbbb-4bbb-8bbb-bbbbbbbbbbbb";
+        let c = "33333333-cccc-4ccc-8ccc-cccccccccccc";
+        make(&pods, StateDir::Prepared, a);
+        make(&pods, StateDir::Run, b);
+        make(&pods, StateDir::Garbage, c);
+        fs::write(pods.state_dir(StateDir::Run).join("stray"), b"").unwrap();
+
+        let all = pods.list(&StateDir::ALL).unwrap();
+        assert_eq!(
+            all.iter().map(PodUuid::as_str).collect::<Vec<_>>(),
+            [a, b, c]
+        );
+        assert_eq!(pods.list(&[StateDir::Run]).unwrap().len(), 1);
+
+        assert_eq!(pods.resolve("11111").unwrap().as_str(), a);
+        assert_eq!(pods.resolve(&c.to_uppercase()).unwrap().as_str(), c);
+        assert!(matches!(
+            pods.resolve("1111"),
+            Err(PodError::AmbiguousUuid { count: 2, .. })
+        ));
+        assert!(matches!(pods.resolve("4"), Err(PodError::NoSuchPod { .. })));
+        assert!(matches!(pods.resolve(""), Err(PodError::NoSuchPod { .. })));
+    }
+}

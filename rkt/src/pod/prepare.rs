@@ -1,0 +1,120 @@
+//! The prepare step shared by `rkt prepare` and `rkt run`: from resolved
+//! images and the user's flags to a complete pod directory, left locked in
+//! `prepare/` for the caller to move on (`to_prepared` or `to_run`).
+//!
+//! Everything that can be checked without a pod directory (the manifest,
+//! the images' platform, rendering the store trees) happens first, so most
+//! errors leave nothing behind. After the directory exists, an error (or a
+//! crash) leaves it in `prepare/`, unlocked once this process lets go: an
+//! "aborted prepare", which `rkt gc` removes.
+
+use std::fs::File;
+use std::path::Path;
+
+use appc::{ImageId, ImageManifest};
+
+use super::manifest::{self, PodRequest};
+use super::render::{self, TreeImage};
+use super::state::Pod;
+use super::{layout, PodError, PodsDir};
+use crate::store::Store;
+
+/// What the user asked for, with every image already in the store.
+#[derive(Debug, Clone)]
+pub struct PrepareRequest {
+    pub stage1: ImageId,
+    pub pod: PodRequest,
+    /// Use overlay mounts at run time rather than copying the images.
+    pub overlay: bool,
+}
+
+/// A pod prepared and still locked in `prepare/`, plus the warnings to show.
+#[derive(Debug)]
+pub struct PreparedPod {
+    pub pod: Pod,
+    pub warnings: Vec<String>,
+}
+
+/// The platform our VMs run (x86_64 guests).
+const OS: &str = "linux";
+const ARCH: &str = "amd64";
+
+fn check_platform(image: &ImageManifest) -> Result<(), PodError> {
+    let os = image.labels.get("os");
+    let arch = image.labels.get("arch");
+    match (os, arch) {
+        (Some(OS), Some(ARCH)) => Ok(()),
+        (None, _) | (_, None) => Err(PodError::Invalid(format!(
+            "image {} has no os and arch labels; rkt runs only images labelled os={OS}, arch={ARCH}",
+            image.name
+        ))),
+        (Some(os), Some(arch)) => Err(PodError::Invalid(format!(
+            "image {} is built for {os}/{arch}; this engine runs {OS}/{ARCH} images",
+            image.name
+        ))),
+    }
+}
+
+fn tree_image(store: &Store, id: &ImageId) -> Result<TreeImage, PodError> {
+    let record = store
+        .image(id)
+        .map_err(|err| PodError::Invalid(err.to_string()))?;
+    let tree = store
+        .tree(id)
+        .map_err(|err| PodError::Invalid(err.to_string()))?;
+    Ok(TreeImage {
+        tree,
+        manifest_bytes: record.manifest_bytes,
+    })
+}
+
+pub fn prepare_pod(
+    store: &Store,
+    pods: &PodsDir,
+    request: &PrepareRequest,
+) -> Result<PreparedPod, PodError> {
+    for app in &request.pod.apps {
+        check_platform(&app.image)?;
+    }
+    let built = manifest::build(&request.pod)?;
+    let manifest_json = serde_json::to_vec(&built.manifest)
+        .map_err(|err| PodError::Invalid(format!("encoding the pod manifest: {err}")))?;
+    let stage1 = tree_image(store, &request.stage1)?;
+    let mut apps = Vec::new();
+    for (app, request_app) in built.manifest.apps.iter().zip(&request.pod.apps) {
+        apps.push((
+            app.name.as_str().to_string(),
+            tree_image(store, &request_app.image_id)?,
+        ));
+    }
+
+    let pod = Pod::create(pods)?;
+    let dir = pod.path();
+    render::stage1(&dir, &stage1, request.overlay)?;
+    for (name, image) in &apps {
+        render::app(&dir, name, image, request.overlay)?;
+    }
+    write_new(&dir.join(layout::POD_MANIFEST_LOCK), b"")?;
+    write_new(&dir.join(layout::POD_MANIFEST), &manifest_json)?;
+    write_new(&dir.join(layout::POD_CREATED), b"")?;
+    if request.overlay {
+        render::mark_overlay(&dir)?;
+    }
+    sync_filesystem(&dir)?;
+    Ok(PreparedPod {
+        pod,
+        warnings: built.warnings,
+    })
+}
+
+fn write_new(path: &Path, bytes: &[u8]) -> Result<(), PodError> {
+    std::fs::write(path, bytes).map_err(PodError::io(format!("writing {}", path.display())))
+}
+
+/// One `syncfs` for the whole pod (a copied rootfs can be thousands of
+/// files), so a prepared pod survives a crash intact.
+fn sync_filesystem(path: &Path) -> Result<(), PodError> {
+    let file = File::open(path).map_err(PodError::io(format!("opening {}", path.display())))?;
+    nix::unistd::syncfs(std::os::fd::AsRawFd::as_raw_fd(&file))
+        .map_err(|errno| PodError::io(format!("syncing {}", path.display()))(errno.into()))
+}

@@ -1,0 +1,184 @@
+//! The stage1 side of a pod: its entrypoints (named by annotations in
+//! `stage1/manifest`), the argument list `rkt run` execs the `run`
+//! entrypoint with (stage1 interface version 6), and the gc hook.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use appc::ImageManifest;
+
+use super::layout;
+use super::state::{Pod, PodState};
+use super::PodError;
+
+/// Annotations a stage1 image names its entrypoints with.
+pub const ENTRYPOINT_RUN: &str = "coreos.com/rkt/stage1/run";
+#[allow(dead_code)] // for the `rkt run` handover to stage1 (issue 6, lead)
+pub const ENTRYPOINT_ENTER: &str = "coreos.com/rkt/stage1/enter";
+#[allow(dead_code)] // for the `rkt run` handover to stage1 (issue 6, lead)
+pub const ENTRYPOINT_STOP: &str = "coreos.com/rkt/stage1/stop";
+#[allow(dead_code)] // for the `rkt run` handover to stage1 (issue 6, lead)
+pub const ENTRYPOINT_GC: &str = "coreos.com/rkt/stage1/gc";
+#[allow(dead_code)] // for the `rkt run` handover to stage1 (issue 6, lead)
+pub const INTERFACE_VERSION: &str = "coreos.com/rkt/stage1/interface-version";
+/// The environment variable carrying the locked pod directory descriptor.
+#[allow(dead_code)] // for the `rkt run` handover to stage1 (issue 6, lead)
+pub const ENV_LOCK_FD: &str = "RKT_LOCK_FD";
+
+/// Whether `manifest` describes a stage1 image (it names a `run` entrypoint).
+pub fn is_stage1(manifest: &ImageManifest) -> bool {
+    manifest.annotation(ENTRYPOINT_RUN).is_some()
+}
+
+/// The stage1 image manifest copied into the pod at prepare.
+#[allow(dead_code)] // for the `rkt run` handover to stage1 (issue 6, lead)
+pub fn stage1_manifest(pod_dir: &Path) -> Result<ImageManifest, PodError> {
+    let path = layout::stage1_manifest(pod_dir);
+    let bytes = fs::read(&path).map_err(PodError::io(format!("reading {}", path.display())))?;
+    ImageManifest::from_json(&bytes).map_err(|err| PodError::BadFile {
+        path,
+        problem: err.to_string(),
+    })
+}
+
+/// The host path of entrypoint `annotation` (e.g. [`ENTRYPOINT_RUN`]):
+/// the annotation's value taken inside `stage1/rootfs`.
+#[allow(dead_code)] // for the `rkt run` handover to stage1 (issue 6, lead)
+pub fn entrypoint(pod_dir: &Path, annotation: &str) -> Result<PathBuf, PodError> {
+    let manifest = stage1_manifest(pod_dir)?;
+    let value = manifest.annotation(annotation).ok_or_else(|| {
+        PodError::Invalid(format!(
+            "the pod's stage1 ({}) has no {annotation} entrypoint",
+            manifest.name
+        ))
+    })?;
+    Ok(layout::stage1_rootfs(pod_dir).join(value.trim_start_matches('/')))
+}
+
+/// The stage1 interface version its manifest declares (1 when absent).
+#[allow(dead_code)] // for the `rkt run` handover to stage1 (issue 6, lead)
+pub fn interface_version(pod_dir: &Path) -> Result<u32, PodError> {
+    let manifest = stage1_manifest(pod_dir)?;
+    match manifest.annotation(INTERFACE_VERSION) {
+        None => Ok(1),
+        Some(text) => text.trim().parse().map_err(|_| {
+            PodError::Invalid(format!(
+                "stage1 {} declares interface version {text:?}, which is not a number",
+                manifest.name
+            ))
+        }),
+    }
+}
+
+/// The pod-wide settings `rkt run` / `run-prepared` pass to stage1.
+#[derive(Debug, Clone, Default)]
+#[allow(dead_code)] // for the `rkt run` handover to stage1 (issue 6, lead)
+pub struct RunOptions {
+    pub debug: bool,
+    /// `--net` as the user gave it (`default` when absent).
+    pub net: String,
+    pub interactive: bool,
+    pub local_config: PathBuf,
+    /// Default `rkt-<uuid>`.
+    pub hostname: Option<String>,
+    /// `--dns-conf-mode=resolv=...,hosts=...` (v4), when not both `default`.
+    pub dns_conf_mode: Option<(String, String)>,
+    pub disable_capabilities: bool,
+    pub disable_paths: bool,
+    pub disable_seccomp: bool,
+    /// `--ipc` (v6): auto, private or parent.
+    pub ipc: Option<String>,
+}
+
+/// What to exec for a pod's `run` entrypoint: `program` with `args`, in the
+/// pod directory, with `RKT_LOCK_FD` set to the locked pod directory fd.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(dead_code)] // for the `rkt run` handover to stage1 (issue 6, lead)
+pub struct Stage1Invocation {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    pub working_dir: PathBuf,
+    pub lock_fd: i32,
+}
+
+/// Builds the `run` entrypoint's argument list for a pod that [`Pod::to_run`]
+/// has moved to `run/` (and so holds locked). Flags newer than the stage1's
+/// interface version are left out, as rkt does.
+#[allow(dead_code)] // for the `rkt run` handover to stage1 (issue 6, lead)
+pub fn run_invocation(pod: &Pod, options: &RunOptions) -> Result<Stage1Invocation, PodError> {
+    if pod.state() != PodState::Running {
+        return Err(PodError::WrongState {
+            uuid: pod.uuid.to_string(),
+            state: pod.state().as_str(),
+            action: "hand over to stage1",
+        });
+    }
+    let dir = pod.path();
+    let program = entrypoint(&dir, ENTRYPOINT_RUN)?;
+    let version = interface_version(&dir)?;
+    let mut args = Vec::new();
+    if options.debug {
+        args.push("--debug".to_string());
+    }
+    let net = if options.net.is_empty() {
+        "default"
+    } else {
+        &options.net
+    };
+    args.push(format!("--net={net}"));
+    if options.interactive {
+        args.push("--interactive".to_string());
+    }
+    args.push(format!("--local-config={}", options.local_config.display()));
+    if version >= 2 {
+        let hostname = options
+            .hostname
+            .clone()
+            .unwrap_or_else(|| format!("rkt-{}", pod.uuid));
+        args.push(format!("--hostname={hostname}"));
+    }
+    if version >= 3 {
+        if options.disable_capabilities {
+            args.push("--disable-capabilities-restriction".to_string());
+        }
+        if options.disable_paths {
+            args.push("--disable-paths".to_string());
+        }
+        if options.disable_seccomp {
+            args.push("--disable-seccomp".to_string());
+        }
+    }
+    if version >= 4 {
+        if let Some((resolv, hosts)) = &options.dns_conf_mode {
+            args.push(format!("--dns-conf-mode=resolv={resolv},hosts={hosts}"));
+        }
+    }
+    if version >= 6 {
+        if let Some(ipc) = &options.ipc {
+            args.push(format!("--ipc={ipc}"));
+        }
+    }
+    args.push(pod.uuid.to_string());
+    Ok(Stage1Invocation {
+        program,
+        args,
+        working_dir: dir,
+        lock_fd: pod.lock().fd(),
+    })
+}
+
+/// Runs the stage1 `gc` entrypoint of an exited pod (`<gc> [--debug]
+/// [--local-config=DIR] UUID`, from the pod directory), so stage1 releases
+/// what it allocated outside the pod directory (network namespace, CNI
+/// leases, tap devices, vsock sockets).
+///
+/// LEAD: NOT IMPLEMENTED YET, on purpose: no stage1 exists yet, so this
+/// does nothing and succeeds. Fill it in with the kvm stage1 (resolve
+/// [`ENTRYPOINT_GC`] with [`entrypoint`], run it as a child with the pod
+/// directory as working directory, and report a failure without stopping
+/// the deletion of other pods). rkt remounted the stage1 overlay first when
+/// it was gone (after a reboot); see `overlay::mount_stage1`.
+pub fn run_stage1_gc(pod: &Pod, local_config: &Path) -> Result<(), PodError> {
+    let _ = (pod, local_config);
+    Ok(())
+}
