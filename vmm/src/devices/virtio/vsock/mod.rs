@@ -1,1 +1,202 @@
-//! virtio-vsock: guest sockets bridged to a host unix socket per VM (in progress).
+//! virtio-vsock (device ID 19, spec 5.10): guest stream sockets bridged to host unix sockets,
+//! the "hybrid vsock" that Firecracker users know.
+//!
+//! - Host to guest: a host process connects to the VM's socket (`uds_path`), writes
+//!   `CONNECT <port>\n`, and once the guest's listener on that port accepts, reads
+//!   `OK <host port>\n`; from then on the unix stream carries the connection's bytes.
+//! - Guest to host: a guest connecting to CID 2 (the host), port P, is connected to the unix
+//!   socket `<uds_path>_P`; if nobody listens there the guest gets "connection refused".
+//!
+//! Modules: `packet` reads and writes packets in descriptor chains, `connection` is one
+//! stream's state and credit accounting, `muxer` owns the listener and routes packets to
+//! connections, `worker` is the thread that moves packets between the queues and the muxer.
+//! Only stream sockets are offered (no VIRTIO_VSOCK_F_SEQPACKET).
+
+mod connection;
+mod muxer;
+mod packet;
+mod worker;
+
+use std::io;
+use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use thiserror::Error;
+use vmm_sys_util::eventfd::EventFd;
+
+pub use connection::BUF_ALLOC;
+pub use muxer::{CONNECT_TIMEOUT, MAX_CONNECTIONS};
+
+use super::mmio::{ActivateError, ActiveQueue, Interrupt, VirtioDevice, VIRTIO_F_VERSION_1};
+use crate::memory::GuestMemory;
+use muxer::Muxer;
+use worker::{Queues, Worker};
+
+/// The virtio device ID of a socket device.
+pub const VIRTIO_ID_VSOCK: u32 = 19;
+/// Largest size of each of the three queues.
+const QUEUE_SIZE: u16 = 256;
+/// The first CID a guest may have: 0 is the hypervisor, 1 local loopback, 2 the host.
+pub const MIN_GUEST_CID: u64 = 3;
+/// Linux keeps CIDs in 32 bits and reserves `u32::MAX` (VMADDR_CID_ANY).
+pub const MAX_GUEST_CID: u64 = u32::MAX as u64 - 1;
+
+/// What the builder knows about a VM's vsock device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VsockConfig {
+    /// The guest's context ID (3 or above).
+    pub guest_cid: u64,
+    /// Where the VM's unix socket is created; guest-initiated connections to host port P go
+    /// to `<uds_path>_P`.
+    pub uds_path: PathBuf,
+}
+
+/// The vsock device could not be created.
+#[derive(Debug, Error)]
+pub enum VsockError {
+    /// The CID is reserved or does not fit Linux's 32-bit CIDs.
+    #[error(
+        "vsock guest CID {0} is not usable: choose one from {MIN_GUEST_CID} to {MAX_GUEST_CID} \
+         (0-2 are reserved for the hypervisor, loopback and the host)"
+    )]
+    BadCid(u64),
+    /// Something already exists at the socket path.
+    #[error(
+        "vsock socket path {0} already exists: remove it if no VM uses it, or choose another path"
+    )]
+    SocketExists(PathBuf),
+    /// The socket could not be created there.
+    #[error(
+        "cannot create the vsock socket {path}: {source} (the directory must exist and be \
+         writable, and the path must be shorter than 100 bytes)"
+    )]
+    Bind {
+        /// The socket path.
+        path: PathBuf,
+        /// Why bind failed.
+        source: io::Error,
+    },
+}
+
+/// The running worker thread and the eventfd that stops it.
+struct WorkerHandle {
+    stop: EventFd,
+    thread: JoinHandle<()>,
+}
+
+/// The vsock device; its unix socket exists from `new` until it is dropped.
+pub struct Vsock {
+    config: VsockConfig,
+    listener: Arc<UnixListener>,
+    worker: Option<WorkerHandle>,
+}
+
+impl Vsock {
+    /// Creates the device and binds its unix socket at `config.uds_path`.
+    pub fn new(config: &VsockConfig) -> Result<Vsock, VsockError> {
+        if !(MIN_GUEST_CID..=MAX_GUEST_CID).contains(&config.guest_cid) {
+            return Err(VsockError::BadCid(config.guest_cid));
+        }
+        let path = &config.uds_path;
+        // bind would fail with EADDRINUSE too, but this names the likely cause (a stale
+        // socket of a VM that crashed) and never touches a file that is not ours.
+        if path.symlink_metadata().is_ok() {
+            return Err(VsockError::SocketExists(path.clone()));
+        }
+        let bind_err = |source| VsockError::Bind {
+            path: path.clone(),
+            source,
+        };
+        let listener = UnixListener::bind(path).map_err(bind_err)?;
+        if let Err(e) = listener.set_nonblocking(true) {
+            let _ = std::fs::remove_file(path);
+            return Err(bind_err(e));
+        }
+        Ok(Vsock {
+            config: config.clone(),
+            listener: Arc::new(listener),
+            worker: None,
+        })
+    }
+}
+
+impl VirtioDevice for Vsock {
+    fn device_type(&self) -> u32 {
+        VIRTIO_ID_VSOCK
+    }
+
+    fn features(&self) -> u64 {
+        VIRTIO_F_VERSION_1
+    }
+
+    fn queue_max_sizes(&self) -> &[u16] {
+        &[QUEUE_SIZE; 3]
+    }
+
+    /// The configuration space is `le64 guest_cid`.
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        let space = self.config.guest_cid.to_le_bytes();
+        for (i, byte) in data.iter_mut().enumerate() {
+            *byte = usize::try_from(offset)
+                .ok()
+                .and_then(|offset| offset.checked_add(i))
+                .and_then(|at| space.get(at))
+                .copied()
+                .unwrap_or(0);
+        }
+    }
+
+    /// The configuration space is read-only.
+    fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
+
+    fn activate(
+        &mut self,
+        memory: GuestMemory,
+        _features: u64,
+        queues: Vec<ActiveQueue>,
+        interrupt: Arc<Interrupt>,
+    ) -> Result<(), ActivateError> {
+        self.reset();
+        let count = queues.len();
+        let mut queues = queues.into_iter();
+        let (Some(rx), Some(tx), Some(event)) = (queues.next(), queues.next(), queues.next())
+        else {
+            return Err(ActivateError::QueueMissing(count));
+        };
+        let stop = EventFd::new(libc::EFD_NONBLOCK)?;
+        let muxer = Muxer::new(
+            self.config.guest_cid,
+            &self.config.uds_path,
+            self.listener.clone(),
+        );
+        let worker = Worker::new(memory, Queues { rx, tx, event }, interrupt, muxer, &stop)?;
+        let thread = std::thread::Builder::new()
+            .name("virtio-vsock".into())
+            .spawn(move || worker.run())?;
+        self.worker = Some(WorkerHandle { stop, thread });
+        Ok(())
+    }
+
+    /// Stops the worker; every connection closes with it (the guest's driver drops its own
+    /// sockets on reset, and host processes see EOF).
+    fn reset(&mut self) {
+        if let Some(worker) = self.worker.take() {
+            // If the write fails the eventfd counter is full, which still wakes the worker.
+            let _ = worker.stop.write(1);
+            // A worker that panicked has stopped touching guest memory too.
+            let _ = worker.thread.join();
+        }
+    }
+}
+
+impl Drop for Vsock {
+    fn drop(&mut self) {
+        self.reset();
+        let _ = std::fs::remove_file(&self.config.uds_path);
+    }
+}
+
+#[cfg(test)]
+mod tests;
