@@ -233,6 +233,15 @@ impl<S: HostStream> Connection<S> {
                     // Data after its own SHUTDOWN, or beyond the credit we gave.
                     return Verdict::Reset;
                 }
+                // Grow by doubling but never past BUF_ALLOC (plain doubling could reach twice
+                // that); the free-space check above keeps `needed` within it.
+                let needed = self.to_host.len() + payload.len();
+                if needed > self.to_host.capacity() {
+                    let target = needed
+                        .max(self.to_host.capacity() * 2)
+                        .min(BUF_ALLOC as usize);
+                    self.to_host.reserve_exact(target - self.to_host.len());
+                }
                 self.to_host.extend(payload);
                 self.rx_cnt = self.rx_cnt.wrapping_add(payload.len() as u32);
                 self.settle_toward_host()
@@ -644,6 +653,7 @@ mod tests {
         assert_eq!(conn.to_host.len(), 4 * MAX_PAYLOAD as usize - 1000);
         assert!(conn.would_block(&h));
         assert!(conn.wants_writable());
+        assert!(conn.to_host.capacity() <= BUF_ALLOC as usize);
         // Sent anyway (the muxer never does this): refused with a reset.
         assert_eq!(conn.handle_guest(&h, &payload), Verdict::Reset);
         // The host drains: the space returns.
