@@ -38,6 +38,8 @@
 mod compat;
 mod guard;
 mod request;
+#[cfg(test)]
+mod tests;
 mod worker;
 
 use std::fs::File;

@@ -1,0 +1,739 @@
+//! Request-level tests: a fake guest (RAM and one split virtqueue laid out by hand) sends real FUSE requests and malformed descriptor chains through the same path the worker
+//! uses (`compat` views, `serve_queue`, `handle_chain`, the server, `GuardedFs`, the
+//! passthrough over a temporary directory).
+
+use std::path::Path;
+
+use fuse_backend_rs::abi::fuse_abi::{
+    CreateIn, EntryOut, InHeader, InitIn, InitOut, MkdirIn, Opcode, OpenIn, OpenOut, OutHeader,
+    ReadIn, SetattrIn, WriteIn, ROOT_ID,
+};
+use fuse_backend_rs::api::filesystem::{FsOptions, SetattrValid};
+use fuse_backend_rs::api::server::Server;
+use fuse_backend_rs::passthrough::PassthroughFs;
+use fuse_vm_memory::{ByteValued, Bytes as _};
+use virtio_bindings::bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
+use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
+use virtio_queue::QueueT;
+use vm_memory::{Bytes, GuestAddress};
+use vmm_sys_util::tempdir::TempDir;
+
+use super::compat::{guest_memory_view, queue_view, FuseGuestMemory, FuseQueue};
+use super::guard::GuardedFs;
+use super::request::MAX_REQUEST_BYTES;
+use super::worker::{serve_queue, unshare_fs_context};
+use super::{new_passthrough, resolve_root};
+use crate::memory::GuestMemory;
+
+const RAM_SIZE: u64 = 16 << 20;
+const QUEUE_SIZE: u16 = 256;
+/// Where the request queue of [`Guest`] lives.
+const QUEUE_BASE: u64 = 0x1000;
+const AVAIL_RING: u64 = QUEUE_BASE + 0x1000;
+const BUFFERS: u64 = 0x10_0000;
+
+/// A ready split virtqueue of `size` entries at `base`: descriptor table, available ring and
+/// used ring each in their own page.
+fn ring_at(ram: &GuestMemory, base: u64, size: u16) -> virtio_queue::Queue {
+    let mut queue = virtio_queue::Queue::new(size).unwrap();
+    queue.set_size(size);
+    queue.set_desc_table_address(Some(base as u32), Some((base >> 32) as u32));
+    queue.set_avail_ring_address(Some((base + 0x1000) as u32), Some(0));
+    queue.set_used_ring_address(Some((base + 0x2000) as u32), Some(0));
+    queue.set_ready(true);
+    assert!(queue.is_valid(ram));
+    queue
+}
+
+/// Writes `descriptors` into the table of the ring at `base` from index `first`, and makes
+/// `first` the head of the next available chain.
+fn publish(ram: &GuestMemory, base: u64, size: u16, descriptors: &[RawDescriptor], first: u16) {
+    for (i, descriptor) in descriptors.iter().enumerate() {
+        let index = u64::from(first) + i as u64;
+        ram.write_obj(*descriptor, GuestAddress(base + index * 16))
+            .unwrap();
+    }
+    let avail = base + 0x1000;
+    let idx: u16 = ram.read_obj(GuestAddress(avail + 2)).unwrap();
+    let slot = u64::from(idx % size);
+    ram.write_obj(first, GuestAddress(avail + 4 + slot * 2))
+        .unwrap();
+    ram.write_obj(idx.wrapping_add(1), GuestAddress(avail + 2))
+        .unwrap();
+}
+
+/// Descriptors for (address, length, device-writable) buffers chained from index `first`.
+fn chain(first: u16, buffers: &[(u64, u32, bool)]) -> Vec<RawDescriptor> {
+    let last = buffers.len() - 1;
+    buffers
+        .iter()
+        .enumerate()
+        .map(|(i, &(addr, len, writable))| {
+            let mut flags = if writable { VRING_DESC_F_WRITE } else { 0 };
+            if i != last {
+                flags |= VRING_DESC_F_NEXT;
+            }
+            let next = first + i as u16 + 1;
+            RawDescriptor::from(SplitDescriptor::new(addr, len, flags as u16, next))
+        })
+        .collect()
+}
+
+/// How many chains the device has returned, and the newest (head, used length).
+fn used(ram: &GuestMemory, base: u64, size: u16) -> (u16, (u32, u32)) {
+    let used = base + 0x2000;
+    let idx: u16 = ram.read_obj(GuestAddress(used + 2)).unwrap();
+    let slot = u64::from(idx.wrapping_sub(1) % size);
+    let at = used + 4 + slot * 8;
+    let id: u32 = ram.read_obj(GuestAddress(at)).unwrap();
+    let len: u32 = ram.read_obj(GuestAddress(at + 4)).unwrap();
+    (idx, (id, len))
+}
+
+/// A FUSE request: header and body parts.
+fn fuse_request(opcode: u32, nodeid: u64, unique: u64, parts: &[&[u8]]) -> Vec<u8> {
+    let body: Vec<u8> = parts.concat();
+    let header = InHeader {
+        len: (size_of::<InHeader>() + body.len()) as u32,
+        opcode,
+        unique,
+        nodeid,
+        uid: 0,
+        gid: 0,
+        pid: 1,
+        padding: 0,
+    };
+    [header.as_slice(), &body].concat()
+}
+
+fn init_in() -> InitIn {
+    let flags = (FsOptions::BIG_WRITES | FsOptions::MAX_PAGES | FsOptions::ASYNC_READ).bits();
+    InitIn {
+        major: 7,
+        minor: 31,
+        max_readahead: 128 * 1024,
+        flags: flags as u32,
+    }
+}
+
+/// A guest with one request queue, talking to a share of a temporary directory.
+struct Guest {
+    ram: GuestMemory,
+    fuse_memory: FuseGuestMemory,
+    queue: FuseQueue,
+    server: Server<GuardedFs<PassthroughFs>>,
+    next_desc: u16,
+    next_buffer: u64,
+    next_unique: u64,
+    share: TempDir,
+}
+
+/// What came back for one chain.
+struct Reply {
+    used_len: u32,
+    addr: u64,
+}
+
+impl Guest {
+    fn new(read_only: bool) -> Guest {
+        // The passthrough sets the umask to 0 at FUSE_INIT; keep it to this test's thread.
+        unshare_fs_context().unwrap();
+        let share = TempDir::new_with_prefix("/tmp/vmm-fs-request-").unwrap();
+        std::fs::write(share.as_path().join("hello.txt"), b"hello, guest").unwrap();
+        std::fs::create_dir(share.as_path().join("sub")).unwrap();
+        let root = resolve_root(share.as_path()).unwrap();
+        let server = Server::new(GuardedFs::new(new_passthrough(&root).unwrap(), read_only));
+        let ram = GuestMemory::from_ranges(&[(GuestAddress(0), RAM_SIZE as usize)]).unwrap();
+        let queue = queue_view(&ring_at(&ram, QUEUE_BASE, QUEUE_SIZE)).unwrap();
+        let fuse_memory = guest_memory_view(&ram).unwrap();
+        Guest {
+            ram,
+            fuse_memory,
+            queue,
+            server,
+            next_desc: 0,
+            next_buffer: BUFFERS,
+            next_unique: 1,
+            share,
+        }
+    }
+
+    fn publish(&mut self, descriptors: &[RawDescriptor], first: u16) {
+        publish(&self.ram, QUEUE_BASE, QUEUE_SIZE, descriptors, first);
+        self.next_desc = first + descriptors.len() as u16;
+    }
+
+    /// Guest memory for a buffer of `len` bytes.
+    fn alloc(&mut self, len: u64) -> u64 {
+        let addr = self.next_buffer;
+        self.next_buffer = (addr + len).next_multiple_of(0x1000);
+        addr
+    }
+
+    /// Makes a chain of (address, length, device-writable) buffers available.
+    fn offer(&mut self, buffers: &[(u64, u32, bool)]) {
+        let first = self.next_desc;
+        self.publish(&chain(first, buffers), first);
+    }
+
+    /// Serves the queue and returns the newest used element (head, length).
+    fn serve(&mut self) -> (u32, u32) {
+        let pass = serve_queue(&mut self.queue, &self.fuse_memory, &self.server);
+        assert!(pass.used_any, "the chain was not returned to the driver");
+        self.last_used()
+    }
+
+    fn last_used(&self) -> (u32, u32) {
+        used(&self.ram, QUEUE_BASE, QUEUE_SIZE).1
+    }
+
+    /// Sends `request` in one readable buffer with a writable buffer of `reply_room` bytes.
+    fn send_raw(&mut self, request: &[u8], reply_room: u32) -> Reply {
+        let request_addr = self.alloc(request.len() as u64);
+        self.ram
+            .write_slice(request, GuestAddress(request_addr))
+            .unwrap();
+        let reply_addr = self.alloc(u64::from(reply_room));
+        self.offer(&[
+            (request_addr, request.len() as u32, false),
+            (reply_addr, reply_room, true),
+        ]);
+        let (_, used_len) = self.serve();
+        Reply {
+            used_len,
+            addr: reply_addr,
+        }
+    }
+
+    /// A FUSE request with a fresh `unique`.
+    fn request(&mut self, opcode: u32, nodeid: u64, parts: &[&[u8]]) -> (Vec<u8>, u64) {
+        let unique = self.next_unique;
+        self.next_unique += 1;
+        (fuse_request(opcode, nodeid, unique, parts), unique)
+    }
+
+    /// Sends a well-formed request and returns the reply, checking its header.
+    fn call(&mut self, opcode: Opcode, nodeid: u64, parts: &[&[u8]], reply_room: u32) -> Reply {
+        let (bytes, unique) = self.request(opcode as u32, nodeid, parts);
+        let reply = self.send_raw(&bytes, reply_room);
+        let header = self.out_header(&reply);
+        assert_eq!(header.unique, unique);
+        assert_eq!(header.len, reply.used_len, "{opcode:?}");
+        reply
+    }
+
+    fn out_header(&self, reply: &Reply) -> OutHeader {
+        assert!(reply.used_len >= size_of::<OutHeader>() as u32, "no reply");
+        self.fuse_memory
+            .read_obj(fuse_vm_memory::GuestAddress(reply.addr))
+            .unwrap()
+    }
+
+    /// The reply's errno (0 for success).
+    fn errno(&self, reply: &Reply) -> i32 {
+        -self.out_header(reply).error
+    }
+
+    fn body<T: ByteValued>(&self, reply: &Reply) -> T {
+        assert_eq!(self.errno(reply), 0, "the request failed");
+        self.fuse_memory
+            .read_obj(fuse_vm_memory::GuestAddress(
+                reply.addr + size_of::<OutHeader>() as u64,
+            ))
+            .unwrap()
+    }
+
+    fn body_bytes(&self, reply: &Reply) -> Vec<u8> {
+        let len = reply.used_len as usize - size_of::<OutHeader>();
+        let mut bytes = vec![0u8; len];
+        self.ram
+            .read_slice(
+                &mut bytes,
+                GuestAddress(reply.addr + size_of::<OutHeader>() as u64),
+            )
+            .unwrap();
+        bytes
+    }
+
+    fn init(&mut self) -> InitOut {
+        let init = init_in();
+        let reply = self.call(Opcode::Init, 0, &[init.as_slice()], 256);
+        self.body(&reply)
+    }
+
+    fn lookup(&mut self, parent: u64, name: &str) -> Reply {
+        let name = [name.as_bytes(), b"\0"].concat();
+        self.call(Opcode::Lookup, parent, &[&name], 256)
+    }
+
+    fn lookup_ok(&mut self, parent: u64, name: &str) -> EntryOut {
+        let reply = self.lookup(parent, name);
+        self.body(&reply)
+    }
+
+    fn open(&mut self, nodeid: u64, flags: i32) -> Reply {
+        let open = OpenIn {
+            flags: flags as u32,
+            fuse_flags: 0,
+        };
+        self.call(Opcode::Open, nodeid, &[open.as_slice()], 64)
+    }
+
+    fn read(&mut self, nodeid: u64, fh: u64, offset: u64, size: u32) -> Reply {
+        let read = ReadIn {
+            fh,
+            offset,
+            size,
+            ..Default::default()
+        };
+        self.call(Opcode::Read, nodeid, &[read.as_slice()], 16 + size)
+    }
+
+    fn host(&self, name: &str) -> std::path::PathBuf {
+        self.share.as_path().join(name)
+    }
+}
+
+fn with_nul(name: &str) -> Vec<u8> {
+    [name.as_bytes(), b"\0"].concat()
+}
+
+#[test]
+fn init_lookup_open_read_round_trip() {
+    for read_only in [false, true] {
+        let mut guest = Guest::new(read_only);
+        let init = guest.init();
+        assert_eq!((init.major, init.minor), (7, 33));
+        assert_eq!(init.max_write, 1 << 20, "1 MiB writes were negotiated");
+        assert_eq!(init.max_pages, 256);
+        let entry = guest.lookup_ok(ROOT_ID, "hello.txt");
+        assert_ne!(entry.nodeid, 0);
+        assert_eq!(entry.attr.size, 12);
+        assert_eq!(entry.attr.mode & libc::S_IFMT, libc::S_IFREG);
+        let reply = guest.open(entry.nodeid, libc::O_RDONLY);
+        let open: OpenOut = guest.body(&reply);
+        let reply = guest.read(entry.nodeid, open.fh, 0, 4096);
+        assert_eq!(reply.used_len, 16 + 12);
+        assert_eq!(guest.body_bytes(&reply), b"hello, guest");
+        let reply = guest.read(entry.nodeid, open.fh, 7, 5);
+        assert_eq!(guest.body_bytes(&reply), b"guest");
+    }
+}
+
+#[test]
+fn create_write_and_read_back_through_fuse() {
+    let mut guest = Guest::new(false);
+    guest.init();
+    let create = CreateIn {
+        flags: libc::O_RDWR as u32,
+        mode: 0o640,
+        umask: 0o022,
+        fuse_flags: 0,
+    };
+    let name = with_nul("new.txt");
+    let reply = guest.call(Opcode::Create, ROOT_ID, &[create.as_slice(), &name], 256);
+    let entry: EntryOut = guest.body(&reply);
+    let open: OpenOut = guest
+        .fuse_memory
+        .read_obj(fuse_vm_memory::GuestAddress(
+            reply.addr + 16 + size_of::<EntryOut>() as u64,
+        ))
+        .unwrap();
+    let data = b"written by the guest";
+    let write = WriteIn {
+        fh: open.fh,
+        offset: 0,
+        size: data.len() as u32,
+        ..Default::default()
+    };
+    let reply = guest.call(Opcode::Write, entry.nodeid, &[write.as_slice(), data], 64);
+    assert_eq!(guest.errno(&reply), 0);
+    assert_eq!(std::fs::read(guest.host("new.txt")).unwrap(), data);
+    let mode = std::fs::metadata(guest.host("new.txt")).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
+        0o640,
+        "the guest's mode, not the VMM's umask"
+    );
+    let reply = guest.read(entry.nodeid, open.fh, 8, 3);
+    assert_eq!(guest.body_bytes(&reply), b"by ");
+}
+
+#[test]
+fn escape_attempts_fail() {
+    let mut guest = Guest::new(false);
+    guest.init();
+    std::os::unix::fs::symlink("/", guest.host("to_root")).unwrap();
+    std::os::unix::fs::symlink("..", guest.host("to_parent")).unwrap();
+    for name in ["..", ".", "../etc", "sub/../..", "/etc/passwd", ""] {
+        let reply = guest.lookup(ROOT_ID, name);
+        assert_eq!(guest.errno(&reply), libc::EINVAL, "LOOKUP {name:?}");
+    }
+    let sub = guest.lookup_ok(ROOT_ID, "sub").nodeid;
+    let reply = guest.lookup(sub, "..");
+    assert_eq!(
+        guest.errno(&reply),
+        libc::EINVAL,
+        "LOOKUP .. from a subdirectory"
+    );
+    // Symlinks are entries of their own: the host never follows them.
+    for link in ["to_root", "to_parent"] {
+        let entry = guest.lookup_ok(ROOT_ID, link);
+        assert_eq!(entry.attr.mode & libc::S_IFMT, libc::S_IFLNK);
+        let reply = guest.lookup(entry.nodeid, "etc");
+        assert_eq!(guest.errno(&reply), libc::ENOTDIR, "LOOKUP through {link}");
+        let reply = guest.open(entry.nodeid, libc::O_RDONLY);
+        assert_ne!(guest.errno(&reply), 0, "OPEN of the symlink {link}");
+        let reply = guest.call(
+            Opcode::Opendir,
+            entry.nodeid,
+            &[OpenIn::default().as_slice()],
+            64,
+        );
+        assert_ne!(guest.errno(&reply), 0, "OPENDIR of the symlink {link}");
+    }
+    // Node IDs the guest was never given do not exist.
+    let reply = guest.call(Opcode::Getattr, 0xdead_beef, &[&[0u8; 16]], 256);
+    assert_eq!(guest.errno(&reply), libc::EBADF);
+    let link_in = 0xdead_beef_u64.to_le_bytes();
+    let name = with_nul("stolen");
+    let reply = guest.call(Opcode::Link, ROOT_ID, &[&link_in, &name], 256);
+    assert_eq!(guest.errno(&reply), libc::EBADF);
+    assert!(!guest.host("stolen").exists());
+    // A symlink the guest creates is stored as is and only ever means something in the guest.
+    let reply = guest.call(
+        Opcode::Symlink,
+        ROOT_ID,
+        &[&with_nul("mine"), &with_nul("/proc/self/fd/0")],
+        256,
+    );
+    let entry: EntryOut = guest.body(&reply);
+    let reply = guest.lookup(entry.nodeid, "x");
+    assert_eq!(guest.errno(&reply), libc::ENOTDIR);
+}
+
+#[test]
+fn a_read_only_share_answers_erofs_over_fuse() {
+    let mut guest = Guest::new(true);
+    guest.init();
+    let file = guest.lookup_ok(ROOT_ID, "hello.txt").nodeid;
+    let create = CreateIn {
+        flags: libc::O_WRONLY as u32,
+        mode: 0o644,
+        ..Default::default()
+    };
+    let mkdir = MkdirIn {
+        mode: 0o755,
+        umask: 0,
+    };
+    let truncate = SetattrIn {
+        valid: SetattrValid::SIZE.bits(),
+        ..Default::default()
+    };
+    let open: OpenOut = {
+        let reply = guest.open(file, libc::O_RDONLY);
+        guest.body(&reply)
+    };
+    let write = WriteIn {
+        fh: open.fh,
+        size: 3,
+        ..Default::default()
+    };
+    let requests: Vec<(Opcode, u64, Vec<u8>)> = vec![
+        (
+            Opcode::Create,
+            ROOT_ID,
+            [create.as_slice(), &with_nul("x")].concat(),
+        ),
+        (
+            Opcode::Mkdir,
+            ROOT_ID,
+            [mkdir.as_slice(), &with_nul("d")].concat(),
+        ),
+        (Opcode::Unlink, ROOT_ID, with_nul("hello.txt")),
+        (Opcode::Rmdir, ROOT_ID, with_nul("sub")),
+        (Opcode::Setattr, file, truncate.as_slice().to_vec()),
+        (Opcode::Write, file, [write.as_slice(), b"abc"].concat()),
+        (
+            Opcode::Open,
+            file,
+            OpenIn {
+                flags: libc::O_RDWR as u32,
+                fuse_flags: 0,
+            }
+            .as_slice()
+            .to_vec(),
+        ),
+    ];
+    for (opcode, nodeid, body) in requests {
+        let reply = guest.call(opcode, nodeid, &[&body], 256);
+        assert_eq!(guest.errno(&reply), libc::EROFS, "{opcode:?}");
+    }
+    assert_eq!(
+        std::fs::read(guest.host("hello.txt")).unwrap(),
+        b"hello, guest"
+    );
+    assert!(guest.host("sub").is_dir());
+    assert!(!guest.host("x").exists() && !guest.host("d").exists());
+}
+
+#[test]
+fn unknown_and_unserved_opcodes_get_enosys() {
+    let mut guest = Guest::new(false);
+    guest.init();
+    for opcode in [
+        0,
+        7,
+        19,
+        Opcode::Getlk as u32,
+        Opcode::Setlkw as u32,
+        Opcode::Ioctl as u32,
+        Opcode::CopyFileRange as u32,
+        Opcode::SetupMapping as u32,
+        50,
+        4096,
+        u32::MAX,
+    ] {
+        let (bytes, unique) = guest.request(opcode, ROOT_ID, &[&[0u8; 64]]);
+        let reply = guest.send_raw(&bytes, 64);
+        assert_eq!(guest.errno(&reply), libc::ENOSYS, "opcode {opcode}");
+        assert_eq!(guest.out_header(&reply).unique, unique);
+    }
+}
+
+#[test]
+fn malformed_headers_fail_the_request() {
+    let mut guest = Guest::new(false);
+    guest.init();
+    // Fewer bytes than a header: nothing to answer to.
+    let (bytes, _) = guest.request(Opcode::Getattr as u32, ROOT_ID, &[]);
+    let reply = guest.send_raw(&bytes[..20], 64);
+    assert_eq!(reply.used_len, 0);
+    // A header claiming more than the chain holds, or less than itself.
+    for claimed in [1000u32, 8, 0, u32::MAX] {
+        let (mut bytes, _) = guest.request(Opcode::Lookup as u32, ROOT_ID, &[b"sub\0"]);
+        bytes[..4].copy_from_slice(&claimed.to_le_bytes());
+        let reply = guest.send_raw(&bytes, 64);
+        assert_eq!(guest.errno(&reply), libc::EINVAL, "len {claimed}");
+    }
+    // A body cut short: LOOKUP without a name, READ without its arguments.
+    for opcode in [Opcode::Lookup, Opcode::Read, Opcode::Init, Opcode::Rename2] {
+        let (bytes, _) = guest.request(opcode as u32, ROOT_ID, &[]);
+        let reply = guest.send_raw(&bytes, 64);
+        assert!(guest.errno(&reply) > 0, "{opcode:?}");
+    }
+    // A name without its terminating NUL.
+    let reply = guest.call(Opcode::Lookup, ROOT_ID, &[b"sub"], 64);
+    assert!(guest.errno(&reply) > 0);
+    // No room for the reply: the chain comes back empty.
+    let (bytes, _) = guest.request(Opcode::Lookup as u32, ROOT_ID, &[b"sub\0"]);
+    let reply = guest.send_raw(&bytes, 8);
+    assert_eq!(reply.used_len, 0);
+    // READ asking for more than the reply buffer holds.
+    let file = guest.lookup_ok(ROOT_ID, "hello.txt").nodeid;
+    let reply = guest.open(file, libc::O_RDONLY);
+    let open: OpenOut = guest.body(&reply);
+    let read = ReadIn {
+        fh: open.fh,
+        size: u32::MAX,
+        ..Default::default()
+    };
+    let reply = guest.call(Opcode::Read, file, &[read.as_slice()], 64);
+    assert!(guest.errno(&reply) > 0);
+    // The device still serves well-formed requests.
+    assert_eq!(
+        guest.lookup_ok(ROOT_ID, "sub").attr.mode & libc::S_IFMT,
+        libc::S_IFDIR
+    );
+}
+
+#[test]
+fn malformed_chains_never_reach_outside_guest_ram() {
+    let mut guest = Guest::new(false);
+    guest.init();
+    let (request, _) = guest.request(Opcode::Lookup as u32, ROOT_ID, &[b"sub\0"]);
+    let request_addr = guest.alloc(request.len() as u64);
+    guest
+        .ram
+        .write_slice(&request, GuestAddress(request_addr))
+        .unwrap();
+    let len = request.len() as u32;
+    let reply_addr = guest.alloc(256);
+    let chains: Vec<(&str, Vec<(u64, u32, bool)>)> = vec![
+        (
+            "zero lengths",
+            vec![(request_addr, 0, false), (reply_addr, 0, true)],
+        ),
+        (
+            "request outside RAM",
+            vec![(RAM_SIZE + 0x1000, len, false), (reply_addr, 256, true)],
+        ),
+        (
+            "request past the end of RAM",
+            vec![(RAM_SIZE - 8, len, false), (reply_addr, 256, true)],
+        ),
+        (
+            "request at the top of the address space",
+            vec![(u64::MAX - 8, len, false), (reply_addr, 256, true)],
+        ),
+        (
+            "reply outside RAM",
+            vec![(request_addr, len, false), (RAM_SIZE + 0x1000, 256, true)],
+        ),
+        (
+            "reply past the end of RAM",
+            vec![(request_addr, len, false), (RAM_SIZE - 8, 256, true)],
+        ),
+        (
+            "huge request length",
+            vec![(request_addr, u32::MAX, false), (reply_addr, 256, true)],
+        ),
+        (
+            "huge reply length",
+            vec![(request_addr, len, false), (reply_addr, u32::MAX, true)],
+        ),
+        (
+            "lengths overflowing together",
+            vec![
+                (request_addr, len, false),
+                (0, u32::MAX, true),
+                (0, u32::MAX, true),
+            ],
+        ),
+        ("no writable buffer", vec![(request_addr, len, false)]),
+        ("no readable buffer", vec![(reply_addr, 256, true)]),
+    ];
+    for (what, chain) in chains {
+        let before = guest.next_desc;
+        guest.offer(&chain);
+        let (head, used_len) = guest.serve();
+        assert_eq!(u32::from(before), head, "{what}: the chain came back");
+        assert_eq!(used_len, 0, "{what}: nothing was written");
+    }
+    // A request larger than any the guest may send.
+    let big = guest.alloc(MAX_REQUEST_BYTES as u64 + 1);
+    guest.ram.write_slice(&request, GuestAddress(big)).unwrap();
+    guest.offer(&[
+        (big, MAX_REQUEST_BYTES as u32 + 1, false),
+        (reply_addr, 256, true),
+    ]);
+    guest.serve();
+    let reply = Reply {
+        used_len: 16,
+        addr: reply_addr,
+    };
+    assert_eq!(guest.errno(&reply), libc::EINVAL);
+    // Request and reply in the same bytes: the header is read before the reply is written.
+    let shared = guest.alloc(256);
+    guest
+        .ram
+        .write_slice(&request, GuestAddress(shared))
+        .unwrap();
+    guest.offer(&[(shared, len, false), (shared, 256, true)]);
+    let (_, used_len) = guest.serve();
+    let reply = Reply {
+        used_len,
+        addr: shared,
+    };
+    assert_eq!(guest.errno(&reply), 0, "overlapping buffers");
+    // The request split over many small (and empty) buffers.
+    let split: Vec<(u64, u32, bool)> = (0..u64::from(len))
+        .flat_map(|i| [(request_addr + i, 1, false), (request_addr, 0, false)])
+        .chain([(reply_addr, 256, true)])
+        .collect();
+    guest.offer(&split);
+    let (_, used_len) = guest.serve();
+    let reply = Reply {
+        used_len,
+        addr: reply_addr,
+    };
+    let entry: EntryOut = guest.body(&reply);
+    assert_eq!(entry.attr.mode & libc::S_IFMT, libc::S_IFDIR);
+}
+
+#[test]
+fn a_looping_chain_ends() {
+    let mut guest = Guest::new(false);
+    guest.init();
+    let (request, _) = guest.request(Opcode::Statfs as u32, ROOT_ID, &[]);
+    let addr = guest.alloc(64);
+    guest.ram.write_slice(&request, GuestAddress(addr)).unwrap();
+    // One descriptor whose `next` is itself.
+    let head = guest.next_desc;
+    let looping = RawDescriptor::from(SplitDescriptor::new(
+        addr,
+        request.len() as u32,
+        VRING_DESC_F_NEXT as u16,
+        head,
+    ));
+    guest.publish(&[looping], head);
+    let (used_head, _) = guest.serve();
+    assert_eq!(used_head, u32::from(head));
+    assert_eq!(
+        guest.lookup_ok(ROOT_ID, "sub").attr.mode & libc::S_IFMT,
+        libc::S_IFDIR
+    );
+}
+
+#[test]
+fn a_corrupt_avail_ring_stops_the_pass_without_harm() {
+    let mut guest = Guest::new(false);
+    guest.init();
+    let avail = AVAIL_RING;
+    // An available index far ahead of what the ring can hold.
+    guest
+        .ram
+        .write_obj(1000u16, GuestAddress(avail + 2))
+        .unwrap();
+    let pass = serve_queue(&mut guest.queue, &guest.fuse_memory, &guest.server);
+    assert!(!pass.used_any);
+    // A head index outside the descriptor table.
+    let mut guest = Guest::new(false);
+    guest.init();
+    let avail = AVAIL_RING;
+    let idx: u16 = guest.ram.read_obj(GuestAddress(avail + 2)).unwrap();
+    guest
+        .ram
+        .write_obj(QUEUE_SIZE + 7, GuestAddress(avail + 4 + u64::from(idx) * 2))
+        .unwrap();
+    guest
+        .ram
+        .write_obj(idx + 1, GuestAddress(avail + 2))
+        .unwrap();
+    let pass = serve_queue(&mut guest.queue, &guest.fuse_memory, &guest.server);
+    assert!(!pass.used_any);
+}
+
+#[test]
+fn forget_and_interrupt_get_no_reply() {
+    let mut guest = Guest::new(false);
+    guest.init();
+    let sub = guest.lookup_ok(ROOT_ID, "sub").nodeid;
+    let (bytes, _) = guest.request(Opcode::Forget as u32, sub, &[&1u64.to_le_bytes()]);
+    assert_eq!(guest.send_raw(&bytes, 64).used_len, 0);
+    // BATCH_FORGET claiming more entries than it carries.
+    let (bytes, _) = guest.request(
+        Opcode::BatchForget as u32,
+        0,
+        &[&u32::MAX.to_le_bytes(), &[0; 4]],
+    );
+    assert_eq!(guest.send_raw(&bytes, 64).used_len, 0);
+    let (bytes, _) = guest.request(Opcode::Interrupt as u32, 0, &[&7u64.to_le_bytes()]);
+    assert_eq!(guest.send_raw(&bytes, 64).used_len, 0);
+    // The root cannot be forgotten away.
+    let (bytes, _) = guest.request(Opcode::Forget as u32, ROOT_ID, &[&u64::MAX.to_le_bytes()]);
+    guest.send_raw(&bytes, 64);
+    assert_eq!(guest.lookup_ok(ROOT_ID, "hello.txt").attr.size, 12);
+}
+
+#[test]
+fn the_root_is_resolved_once_and_without_symlinks() {
+    let dir = TempDir::new_with_prefix("/tmp/vmm-fs-root-").unwrap();
+    std::fs::create_dir(dir.as_path().join("real")).unwrap();
+    std::os::unix::fs::symlink("real", dir.as_path().join("alias")).unwrap();
+    let root = resolve_root(&dir.as_path().join("alias")).unwrap();
+    assert_eq!(
+        Path::new(&root),
+        std::fs::canonicalize(dir.as_path().join("real")).unwrap()
+    );
+}
