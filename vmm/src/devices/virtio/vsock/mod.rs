@@ -42,6 +42,9 @@ const QUEUE_SIZE: u16 = 256;
 pub const MIN_GUEST_CID: u64 = 3;
 /// Linux keeps CIDs in 32 bits and reserves `u32::MAX` (VMADDR_CID_ANY).
 pub const MAX_GUEST_CID: u64 = u32::MAX as u64 - 1;
+/// The longest socket path: `sun_path` holds 107 bytes plus a NUL, and the per-port paths
+/// add up to 11 (`_4294967295`).
+pub const MAX_UDS_PATH_LEN: usize = 107 - 11;
 
 /// What the builder knows about a VM's vsock device.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -67,10 +70,18 @@ pub enum VsockError {
         "vsock socket path {0} already exists: remove it if no VM uses it, or choose another path"
     )]
     SocketExists(PathBuf),
+    /// The path, or `<path>_<port>` for guest-initiated connections, would not fit a unix
+    /// socket address.
+    #[error(
+        "vsock socket path {0} is too long: unix socket paths hold 107 bytes and \
+         `<path>_<port>` must fit too, so use at most {MAX_UDS_PATH_LEN} bytes (a shorter \
+         directory)"
+    )]
+    PathTooLong(PathBuf),
     /// The socket could not be created there.
     #[error(
         "cannot create the vsock socket {path}: {source} (the directory must exist and be \
-         writable, and the path must be shorter than 100 bytes)"
+         writable)"
     )]
     Bind {
         /// The socket path.
@@ -100,6 +111,9 @@ impl Vsock {
             return Err(VsockError::BadCid(config.guest_cid));
         }
         let path = &config.uds_path;
+        if path.as_os_str().len() > MAX_UDS_PATH_LEN {
+            return Err(VsockError::PathTooLong(path.clone()));
+        }
         // bind would fail with EADDRINUSE too, but this names the likely cause (a stale
         // socket of a VM that crashed) and never touches a file that is not ours.
         if path.symlink_metadata().is_ok() {

@@ -138,6 +138,14 @@ pub enum PacketError {
         /// Payload bytes the chain really holds.
         available: usize,
     },
+    /// A payload larger than the receive buffer (a bug on our side, refused rather than cut).
+    #[error("payload of {len} bytes does not fit a receive buffer with room for {capacity}")]
+    PayloadTooLarge {
+        /// Payload bytes.
+        len: usize,
+        /// Room in the buffer.
+        capacity: usize,
+    },
     /// Guest memory could not be copied (it was checked, so this means the chain changed).
     #[error("guest memory access failed: {0}")]
     Memory(#[from] std::io::Error),
@@ -219,14 +227,21 @@ impl<'a> RxBuffer<'a> {
 
     /// How many payload bytes fit after the header (at most [`MAX_PAYLOAD`]).
     pub fn payload_capacity(&self) -> usize {
-        (self.writer.available_bytes() - HEADER_LEN).min(MAX_PAYLOAD as usize)
+        (self.writer.available_bytes().saturating_sub(HEADER_LEN)).min(MAX_PAYLOAD as usize)
     }
 
     /// Writes `header` (with `len` set to the payload's length) and the payload, which must fit
     /// [`payload_capacity`](Self::payload_capacity); returns the bytes written, the used length.
     pub fn write(mut self, header: &Header, payload: &[u8]) -> Result<u32, PacketError> {
+        let capacity = self.payload_capacity();
+        if payload.len() > capacity {
+            return Err(PacketError::PayloadTooLarge {
+                len: payload.len(),
+                capacity,
+            });
+        }
         let mut header = *header;
-        // payload_capacity caps callers at MAX_PAYLOAD, so this fits.
+        // Both fit in u32: the payload is at most MAX_PAYLOAD.
         header.len = payload.len() as u32;
         self.writer.write_all(&header.encode())?;
         self.writer.write_all(payload)?;
@@ -408,6 +423,17 @@ mod tests {
             .unwrap();
         let buffer = RxBuffer::new(&mem, chain).unwrap();
         assert_eq!(buffer.payload_capacity(), 4099);
+        let chain = vq
+            .build_desc_chain(&[desc(0x13_0000, 50, VRING_DESC_F_WRITE)])
+            .unwrap();
+        let small = RxBuffer::new(&mem, chain).unwrap();
+        assert!(matches!(
+            small.write(&sample(), &[0; 7]),
+            Err(PacketError::PayloadTooLarge {
+                len: 7,
+                capacity: 6
+            })
+        ));
         let header = Header {
             len: 999,
             ..sample()

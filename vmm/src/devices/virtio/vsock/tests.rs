@@ -453,6 +453,13 @@ fn new_refuses_reserved_cids_and_existing_paths() {
     assert_eq!(std::fs::read(&path).unwrap(), b"not ours", "left alone");
     let config = VsockConfig {
         guest_cid: 3,
+        uds_path: dir.0.join("x".repeat(MAX_UDS_PATH_LEN)),
+    };
+    let err = Vsock::new(&config).err().unwrap();
+    assert!(matches!(err, VsockError::PathTooLong(_)));
+    assert!(err.to_string().contains("at most 96 bytes"));
+    let config = VsockConfig {
+        guest_cid: 3,
         uds_path: dir.0.join("missing-dir").join("vm.sock"),
     };
     assert!(matches!(Vsock::new(&config), Err(VsockError::Bind { .. })));
