@@ -1041,3 +1041,42 @@ fn activation_runs_a_worker_thread_that_reset_stops() {
     // The socket survives a reset: a new activation serves it again.
     assert!(config.uds_path.exists());
 }
+
+#[test]
+fn an_unknown_operation_on_a_live_connection_resets_it() {
+    let mut rig = Rig::new();
+    let (mut host, port) = rig.open_from_host(52);
+    rig.guest.send(guest_header(0, 52, port), &[]);
+    rig.guest.top_up_rx(4);
+    rig.pump();
+    let packets = rig.guest.received();
+    assert_eq!(packets.len(), 1);
+    assert_eq!((packets[0].0.op, packets[0].0.src_port), (op::RST, port));
+    assert_eq!(read_available(&mut host), (Vec::new(), true));
+    // Unknown operations on no connection are refused the same way.
+    rig.guest.send(guest_header(0xffff, 52, port), &[]);
+    rig.pump();
+    assert_eq!(rig.guest.received()[0].0.op, op::RST);
+}
+
+#[test]
+fn host_bytes_sent_right_after_the_connect_line_arrive_after_the_handshake() {
+    let mut rig = Rig::new();
+    let mut host = rig.host_connect();
+    host.write_all(b"CONNECT 52\nearly bytes").unwrap();
+    rig.guest.top_up_rx(8);
+    rig.pump();
+    let request = rig.guest.received()[0].0;
+    assert_eq!(request.op, op::REQUEST);
+    rig.guest
+        .send(guest_header(op::RESPONSE, 52, request.src_port), &[]);
+    rig.pump();
+    let packets = rig.guest.received();
+    assert_eq!(packets.len(), 1);
+    assert_eq!(packets[0].0.op, op::RW);
+    assert_eq!(packets[0].1, b"early bytes");
+    assert_eq!(
+        read_available(&mut host).0,
+        format!("OK {}\n", request.src_port).as_bytes()
+    );
+}
