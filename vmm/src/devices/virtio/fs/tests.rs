@@ -62,8 +62,11 @@ fn publish(ram: &GuestMemory, base: u64, size: u16, descriptors: &[RawDescriptor
         .unwrap();
 }
 
-/// Descriptors for (address, length, device-writable) buffers chained from index `first`.
-fn chain(first: u16, buffers: &[(u64, u32, bool)]) -> Vec<RawDescriptor> {
+/// A guest buffer: (guest address, length, device-writable).
+type Buffer = (u64, u32, bool);
+
+/// Descriptors for `buffers` chained from index `first`.
+fn chain(first: u16, buffers: &[Buffer]) -> Vec<RawDescriptor> {
     let last = buffers.len() - 1;
     buffers
         .iter()
@@ -171,7 +174,7 @@ impl Guest {
     }
 
     /// Makes a chain of (address, length, device-writable) buffers available.
-    fn offer(&mut self, buffers: &[(u64, u32, bool)]) {
+    fn offer(&mut self, buffers: &[Buffer]) {
         let first = self.next_desc;
         self.publish(&chain(first, buffers), first);
     }
@@ -559,7 +562,7 @@ fn malformed_chains_never_reach_outside_guest_ram() {
         .unwrap();
     let len = request.len() as u32;
     let reply_addr = guest.alloc(256);
-    let chains: Vec<(&str, Vec<(u64, u32, bool)>)> = vec![
+    let chains: Vec<(&str, Vec<Buffer>)> = vec![
         (
             "zero lengths",
             vec![(request_addr, 0, false), (reply_addr, 0, true)],
@@ -637,7 +640,7 @@ fn malformed_chains_never_reach_outside_guest_ram() {
     };
     assert_eq!(guest.errno(&reply), 0, "overlapping buffers");
     // The request split over many small (and empty) buffers.
-    let split: Vec<(u64, u32, bool)> = (0..u64::from(len))
+    let split: Vec<Buffer> = (0..u64::from(len))
         .flat_map(|i| [(request_addr + i, 1, false), (request_addr, 0, false)])
         .chain([(reply_addr, 256, true)])
         .collect();
@@ -736,4 +739,158 @@ fn the_root_is_resolved_once_and_without_symlinks() {
         Path::new(&root),
         std::fs::canonicalize(dir.as_path().join("real")).unwrap()
     );
+}
+
+mod device {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use vmm_sys_util::eventfd::EventFd;
+
+    use super::*;
+    use crate::devices::virtio::fs::{Fs, FsConfig, FsError, VIRTIO_ID_FS};
+    use crate::devices::virtio::mmio::{
+        ActivateError, ActiveQueue, Interrupt, VirtioDevice, VIRTIO_F_VERSION_1,
+    };
+
+    const HIPRIO_BASE: u64 = 0x1000;
+    const REQUEST_BASE: u64 = 0x4000;
+
+    fn config(tag: &str, host_dir: &Path) -> FsConfig {
+        FsConfig {
+            tag: tag.to_owned(),
+            host_dir: host_dir.to_path_buf(),
+            read_only: false,
+        }
+    }
+
+    #[test]
+    fn new_checks_the_tag_and_the_directory() {
+        let share = TempDir::new_with_prefix("/tmp/vmm-fs-device-").unwrap();
+        let dir = share.as_path();
+        assert!(matches!(
+            Fs::new(&config("", dir)),
+            Err(FsError::EmptyTag { .. })
+        ));
+        let long = "t".repeat(37);
+        assert!(matches!(
+            Fs::new(&config(&long, dir)),
+            Err(FsError::TagTooLong { len: 37, .. })
+        ));
+        assert!(matches!(
+            Fs::new(&config("po\0d", dir)),
+            Err(FsError::TagHasNul { .. })
+        ));
+        let missing = dir.join("missing");
+        let err = Fs::new(&config("pod", &missing)).err().unwrap();
+        assert!(matches!(err, FsError::HostDir { .. }));
+        assert!(err.to_string().contains("missing"), "{err}");
+        std::fs::write(dir.join("file"), b"").unwrap();
+        assert!(matches!(
+            Fs::new(&config("pod", &dir.join("file"))),
+            Err(FsError::NotADirectory { .. })
+        ));
+        assert!(Fs::new(&config(&"t".repeat(36), dir)).is_ok());
+    }
+
+    #[test]
+    fn the_config_space_carries_the_tag_and_one_request_queue() {
+        let share = TempDir::new_with_prefix("/tmp/vmm-fs-device-").unwrap();
+        let fs = Fs::new(&config("pod-data", share.as_path())).unwrap();
+        assert_eq!(fs.device_type(), VIRTIO_ID_FS);
+        assert_ne!(fs.features() & VIRTIO_F_VERSION_1, 0);
+        assert_eq!(fs.queue_max_sizes().len(), 2);
+        let mut space = [0xffu8; 48];
+        fs.read_config(0, &mut space);
+        assert_eq!(&space[..8], b"pod-data");
+        assert_eq!(space[8..36], [0; 28]);
+        assert_eq!(space[36..40], 1u32.to_le_bytes());
+        assert_eq!(space[40..], [0; 8], "zero past the end");
+        let mut far = [0xffu8; 4];
+        fs.read_config(u64::MAX, &mut far);
+        assert_eq!(far, [0; 4]);
+    }
+
+    fn wait_for_used(ram: &GuestMemory, base: u64, count: u16) -> (u32, u32) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (idx, last) = used(ram, base, QUEUE_SIZE);
+            if idx == count {
+                return last;
+            }
+            assert!(Instant::now() < deadline, "the worker did not answer");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn the_worker_serves_notified_queues_until_reset() {
+        let share = TempDir::new_with_prefix("/tmp/vmm-fs-device-").unwrap();
+        let mut fs = Fs::new(&config("pod", share.as_path())).unwrap();
+        let ram = GuestMemory::from_ranges(&[(GuestAddress(0), RAM_SIZE as usize)]).unwrap();
+        let hiprio = ActiveQueue {
+            queue: ring_at(&ram, HIPRIO_BASE, 128),
+            notify: EventFd::new(libc::EFD_NONBLOCK).unwrap(),
+        };
+        let request = ActiveQueue {
+            queue: ring_at(&ram, REQUEST_BASE, QUEUE_SIZE),
+            notify: EventFd::new(libc::EFD_NONBLOCK).unwrap(),
+        };
+        let kick = request.notify.try_clone().unwrap();
+        let irqfd = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let irq = irqfd.try_clone().unwrap();
+        let interrupt = Arc::new(Interrupt::new(irqfd));
+
+        // Both queues are required.
+        let lone = ActiveQueue {
+            queue: ring_at(&ram, REQUEST_BASE, QUEUE_SIZE),
+            notify: EventFd::new(libc::EFD_NONBLOCK).unwrap(),
+        };
+        assert!(matches!(
+            fs.activate(
+                ram.clone(),
+                VIRTIO_F_VERSION_1,
+                vec![lone],
+                interrupt.clone()
+            ),
+            Err(ActivateError::QueueMissing(1))
+        ));
+
+        fs.activate(
+            ram.clone(),
+            VIRTIO_F_VERSION_1,
+            vec![hiprio, request],
+            interrupt,
+        )
+        .unwrap();
+        let request = fuse_request(Opcode::Init as u32, 0, 42, &[init_in().as_slice()]);
+        ram.write_slice(&request, GuestAddress(BUFFERS)).unwrap();
+        let reply = BUFFERS + 0x1000;
+        let first = chain(
+            0,
+            &[(BUFFERS, request.len() as u32, false), (reply, 256, true)],
+        );
+        publish(&ram, REQUEST_BASE, QUEUE_SIZE, &first, 0);
+        kick.write(1).unwrap();
+        let (head, len) = wait_for_used(&ram, REQUEST_BASE, 1);
+        assert_eq!(head, 0);
+        assert_eq!(len as usize, size_of::<OutHeader>() + size_of::<InitOut>());
+        let out: OutHeader = guest_memory_view(&ram)
+            .unwrap()
+            .read_obj(fuse_vm_memory::GuestAddress(reply))
+            .unwrap();
+        assert_eq!((out.unique, out.error), (42, 0));
+        assert!(irq.read().unwrap() >= 1, "the used queue was signalled");
+
+        // After a reset the worker is gone: nothing is served any more.
+        fs.reset();
+        let second = chain(
+            2,
+            &[(BUFFERS, request.len() as u32, false), (reply, 256, true)],
+        );
+        publish(&ram, REQUEST_BASE, QUEUE_SIZE, &second, 2);
+        kick.write(1).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(used(&ram, REQUEST_BASE, QUEUE_SIZE).0, 1);
+    }
 }
