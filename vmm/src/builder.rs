@@ -21,6 +21,7 @@ use crate::devices::legacy::serial::{
     ConsoleAlert, ConsoleSink, IrqLine, SerialPort, COM1_IRQ, COM1_PORT, COM1_PORTS,
 };
 use crate::devices::virtio::mmio::REG_QUEUE_NOTIFY;
+use crate::devices::virtio::fs::{Fs, FsConfig};
 use crate::devices::virtio::rng::Rng;
 use crate::devices::virtio::{Interrupt, MmioTransport, VirtioDevice, VirtioKind};
 use crate::error::VmmError;
@@ -238,17 +239,7 @@ fn build_serial(
 /// memory); dropping a transport stops and joins its device's worker thread.
 fn attach_virtio_devices(vm: &Vm, config: &VmConfig, mmio: &mut Bus) -> Result<(), VmmError> {
     for (kind, slot) in config.virtio_slots()? {
-        let device: Box<dyn VirtioDevice> = match kind {
-            VirtioKind::Rng => Box::new(Rng::new()),
-            // Wired once the devices land (other work in progress); until then a config that
-            // asks for them is refused instead of silently booting without them.
-            VirtioKind::Fs(_) | VirtioKind::Vsock => {
-                return Err(VmmError::VirtioDevice {
-                    device: format!("{kind:?}"),
-                    message: "not available in this build yet".to_string(),
-                })
-            }
-        };
+        let device = create_virtio_device(config, kind)?;
         let irqfd = vmm_sys_util::eventfd::EventFd::new(libc::EFD_NONBLOCK).map_err(|source| {
             VmmError::HostResource {
                 what: "create a virtio interrupt eventfd",
@@ -284,6 +275,38 @@ fn attach_virtio_devices(vm: &Vm, config: &VmConfig, mmio: &mut Bus) -> Result<(
         )?;
     }
     Ok(())
+}
+
+/// Builds the device behind one virtio-mmio slot from its part of the configuration.
+fn create_virtio_device(
+    config: &VmConfig,
+    kind: VirtioKind,
+) -> Result<Box<dyn VirtioDevice>, VmmError> {
+    match kind {
+        VirtioKind::Rng => Ok(Box::new(Rng::new())),
+        VirtioKind::Fs(index) => {
+            let share = config.shares.get(index).ok_or_else(|| VmmError::VirtioDevice {
+                device: format!("share {index}"),
+                message: "no such share in the configuration (a VMM bug)".to_string(),
+            })?;
+            let fs_config = FsConfig {
+                tag: share.tag.clone(),
+                host_dir: share.host_dir.clone(),
+                read_only: share.read_only,
+            };
+            let fs = Fs::new(&fs_config).map_err(|e| VmmError::VirtioDevice {
+                device: format!("share {:?}", share.tag),
+                message: e.to_string(),
+            })?;
+            Ok(Box::new(fs))
+        }
+        // Wired once the device lands (work in progress); until then a configuration that asks
+        // for it is refused rather than silently booting without it.
+        VirtioKind::Vsock => Err(VmmError::VirtioDevice {
+            device: "vsock".to_string(),
+            message: "not available in this build yet".to_string(),
+        }),
+    }
 }
 
 /// Waits for the first vCPU to stop (returning its index and why); after a kernel panic, waits
