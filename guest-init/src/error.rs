@@ -25,8 +25,9 @@ pub enum InitError {
     NoCommand,
 
     #[error(
-        "command `{name}` not found (searched {searched}); add it to the initramfs \
-         (rkt-mkinitramfs --add SRC:DEST) or give its full path"
+        "command `{name}` not found (searched {searched}); add it to the guest's root (the \
+         initramfs: rkt-mkinitramfs --add SRC:DEST, or the share's rkt.root directory) or \
+         give its full path"
     )]
     NotFound { name: String, searched: String },
 
