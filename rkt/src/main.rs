@@ -75,7 +75,7 @@ enum Command {
     /// Run a pod in a KVM micro-VM (today: the host check only).
     Run(commands::run::RunArgs),
     /// Prepare a pod (fetch and lay out its images) and print its UUID.
-    Prepare(commands::prepare::PrepareArgs),
+    Prepare(Box<commands::prepare::PrepareArgs>),
     /// Run a prepared pod (not implemented yet).
     RunPrepared(commands::run_prepared::RunPreparedArgs),
     /// List pods.
@@ -106,7 +106,7 @@ fn main() -> ExitCode {
         Command::Trust(args) => commands::trust::run(&globals, args),
         Command::Image(command) => commands::image::run(&globals, command),
         Command::Run(args) => commands::run::run(args),
-        Command::Prepare(args) => commands::prepare::run(&globals, args),
+        Command::Prepare(args) => commands::prepare::run(&globals, *args),
         Command::RunPrepared(args) => commands::run_prepared::run(&globals, args),
         Command::List(args) => commands::list::run(&globals, args),
         Command::Status(args) => commands::status::run(&globals, args),

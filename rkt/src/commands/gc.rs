@@ -55,7 +55,7 @@ pub fn run(globals: &GlobalOptions, args: GcArgs) -> Result<(), RktError> {
     for mut pod in Pod::load_all(&pods, &[StateDir::Run])? {
         if pod.state() == PodState::Exited {
             eprintln!("rkt: moving pod {} to garbage", pod.uuid);
-            if let Err(err) = pod.to_exited_garbage() {
+            if let Err(err) = pod.mark_exited_garbage() {
                 note(&pod.uuid, err.into());
             }
         }
@@ -65,7 +65,7 @@ pub fn run(globals: &GlobalOptions, args: GcArgs) -> Result<(), RktError> {
             pod.state() == PodState::Embryo && age(&pod).is_ok_and(|age| age > STALE_EMBRYO);
         if pod.state() == PodState::AbortedPrepare || stale_embryo {
             eprintln!("rkt: moving failed prepare {} to garbage", pod.uuid);
-            if let Err(err) = pod.to_garbage() {
+            if let Err(err) = pod.mark_garbage() {
                 note(&pod.uuid, err.into());
             }
         }
@@ -78,7 +78,7 @@ pub fn run(globals: &GlobalOptions, args: GcArgs) -> Result<(), RktError> {
     for mut pod in Pod::load_all(&pods, &[StateDir::Prepared])? {
         if age(&pod)? > args.expire_prepared {
             eprintln!("rkt: moving expired prepared pod {} to garbage", pod.uuid);
-            if let Err(err) = pod.to_garbage() {
+            if let Err(err) = pod.mark_garbage() {
                 note(&pod.uuid, err.into());
             }
         }

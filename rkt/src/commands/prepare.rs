@@ -80,7 +80,7 @@ pub struct PrepareArgs {
 
 pub fn run(globals: &GlobalOptions, args: PrepareArgs) -> Result<(), RktError> {
     let mut prepared = prepare(globals, &args.pod, args.quiet)?;
-    prepared.pod.to_prepared()?;
+    prepared.pod.mark_prepared()?;
     save_uuid(&args.pod, &prepared)?;
     println!("{}", prepared.pod.uuid);
     Ok(())
@@ -98,7 +98,7 @@ pub fn save_uuid(args: &PodArgs, prepared: &PreparedPod) -> Result<(), RktError>
 }
 
 /// Everything up to a complete pod directory, left locked in `prepare/`:
-/// the caller moves it on (`to_prepared` for `prepare`, `to_run` for `run`).
+/// the caller moves it on (`mark_prepared` for `prepare`, `mark_running` for `run`).
 pub fn prepare(
     globals: &GlobalOptions,
     args: &PodArgs,

@@ -62,8 +62,8 @@ fn remove_one(pods: &PodsDir, text: &str, globals: &GlobalOptions) -> Result<Str
                 "another rkt is deleting it already".to_string(),
             ))
         }
-        PodState::Prepared | PodState::AbortedPrepare => pod.to_garbage()?,
-        PodState::Exited => pod.to_exited_garbage()?,
+        PodState::Prepared | PodState::AbortedPrepare => pod.mark_garbage()?,
+        PodState::Exited => pod.mark_exited_garbage()?,
         PodState::ExitedGarbage | PodState::Garbage => {}
     }
     pod.lock_exclusive()?;

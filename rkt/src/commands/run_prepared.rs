@@ -1,7 +1,7 @@
 //! `rkt run-prepared UUID`: run a prepared pod. Today it checks the pod and
 //! says plainly that handing pods to the kvm stage1 is not implemented yet.
 //!
-//! LEAD: the finished command is: `Pod::load` + `to_run` (locks and moves
+//! LEAD: the finished command is: `Pod::load` + `mark_running` (locks and moves
 //! it to `run/`), `overlay::mount_pod` when the pod has `overlay-prepared`,
 //! `stage1::run_invocation`, `lock().keep_across_exec()`, then exec with
 //! `RKT_LOCK_FD` set (see docs/pods.md, "Handing a pod to stage1").

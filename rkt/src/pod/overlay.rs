@@ -126,7 +126,7 @@ pub fn planned_mounts(
 /// expects it (`opt/stage2/<app>/manifest`). If one mount fails, the ones
 /// made are undone, so the pod is left as it was.
 ///
-/// LEAD: call this from `rkt run`/`run-prepared` after `Pod::to_run` and
+/// LEAD: call this from `rkt run`/`run-prepared` after `Pod::mark_running` and
 /// before exec'ing stage1, when the pod has `overlay-prepared`.
 #[allow(dead_code)] // for the `rkt run` handover to stage1 (issue 6, lead)
 pub fn mount_pod(pod_dir: &Path, tree_dir: &Path, apps: &[String]) -> Result<(), PodError> {

@@ -1,6 +1,6 @@
 //! The prepare step shared by `rkt prepare` and `rkt run`: from resolved
 //! images and the user's flags to a complete pod directory, left locked in
-//! `prepare/` for the caller to move on (`to_prepared` or `to_run`).
+//! `prepare/` for the caller to move on (`mark_prepared` or `mark_running`).
 //!
 //! Everything that can be checked without a pod directory (the manifest,
 //! the images' platform, rendering the store trees) happens first, so most

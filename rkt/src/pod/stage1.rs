@@ -101,7 +101,7 @@ pub struct Stage1Invocation {
     pub lock_fd: i32,
 }
 
-/// Builds the `run` entrypoint's argument list for a pod that [`Pod::to_run`]
+/// Builds the `run` entrypoint's argument list for a pod that [`Pod::mark_running`]
 /// has moved to `run/` (and so holds locked). Flags newer than the stage1's
 /// interface version are left out, as rkt does.
 #[allow(dead_code)] // for the `rkt run` handover to stage1 (issue 6, lead)

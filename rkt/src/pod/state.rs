@@ -208,7 +208,7 @@ impl Pod {
 
     /// `preparing` -> `prepared`: renames and drops the lock (a prepared pod
     /// needs none; whoever runs it locks it again).
-    pub fn to_prepared(&mut self) -> Result<(), PodError> {
+    pub fn mark_prepared(&mut self) -> Result<(), PodError> {
         self.expect(&[PodState::Preparing], "mark as prepared")?;
         self.move_to(StateDir::Prepared)?;
         self.lock
@@ -222,7 +222,7 @@ impl Pod {
     /// renames into `run/`. The lock stays held by this process; hand it to
     /// stage1 with [`Pod::lock`] + `keep_across_exec` (`RKT_LOCK_FD`).
     #[allow(dead_code)] // for the `rkt run` handover to stage1 (issue 6, lead)
-    pub fn to_run(&mut self) -> Result<(), PodError> {
+    pub fn mark_running(&mut self) -> Result<(), PodError> {
         self.expect(&[PodState::Prepared, PodState::Preparing], "run")?;
         if self.state == PodState::Prepared {
             self.lock_exclusive()?;
@@ -234,7 +234,7 @@ impl Pod {
 
     /// `exited` -> `exited garbage` (gc's mark pass; the rename's ctime
     /// starts the grace period).
-    pub fn to_exited_garbage(&mut self) -> Result<(), PodError> {
+    pub fn mark_exited_garbage(&mut self) -> Result<(), PodError> {
         self.expect(&[PodState::Exited], "mark as exited garbage")?;
         self.move_to(StateDir::ExitedGarbage)?;
         self.state = PodState::ExitedGarbage;
@@ -242,7 +242,7 @@ impl Pod {
     }
 
     /// `aborted prepare`, `prepared` or a stale `embryo` -> `garbage`.
-    pub fn to_garbage(&mut self) -> Result<(), PodError> {
+    pub fn mark_garbage(&mut self) -> Result<(), PodError> {
         self.expect(
             &[
                 PodState::AbortedPrepare,
@@ -321,11 +321,11 @@ mod tests {
         assert!(pod.path().starts_with(pods.state_dir(StateDir::Prepare)));
         assert_eq!(observed(&pods, &pod), PodState::Preparing);
 
-        pod.to_prepared().unwrap();
+        pod.mark_prepared().unwrap();
         assert_eq!(observed(&pods, &pod), PodState::Prepared);
 
         let mut runner = Pod::load(&pods, &pod.uuid).unwrap();
-        runner.to_run().unwrap();
+        runner.mark_running().unwrap();
         assert!(runner.path().starts_with(pods.state_dir(StateDir::Run)));
         assert_eq!(observed(&pods, &pod), PodState::Running);
         // The stage1 exits: its descriptor, and with it the lock, are gone.
@@ -333,7 +333,7 @@ mod tests {
         let mut exited = Pod::load(&pods, &pod.uuid).unwrap();
         assert_eq!(exited.state(), PodState::Exited);
 
-        exited.to_exited_garbage().unwrap();
+        exited.mark_exited_garbage().unwrap();
         assert_eq!(observed(&pods, &pod), PodState::ExitedGarbage);
         exited.lock_exclusive().unwrap();
         assert_eq!(observed(&pods, &pod), PodState::ExitedDeleting);
@@ -347,7 +347,7 @@ mod tests {
         let mut pod = Pod::load(&pods, &uuid).unwrap();
         assert_eq!(pod.state(), PodState::AbortedPrepare);
         assert!(pod.state().is_finished());
-        pod.to_garbage().unwrap();
+        pod.mark_garbage().unwrap();
         assert_eq!(observed(&pods, &pod), PodState::Garbage);
     }
 
@@ -357,14 +357,14 @@ mod tests {
         let pods = PodsDir::open(data.path()).unwrap();
         let mut pod = Pod::create(&pods).unwrap();
         assert!(matches!(
-            pod.to_exited_garbage(),
+            pod.mark_exited_garbage(),
             Err(PodError::WrongState { .. })
         ));
-        pod.to_prepared().unwrap();
+        pod.mark_prepared().unwrap();
         let mut first = Pod::load(&pods, &pod.uuid).unwrap();
         let mut second = Pod::load(&pods, &pod.uuid).unwrap();
-        first.to_run().unwrap();
+        first.mark_running().unwrap();
         // Two run-prepared racing: the loser finds the lock taken.
-        assert!(matches!(second.to_run(), Err(PodError::Busy { .. })));
+        assert!(matches!(second.mark_running(), Err(PodError::Busy { .. })));
     }
 }

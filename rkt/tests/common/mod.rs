@@ -245,6 +245,14 @@ pub fn busybox_aci(
     version: &str,
     extra: &[(&str, tar::EntryType, Option<&str>)],
 ) -> Vec<u8> {
+    busybox_aci_with_manifest(&manifest(name, version), extra)
+}
+
+/// An uncompressed busybox ACI with the given manifest (JSON text).
+pub fn busybox_aci_with_manifest(
+    manifest: &str,
+    extra: &[(&str, tar::EntryType, Option<&str>)],
+) -> Vec<u8> {
     let busybox = busybox();
     let mut builder = tar::Builder::new(Vec::new());
     let mut add = |path: &str, kind: tar::EntryType, mode: u32, link: Option<&str>, data: &[u8]| {
@@ -265,7 +273,6 @@ pub fn busybox_aci(
         header.set_cksum();
         builder.append(&header, data).unwrap();
     };
-    let manifest = manifest(name, version);
     add(
         "manifest",
         tar::EntryType::Regular,
