@@ -14,8 +14,6 @@
 
 use std::collections::VecDeque;
 use std::io::{self, ErrorKind, Read, Write};
-use std::net::Shutdown;
-use std::os::unix::net::UnixStream;
 
 use super::packet::{op, Header, HOST_CID, MAX_PAYLOAD, SHUTDOWN_RCV, SHUTDOWN_SEND, TYPE_STREAM};
 
@@ -36,12 +34,6 @@ const IDLE_BUFFER_CAPACITY: usize = 16 * 1024;
 pub trait HostStream: Read + Write {
     /// Half-closes the stream: the host reads EOF after what was written.
     fn shutdown_write(&mut self) -> io::Result<()>;
-}
-
-impl HostStream for UnixStream {
-    fn shutdown_write(&mut self) -> io::Result<()> {
-        self.shutdown(Shutdown::Write)
-    }
 }
 
 /// Where the connection is in its life.

@@ -8,11 +8,13 @@
 //!   socket `<uds_path>_P`; if nobody listens there the guest gets "connection refused".
 //!
 //! Modules: `packet` reads and writes packets in descriptor chains, `connection` is one
-//! stream's state and credit accounting, `muxer` owns the listener and routes packets to
-//! connections, `worker` is the thread that moves packets between the queues and the muxer.
+//! stream's state and credit accounting, `host_socket` is the unix stream under it, `muxer`
+//! owns the listener and routes packets to connections, `worker` is the thread that moves
+//! packets between the queues and the muxer.
 //! Only stream sockets are offered (no VIRTIO_VSOCK_F_SEQPACKET).
 
 mod connection;
+mod host_socket;
 mod muxer;
 mod packet;
 mod worker;

@@ -14,9 +14,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::ffi::OsString;
 use std::io::{self, ErrorKind, Read};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,6 +23,7 @@ use std::time::{Duration, Instant};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 
 use super::connection::{Connection, Phase, RxItem, Verdict};
+use super::host_socket::{connect_nonblocking, HostSocket};
 use super::packet::{op, Header, PacketError, TxPacket, HOST_CID, MAX_PAYLOAD, TYPE_STREAM};
 
 /// Unix streams (handshaking or connected) per VM; more are refused.
@@ -46,13 +46,13 @@ type StreamId = u64;
 
 /// A host process that connected to the VM's socket and has not finished its CONNECT line.
 struct Handshake {
-    stream: UnixStream,
+    stream: HostSocket,
     line: Vec<u8>,
 }
 
 /// A connection plus what the muxer tracks about it.
 struct Slot {
-    conn: Connection<UnixStream>,
+    conn: Connection<HostSocket>,
     /// Host-initiated connections must be answered by then.
     connect_deadline: Option<Instant>,
     /// Queued in `rx_ready`.
@@ -135,9 +135,12 @@ impl Muxer {
                 Err(_) => return,
             };
             // Dropping the stream closes it: the host sees EOF at once instead of waiting.
-            if self.stream_count() >= MAX_CONNECTIONS || stream.set_nonblocking(true).is_err() {
+            if self.stream_count() >= MAX_CONNECTIONS {
                 continue;
             }
+            let Ok(stream) = HostSocket::from_accepted(stream) else {
+                continue;
+            };
             let id = self.new_id();
             if register(poll, stream.as_raw_fd(), id, EventSet::IN).is_ok() {
                 self.handshakes.insert(
@@ -483,53 +486,6 @@ fn register(poll: &Epoll, fd: i32, id: StreamId, interest: EventSet) -> io::Resu
     )
 }
 
-/// Connects to the unix socket at `path` without ever blocking: a host listener whose backlog
-/// is full fails the connection (EAGAIN) instead of stalling every other stream of the VM.
-/// std has no non-blocking connect, hence libc.
-fn connect_nonblocking(path: &Path) -> io::Result<UnixStream> {
-    let bytes = path.as_os_str().as_bytes();
-    // SAFETY: sockaddr_un is plain old data, for which all zeroes is a valid value.
-    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-    if bytes.len() >= addr.sun_path.len() || bytes.contains(&0) {
-        return Err(io::Error::new(
-            ErrorKind::InvalidInput,
-            "unix socket path too long",
-        ));
-    }
-    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    for (dst, src) in addr.sun_path.iter_mut().zip(bytes) {
-        *dst = *src as libc::c_char;
-    }
-    // SAFETY: a plain system call with constant arguments; the result is checked below.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_UNIX,
-            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            0,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` is a socket we just created and nothing else owns; OwnedFd closes it.
-    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    // The family, the path and its terminating NUL (checked to fit above).
-    let len = (std::mem::size_of::<libc::sa_family_t>() + bytes.len() + 1) as libc::socklen_t;
-    // SAFETY: `addr` is a valid sockaddr_un that outlives the call and `len` does not exceed
-    // its size; `fd` is open.
-    let rc = unsafe {
-        libc::connect(
-            fd,
-            (&addr as *const libc::sockaddr_un).cast::<libc::sockaddr>(),
-            len,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(UnixStream::from(owned))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -551,27 +507,5 @@ mod tests {
         ] {
             assert_eq!(parse_connect_line(bad), None, "{bad:?}");
         }
-    }
-
-    #[test]
-    fn nonblocking_connect_reaches_a_listener_and_fails_cleanly_otherwise() {
-        let dir = std::env::temp_dir().join(format!("vsock-connect-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("sock");
-        let _ = std::fs::remove_file(&path);
-        let listener = UnixListener::bind(&path).unwrap();
-        let stream = connect_nonblocking(&path).unwrap();
-        let (mut accepted, _) = listener.accept().unwrap();
-        std::io::Write::write_all(&mut &stream, b"hi").unwrap();
-        let mut got = [0u8; 2];
-        accepted.read_exact(&mut got).unwrap();
-        assert_eq!(&got, b"hi");
-        assert!(connect_nonblocking(&dir.join("missing")).is_err());
-        let long = dir.join("x".repeat(200));
-        assert_eq!(
-            connect_nonblocking(&long).unwrap_err().kind(),
-            ErrorKind::InvalidInput
-        );
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
