@@ -31,8 +31,10 @@ pub const MAX_CONNECTIONS: usize = 256;
 /// RSTs waiting for receive buffers; beyond this, a guest that sends stray packets without
 /// giving us buffers loses the answers.
 const MAX_PENDING_RESETS: usize = 512;
-/// How long the guest has to answer a host-initiated REQUEST.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the guest has to answer a host-initiated REQUEST. Its kernel answers at once
+/// (RESPONSE, or RST when nobody listens); this only ends connections to a guest that never
+/// does, with room for a guest slowed down by emulation.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// `CONNECT 4294967295` is 18 bytes; a longer line is not a CONNECT line.
 const MAX_CONNECT_LINE: usize = 32;
 /// Host ports for host-initiated connections come from here up (as in Firecracker's
