@@ -63,7 +63,6 @@ pub fn overlay_upper(pod: &Path, tree: &str, app: &str) -> PathBuf {
     pod.join(OVERLAY_DIR).join(tree).join("upper").join(app)
 }
 
-#[allow(dead_code)] // for the `rkt run` handover to stage1 (issue 6, lead)
 pub fn overlay_work(pod: &Path, tree: &str, app: &str) -> PathBuf {
     pod.join(OVERLAY_DIR).join(tree).join("work").join(app)
 }

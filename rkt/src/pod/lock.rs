@@ -65,14 +65,12 @@ impl DirLock {
         }
     }
 
-    #[allow(dead_code)] // for the `rkt run` handover to stage1 (issue 6, lead)
     pub fn fd(&self) -> RawFd {
         self.dir.as_raw_fd()
     }
 
     /// Lets the descriptor survive `exec`, for handing it to stage1 as
     /// `RKT_LOCK_FD` (Rust opens everything close-on-exec).
-    #[allow(dead_code)] // for the `rkt run` handover to stage1 (issue 6, lead)
     pub fn keep_across_exec(&self) -> io::Result<()> {
         fcntl(self.dir.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::empty()))
             .map(drop)

@@ -11,11 +11,13 @@
 //! - `render`: putting the stage1 and app images into a pod directory;
 //! - `overlay`: overlayfs support check and the run-time mounts;
 //! - `prepare`: the whole prepare step, shared by `prepare` and `run`;
-//! - `stage1`: the stage1 image's entrypoints and the handover to it;
+//! - `stage1`: the stage1 image's entrypoints and its command line;
+//! - `handover`: from a prepared pod to the stage1 exec (`rkt run`);
 //! - `mounts`: unmounting everything under a pod before deletion;
 //! - `remove`: gc's deletion of one pod.
 
 pub mod dir;
+pub mod handover;
 pub mod info;
 pub mod layout;
 pub mod lock;

@@ -75,7 +75,6 @@ fn escape(path: &Path) -> String {
 
 /// One overlay to mount: the store tree `lower` (its `rootfs/`) onto `target`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[allow(dead_code)] // for the `rkt run` handover to stage1 (issue 6, lead)
 pub struct OverlayMount {
     pub lower: PathBuf,
     pub upper: PathBuf,
@@ -87,7 +86,6 @@ pub struct OverlayMount {
 /// first (at `stage1/rootfs`), then each app's (at
 /// `stage1/rootfs/opt/stage2/<app>/rootfs`, inside stage1's). `tree_dir` is
 /// the store's tree directory (`<dir>/cas/tree`).
-#[allow(dead_code)] // for the `rkt run` handover to stage1 (issue 6, lead)
 pub fn planned_mounts(
     pod_dir: &Path,
     tree_dir: &Path,
@@ -128,7 +126,6 @@ pub fn planned_mounts(
 ///
 /// LEAD: call this from `rkt run`/`run-prepared` after `Pod::mark_running` and
 /// before exec'ing stage1, when the pod has `overlay-prepared`.
-#[allow(dead_code)] // for the `rkt run` handover to stage1 (issue 6, lead)
 pub fn mount_pod(pod_dir: &Path, tree_dir: &Path, apps: &[String]) -> Result<(), PodError> {
     let mut done: Vec<PathBuf> = Vec::new();
     let result = (|| {

@@ -13,16 +13,14 @@ use super::PodError;
 
 /// Annotations a stage1 image names its entrypoints with.
 pub const ENTRYPOINT_RUN: &str = "coreos.com/rkt/stage1/run";
-#[allow(dead_code)] // for the `rkt run` handover to stage1 (issue 6, lead)
+#[allow(dead_code)] // for `rkt enter`, `stop` and the gc hook (issue 6, lead)
 pub const ENTRYPOINT_ENTER: &str = "coreos.com/rkt/stage1/enter";
-#[allow(dead_code)] // for the `rkt run` handover to stage1 (issue 6, lead)
+#[allow(dead_code)] // for `rkt enter`, `stop` and the gc hook (issue 6, lead)
 pub const ENTRYPOINT_STOP: &str = "coreos.com/rkt/stage1/stop";
-#[allow(dead_code)] // for the `rkt run` handover to stage1 (issue 6, lead)
+#[allow(dead_code)] // for `rkt enter`, `stop` and the gc hook (issue 6, lead)
 pub const ENTRYPOINT_GC: &str = "coreos.com/rkt/stage1/gc";
-#[allow(dead_code)] // for the `rkt run` handover to stage1 (issue 6, lead)
 pub const INTERFACE_VERSION: &str = "coreos.com/rkt/stage1/interface-version";
 /// The environment variable carrying the locked pod directory descriptor.
-#[allow(dead_code)] // for the `rkt run` handover to stage1 (issue 6, lead)
 pub const ENV_LOCK_FD: &str = "RKT_LOCK_FD";
 
 /// Whether `manifest` describes a stage1 image (it names a `run` entrypoint).
@@ -31,7 +29,6 @@ pub fn is_stage1(manifest: &ImageManifest) -> bool {
 }
 
 /// The stage1 image manifest copied into the pod at prepare.
-#[allow(dead_code)] // for the `rkt run` handover to stage1 (issue 6, lead)
 pub fn stage1_manifest(pod_dir: &Path) -> Result<ImageManifest, PodError> {
     let path = layout::stage1_manifest(pod_dir);
     let bytes = fs::read(&path).map_err(PodError::io(format!("reading {}", path.display())))?;
@@ -43,7 +40,6 @@ pub fn stage1_manifest(pod_dir: &Path) -> Result<ImageManifest, PodError> {
 
 /// The host path of entrypoint `annotation` (e.g. [`ENTRYPOINT_RUN`]):
 /// the annotation's value taken inside `stage1/rootfs`.
-#[allow(dead_code)] // for the `rkt run` handover to stage1 (issue 6, lead)
 pub fn entrypoint(pod_dir: &Path, annotation: &str) -> Result<PathBuf, PodError> {
     let manifest = stage1_manifest(pod_dir)?;
     let value = manifest.annotation(annotation).ok_or_else(|| {
@@ -56,7 +52,6 @@ pub fn entrypoint(pod_dir: &Path, annotation: &str) -> Result<PathBuf, PodError>
 }
 
 /// The stage1 interface version its manifest declares (1 when absent).
-#[allow(dead_code)] // for the `rkt run` handover to stage1 (issue 6, lead)
 pub fn interface_version(pod_dir: &Path) -> Result<u32, PodError> {
     let manifest = stage1_manifest(pod_dir)?;
     match manifest.annotation(INTERFACE_VERSION) {
@@ -72,7 +67,6 @@ pub fn interface_version(pod_dir: &Path) -> Result<u32, PodError> {
 
 /// The pod-wide settings `rkt run` / `run-prepared` pass to stage1.
 #[derive(Debug, Clone, Default)]
-#[allow(dead_code)] // for the `rkt run` handover to stage1 (issue 6, lead)
 pub struct RunOptions {
     pub debug: bool,
     /// `--net` as the user gave it (`default` when absent).
@@ -93,7 +87,6 @@ pub struct RunOptions {
 /// What to exec for a pod's `run` entrypoint: `program` with `args`, in the
 /// pod directory, with `RKT_LOCK_FD` set to the locked pod directory fd.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[allow(dead_code)] // for the `rkt run` handover to stage1 (issue 6, lead)
 pub struct Stage1Invocation {
     pub program: PathBuf,
     pub args: Vec<String>,
@@ -104,7 +97,6 @@ pub struct Stage1Invocation {
 /// Builds the `run` entrypoint's argument list for a pod that [`Pod::mark_running`]
 /// has moved to `run/` (and so holds locked). Flags newer than the stage1's
 /// interface version are left out, as rkt does.
-#[allow(dead_code)] // for the `rkt run` handover to stage1 (issue 6, lead)
 pub fn run_invocation(pod: &Pod, options: &RunOptions) -> Result<Stage1Invocation, PodError> {
     if pod.state() != PodState::Running {
         return Err(PodError::WrongState {

@@ -173,7 +173,6 @@ impl Pod {
         self.pods.pod_path(self.dir, &self.uuid)
     }
 
-    #[allow(dead_code)] // for the `rkt run` handover to stage1 (issue 6, lead)
     pub fn lock(&self) -> &DirLock {
         &self.lock
     }
@@ -221,7 +220,6 @@ impl Pod {
     /// `prepared` (or our own `preparing`) -> `running`: locks exclusively and
     /// renames into `run/`. The lock stays held by this process; hand it to
     /// stage1 with [`Pod::lock`] + `keep_across_exec` (`RKT_LOCK_FD`).
-    #[allow(dead_code)] // for the `rkt run` handover to stage1 (issue 6, lead)
     pub fn mark_running(&mut self) -> Result<(), PodError> {
         self.expect(&[PodState::Prepared, PodState::Preparing], "run")?;
         if self.state == PodState::Prepared {
