@@ -781,6 +781,105 @@ mod tests {
     }
 
     #[test]
+    fn posix_operations_pods_need_work_through_the_guard() {
+        let dir = share();
+        let fs = guarded(&dir, false);
+        let root_ctx = Context::default();
+        let root = dir.as_path();
+        // Ownership on create follows the caller (rkt#2576); the host checks the caller's
+        // permissions too, so the share root must let uid 1234 in.
+        std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let user = Context {
+            uid: 1234,
+            gid: 2345,
+            pid: 1,
+        };
+        let args = CreateIn {
+            flags: libc::O_RDWR as u32,
+            mode: 0o600,
+            umask: 0,
+            fuse_flags: 0,
+        };
+        let (entry, handle, _, _) = fs.create(&user, ROOT_ID, &c("owned"), args).unwrap();
+        let meta = std::fs::metadata(root.join("owned")).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (1234, 2345));
+        fs.mkdir(&user, ROOT_ID, &c("owned_dir"), 0o700, 0).unwrap();
+        assert_eq!(
+            std::fs::metadata(root.join("owned_dir")).unwrap().uid(),
+            1234
+        );
+        // Open, unlink, fstat (rkt#1917): the open handle still answers.
+        let handle = handle.unwrap();
+        fs.unlink(&root_ctx, ROOT_ID, &c("owned")).unwrap();
+        assert!(!root.join("owned").exists());
+        let (st, _) = fs.getattr(&root_ctx, entry.inode, Some(handle)).unwrap();
+        assert_eq!((st.st_nlink, st.st_uid), (0, 1234));
+        fs.fsync(&root_ctx, entry.inode, false, handle).unwrap();
+        fs.release(&root_ctx, entry.inode, 0, handle, false, false, None)
+            .unwrap();
+        // rename2: NOREPLACE refuses an existing target, EXCHANGE swaps.
+        std::fs::write(root.join("a"), b"A").unwrap();
+        std::fs::write(root.join("b"), b"B").unwrap();
+        assert_eq!(
+            errno(fs.rename(
+                &root_ctx,
+                ROOT_ID,
+                &c("a"),
+                ROOT_ID,
+                &c("b"),
+                libc::RENAME_NOREPLACE
+            )),
+            Some(libc::EEXIST)
+        );
+        fs.rename(
+            &root_ctx,
+            ROOT_ID,
+            &c("a"),
+            ROOT_ID,
+            &c("b"),
+            libc::RENAME_EXCHANGE,
+        )
+        .unwrap();
+        assert_eq!(std::fs::read(root.join("a")).unwrap(), b"B");
+        // chown, chmod with the sticky bit, utimens, truncate.
+        let file = fs.lookup(&root_ctx, ROOT_ID, &c("a")).unwrap().inode;
+        let mut attr = attr();
+        attr.st_mode = libc::S_ISVTX | 0o777;
+        attr.st_mtime = 1_000_000;
+        attr.st_size = 0;
+        fs.setattr(
+            &root_ctx,
+            file,
+            attr,
+            None,
+            SetattrValid::UID
+                | SetattrValid::GID
+                | SetattrValid::MODE
+                | SetattrValid::MTIME
+                | SetattrValid::SIZE,
+        )
+        .unwrap();
+        let meta = std::fs::metadata(root.join("a")).unwrap();
+        assert_eq!(
+            (meta.uid(), meta.gid(), meta.mode() & 0o7777),
+            (1234, 1234, 0o1777)
+        );
+        assert_eq!((meta.mtime(), meta.len()), (1_000_000, 0));
+        // Symlinks and readlink; statfs.
+        let link = fs.symlink(&root_ctx, &c("a"), ROOT_ID, &c("to_a")).unwrap();
+        assert_eq!(fs.readlink(&root_ctx, link.inode).unwrap(), b"a");
+        assert!(fs.statfs(&root_ctx, ROOT_ID).unwrap().f_blocks > 0);
+        // xattrs.
+        fs.setxattr(&root_ctx, file, &c("user.k"), b"v", 0).unwrap();
+        match fs.getxattr(&root_ctx, file, &c("user.k"), 16).unwrap() {
+            GetxattrReply::Value(value) => assert_eq!(value, b"v"),
+            GetxattrReply::Count(_) => panic!("asked for the value"),
+        }
+        fs.removexattr(&root_ctx, file, &c("user.k")).unwrap();
+        assert_eq!(xattr(&root.join("a"), "user.k"), None);
+    }
+
+    #[test]
     fn names_must_be_one_plain_component() {
         let dir = share();
         let fs = guarded(&dir, false);

@@ -12,7 +12,9 @@ use fuse_backend_rs::api::filesystem::{FsOptions, SetattrValid};
 use fuse_backend_rs::api::server::Server;
 use fuse_backend_rs::passthrough::PassthroughFs;
 use fuse_vm_memory::{ByteValued, Bytes as _};
-use virtio_bindings::bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
+use virtio_bindings::bindings::virtio_ring::{
+    VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE,
+};
 use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
 use virtio_queue::QueueT;
 use vm_memory::{Bytes, GuestAddress};
@@ -652,6 +654,62 @@ fn malformed_chains_never_reach_outside_guest_ram() {
     };
     let entry: EntryOut = guest.body(&reply);
     assert_eq!(entry.attr.mode & libc::S_IFMT, libc::S_IFDIR);
+}
+
+#[test]
+fn indirect_descriptor_tables_are_followed() {
+    let mut guest = Guest::new(false);
+    guest.init();
+    let (request, unique) = guest.request(Opcode::Lookup as u32, ROOT_ID, &[b"hello.txt\0"]);
+    let request_addr = guest.alloc(request.len() as u64);
+    guest
+        .ram
+        .write_slice(&request, GuestAddress(request_addr))
+        .unwrap();
+    let reply_addr = guest.alloc(256);
+    // The request split in two readable buffers, then the reply, all in an indirect table.
+    let table = chain(
+        0,
+        &[
+            (request_addr, 16, false),
+            (request_addr + 16, request.len() as u32 - 16, false),
+            (reply_addr, 256, true),
+        ],
+    );
+    let table_addr = guest.alloc(16 * table.len() as u64);
+    for (i, descriptor) in table.iter().enumerate() {
+        guest
+            .ram
+            .write_obj(*descriptor, GuestAddress(table_addr + 16 * i as u64))
+            .unwrap();
+    }
+    let head = guest.next_desc;
+    let indirect = RawDescriptor::from(SplitDescriptor::new(
+        table_addr,
+        16 * table.len() as u32,
+        VRING_DESC_F_INDIRECT as u16,
+        0,
+    ));
+    guest.publish(&[indirect], head);
+    let (used_head, used_len) = guest.serve();
+    assert_eq!(used_head, u32::from(head));
+    let reply = Reply {
+        used_len,
+        addr: reply_addr,
+    };
+    assert_eq!(guest.out_header(&reply).unique, unique);
+    let entry: EntryOut = guest.body(&reply);
+    assert_eq!(entry.attr.size, 12);
+    // An indirect table whose length is not a whole number of descriptors is refused.
+    let head = guest.next_desc;
+    let bad = RawDescriptor::from(SplitDescriptor::new(
+        table_addr,
+        16 * table.len() as u32 - 1,
+        VRING_DESC_F_INDIRECT as u16,
+        0,
+    ));
+    guest.publish(&[bad], head);
+    assert_eq!(guest.serve(), (u32::from(head), 0));
 }
 
 #[test]
