@@ -38,12 +38,37 @@ pub enum CompatError {
     Queue(String),
 }
 
-/// A vm-memory 0.17 view of `memory`: one region per 0.18 region, over the same host bytes.
+/// Guest RAM as fuse-backend-rs sees it, together with the VMM's handle on the same RAM.
 ///
-/// The view borrows the mappings without owning them: it must not outlive the VM's guest RAM.
-/// The device guarantees that by keeping the view inside its worker thread, which `reset` and
-/// `Drop` join before the transport (and then the VM) lets the memory go.
-pub fn guest_memory_view(memory: &GuestMemory) -> Result<FuseGuestMemory, CompatError> {
+/// The 0.17 regions borrow the host mappings without owning them. Holding the 0.18
+/// `GuestMemory` next to them keeps mappings that vm-memory owns alive as long as the view;
+/// RAM mapped by the VM itself (`GuestRam`) stays mapped because the device keeps the view in
+/// its worker thread, which `reset` and `Drop` join before the transport, and then the VM, let
+/// the memory go.
+pub struct GuestMemoryView {
+    /// Declared first so it is dropped before the memory it points into.
+    view: FuseGuestMemory,
+    _backing: GuestMemory,
+}
+
+impl GuestMemoryView {
+    /// Builds the 0.17 view of `memory`.
+    pub fn new(memory: &GuestMemory) -> Result<Self, CompatError> {
+        Ok(GuestMemoryView {
+            view: guest_memory_view(memory)?,
+            _backing: memory.clone(),
+        })
+    }
+
+    /// The view, for fuse-backend-rs.
+    pub fn get(&self) -> &FuseGuestMemory {
+        &self.view
+    }
+}
+
+/// A vm-memory 0.17 view of `memory`: one region per 0.18 region, over the same host bytes.
+/// It must not outlive the mappings (see [`GuestMemoryView`], which ties them together).
+fn guest_memory_view(memory: &GuestMemory) -> Result<FuseGuestMemory, CompatError> {
     let mut regions = Vec::new();
     for region in memory.iter() {
         let guest_addr = region.start_addr().0;
@@ -126,6 +151,20 @@ mod tests {
         assert!(view
             .read_obj::<u32>(fuse_vm_memory::GuestAddress(4 << 20))
             .is_err());
+    }
+
+    #[test]
+    fn the_view_keeps_vm_memory_owned_mappings_alive() {
+        let memory = GuestMemory::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap();
+        memory.write_obj(0x55u8, GuestAddress(0x800)).unwrap();
+        let view = GuestMemoryView::new(&memory).unwrap();
+        drop(memory);
+        assert_eq!(
+            view.get()
+                .read_obj::<u8>(fuse_vm_memory::GuestAddress(0x800))
+                .unwrap(),
+            0x55
+        );
     }
 
     #[test]

@@ -296,10 +296,13 @@ impl<F: FileSystem<Inode = u64, Handle = u64>> FileSystem for GuardedFs<F> {
         ctx: &Context,
         parent: u64,
         name: &CStr,
-        args: CreateIn,
+        mut args: CreateIn,
     ) -> io::Result<(Entry, Option<u64>, OpenOptions, Option<u32>)> {
         self.writable()?;
         check_name(name)?;
+        // The passthrough opens new files with the guest's flags only; keep the host
+        // descriptor out of any process the VMM might start.
+        args.flags |= libc::O_CLOEXEC as u32;
         self.with_handle_slot(|| self.inner.create(ctx, parent, name, args))
     }
 

@@ -51,6 +51,7 @@ use std::time::Duration;
 use fuse_backend_rs::api::server::Server;
 use fuse_backend_rs::passthrough::{CachePolicy, Config as PassthroughConfig, PassthroughFs};
 use thiserror::Error;
+use virtio_bindings::bindings::virtio_ring::VIRTIO_RING_F_INDIRECT_DESC;
 
 pub use guard::{GuardedFs, MAX_OPEN_HANDLES, MAX_READDIR_BYTES, MAX_XATTR_BYTES};
 pub use request::MAX_REQUEST_BYTES;
@@ -63,8 +64,6 @@ use worker::{ServedQueue, Worker};
 pub const VIRTIO_ID_FS: u32 = 26;
 /// The tag field of the configuration space: at most this many bytes, NUL-padded.
 pub const TAG_LEN: usize = 36;
-/// Indirect descriptors: a 1 MiB request spans about 260 buffers, more than a small ring holds.
-const VIRTIO_RING_F_INDIRECT_DESC: u64 = 1 << 28;
 /// hiprio (FORGET, INTERRUPT) and one request queue.
 const QUEUE_SIZES: [u16; 2] = [128, 1024];
 /// Request queues besides hiprio, as the configuration space announces them.
@@ -284,8 +283,10 @@ impl VirtioDevice for Fs {
     }
 
     fn features(&self) -> u64 {
-        // No VIRTIO_RING_F_EVENT_IDX: the worker signals after every pass that used buffers.
-        VIRTIO_F_VERSION_1 | VIRTIO_RING_F_INDIRECT_DESC
+        // Indirect descriptors: a 1 MiB request spans about 260 buffers, more than a small
+        // ring holds. No VIRTIO_RING_F_EVENT_IDX: the worker signals after every pass that
+        // used buffers.
+        VIRTIO_F_VERSION_1 | 1 << VIRTIO_RING_F_INDIRECT_DESC
     }
 
     fn queue_max_sizes(&self) -> &[u16] {
@@ -320,7 +321,7 @@ impl VirtioDevice for Fs {
             return Err(ActivateError::QueueMissing(queues.len()));
         }
         let internal = |e: compat::CompatError| ActivateError::Worker(io::Error::other(e));
-        let fuse_memory = compat::guest_memory_view(&memory).map_err(internal)?;
+        let fuse_memory = compat::GuestMemoryView::new(&memory).map_err(internal)?;
         let mut served = Vec::with_capacity(queues.len());
         for active in queues {
             served.push(ServedQueue {

@@ -20,7 +20,7 @@ use virtio_queue::QueueT;
 use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::tempdir::TempDir;
 
-use super::compat::{guest_memory_view, queue_view, FuseGuestMemory, FuseQueue};
+use super::compat::{queue_view, FuseGuestMemory, FuseQueue, GuestMemoryView};
 use super::guard::GuardedFs;
 use super::request::MAX_REQUEST_BYTES;
 use super::worker::{serve_queue, unshare_fs_context};
@@ -124,7 +124,7 @@ fn init_in() -> InitIn {
 /// A guest with one request queue, talking to a share of a temporary directory.
 struct Guest {
     ram: GuestMemory,
-    fuse_memory: FuseGuestMemory,
+    memory_view: GuestMemoryView,
     queue: FuseQueue,
     server: Server<GuardedFs<PassthroughFs>>,
     next_desc: u16,
@@ -150,10 +150,10 @@ impl Guest {
         let server = Server::new(GuardedFs::new(new_passthrough(&root).unwrap(), read_only));
         let ram = GuestMemory::from_ranges(&[(GuestAddress(0), RAM_SIZE as usize)]).unwrap();
         let queue = queue_view(&ring_at(&ram, QUEUE_BASE, QUEUE_SIZE)).unwrap();
-        let fuse_memory = guest_memory_view(&ram).unwrap();
+        let memory_view = GuestMemoryView::new(&ram).unwrap();
         Guest {
             ram,
-            fuse_memory,
+            memory_view,
             queue,
             server,
             next_desc: 0,
@@ -166,6 +166,10 @@ impl Guest {
     fn publish(&mut self, descriptors: &[RawDescriptor], first: u16) {
         publish(&self.ram, QUEUE_BASE, QUEUE_SIZE, descriptors, first);
         self.next_desc = first + descriptors.len() as u16;
+    }
+
+    fn fuse_memory(&self) -> &FuseGuestMemory {
+        self.memory_view.get()
     }
 
     /// Guest memory for a buffer of `len` bytes.
@@ -183,7 +187,7 @@ impl Guest {
 
     /// Serves the queue and returns the newest used element (head, length).
     fn serve(&mut self) -> (u32, u32) {
-        let pass = serve_queue(&mut self.queue, &self.fuse_memory, &self.server);
+        let pass = serve_queue(&mut self.queue, self.memory_view.get(), &self.server);
         assert!(pass.used_any, "the chain was not returned to the driver");
         self.last_used()
     }
@@ -229,7 +233,7 @@ impl Guest {
 
     fn out_header(&self, reply: &Reply) -> OutHeader {
         assert!(reply.used_len >= size_of::<OutHeader>() as u32, "no reply");
-        self.fuse_memory
+        self.fuse_memory()
             .read_obj(fuse_vm_memory::GuestAddress(reply.addr))
             .unwrap()
     }
@@ -241,7 +245,7 @@ impl Guest {
 
     fn body<T: ByteValued>(&self, reply: &Reply) -> T {
         assert_eq!(self.errno(reply), 0, "the request failed");
-        self.fuse_memory
+        self.fuse_memory()
             .read_obj(fuse_vm_memory::GuestAddress(
                 reply.addr + size_of::<OutHeader>() as u64,
             ))
@@ -339,7 +343,7 @@ fn create_write_and_read_back_through_fuse() {
     let reply = guest.call(Opcode::Create, ROOT_ID, &[create.as_slice(), &name], 256);
     let entry: EntryOut = guest.body(&reply);
     let open: OpenOut = guest
-        .fuse_memory
+        .fuse_memory()
         .read_obj(fuse_vm_memory::GuestAddress(
             reply.addr + 16 + size_of::<EntryOut>() as u64,
         ))
@@ -746,7 +750,7 @@ fn a_corrupt_avail_ring_stops_the_pass_without_harm() {
         .ram
         .write_obj(1000u16, GuestAddress(avail + 2))
         .unwrap();
-    let pass = serve_queue(&mut guest.queue, &guest.fuse_memory, &guest.server);
+    let pass = serve_queue(&mut guest.queue, guest.memory_view.get(), &guest.server);
     assert!(!pass.used_any);
     // A head index outside the descriptor table.
     let mut guest = Guest::new(false);
@@ -761,7 +765,7 @@ fn a_corrupt_avail_ring_stops_the_pass_without_harm() {
         .ram
         .write_obj(idx + 1, GuestAddress(avail + 2))
         .unwrap();
-    let pass = serve_queue(&mut guest.queue, &guest.fuse_memory, &guest.server);
+    let pass = serve_queue(&mut guest.queue, guest.memory_view.get(), &guest.server);
     assert!(!pass.used_any);
 }
 
@@ -857,6 +861,8 @@ mod device {
         let fs = Fs::new(&config("pod-data", share.as_path())).unwrap();
         assert_eq!(fs.device_type(), VIRTIO_ID_FS);
         assert_ne!(fs.features() & VIRTIO_F_VERSION_1, 0);
+        assert_ne!(fs.features() & (1 << 28), 0, "indirect descriptors");
+        assert_eq!(fs.features() & (1 << 29), 0, "no event index");
         assert_eq!(fs.queue_max_sizes().len(), 2);
         let mut space = [0xffu8; 48];
         fs.read_config(0, &mut space);
@@ -933,8 +939,9 @@ mod device {
         let (head, len) = wait_for_used(&ram, REQUEST_BASE, 1);
         assert_eq!(head, 0);
         assert_eq!(len as usize, size_of::<OutHeader>() + size_of::<InitOut>());
-        let out: OutHeader = guest_memory_view(&ram)
+        let out: OutHeader = GuestMemoryView::new(&ram)
             .unwrap()
+            .get()
             .read_obj(fuse_vm_memory::GuestAddress(reply))
             .unwrap();
         assert_eq!((out.unique, out.error), (42, 0));

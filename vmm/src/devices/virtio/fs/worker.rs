@@ -15,7 +15,7 @@ use fuse_virtio_queue::QueueT;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
-use super::compat::{FuseGuestMemory, FuseQueue};
+use super::compat::{FuseGuestMemory, FuseQueue, GuestMemoryView};
 use super::request::handle_chain;
 use crate::devices::virtio::mmio::{ActivateError, Interrupt};
 
@@ -40,7 +40,7 @@ impl Worker {
     /// system context (see `unshare_fs_context`), or with the reason it could not.
     pub fn spawn<F>(
         server: Server<F>,
-        memory: FuseGuestMemory,
+        memory: GuestMemoryView,
         queues: Vec<ServedQueue>,
         interrupt: Arc<Interrupt>,
     ) -> Result<Worker, ActivateError>
@@ -124,7 +124,7 @@ pub(super) fn unshare_fs_context() -> io::Result<()> {
 fn run<F: FileSystem + Sync>(
     epoll: Epoll,
     server: Server<F>,
-    memory: FuseGuestMemory,
+    memory: GuestMemoryView,
     mut queues: Vec<ServedQueue>,
     interrupt: Arc<Interrupt>,
 ) {
@@ -148,7 +148,7 @@ fn run<F: FileSystem + Sync>(
                 continue;
             };
             let _ = served.notify.read();
-            let pass = serve_queue(&mut served.queue, &memory, &server);
+            let pass = serve_queue(&mut served.queue, memory.get(), &server);
             if pass.used_any {
                 interrupt.signal_used_queue();
             }
