@@ -19,6 +19,12 @@ pub fn manifest(name: &str, version: &str, extra: &str) -> String {
 
 /// An uncompressed ACI with `manifest` and the given `rootfs/` files.
 pub fn aci(manifest: &str, files: &[(&str, &[u8])]) -> Vec<u8> {
+    let files: Vec<(&str, &[u8], u32)> = files.iter().map(|(p, d)| (*p, *d, 0o644)).collect();
+    aci_with_modes(manifest, &files)
+}
+
+/// As [`aci`], each file with its mode.
+pub fn aci_with_modes(manifest: &str, files: &[(&str, &[u8], u32)]) -> Vec<u8> {
     let mut builder = tar::Builder::new(Vec::new());
     let mut append = |path: &str, data: &[u8], kind: tar::EntryType, mode: u32| {
         let mut header = tar::Header::new_gnu();
@@ -36,12 +42,12 @@ pub fn aci(manifest: &str, files: &[(&str, &[u8])]) -> Vec<u8> {
         0o644,
     );
     append("rootfs", b"", tar::EntryType::Directory, 0o755);
-    for (path, data) in files {
+    for (path, data, mode) in files {
         append(
             &format!("rootfs/{path}"),
             data,
             tar::EntryType::Regular,
-            0o644,
+            *mode,
         );
     }
     builder.into_inner().unwrap()
@@ -49,8 +55,12 @@ pub fn aci(manifest: &str, files: &[(&str, &[u8])]) -> Vec<u8> {
 
 /// Stages and inserts an ACI built from `manifest` and `files`.
 pub fn import(store: &Store, manifest: &str, files: &[(&str, &[u8])]) -> ImageId {
-    let tar = aci(manifest, files);
-    let staged = aci::stage(&tar[..], "test.aci", &store.tmp_dir(), 1 << 30).unwrap();
+    import_tar(store, &aci(manifest, files))
+}
+
+/// Stages and inserts the ACI `tar`.
+pub fn import_tar(store: &Store, tar: &[u8]) -> ImageId {
+    let staged = aci::stage(tar, "test.aci", &store.tmp_dir(), 1 << 30).unwrap();
     store.insert_aci(staged, "test.aci", false).unwrap()
 }
 

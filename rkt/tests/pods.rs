@@ -171,7 +171,7 @@ fn prepare_then_list_status_cat_manifest_and_rm() {
         "--user=1000",
         "--group=1000",
         "--supplementary-gids=10,11",
-        "--working-dir=/tmp",
+        "--working-dir=/bin",
         "--readonly-rootfs",
         "--memory=64M",
         "--cpu=500m",
@@ -225,7 +225,7 @@ fn prepare_then_list_status_cat_manifest_and_rm() {
     assert_eq!(section["user"], "1000");
     assert_eq!(section["group"], "1000");
     assert_eq!(section["supplementaryGIDs"], serde_json::json!([10, 11]));
-    assert_eq!(section["workingDirectory"], "/tmp");
+    assert_eq!(section["workingDirectory"], "/bin");
     let env: Vec<(String, String)> = section["environment"]
         .as_array()
         .unwrap()
@@ -599,6 +599,15 @@ fn bad_flags_are_usage_errors_and_bad_requests_leave_no_pod() {
             "--pull-policy=never",
         ),
         (vec!["--private-users", pods.app.as_str()], "own VM"),
+        (
+            vec![pods.app.as_str(), "--exec=/bin/nope"],
+            "/bin/nope does not exist in image example.com/busybox",
+        ),
+        (vec![pods.app.as_str(), "--exec=nope"], "nope is not found"),
+        (
+            vec![pods.app.as_str(), "--working-dir=/srv"],
+            "working directory /srv does not exist",
+        ),
     ] {
         let err = pods.prepare_fails(254, &args);
         assert!(err.contains(says), "{args:?}: {err}");

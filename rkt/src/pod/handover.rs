@@ -72,7 +72,7 @@ mod tests {
     use crate::pod::prepare::{prepare_pod, PrepareRequest};
     use crate::pod::{PodState, PodsDir};
     use crate::store::{LockMode, Store};
-    use crate::testutil::{import, manifest};
+    use crate::testutil::{aci_with_modes, import, import_tar, manifest};
 
     const STAGE1_EXTRA: &str = r#","annotations":[
         {"name":"coreos.com/rkt/stage1/run","value":"/init"},
@@ -85,10 +85,15 @@ mod tests {
             &manifest("example.com/stage1", "1", STAGE1_EXTRA),
             &[("init", b"#!/bin/sh\n")],
         );
-        let app = import(
+        let app = import_tar(
             &store,
-            &manifest("example.com/web", "1", ""),
-            &[("etc/web.conf", b"port=80\n")],
+            &aci_with_modes(
+                &manifest("example.com/web", "1", ""),
+                &[
+                    ("etc/web.conf", b"port=80\n", 0o644),
+                    ("bin/sh", b"", 0o755),
+                ],
+            ),
         );
         let record = store.image(&app).unwrap();
         let pods = PodsDir::open(data).unwrap();

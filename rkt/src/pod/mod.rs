@@ -8,6 +8,7 @@
 //! - `layout`: file names inside a pod directory;
 //! - `info`: reading a pod (manifest, times, pid, exit statuses);
 //! - `manifest`: building the reified pod manifest from the user's flags;
+//! - `checks`: exec and working directory present in the image;
 //! - `render`: putting the stage1 and app images into a pod directory;
 //! - `overlay`: overlayfs support check and the run-time mounts;
 //! - `prepare`: the whole prepare step, shared by `prepare` and `run`;
@@ -16,6 +17,7 @@
 //! - `mounts`: unmounting everything under a pod before deletion;
 //! - `remove`: gc's deletion of one pod.
 
+pub mod checks;
 pub mod dir;
 pub mod handover;
 pub mod info;

@@ -3,7 +3,8 @@
 //! `prepare/` for the caller to move on (`mark_prepared` or `mark_running`).
 //!
 //! Everything that can be checked without a pod directory (the manifest,
-//! the images' platform, rendering the store trees) happens first, so most
+//! the images' platform, rendering the store trees, each app's program and
+//! working directory in its image) happens first, so most
 //! errors leave nothing behind. After the directory exists, an error (or a
 //! crash) leaves it in `prepare/`, unlocked once this process lets go: an
 //! "aborted prepare", which `rkt gc` removes.
@@ -13,6 +14,7 @@ use std::path::Path;
 
 use appc::{ImageId, ImageManifest};
 
+use super::checks;
 use super::manifest::{self, PodRequest};
 use super::render::{self, TreeImage};
 use super::state::Pod;
@@ -82,10 +84,13 @@ pub fn prepare_pod(
     let stage1 = tree_image(store, &request.stage1)?;
     let mut apps = Vec::new();
     for (app, request_app) in built.manifest.apps.iter().zip(&request.pod.apps) {
-        apps.push((
-            app.name.as_str().to_string(),
-            tree_image(store, &request_app.image_id)?,
-        ));
+        let image = tree_image(store, &request_app.image_id)?;
+        checks::check_app(
+            app,
+            request_app.image.name.as_str(),
+            &image.tree.join("rootfs"),
+        )?;
+        apps.push((app.name.as_str().to_string(), image));
     }
 
     let pod = Pod::create(pods)?;
