@@ -45,6 +45,12 @@ pub enum ProbeError {
     Connect { stream: u32, source: io::Error },
 
     #[error(
+        "stream {stream}: connecting failed: this machine has no vsock transport (ENODEV); in \
+         a guest, give the VM a virtio-vsock device"
+    )]
+    NoTransport { stream: u32 },
+
+    #[error(
         "stream {stream}: the reply is longer than {MAX_REPLY} bytes; the peer is not an \
          rkt-vsock-probe listener"
     )]
@@ -162,7 +168,10 @@ pub fn send_one<C: Connection>(
         }
     };
     let started = Instant::now();
-    let mut connection = connect().map_err(|source| ProbeError::Connect { stream, source })?;
+    let mut connection = connect().map_err(|source| match source.raw_os_error() {
+        Some(libc::ENODEV) => ProbeError::NoTransport { stream },
+        _ => ProbeError::Connect { stream, source },
+    })?;
     let mut data = pattern(seed, stream, bytes);
     let mut hasher = SummaryHasher::new();
     let mut buf = vec![0; CHUNK];
@@ -417,6 +426,22 @@ mod tests {
                 "{message}"
             );
         }
+    }
+
+    #[test]
+    fn a_missing_transport_gets_its_own_message() {
+        let result = send_one(
+            || Err::<UnixStream, _>(io::Error::from_raw_os_error(libc::ENODEV)),
+            0,
+            1,
+            10,
+        );
+        let message = result.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            message.starts_with("stream 1: connecting failed"),
+            "{message}"
+        );
+        assert!(message.contains("virtio-vsock device"), "{message}");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use clap::{Parser, Subcommand};
 use guest_tools::probe::{self, ProbeError};
 use guest_tools::size::parse_size;
 use guest_tools::summary::{received_line, sent_line, stream_reply_line};
-use guest_tools::vsock::{VsockListener, VsockStream};
+use guest_tools::vsock::{self, VsockListener, VsockStream};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -132,6 +132,12 @@ fn bind(port: u32) -> Option<VsockListener> {
     match VsockListener::bind(port) {
         Ok(listener) => {
             print_lines(&[format!("listening {port}")]);
+            if let Ok(None) = vsock::local_cid() {
+                print_warning(
+                    &"this machine has no vsock transport (its CID is unknown), so \
+                     no connection can arrive; in a guest, give the VM a virtio-vsock device",
+                );
+            }
             Some(listener)
         }
         Err(error) => {
@@ -158,4 +164,8 @@ fn print_lines(lines: &[String]) {
 fn print_error(error: &dyn Display) {
     let message = error.to_string().replace(['\r', '\n'], " ");
     let _ = writeln!(io::stderr().lock(), "rkt-vsock-probe: error: {message}");
+}
+
+fn print_warning(message: &dyn Display) {
+    let _ = writeln!(io::stderr().lock(), "rkt-vsock-probe: warning: {message}");
 }
