@@ -256,6 +256,22 @@ mod tests {
     }
 
     #[test]
+    fn any_input_is_split_without_panicking() {
+        // Every short string over the alphabet that matters to the splitter.
+        let alphabet = [b'a', b'=', b'"', b' ', b'-', 0xa0];
+        let mut word = Vec::new();
+        for mut n in 0..6usize.pow(6) {
+            word.clear();
+            while n > 0 {
+                word.push(alphabet[n % 6]);
+                n /= 6;
+            }
+            let params = kernel_params(&word);
+            assert!(params.len() <= word.len());
+        }
+    }
+
+    #[test]
     fn non_utf8_bytes_survive() {
         let params = kernel_params(b"rkt.root=r\xff");
         assert_eq!(params[0].value, Some(OsString::from_vec(vec![b'r', 0xff])));
