@@ -73,7 +73,7 @@ enum Command {
     #[command(subcommand)]
     Image(commands::image::ImageCommand),
     /// Run a pod in a KVM micro-VM (today: the host check only).
-    Run(commands::run::RunArgs),
+    Run(Box<commands::run::RunArgs>),
     /// Prepare a pod (fetch and lay out its images) and print its UUID.
     Prepare(Box<commands::prepare::PrepareArgs>),
     /// Run a prepared pod (not implemented yet).
@@ -105,7 +105,7 @@ fn main() -> ExitCode {
         Command::Fetch(args) => commands::fetch::run(&globals, args),
         Command::Trust(args) => commands::trust::run(&globals, args),
         Command::Image(command) => commands::image::run(&globals, command),
-        Command::Run(args) => commands::run::run(args),
+        Command::Run(args) => commands::run::run(&globals, *args),
         Command::Prepare(args) => commands::prepare::run(&globals, *args),
         Command::RunPrepared(args) => commands::run_prepared::run(&globals, args),
         Command::List(args) => commands::list::run(&globals, args),

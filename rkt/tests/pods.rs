@@ -676,3 +676,46 @@ fn bad_flags_are_usage_errors_and_bad_requests_leave_no_pod() {
     pods.env.fails(2, &["status"]);
     pods.env.fails(2, &["list", "--format=yaml"]);
 }
+
+#[test]
+fn run_and_run_prepared_check_their_flags_before_the_host() {
+    let pods = Pods::new();
+    let app = pods.app.as_str();
+    for (code, args, says) in [
+        (
+            254,
+            vec!["run", "--net=host", app],
+            "--net=host is impossible",
+        ),
+        (254, vec!["run", "--net=default,host:x", app], "--net=host"),
+        (254, vec!["run", "--ipc=parent", app], "--ipc=parent"),
+        (254, vec!["run", "--mds-register", app], "metadata service"),
+        (2, vec!["run", "--ipc=shared", app], "shared"),
+        (2, vec!["run", "--hostname=bad_name", app], "host name"),
+        (
+            2,
+            vec!["run", "--dns=host", "--dns-search=x", app],
+            "--dns=host",
+        ),
+        (2, vec!["run", "--dns=dns.example", app], "not an IP"),
+        (2, vec!["run", "--hosts-entry=nope", app], "IP=HOSTNAME"),
+        (2, vec!["run", "--interactive", app, "---", app], "one app"),
+        (2, vec!["run", app, "--bogus"], "unknown flag --bogus"),
+        (2, vec!["run", "--stage1=nspawn", app], "kvm"),
+        (2, vec!["run"], "at least one image"),
+        (
+            254,
+            vec!["run-prepared", "--net=host", "0000"],
+            "--net=host",
+        ),
+        (
+            2,
+            vec!["run-prepared", "--hosts-entry=x", "0000"],
+            "IP=HOSTNAME",
+        ),
+    ] {
+        let err = pods.env.fails(code, &args);
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    assert!(pods.all_pods().is_empty());
+}

@@ -24,6 +24,29 @@ pub struct AppArgs {
     pub overrides: AppOverrides,
 }
 
+/// The per-app flags.
+const APP_FLAGS: &[&str] = &[
+    "exec",
+    "user",
+    "group",
+    "supplementary-gids",
+    "working-dir",
+    "readonly-rootfs",
+    "environment",
+    "mount",
+    "name",
+    "memory",
+    "cpu",
+    "cpu-shares",
+    "oom-score-adj",
+    "caps-retain",
+    "caps-remove",
+    "annotation",
+    "user-annotation",
+    "user-label",
+    "signature",
+];
+
 /// Flags that take no value (an optional `=BOOL`).
 const BOOL_FLAGS: &[&str] = &["readonly-rootfs"];
 
@@ -80,6 +103,9 @@ pub fn parse(args: &[String]) -> Result<Vec<AppArgs>, String> {
             return Err(format!(
                 "--{name} applies to the whole pod: put it before the first image"
             ));
+        }
+        if !APP_FLAGS.contains(&name) {
+            return Err(unknown_flag(name));
         }
         let value = if BOOL_FLAGS.contains(&name) {
             inline_value.unwrap_or_else(|| "true".to_string())
@@ -187,16 +213,16 @@ fn apply(app: &mut AppArgs, name: &str, value: &str) -> Result<(), String> {
             o.user_labels.insert(key, val);
         }
         "signature" => set_once(&mut app.signature, PathBuf::from(value), name)?,
-        _ => {
-            return Err(format!(
-                "unknown flag --{name} for an image (app flags: --exec, --user, --group, \
-                 --supplementary-gids, --working-dir, --readonly-rootfs, --environment, --mount, \
-                 --name, --memory, --cpu, --cpu-shares, --oom-score-adj, --caps-retain, \
-                 --caps-remove, --annotation, --user-annotation, --user-label, --signature)"
-            ))
-        }
+        _ => return Err(unknown_flag(name)),
     }
     Ok(())
+}
+
+fn unknown_flag(name: &str) -> String {
+    format!(
+        "unknown flag --{name} for an image (app flags: --{})",
+        APP_FLAGS.join(", --")
+    )
 }
 
 #[cfg(test)]
@@ -254,6 +280,7 @@ mod tests {
             (&["img", "--volume=a,kind=empty"][..], "whole pod"),
             (&["img", "--bogus=1"][..], "unknown flag --bogus"),
             (&["img", "--exec"][..], "needs a value"),
+            (&["img", "--bogus"][..], "unknown flag --bogus"),
             (&["img", "--exec=/a", "--exec=/b"][..], "twice"),
             (&["img", "--working-dir=rel"][..], "absolute"),
             (&["img", "--name=Bad_Name"][..], "valid app name"),

@@ -12,7 +12,7 @@ use crate::pod::{Pod, PodsDir};
 #[derive(Args, Debug)]
 pub struct CatManifestArgs {
     /// Indent the JSON (`--pretty-print=false` prints it as stored).
-    #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true",
+    #[arg(long, default_value_t = true, num_args = 0..=1, require_equals = true, default_missing_value = "true",
           action = clap::ArgAction::Set, value_name = "BOOL")]
     pretty_print: bool,
     /// Read the pod's UUID from this file.

@@ -15,6 +15,7 @@ pub mod pod_json;
 pub mod prepare;
 pub mod rm;
 pub mod run;
+pub mod run_flags;
 pub mod run_prepared;
 pub mod stage1_image;
 pub mod status;

@@ -61,11 +61,7 @@ pub struct PodArgs {
     #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value_t = DEFAULT_MAX_BYTES)]
     pub max_image_size: u64,
     /// Images, each followed by its app flags and `-- ARGS... ---`.
-    #[arg(
-        trailing_var_arg = true,
-        allow_hyphen_values = true,
-        value_name = "IMAGE"
-    )]
+    #[arg(trailing_var_arg = true, value_name = "IMAGE")]
     pub apps: Vec<String>,
 }
 

@@ -18,11 +18,11 @@ use crate::pod::{Pod, PodState, PodsDir};
 pub struct StatusArgs {
     /// Wait for the pod to finish: bare or `true` waits forever, a duration
     /// (`30s`, `2m`) at most that long, `false` or `0` not at all.
-    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false",
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false",
           value_parser = parse_wait, value_name = "DURATION")]
     wait: Wait,
     /// Wait for the pod's supervisor to be ready (same values as --wait).
-    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false",
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false",
           value_parser = parse_wait, value_name = "DURATION")]
     wait_ready: Wait,
     /// Output format.

@@ -1,6 +1,7 @@
 //! Everything `rkt run` / `run-prepared` does between a prepared pod and
 //! exec'ing its stage1, except the exec itself: move the pod to `run/`
-//! (keeping its lock), mount its overlays, build the `run` entrypoint's
+//! (keeping its lock), mount its overlays, write the `--dns`/`--hosts-entry`
+//! files, build the `run` entrypoint's
 //! command line, and let the lock descriptor survive the exec.
 
 use std::os::unix::process::CommandExt;
@@ -9,7 +10,7 @@ use std::process::Command;
 
 use super::stage1::{run_invocation, RunOptions, Stage1Invocation, ENV_LOCK_FD};
 use super::state::Pod;
-use super::{layout, mounts, overlay, PodError};
+use super::{dns, layout, mounts, overlay, PodError};
 
 /// Hands `pod` (prepared, or just prepared by us and still `preparing`) to
 /// the point of exec: returns the stage1 invocation to exec. `tree_dir` is
@@ -33,6 +34,11 @@ pub fn hand_over(
                 .unwrap_or_default();
             overlay::mount_pod(&dir, tree_dir, &apps)?;
         }
+        dns::write_files(
+            &layout::stage1_rootfs(&dir),
+            &options.resolv,
+            &options.hosts,
+        )?;
         let call = run_invocation(pod, options)?;
         pod.lock().keep_across_exec().map_err(PodError::io(format!(
             "passing the lock of pod {} on",
@@ -125,6 +131,7 @@ mod tests {
             local_config: PathBuf::from("/etc/rkt"),
             hostname: Some("box".into()),
             ipc: Some("private".into()),
+            resolv: dns::Resolv::from_flags(&["10.0.0.53".into()], &[], &[], None).unwrap(),
             ..RunOptions::default()
         }
     }
@@ -148,11 +155,17 @@ mod tests {
                 "--net=none",
                 "--local-config=/etc/rkt",
                 "--hostname=box",
+                "--dns-conf-mode=resolv=stage0,hosts=default",
                 "--ipc=private",
                 pod.uuid.as_str()
             ]
         );
         assert_eq!(call.working_dir, pod.path());
+        assert!(
+            fs::read_to_string(pod.path().join("stage1/rootfs/etc/rkt-resolv.conf"))
+                .unwrap()
+                .contains("nameserver 10.0.0.53\n")
+        );
         let command = call.command();
         let lock_fd = call.lock_fd.to_string();
         assert!(command

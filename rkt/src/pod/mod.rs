@@ -13,12 +13,14 @@
 //! - `overlay`: overlayfs support check and the run-time mounts;
 //! - `prepare`: the whole prepare step, shared by `prepare` and `run`;
 //! - `stage1`: the stage1 image's entrypoints and its command line;
+//! - `dns`: `etc/rkt-resolv.conf`, `etc/rkt-hosts` and their modes;
 //! - `handover`: from a prepared pod to the stage1 exec (`rkt run`);
 //! - `mounts`: unmounting everything under a pod before deletion;
 //! - `remove`: gc's deletion of one pod.
 
 pub mod checks;
 pub mod dir;
+pub mod dns;
 pub mod handover;
 pub mod info;
 pub mod layout;

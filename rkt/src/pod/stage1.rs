@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use appc::ImageManifest;
 
+use super::dns::{ConfMode, Hosts, Resolv};
 use super::layout;
 use super::state::{Pod, PodState};
 use super::PodError;
@@ -75,8 +76,11 @@ pub struct RunOptions {
     pub local_config: PathBuf,
     /// Default `rkt-<uuid>`.
     pub hostname: Option<String>,
-    /// `--dns-conf-mode=resolv=...,hosts=...` (v4), when not both `default`.
-    pub dns_conf_mode: Option<(String, String)>,
+    /// `--dns*` flags: written to `etc/rkt-resolv.conf` by the handover,
+    /// and told to stage1 with `--dns-conf-mode` (v4).
+    pub resolv: Resolv,
+    /// `--hosts-entry` flags: `etc/rkt-hosts`, and `--dns-conf-mode`.
+    pub hosts: Hosts,
     pub disable_capabilities: bool,
     pub disable_paths: bool,
     pub disable_seccomp: bool,
@@ -140,10 +144,13 @@ pub fn run_invocation(pod: &Pod, options: &RunOptions) -> Result<Stage1Invocatio
             args.push("--disable-seccomp".to_string());
         }
     }
-    if version >= 4 {
-        if let Some((resolv, hosts)) = &options.dns_conf_mode {
-            args.push(format!("--dns-conf-mode=resolv={resolv},hosts={hosts}"));
-        }
+    let (resolv, hosts) = (options.resolv.mode, options.hosts.mode);
+    if version >= 4 && (resolv != ConfMode::Default || hosts != ConfMode::Default) {
+        args.push(format!(
+            "--dns-conf-mode=resolv={},hosts={}",
+            resolv.as_str(),
+            hosts.as_str()
+        ));
     }
     if version >= 6 {
         if let Some(ipc) = &options.ipc {
