@@ -719,3 +719,42 @@ fn run_and_run_prepared_check_their_flags_before_the_host() {
     }
     assert!(pods.all_pods().is_empty());
 }
+
+#[test]
+fn pod_manifest_files_are_prepared_as_given() {
+    let pods = Pods::new();
+    let first = pods.prepare(&["--no-overlay", &pods.app, "--exec=/bin/sh"]);
+    let manifest_file = pods.env.path("pod.json");
+    let bytes = fs::read(pods.pod_dir("prepared", &first).join("pod")).unwrap();
+    fs::write(&manifest_file, &bytes).unwrap();
+    let flag = format!("--pod-manifest={manifest_file}");
+
+    let second = pods.prepare(&["--no-overlay", &flag]);
+    let dir = pods.pod_dir("prepared", &second);
+    assert_eq!(fs::read(dir.join("pod")).unwrap(), bytes);
+    assert!(dir
+        .join("stage1/rootfs/opt/stage2/busybox/rootfs/bin/busybox")
+        .is_file());
+    assert!(pods
+        .env
+        .ok(&["status", &second])
+        .starts_with("state=prepared\n"));
+
+    let err = pods.prepare_fails(2, &[&flag, "--set-env=A=1"]);
+    assert!(err.contains("--pod-manifest"), "{err}");
+    let err = pods.prepare_fails(2, &[&flag, &pods.app]);
+    assert!(err.contains("--pod-manifest"), "{err}");
+
+    let mut manifest: Value = serde_json::from_slice(&bytes).unwrap();
+    manifest["apps"][0]["image"]["id"] = Value::String(format!("sha512-{}", "1".repeat(128)));
+    fs::write(&manifest_file, manifest.to_string()).unwrap();
+    let err = pods.prepare_fails(254, &[&flag]);
+    assert!(err.contains("not in the store"), "{err}");
+    manifest["apps"][0]["image"]["id"] = Value::String("sha512-short".into());
+    fs::write(&manifest_file, manifest.to_string()).unwrap();
+    let err = pods.prepare_fails(254, &[&flag]);
+    assert!(err.contains("apps[0].image.id"), "{err}");
+    let mut expected = vec![format!("prepared/{first}"), format!("prepared/{second}")];
+    expected.sort();
+    assert_eq!(pods.all_pods(), expected);
+}

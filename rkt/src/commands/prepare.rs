@@ -2,9 +2,9 @@
 //! images, build the pod directory, leave it in `prepared/`, print its UUID.
 //! `rkt run` shares all of this through [`PodArgs`] and [`prepare`].
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use appc::{Mount, NameValue, PodPort, Volume, VolumeKind};
+use appc::{Mount, NameValue, PodManifest, PodPort, Volume, VolumeKind};
 use clap::Args;
 
 use super::app_args;
@@ -16,7 +16,7 @@ use crate::error::RktError;
 use crate::extract::DEFAULT_MAX_BYTES;
 use crate::globals::GlobalOptions;
 use crate::pod::manifest::{AppRequest, PodRequest};
-use crate::pod::prepare::{prepare_pod, PrepareRequest, PreparedPod};
+use crate::pod::prepare::{prepare_pod, PodSource, PrepareRequest, PreparedPod};
 use crate::pod::{overlay, PodsDir};
 use crate::store::{LockMode, Store};
 
@@ -57,6 +57,10 @@ pub struct PodArgs {
     /// Write the pod's UUID to this file.
     #[arg(long, value_name = "FILE")]
     pub uuid_file_save: Option<PathBuf>,
+    /// Use this complete pod manifest instead of images and app flags (its
+    /// images must be in the store).
+    #[arg(long, value_name = "FILE")]
+    pub pod_manifest: Option<PathBuf>,
     /// Refuse images that decompress to more than this (e.g. 512M, 8G).
     #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value_t = DEFAULT_MAX_BYTES)]
     pub max_image_size: u64,
@@ -100,15 +104,44 @@ pub fn prepare(
     args: &PodArgs,
     quiet: bool,
 ) -> Result<PreparedPod, RktError> {
+    if args.private_users {
+        return Err(RktError::Message(
+            "--private-users is not supported: each pod already runs in its own VM".to_string(),
+        ));
+    }
+    // Flag mistakes first, then the stage1, then the (maybe slow) images.
+    let wanted = match &args.pod_manifest {
+        Some(file) => Wanted::Manifest(from_manifest_file(args, file)?),
+        None => Wanted::Flags(pod_request(args)?),
+    };
+    let store = Store::open(&globals.dir, LockMode::Shared)?;
+    let fetcher = ImageFetcher::new(globals, &store, args.max_image_size);
+    let stage1 = args.stage1.resolve(&store, &fetcher)?;
+    let pod = match wanted {
+        Wanted::Manifest(pod) => pod,
+        Wanted::Flags(request) => from_flags(args, request, &store, &fetcher)?,
+    };
+    finish(globals, args, quiet, &store, stage1, pod)
+}
+
+/// What the command line asks for, checked but not fetched yet.
+enum Wanted {
+    Flags(FlagRequest),
+    Manifest(PodSource),
+}
+
+/// The flags' part of the pod, checked before anything is fetched.
+struct FlagRequest {
+    apps: Vec<app_args::AppArgs>,
+    env_file: Vec<NameValue>,
+    inherited_env: Vec<NameValue>,
+}
+
+fn pod_request(args: &PodArgs) -> Result<FlagRequest, RktError> {
     let apps = app_args::parse(&args.apps).map_err(RktError::Usage)?;
     if apps.is_empty() {
         return Err(RktError::Usage(
             "give at least one image: rkt prepare IMAGE [-- ARGS...]".to_string(),
-        ));
-    }
-    if args.private_users {
-        return Err(RktError::Message(
-            "--private-users is not supported: each pod already runs in its own VM".to_string(),
         ));
     }
     let mut env_file = Vec::new();
@@ -132,20 +165,82 @@ pub fn prepare(
     } else {
         Vec::new()
     };
+    Ok(FlagRequest {
+        apps,
+        env_file,
+        inherited_env,
+    })
+}
 
-    let store = Store::open(&globals.dir, LockMode::Shared)?;
-    let fetcher = ImageFetcher::new(globals, &store, args.max_image_size);
-    let stage1 = args.stage1.resolve(&store, &fetcher)?;
-    let mut requests = Vec::new();
-    for app in apps {
+/// Fetches the images (as the pull policy allows) and assembles the request.
+fn from_flags(
+    args: &PodArgs,
+    request: FlagRequest,
+    store: &Store,
+    fetcher: &ImageFetcher,
+) -> Result<PodSource, RktError> {
+    let mut apps = Vec::new();
+    for app in request.apps {
         let id = fetcher.fetch(&app.image, app.signature.as_deref(), args.pull_policy)?;
         let record = store.image(&id)?;
-        requests.push(AppRequest {
+        apps.push(AppRequest {
             image_id: id,
             image: record.manifest,
             overrides: app.overrides,
         });
     }
+    Ok(PodSource::Flags(PodRequest {
+        apps,
+        volumes: args.volume.clone(),
+        global_mounts: args.mount.clone(),
+        inherited_env: request.inherited_env,
+        env_file: request.env_file,
+        set_env: args.set_env.clone(),
+        ports: args.port.clone(),
+    }))
+}
+
+/// `--pod-manifest FILE`: only the stage1, overlay and UUID flags still
+/// apply, as in rkt.
+fn from_manifest_file(args: &PodArgs, file: &Path) -> Result<PodSource, RktError> {
+    let conflicting = !args.apps.is_empty()
+        || !args.volume.is_empty()
+        || !args.mount.is_empty()
+        || !args.port.is_empty()
+        || !args.set_env.is_empty()
+        || !args.set_env_file.is_empty()
+        || args.inherit_env
+        || args.pull_policy != PullPolicy::New;
+    if conflicting {
+        return Err(RktError::Usage(
+            "--pod-manifest describes the whole pod: drop the images and the --volume, --mount, \
+             --port, --set-env*, --inherit-env and --pull-policy flags"
+                .to_string(),
+        ));
+    }
+    let bytes = std::fs::read(file).map_err(RktError::io(format!(
+        "reading the pod manifest {}",
+        file.display()
+    )))?;
+    let manifest = PodManifest::from_json(&bytes)
+        .map_err(|err| RktError::Message(format!("pod manifest {}: {err}", file.display())))?;
+    if manifest.apps.is_empty() {
+        return Err(RktError::Message(format!(
+            "pod manifest {} has no apps",
+            file.display()
+        )));
+    }
+    Ok(PodSource::Manifest { manifest, bytes })
+}
+
+fn finish(
+    globals: &GlobalOptions,
+    args: &PodArgs,
+    quiet: bool,
+    store: &Store,
+    stage1: appc::ImageId,
+    pod: PodSource,
+) -> Result<PreparedPod, RktError> {
     let overlay = !args.no_overlay
         && match overlay::check_support(&globals.dir) {
             Ok(()) => true,
@@ -158,19 +253,11 @@ pub fn prepare(
         };
     let pods = PodsDir::open(&globals.dir)?;
     let prepared = prepare_pod(
-        &store,
+        store,
         &pods,
         &PrepareRequest {
             stage1,
-            pod: PodRequest {
-                apps: requests,
-                volumes: args.volume.clone(),
-                global_mounts: args.mount.clone(),
-                inherited_env,
-                env_file,
-                set_env: args.set_env.clone(),
-                ports: args.port.clone(),
-            },
+            pod,
             overlay,
         },
     )?;

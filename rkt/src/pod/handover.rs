@@ -75,7 +75,7 @@ mod tests {
 
     use super::*;
     use crate::pod::manifest::{AppOverrides, AppRequest, PodRequest};
-    use crate::pod::prepare::{prepare_pod, PrepareRequest};
+    use crate::pod::prepare::{prepare_pod, PodSource, PrepareRequest};
     use crate::pod::{PodState, PodsDir};
     use crate::store::{LockMode, Store};
     use crate::testutil::{aci_with_modes, import, import_tar, manifest};
@@ -108,14 +108,14 @@ mod tests {
             &pods,
             &PrepareRequest {
                 stage1,
-                pod: PodRequest {
+                pod: PodSource::Flags(PodRequest {
                     apps: vec![AppRequest {
                         image_id: app,
                         image: record.manifest,
                         overrides: AppOverrides::default(),
                     }],
                     ..PodRequest::default()
-                },
+                }),
                 overlay,
             },
         )

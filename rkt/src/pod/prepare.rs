@@ -12,7 +12,7 @@
 use std::fs::File;
 use std::path::Path;
 
-use appc::{ImageId, ImageManifest};
+use appc::{ImageId, ImageManifest, PodManifest};
 
 use super::checks;
 use super::manifest::{self, PodRequest};
@@ -25,9 +25,22 @@ use crate::store::Store;
 #[derive(Debug, Clone)]
 pub struct PrepareRequest {
     pub stage1: ImageId,
-    pub pod: PodRequest,
+    pub pod: PodSource,
     /// Use overlay mounts at run time rather than copying the images.
     pub overlay: bool,
+}
+
+/// Where the pod manifest comes from.
+#[derive(Debug, Clone)]
+pub enum PodSource {
+    /// Built from images and flags (the usual case).
+    Flags(PodRequest),
+    /// `--pod-manifest FILE`: the user's complete manifest, already parsed
+    /// and validated, kept byte for byte as rkt kept it.
+    Manifest {
+        manifest: PodManifest,
+        bytes: Vec<u8>,
+    },
 }
 
 /// A pod prepared and still locked in `prepare/`, plus the warnings to show.
@@ -75,22 +88,47 @@ pub fn prepare_pod(
     pods: &PodsDir,
     request: &PrepareRequest,
 ) -> Result<PreparedPod, PodError> {
-    for app in &request.pod.apps {
-        check_platform(&app.image)?;
-    }
-    let built = manifest::build(&request.pod)?;
-    let manifest_json = serde_json::to_vec(&built.manifest)
-        .map_err(|err| PodError::Invalid(format!("encoding the pod manifest: {err}")))?;
+    let (manifest, manifest_json, warnings) = match &request.pod {
+        PodSource::Flags(pod) => {
+            for app in &pod.apps {
+                check_platform(&app.image)?;
+            }
+            let built = manifest::build(pod)?;
+            let json = serde_json::to_vec(&built.manifest)
+                .map_err(|err| PodError::Invalid(format!("encoding the pod manifest: {err}")))?;
+            (built.manifest, json, built.warnings)
+        }
+        PodSource::Manifest { manifest, bytes } => (manifest.clone(), bytes.clone(), Vec::new()),
+    };
     let stage1 = tree_image(store, &request.stage1)?;
     let mut apps = Vec::new();
-    for (app, request_app) in built.manifest.apps.iter().zip(&request.pod.apps) {
-        let image = tree_image(store, &request_app.image_id)?;
+    for app in &manifest.apps {
+        let name = app.name.as_str();
+        let record = store.image(&app.image.id).map_err(|_| {
+            PodError::Invalid(format!(
+                "app {name}: image {} is not in the store; fetch it first",
+                app.image.id
+            ))
+        })?;
+        check_platform(&record.manifest)?;
+        // The app section the guest will use: the pod's, else the image's.
+        let mut effective = app.clone();
+        if effective.app.is_none() {
+            effective.app = record.manifest.app.clone();
+        }
+        if effective.app.is_none() {
+            return Err(PodError::Invalid(format!(
+                "app {name}: neither the pod manifest nor image {} says what to run",
+                record.manifest.name
+            )));
+        }
+        let image = tree_image(store, &app.image.id)?;
         checks::check_app(
-            app,
-            request_app.image.name.as_str(),
+            &effective,
+            record.manifest.name.as_str(),
             &image.tree.join("rootfs"),
         )?;
-        apps.push((app.name.as_str().to_string(), image));
+        apps.push((name.to_string(), image));
     }
 
     let pod = Pod::create(pods)?;
@@ -106,10 +144,7 @@ pub fn prepare_pod(
         render::mark_overlay(&dir)?;
     }
     sync_filesystem(&dir)?;
-    Ok(PreparedPod {
-        pod,
-        warnings: built.warnings,
-    })
+    Ok(PreparedPod { pod, warnings })
 }
 
 fn write_new(path: &Path, bytes: &[u8]) -> Result<(), PodError> {
