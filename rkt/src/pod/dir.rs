@@ -7,8 +7,9 @@
 //! or see it twice, and copes).
 
 use std::collections::BTreeSet;
-use std::fs;
+use std::fs::{self, DirBuilder};
 use std::io;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use super::uuid::PodUuid;
@@ -68,13 +69,18 @@ impl PodsDir {
         };
         for state in StateDir::ALL {
             let path = pods.state_dir(state);
-            fs::create_dir_all(&path).map_err(|source| PodError::Io {
-                context: format!(
-                    "creating {} (is --dir writable? rkt usually needs root)",
-                    path.display()
-                ),
-                source,
-            })?;
+            // rkt's modes: pods are for root (and, in rkt, its `rkt` group).
+            DirBuilder::new()
+                .recursive(true)
+                .mode(0o750)
+                .create(&path)
+                .map_err(|source| PodError::Io {
+                    context: format!(
+                        "creating {} (is --dir writable? rkt usually needs root)",
+                        path.display()
+                    ),
+                    source,
+                })?;
         }
         Ok(pods)
     }

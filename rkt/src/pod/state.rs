@@ -2,8 +2,9 @@
 //! and the renames that move it from one state to the next (rkt's
 //! `pkg/pod` semantics; see `docs/pods.md` for the table).
 
-use std::fs::{self, File};
+use std::fs::{self, DirBuilder, File};
 use std::io;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use super::dir::{PodsDir, StateDir};
@@ -90,7 +91,10 @@ impl Pod {
     pub fn create(pods: &PodsDir) -> Result<Pod, PodError> {
         let uuid = PodUuid::new_random().map_err(io_err("drawing a random pod UUID".into()))?;
         let embryo = pods.pod_path(StateDir::Embryo, &uuid);
-        fs::create_dir(&embryo).map_err(io_err(format!("creating {}", embryo.display())))?;
+        DirBuilder::new()
+            .mode(0o750)
+            .create(&embryo)
+            .map_err(io_err(format!("creating {}", embryo.display())))?;
         let lock = match DirLock::open(&embryo) {
             Ok(lock) => lock,
             Err(err) => {
