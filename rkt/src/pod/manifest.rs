@@ -115,6 +115,7 @@ pub fn build(request: &PodRequest) -> Result<BuiltManifest, PodError> {
             annotations: app.overrides.annotations.clone(),
         });
     }
+    check_ports(&request.ports, &apps)?;
     let manifest = PodManifest {
         ac_version: AcVersion::try_from(APPC_SPEC_VERSION.to_string())
             .map_err(PodError::Invalid)?,
@@ -246,6 +247,35 @@ fn satisfy_mount_points(
             app_volume: None,
         });
     }
+}
+
+/// Every `--port` names a port some app declares, and no host port is
+/// forwarded twice (rkt's `ForwardedPorts` rules).
+fn check_ports(ports: &[PodPort], apps: &[PodApp]) -> Result<(), PodError> {
+    for (index, port) in ports.iter().enumerate() {
+        let declared = apps.iter().any(|app| {
+            app.app
+                .as_ref()
+                .is_some_and(|section| section.ports.iter().any(|p| p.name == port.name))
+        });
+        if !declared {
+            return Err(PodError::Invalid(format!(
+                "--port {}: no app declares a port named {}; see the image's ports \
+                 (`rkt image cat-manifest`)",
+                port.name, port.name
+            )));
+        }
+        let clash = ports[..index]
+            .iter()
+            .any(|other| other.host_port == port.host_port && other.host_ip == port.host_ip);
+        if clash {
+            return Err(PodError::Invalid(format!(
+                "--port {}: host port {} is forwarded twice",
+                port.name, port.host_port
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// rkt's default app name: the image name's last path component, made into
@@ -487,6 +517,39 @@ mod tests {
             ..PodRequest::default()
         });
         assert!(unknown.unwrap_err().to_string().contains("nope"));
+    }
+
+    #[test]
+    fn forwarded_ports_must_be_declared_and_distinct() {
+        let app = serde_json::json!({
+            "exec": ["/bin/sh"], "user": "0", "group": "0",
+            "ports": [{"name": "http", "protocol": "tcp", "port": 80}]
+        });
+        let port = |name: &str, host_port: u16| PodPort {
+            name: AcName::try_from(name).unwrap(),
+            host_port,
+            host_ip: None,
+            pod_port: None,
+        };
+        let with_ports = |ports: Vec<PodPort>| {
+            build(&PodRequest {
+                apps: vec![request(
+                    "example.com/web",
+                    app.clone(),
+                    AppOverrides::default(),
+                )],
+                ports,
+                ..PodRequest::default()
+            })
+        };
+        assert_eq!(
+            with_ports(vec![port("http", 8080)]).unwrap().manifest.ports[0].host_port,
+            8080
+        );
+        let unknown = with_ports(vec![port("https", 8443)]).unwrap_err();
+        assert!(unknown.to_string().contains("no app declares"), "{unknown}");
+        let twice = with_ports(vec![port("http", 8080), port("http", 8080)]).unwrap_err();
+        assert!(twice.to_string().contains("twice"), "{twice}");
     }
 
     #[test]
