@@ -159,3 +159,138 @@ pub fn boot_with_flags(kernel: &Path, cpus: u32, cmdline: &str, flags: &[&str]) 
         BOOT_LIMIT,
     )
 }
+
+/// A static guest tool built by `tools/setup` (e.g. `rkt-fs-probe`, `rkt-vsock-probe`).
+pub fn guest_tool(name: &str) -> PathBuf {
+    artefact(&format!("target/x86_64-unknown-linux-gnu/release/{name}"))
+}
+
+/// A fresh ext4 file system (a sparse image file, loop-mounted on a temporary directory),
+/// unmounted and removed when dropped: shares live on it so that every test starts from an
+/// empty, ordinary host file system and leaves no trace. ext4 rather than tmpfs because tmpfs
+/// keeps no `user.*` extended attributes before Linux 6.6, and the emulated KVM host's root is
+/// an overlay.
+pub struct ScratchFs {
+    mount_point: tempfile::TempDir,
+    _image_dir: tempfile::TempDir,
+}
+
+impl ScratchFs {
+    /// Creates and mounts a 2 GiB (sparse) file system; the tests run as root, as the VMM does.
+    pub fn new() -> ScratchFs {
+        let image_dir = tempfile::tempdir().expect("temp dir for a file system image");
+        let image = image_dir.path().join("fs.img");
+        fs::File::create(&image)
+            .and_then(|f| f.set_len(2 << 30))
+            .expect("create a sparse image");
+        let mkfs = Command::new("mkfs.ext4")
+            .args([
+                "-q",
+                "-F",
+                "-O",
+                "^has_journal",
+                "-E",
+                "lazy_itable_init=1,nodiscard",
+            ])
+            .arg(&image)
+            .output()
+            .expect("run mkfs.ext4 (e2fsprogs)");
+        assert!(
+            mkfs.status.success(),
+            "mkfs.ext4 failed: {}",
+            String::from_utf8_lossy(&mkfs.stderr)
+        );
+        let mount_point = tempfile::tempdir().expect("temp dir for a mount point");
+        let mount = Command::new("mount")
+            .args(["-t", "ext4", "-o", "loop"])
+            .arg(&image)
+            .arg(mount_point.path())
+            .output()
+            .expect("run mount");
+        assert!(
+            mount.status.success(),
+            "mounting an ext4 image failed (the tests must run as root): {}",
+            String::from_utf8_lossy(&mount.stderr)
+        );
+        ScratchFs {
+            mount_point,
+            _image_dir: image_dir,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.mount_point.path()
+    }
+}
+
+impl Default for ScratchFs {
+    fn default() -> Self {
+        ScratchFs::new()
+    }
+}
+
+impl Drop for ScratchFs {
+    fn drop(&mut self) {
+        // Unmounting also frees the loop device (mount -o loop sets autoclear).
+        let _ = Command::new("umount").arg(self.mount_point.path()).status();
+    }
+}
+
+/// Fills `root` with a minimal guest root: static busybox with a link per applet, and the
+/// static guest tools, so a command run with `rkt.root=` pointing here has a shell.
+pub fn populate_guest_root(root: &Path) {
+    let bin = root.join("bin");
+    fs::create_dir_all(&bin).expect("create bin/");
+    fs::copy("/bin/busybox", bin.join("busybox")).expect("copy /bin/busybox (busybox-static)");
+    let list = Command::new("/bin/busybox")
+        .arg("--list")
+        .output()
+        .expect("busybox --list");
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        if applet != "busybox" && !applet.is_empty() {
+            std::os::unix::fs::symlink("busybox", bin.join(applet)).expect("applet link");
+        }
+    }
+    for tool in ["rkt-fs-probe", "rkt-vsock-probe"] {
+        fs::copy(guest_tool(tool), bin.join(tool)).expect("copy a guest tool");
+    }
+    for dir in ["proc", "sys", "dev", "tmp", "run"] {
+        fs::create_dir_all(root.join(dir)).expect("create a mount point");
+    }
+}
+
+/// The kernel command line for a command run inside the share tagged `tag`, in its `root`
+/// directory, with the exit status written to the share's file `status`.
+pub fn share_cmdline(tag: &str, root: &str, command: &str) -> String {
+    format!(
+        "console=ttyS0 reboot=k panic=-1 quiet rkt.share={tag} rkt.root={root} rkt.status=status -- {command}"
+    )
+}
+
+/// Boots the default kernel with the busybox initramfs, `mem_mib` of RAM, and extra `rkt-vmm`
+/// flags (shares, vsock).
+pub fn boot_vm(cmdline: &str, mem_mib: u32, flags: &[&std::ffi::OsStr]) -> Finished {
+    boot_vm_with_limit(cmdline, mem_mib, flags, BOOT_LIMIT)
+}
+
+/// [`boot_vm`] with another time limit (benchmarks move hundreds of MiB through the emulation).
+pub fn boot_vm_with_limit(
+    cmdline: &str,
+    mem_mib: u32,
+    flags: &[&std::ffi::OsStr],
+    limit: Duration,
+) -> Finished {
+    run_with_limit(
+        Command::new(rkt_vmm())
+            .args(flags)
+            .arg("--kernel")
+            .arg(vmlinux())
+            .arg("--initrd")
+            .arg(busybox_initramfs())
+            .arg("--cmdline")
+            .arg(cmdline)
+            .arg("--mem")
+            .arg(mem_mib.to_string()),
+        limit,
+    )
+}

@@ -20,9 +20,10 @@ use crate::devices::legacy::i8042::{I8042, I8042_PORT, I8042_PORTS};
 use crate::devices::legacy::serial::{
     ConsoleAlert, ConsoleSink, IrqLine, SerialPort, COM1_IRQ, COM1_PORT, COM1_PORTS,
 };
-use crate::devices::virtio::mmio::REG_QUEUE_NOTIFY;
 use crate::devices::virtio::fs::{Fs, FsConfig};
+use crate::devices::virtio::mmio::REG_QUEUE_NOTIFY;
 use crate::devices::virtio::rng::Rng;
+use crate::devices::virtio::vsock::{Vsock, VsockConfig as VsockDeviceConfig};
 use crate::devices::virtio::{Interrupt, MmioTransport, VirtioDevice, VirtioKind};
 use crate::error::VmmError;
 use crate::host_checks::open_host;
@@ -285,10 +286,13 @@ fn create_virtio_device(
     match kind {
         VirtioKind::Rng => Ok(Box::new(Rng::new())),
         VirtioKind::Fs(index) => {
-            let share = config.shares.get(index).ok_or_else(|| VmmError::VirtioDevice {
-                device: format!("share {index}"),
-                message: "no such share in the configuration (a VMM bug)".to_string(),
-            })?;
+            let share = config
+                .shares
+                .get(index)
+                .ok_or_else(|| VmmError::VirtioDevice {
+                    device: format!("share {index}"),
+                    message: "no such share in the configuration (a VMM bug)".to_string(),
+                })?;
             let fs_config = FsConfig {
                 tag: share.tag.clone(),
                 host_dir: share.host_dir.clone(),
@@ -300,12 +304,24 @@ fn create_virtio_device(
             })?;
             Ok(Box::new(fs))
         }
-        // Wired once the device lands (work in progress); until then a configuration that asks
-        // for it is refused rather than silently booting without it.
-        VirtioKind::Vsock => Err(VmmError::VirtioDevice {
-            device: "vsock".to_string(),
-            message: "not available in this build yet".to_string(),
-        }),
+        VirtioKind::Vsock => {
+            let socket = config
+                .vsock
+                .as_ref()
+                .ok_or_else(|| VmmError::VirtioDevice {
+                    device: "vsock".to_string(),
+                    message: "no vsock in the configuration (a VMM bug)".to_string(),
+                })?;
+            let vsock_config = VsockDeviceConfig {
+                guest_cid: socket.guest_cid,
+                uds_path: socket.uds_path.clone(),
+            };
+            let vsock = Vsock::new(&vsock_config).map_err(|e| VmmError::VirtioDevice {
+                device: "vsock".to_string(),
+                message: e.to_string(),
+            })?;
+            Ok(Box::new(vsock))
+        }
     }
 }
 
