@@ -59,6 +59,9 @@ pub enum InitError {
     #[error(transparent)]
     Share(#[from] crate::share::ShareError),
 
+    #[error(transparent)]
+    PodParams(#[from] crate::pod::ParamError),
+
     #[error("guest-init panicked: this is a bug in guest-init, please report it")]
     Panicked,
 }
@@ -72,6 +75,7 @@ impl InitError {
             InitError::ProcessCreation { .. }
             | InitError::Wait(_)
             | InitError::Mount(_)
+            | InitError::PodParams(_)
             | InitError::Panicked => STATUS_SETUP_FAILED,
             InitError::Share(error) => error.exit_status(),
         }

@@ -16,6 +16,7 @@ mod console;
 mod error;
 mod lookup;
 mod mounts;
+mod pod;
 mod power;
 mod reaper;
 mod report;
@@ -74,7 +75,11 @@ fn main() {
 
 /// Everything up to the command's end; returns the status to report.
 fn run(role: Role, reporter: &Reporter, status_file: &mut Option<StatusFile>) -> u8 {
-    match set_up(role, status_file).and_then(|()| run_command()) {
+    let outcome = set_up(role, status_file).and_then(|pod| match pod {
+        Some(pod) => Ok(pod::run(&pod, reporter)),
+        None => run_command(),
+    });
+    match outcome {
         Ok(status) => status,
         Err(error) => {
             reporter.error(&error);
@@ -83,7 +88,12 @@ fn run(role: Role, reporter: &Reporter, status_file: &mut Option<StatusFile>) ->
     }
 }
 
-fn set_up(role: Role, status_file: &mut Option<StatusFile>) -> Result<(), InitError> {
+/// Prepares the guest; returns the pod to run when the kernel command line asks for pod mode
+/// (`rkt.pod=`), else `None`: the command after `--` runs.
+fn set_up(
+    role: Role,
+    status_file: &mut Option<StatusFile>,
+) -> Result<Option<pod::PodParams>, InitError> {
     match role {
         Role::Pid1 => {
             console::attach_stdio();
@@ -91,15 +101,21 @@ fn set_up(role: Role, status_file: &mut Option<StatusFile>) -> Result<(), InitEr
             // Again now that devtmpfs provides /dev/console, in case the initramfs had none.
             console::attach_stdio();
             // Only as PID 1: a host's own /proc/cmdline is none of guest-init's business.
-            share::set_up_from_cmdline(status_file)?;
+            let text =
+                cmdline::read_proc_cmdline().map_err(share::ShareError::CmdlineUnreadable)?;
+            let params = cmdline::kernel_params(&text);
+            // Checked first: pod mode refuses rkt.root/rkt.status before anything is mounted.
+            let pod = pod::PodParams::from_params(&params)?;
+            share::set_up_from_params(&params, status_file)?;
+            Ok(pod)
         }
         Role::Hosted => {
             // Adopt the command's orphans as PID 1 would, so the reaping path is the same. If
             // this fails, orphans go to the host's init instead, which is harmless.
             let _ = nix::sys::prctl::set_child_subreaper(true);
+            Ok(None)
         }
     }
-    Ok(())
 }
 
 fn run_command() -> Result<u8, InitError> {

@@ -11,6 +11,7 @@ use crate::console;
 
 pub const MARKER_PREFIX: &str = "rkt-guest-init: exit-status=";
 pub const ERROR_PREFIX: &str = "rkt-guest-init: error: ";
+pub const NOTE_PREFIX: &str = "rkt-guest-init: ";
 
 /// The exit marker, a whole line.
 pub fn marker_line(status: u8) -> String {
@@ -46,6 +47,12 @@ impl Reporter {
 
     pub fn error(&self, error: &dyn Display) {
         self.write(&error_line(error), Stream::Err);
+    }
+
+    /// A progress line (`rkt-guest-init: <message>`), for `rkt.debug=1`.
+    pub fn note(&self, message: &dyn Display) {
+        let message = message.to_string().replace(['\r', '\n'], " ");
+        self.write(&format!("{NOTE_PREFIX}{message}\n"), Stream::Err);
     }
 
     pub fn exit_status(&self, status: u8) {

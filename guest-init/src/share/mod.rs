@@ -22,8 +22,8 @@ use crate::cmdline;
 use crate::error::STATUS_SETUP_FAILED;
 use crate::mounts::{self, MountError};
 
-pub use request::{SharePath, ShareRequest};
-pub use status_file::StatusFile;
+pub use request::{SharePath, ShareRequest, PARAM_ROOT, PARAM_SHARE, PARAM_STATUS};
+pub use status_file::{write_status_atomically, StatusFile};
 
 /// Where the share is mounted, in the initramfs root.
 pub const SHARE_MOUNT_POINT: &str = "/rkt/share";
@@ -131,14 +131,17 @@ impl ShareError {
     }
 }
 
-/// Reads the share parameters from /proc/cmdline and carries them out: mounts the share, opens
-/// the status file's directory, enters the root. Without share parameters it does nothing.
+/// Carries out the share parameters among `params` (the kernel's, from /proc/cmdline): mounts
+/// the share, opens the status file's directory, enters the root. Without share parameters it
+/// does nothing.
 ///
 /// The status file is handed out through `status_file` as soon as it is open, before the
 /// remaining steps, because a later failure must still be reported in it.
-pub fn set_up_from_cmdline(status_file: &mut Option<StatusFile>) -> Result<(), ShareError> {
-    let text = cmdline::read_proc_cmdline().map_err(ShareError::CmdlineUnreadable)?;
-    match ShareRequest::from_params(&cmdline::kernel_params(&text))? {
+pub fn set_up_from_params(
+    params: &[cmdline::KernelParam],
+    status_file: &mut Option<StatusFile>,
+) -> Result<(), ShareError> {
+    match ShareRequest::from_params(params)? {
         Some(request) => set_up(&request, status_file),
         None => Ok(()),
     }

@@ -24,7 +24,6 @@ use super::ShareError;
 pub struct StatusFile {
     directory: File,
     name: OsString,
-    temporary_name: OsString,
     /// `rkt.status=...` as given, for messages.
     param_value: String,
 }
@@ -51,7 +50,6 @@ impl StatusFile {
         Ok(StatusFile {
             directory,
             name: name.to_owned(),
-            temporary_name: temporary_name(name),
             param_value,
         })
     }
@@ -67,33 +65,37 @@ impl StatusFile {
     }
 
     fn write_and_rename(&self, status: u8) -> io::Result<()> {
-        let directory = self.directory.as_raw_fd();
-        // O_NOFOLLOW: a symlink left at the temporary name is not followed (the open fails).
-        let fd = nix::fcntl::openat(
-            Some(directory),
-            self.temporary_name.as_os_str(),
-            OFlag::O_WRONLY
-                | OFlag::O_CREAT
-                | OFlag::O_TRUNC
-                | OFlag::O_CLOEXEC
-                | OFlag::O_NOFOLLOW,
-            Mode::from_bits_truncate(0o644),
-        )?;
-        // SAFETY: `fd` was just returned by a successful openat and nothing else owns it; the
-        // File closes it exactly once.
-        let mut file = unsafe { File::from_raw_fd(fd) };
-        file.write_all(format!("{status}\n").as_bytes())?;
-        file.sync_all()?;
-        drop(file);
-        nix::fcntl::renameat(
-            Some(directory),
-            self.temporary_name.as_os_str(),
-            Some(directory),
-            self.name.as_os_str(),
-        )?;
-        // fsync on the directory makes the rename itself durable.
-        self.directory.sync_all()
+        write_status_atomically(&self.directory, &self.name, status)
     }
+}
+
+/// Writes `status` and a newline to `name` in the open `directory`: to `.NAME.rkt-tmp` first,
+/// flushed to the host, then renamed over `name`, and the rename flushed too. A reader finds
+/// either the old file (or none) or the complete new one, whenever the VM stops.
+pub fn write_status_atomically(directory: &File, name: &OsStr, status: u8) -> io::Result<()> {
+    let temporary_name = temporary_name(name);
+    let directory_fd = directory.as_raw_fd();
+    // O_NOFOLLOW: a symlink left at the temporary name is not followed (the open fails).
+    let fd = nix::fcntl::openat(
+        Some(directory_fd),
+        temporary_name.as_os_str(),
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_TRUNC | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
+        Mode::from_bits_truncate(0o644),
+    )?;
+    // SAFETY: `fd` was just returned by a successful openat and nothing else owns it; the
+    // File closes it exactly once.
+    let mut file = unsafe { File::from_raw_fd(fd) };
+    file.write_all(format!("{status}\n").as_bytes())?;
+    file.sync_all()?;
+    drop(file);
+    nix::fcntl::renameat(
+        Some(directory_fd),
+        temporary_name.as_os_str(),
+        Some(directory_fd),
+        name,
+    )?;
+    // fsync on the directory makes the rename itself durable.
+    directory.sync_all()
 }
 
 /// `.NAME.rkt-tmp`: hidden, and tied to the final name so two status files in one directory

@@ -1,0 +1,653 @@
+//! Pod mode: guest-init runs the apps of an rkt pod (docs/foundation.md, "guest-init: pod
+//! mode"; the host side of the contract is the kvm stage1).
+//!
+//! The pod directory is the virtio-fs share `pod`, mounted at /rkt/share. guest-init reads the
+//! reified pod manifest there and, for each app in manifest order: works out what it runs
+//! (`manifest`), builds its root's file systems (`mounts`, inside the root via `rootfs`),
+//! resolves its user and groups in the image (`identity`), its environment (`env`) and its
+//! resource limits (`cgroup`), connects its stdout and stderr to the host over vsock, then
+//! starts it (`launch`). All apps run at once; `supervisor` tracks them through their event
+//! handlers while PID 1 reaps. Each app's exit status is written to
+//! `stage1/rootfs/rkt/status/<app>` as soon as it is known. The caller (main) then ends the
+//! leftovers, prints the marker with the pod's status and reboots.
+//!
+//! A problem with one app (a bad user, a missing working directory, a failed mount) gives that
+//! app status 125 and a console message naming it; the other apps still run. A problem with
+//! the pod itself (no manifest) ends the pod with 125 before anything runs.
+
+mod cgroup;
+mod env;
+mod identity;
+mod launch;
+mod manifest;
+mod mounts;
+mod params;
+mod rootfs;
+mod supervisor;
+
+use std::ffi::OsStr;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use appc::{PodApp, PodManifest};
+use nix::errno::Errno;
+use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, VsockAddr};
+use thiserror::Error;
+
+use crate::error::{InitError, STATUS_SETUP_FAILED};
+use crate::reaper::{self, SystemWaiter, Waiter};
+use crate::report::Reporter;
+use crate::share::{write_status_atomically, SHARE_MOUNT_POINT};
+
+use cgroup::{CgroupError, Hierarchy};
+use env::EnvError;
+use identity::{IdKind, Identity, IdentityError, ImageFiles};
+use manifest::{AppSpec, ManifestError};
+use mounts::{DnsFiles, MountError, VolumeShares};
+pub use params::{ParamError, PodParams};
+use rootfs::AppRoot;
+use supervisor::{AppPlan, Launcher, Phase, Supervisor};
+
+/// Where app statuses go, relative to the share root.
+pub const STATUS_DIR: &str = "stage1/rootfs/rkt/status";
+/// The host's vsock context ID (always 2).
+const HOST_CID: u32 = 2;
+/// App i's stdout goes to host port `STDOUT_PORT_BASE + 2 * i`, its stderr to the next one.
+pub const STDOUT_PORT_BASE: u32 = 1000;
+/// /etc/passwd and /etc/group bigger than this are refused.
+const ID_DATABASE_LIMIT: u64 = 4 << 20;
+
+#[derive(Debug, Error)]
+pub enum PodError {
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+
+    #[error(
+        "cannot create the status directory {}: {source}; the pod share must be writable",
+        path.display()
+    )]
+    StatusDirectory { path: PathBuf, source: io::Error },
+
+    #[error("cannot set the host name to {hostname:?}: {errno}; check rkt.hostname=")]
+    Hostname { hostname: String, errno: Errno },
+
+    #[error("app {app}: {error}")]
+    App { app: String, error: AppError },
+}
+
+/// Why one app could not be set up.
+#[derive(Debug, Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error(transparent)]
+    Env(#[from] EnvError),
+    #[error(transparent)]
+    Mount(#[from] MountError),
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    #[error(
+        "its root file system {} is missing ({reason}); stage0 puts the image there: prepare \
+         the pod again",
+        path.display()
+    )]
+    RootMissing { path: PathBuf, reason: String },
+    #[error(
+        "the working directory {dir} does not exist in the app's root ({reason}); create it in \
+         the image or choose another with --working-dir"
+    )]
+    WorkingDirectory { dir: String, reason: String },
+    #[error(
+        "no vsock stream to the host and no console for its output ({0}); the guest needs \
+         /dev/console"
+    )]
+    Console(io::Error),
+    #[error("its {handler} event handler has nothing to run; give it an exec or remove it")]
+    EmptyHandler { handler: &'static str },
+}
+
+impl PodError {
+    /// Every pod set-up problem is a set-up failure.
+    pub fn exit_status(&self) -> u8 {
+        STATUS_SETUP_FAILED
+    }
+}
+
+/// Lines on the console: errors always, set-up steps with `rkt.debug=1`.
+#[derive(Clone, Copy)]
+struct Log<'a> {
+    reporter: &'a Reporter,
+    debug: bool,
+}
+
+impl Log<'_> {
+    fn step(&self, message: std::fmt::Arguments) {
+        if self.debug {
+            self.reporter.note(&message);
+        }
+    }
+
+    fn error(&self, error: &dyn std::fmt::Display) {
+        self.reporter.error(error);
+    }
+}
+
+/// Runs the pod whose share is mounted at /rkt/share; returns the pod's exit status.
+pub fn run(params: &PodParams, reporter: &Reporter) -> u8 {
+    let log = Log {
+        reporter,
+        debug: params.debug,
+    };
+    let share = Path::new(SHARE_MOUNT_POINT);
+    let pod = match manifest::read_pod_manifest(share) {
+        Ok(pod) => pod,
+        Err(error) => {
+            let error = PodError::from(error);
+            log.error(&error);
+            return error.exit_status();
+        }
+    };
+    log.step(format_args!(
+        "pod {}: {} app(s)",
+        params.uuid,
+        pod.apps.len()
+    ));
+    let statuses = match StatusDirectory::open(share) {
+        Ok(statuses) => statuses,
+        Err(error) => {
+            log.error(&error);
+            return STATUS_SETUP_FAILED;
+        }
+    };
+    if let Err(errno) = nix::unistd::sethostname(&params.hostname) {
+        log.error(&PodError::Hostname {
+            hostname: params.hostname.clone(),
+            errno,
+        });
+        for app in &pod.apps {
+            statuses.write(app.name.as_str(), STATUS_SETUP_FAILED, &log);
+        }
+        return STATUS_SETUP_FAILED;
+    }
+
+    let mut setup = PodSetup {
+        share,
+        pod: &pod,
+        hostname: &params.hostname,
+        dns: DnsFiles::find(share),
+        shares: VolumeShares::default(),
+        cgroups: None,
+        log,
+    };
+    let apps: Vec<Option<PreparedApp>> = pod
+        .apps
+        .iter()
+        .enumerate()
+        .map(|(index, app)| match setup.prepare(index, app) {
+            Ok(prepared) => Some(prepared),
+            Err(error) => {
+                log.error(&PodError::App {
+                    app: app.name.as_str().to_owned(),
+                    error,
+                });
+                None
+            }
+        })
+        .collect();
+    let plans = apps
+        .iter()
+        .map(|app| match app {
+            Some(app) => AppPlan {
+                ready: Ok(()),
+                pre_start: app.pre_start.is_some(),
+                post_stop: app.post_stop.is_some(),
+            },
+            None => AppPlan {
+                ready: Err(STATUS_SETUP_FAILED),
+                pre_start: false,
+                post_stop: false,
+            },
+        })
+        .collect();
+    let mut launcher = PodLauncher {
+        names: pod
+            .apps
+            .iter()
+            .map(|a| a.name.as_str().to_owned())
+            .collect(),
+        apps,
+        statuses,
+        log,
+    };
+    let mut supervisor = Supervisor::new(plans);
+    supervisor.start(&mut launcher);
+    let mut waiter = SystemWaiter;
+    while !supervisor.all_done() {
+        match waiter.wait_any(true) {
+            Ok(Some(reaped)) => {
+                if let Some(status) = reaper::exit_code(reaped.raw_status) {
+                    // Not one of ours: an orphan re-parented to PID 1, now reaped.
+                    supervisor.on_exit(reaped.pid, status, &mut launcher);
+                }
+            }
+            Ok(None) | Err(Errno::EINTR) => {}
+            Err(errno) => {
+                log.error(&InitError::Wait(errno));
+                supervisor.abandon(STATUS_SETUP_FAILED, &mut launcher);
+            }
+        }
+    }
+    let status = supervisor.pod_status();
+    log.step(format_args!("pod {}: all apps ended", params.uuid));
+    status
+}
+
+/// State shared by the set-up of all apps.
+struct PodSetup<'a> {
+    share: &'a Path,
+    pod: &'a PodManifest,
+    hostname: &'a str,
+    dns: DnsFiles,
+    shares: VolumeShares,
+    /// Mounted on first use: a pod without limits never needs it.
+    cgroups: Option<Hierarchy>,
+    log: Log<'a>,
+}
+
+/// An app ready to run.
+struct PreparedApp {
+    root: AppRoot,
+    argv: Vec<String>,
+    env: Vec<(String, String)>,
+    identity: Identity,
+    working_dir: String,
+    cgroup_procs: Option<PathBuf>,
+    pre_start: Option<Vec<String>>,
+    post_stop: Option<Vec<String>>,
+    stdout: Stream,
+    stderr: Stream,
+}
+
+/// Where an app's stdout or stderr goes.
+struct Stream {
+    fd: OwnedFd,
+    is_console: bool,
+}
+
+impl PodSetup<'_> {
+    fn prepare(&mut self, index: usize, pod_app: &PodApp) -> Result<PreparedApp, AppError> {
+        let log = self.log;
+        let spec = manifest::app_spec(self.share, self.pod, index, pod_app)?;
+        let name = spec.name.as_str();
+        let rootfs = manifest::app_rootfs(self.share, name);
+        check_directory(&rootfs).map_err(|reason| AppError::RootMissing {
+            path: rootfs.clone(),
+            reason,
+        })?;
+        let limits = cgroup::limits_from_isolators(&spec.app.isolators)?;
+        let env = env::app_environment(name, &spec.app.environment)?;
+        let EventHandlers {
+            pre_start,
+            post_stop,
+        } = handlers(&spec)?;
+        let steps = mounts::plan(&spec, &self.dns, self.hostname)?;
+
+        log.step(format_args!("app {name}: mounting in {}", rootfs.display()));
+        let root = mounts::bind_root(&rootfs)?;
+        mounts::apply(&root, &steps, self.share, &mut self.shares)?;
+
+        let identity = identity::resolve(
+            &spec.app.user,
+            &spec.app.group,
+            &spec.app.supplementary_gids,
+            &ImageRoot(&root),
+        )?;
+        let working_dir = spec
+            .app
+            .working_directory
+            .clone()
+            .unwrap_or_else(|| "/".to_owned());
+        match root.stat(Path::new(&working_dir)) {
+            Ok(stat) if stat.st_mode & libc::S_IFMT == libc::S_IFDIR => {}
+            Ok(_) => {
+                return Err(AppError::WorkingDirectory {
+                    dir: working_dir,
+                    reason: "not a directory".to_owned(),
+                })
+            }
+            Err(error) => {
+                return Err(AppError::WorkingDirectory {
+                    dir: working_dir,
+                    reason: error.to_string(),
+                })
+            }
+        }
+        let cgroup_procs = if limits.is_empty() {
+            None
+        } else {
+            log.step(format_args!("app {name}: limits {:?}", limits.files()));
+            let hierarchy = match self.cgroups.take() {
+                Some(hierarchy) => hierarchy,
+                None => Hierarchy::set_up()?,
+            };
+            let procs = hierarchy.create_app_group(name, &limits);
+            self.cgroups = Some(hierarchy);
+            Some(procs?)
+        };
+        let port =
+            STDOUT_PORT_BASE.saturating_add(u32::try_from(index).unwrap_or(u32::MAX / 4) * 2);
+        let stdout = connect_stream(port, log, name, "stdout");
+        let stderr = connect_stream(port + 1, log, name, "stderr");
+        log.step(format_args!(
+            "app {name}: uid {} gid {} groups {:?}, in {working_dir}, exec {:?}",
+            identity.uid, identity.gid, identity.supplementary_gids, spec.app.exec
+        ));
+        Ok(PreparedApp {
+            root,
+            argv: spec.app.exec.clone(),
+            env,
+            identity,
+            working_dir,
+            cgroup_procs,
+            pre_start,
+            post_stop,
+            stdout: stdout.map_err(AppError::Console)?,
+            stderr: stderr.map_err(AppError::Console)?,
+        })
+    }
+}
+
+fn check_directory(path: &Path) -> Result<(), String> {
+    match fs::metadata(path) {
+        Ok(metadata) if metadata.is_dir() => Ok(()),
+        Ok(_) => Err("not a directory".to_owned()),
+        Err(error) => Err(error.to_string()),
+    }
+}
+
+/// The app's event handlers: the command of each, if it has one.
+#[derive(Debug, PartialEq, Eq)]
+struct EventHandlers {
+    pre_start: Option<Vec<String>>,
+    post_stop: Option<Vec<String>>,
+}
+
+/// The app's `pre-start` and `post-stop` commands (the first of each name).
+fn handlers(spec: &AppSpec) -> Result<EventHandlers, AppError> {
+    let find =
+        |handler: &'static str| match spec.app.event_handlers.iter().find(|h| h.name == handler) {
+            None => Ok(None),
+            Some(h) if h.exec.first().is_none_or(String::is_empty) => {
+                Err(AppError::EmptyHandler { handler })
+            }
+            Some(h) => Ok(Some(h.exec.clone())),
+        };
+    Ok(EventHandlers {
+        pre_start: find("pre-start")?,
+        post_stop: find("post-stop")?,
+    })
+}
+
+/// A connected vsock stream to the host's `port`, else the console (the contract's fallback).
+fn connect_stream(port: u32, log: Log, app: &str, which: &str) -> io::Result<Stream> {
+    match connect_vsock(port) {
+        Ok(fd) => {
+            log.step(format_args!("app {app}: {which} -> vsock port {port}"));
+            Ok(Stream {
+                fd,
+                is_console: false,
+            })
+        }
+        Err(errno) => {
+            log.step(format_args!(
+                "app {app}: {which} -> console (vsock port {port}: {errno})"
+            ));
+            let console = crate::console::open_console()?;
+            Ok(Stream {
+                fd: console.into(),
+                is_console: true,
+            })
+        }
+    }
+}
+
+fn connect_vsock(port: u32) -> Result<OwnedFd, Errno> {
+    let fd = socket::socket(
+        AddressFamily::Vsock,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    socket::connect(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        &VsockAddr::new(HOST_CID, port),
+    )?;
+    Ok(fd)
+}
+
+/// The image's files for `identity`, read inside the app root.
+struct ImageRoot<'a>(&'a AppRoot);
+
+impl ImageFiles for ImageRoot<'_> {
+    fn database(&self, kind: IdKind) -> io::Result<String> {
+        let path = match kind {
+            IdKind::User => "/etc/passwd",
+            IdKind::Group => "/etc/group",
+        };
+        let bytes = self.0.read(Path::new(path), ID_DATABASE_LIMIT)?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    fn owner(&self, path: &str) -> io::Result<(u32, u32)> {
+        let stat = self.0.stat(Path::new(path))?;
+        Ok((stat.st_uid, stat.st_gid))
+    }
+}
+
+/// The directory of status files, held open.
+struct StatusDirectory {
+    directory: File,
+}
+
+impl StatusDirectory {
+    fn open(share: &Path) -> Result<StatusDirectory, PodError> {
+        let path = share.join(STATUS_DIR);
+        let error = |source| PodError::StatusDirectory {
+            path: path.clone(),
+            source,
+        };
+        fs::create_dir_all(&path).map_err(error)?;
+        let directory = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC | libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(error)?;
+        // Not a symlink out of the pod directory: on the same file system as the share.
+        let same_fs = |p: &Path| fs::metadata(p).map(|m| m.dev());
+        if same_fs(&path).ok() != same_fs(share).ok() {
+            return Err(error(io::Error::from_raw_os_error(libc::EXDEV)));
+        }
+        Ok(StatusDirectory { directory })
+    }
+
+    /// Writes app `name`'s status; a failure is reported (the host then sees no file).
+    fn write(&self, name: &str, status: u8, log: &Log) {
+        match write_status_atomically(&self.directory, OsStr::new(name), status) {
+            Ok(()) => log.step(format_args!("app {name}: status {status} written")),
+            Err(error) => log.error(&format_args!(
+                "app {name}: cannot write its status file {STATUS_DIR}/{name}: {error}; the pod \
+                 share must be writable"
+            )),
+        }
+    }
+}
+
+/// Starts app processes for the supervisor.
+struct PodLauncher<'a> {
+    names: Vec<String>,
+    /// `None`: set-up failed, or the app is over (its streams closed).
+    apps: Vec<Option<PreparedApp>>,
+    statuses: StatusDirectory,
+    log: Log<'a>,
+}
+
+impl Launcher for PodLauncher<'_> {
+    fn start(&mut self, index: usize, phase: Phase) -> Result<nix::unistd::Pid, u8> {
+        let name = self.names.get(index).map(String::as_str).unwrap_or("?");
+        let Some(app) = self.apps.get(index).and_then(Option::as_ref) else {
+            return Err(STATUS_SETUP_FAILED);
+        };
+        let argv = match phase {
+            Phase::PreStart => app.pre_start.as_ref(),
+            Phase::Main => Some(&app.argv),
+            Phase::PostStop => app.post_stop.as_ref(),
+        };
+        let Some(argv) = argv else {
+            return Err(STATUS_SETUP_FAILED);
+        };
+        let label = match phase {
+            Phase::Main => format!("app {name}"),
+            other => format!("{} of app {name}", other.describe()),
+        };
+        let spec = launch::ProcessSpec {
+            label: &label,
+            root: app.root.path(),
+            argv,
+            env: &app.env,
+            identity: &app.identity,
+            working_dir: &app.working_dir,
+            cgroup_procs: app.cgroup_procs.as_deref(),
+            stdout: app.stdout.fd.as_fd(),
+            stderr: app.stderr.fd.as_fd(),
+            stderr_is_console: app.stderr.is_console,
+        };
+        match launch::launch(&spec) {
+            Ok(pid) => {
+                self.log.step(format_args!("{label}: started as pid {pid}"));
+                Ok(pid)
+            }
+            Err(error) => {
+                self.log.error(&format_args!("{label}: {error}"));
+                Err(error.exit_status())
+            }
+        }
+    }
+
+    fn phase_ended(&mut self, index: usize, phase: Phase, status: u8) {
+        let name = self.names.get(index).map(String::as_str).unwrap_or("?");
+        match phase {
+            Phase::PreStart if status != 0 => self.log.error(&format_args!(
+                "app {name}: its pre-start handler failed with status {status}, so the app \
+                 was not started; fix the handler or the image"
+            )),
+            Phase::PostStop if status != 0 => self.log.error(&format_args!(
+                "app {name}: its post-stop handler failed with status {status} (the app's \
+                 status is kept)"
+            )),
+            _ => self.log.step(format_args!(
+                "app {name}: {} ended with status {status}",
+                phase.describe()
+            )),
+        }
+    }
+
+    fn finished(&mut self, index: usize, status: u8) {
+        let name = self.names.get(index).cloned().unwrap_or_default();
+        // Closing our copies of its streams lets the host see their end.
+        if let Some(slot) = self.apps.get_mut(index) {
+            *slot = None;
+        }
+        self.statuses.write(&name, status, &self.log);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn spec_with_handlers(handlers: serde_json::Value) -> AppSpec {
+        let share = tempfile::tempdir().unwrap();
+        let bytes = manifest::tests::pod_json(
+            json!([{"name": "a", "image": {"id": manifest::tests::image_id()},
+                    "app": {"exec": ["/x"], "user": "0", "group": "0",
+                            "eventHandlers": handlers}}]),
+            json!([]),
+        );
+        fs::write(share.path().join("pod"), bytes).unwrap();
+        let pod = manifest::read_pod_manifest(share.path()).unwrap();
+        manifest::app_spec(share.path(), &pod, 0, &pod.apps[0]).unwrap()
+    }
+
+    #[test]
+    fn event_handlers_are_found_by_name() {
+        let spec = spec_with_handlers(json!([
+            {"name": "post-stop", "exec": ["/bin/cleanup", "now"]},
+            {"name": "pre-start", "exec": ["/bin/prepare"]}
+        ]));
+        let found = handlers(&spec).unwrap();
+        assert_eq!(found.pre_start, Some(vec!["/bin/prepare".to_owned()]));
+        assert_eq!(
+            found.post_stop,
+            Some(vec!["/bin/cleanup".to_owned(), "now".to_owned()])
+        );
+        assert_eq!(
+            handlers(&spec_with_handlers(json!([]))).unwrap(),
+            EventHandlers {
+                pre_start: None,
+                post_stop: None
+            }
+        );
+        // An empty list is refused by the appc crate already; an empty program is ours.
+        let empty = spec_with_handlers(json!([{"name": "pre-start", "exec": [""]}]));
+        assert!(matches!(
+            handlers(&empty),
+            Err(AppError::EmptyHandler { .. })
+        ));
+    }
+
+    #[test]
+    fn status_files_are_written_whole_in_the_status_directory() {
+        let share = tempfile::tempdir().unwrap();
+        let statuses = StatusDirectory::open(share.path()).unwrap();
+        let reporter = Reporter::new(crate::report::Destination::StdStreams);
+        let log = Log {
+            reporter: &reporter,
+            debug: false,
+        };
+        statuses.write("web", 42, &log);
+        statuses.write("db", 0, &log);
+        let dir = share.path().join(STATUS_DIR);
+        assert_eq!(fs::read_to_string(dir.join("web")).unwrap(), "42\n");
+        assert_eq!(fs::read_to_string(dir.join("db")).unwrap(), "0\n");
+        let mut names: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["db", "web"], "no temporary files left");
+    }
+
+    #[test]
+    fn app_errors_name_the_app() {
+        let error = PodError::App {
+            app: "web".into(),
+            error: AppError::WorkingDirectory {
+                dir: "/nope".into(),
+                reason: "No such file or directory".into(),
+            },
+        };
+        let message = error.to_string();
+        assert!(
+            message.starts_with("app web: the working directory /nope"),
+            "{message}"
+        );
+        assert!(message.contains("--working-dir"), "{message}");
+        assert_eq!(error.exit_status(), 125);
+    }
+}
