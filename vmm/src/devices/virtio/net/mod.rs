@@ -1,0 +1,214 @@
+//! virtio-net (device ID 1, spec 5.1): the guest's Ethernet NIC, backed by an existing tap
+//! device on the host.
+//!
+//! - Queues: receive (0) and transmit (1); no control queue, one queue pair.
+//! - Features: VERSION_1, MAC (the configuration space holds the guest's address), indirect
+//!   descriptors, and the checksum and TCP segmentation offloads in both directions
+//!   (CSUM/HOST_TSO4/HOST_TSO6/HOST_ECN for guest frames, GUEST_CSUM/GUEST_TSO4/GUEST_TSO6/
+//!   GUEST_ECN for frames to the guest). Offloads pass through unchanged: the tap speaks the
+//!   same virtio-net header, is told (TUNSETOFFLOAD) exactly which guest offloads the driver
+//!   accepted, and every header is checked against the negotiated set in both directions.
+//!   No mergeable receive buffers: with guest TSO, Linux then posts 64 KiB receive chains.
+//!
+//! Modules: `mac` is the address type, `tap` attaches to the tap, `frame` checks and copies
+//! frames between descriptor chains and buffers, `worker` is the thread that moves them.
+//!
+//! Who makes the tap: not the VMM. The caller creates it in the network namespace the VMM runs
+//! in (`ip tuntap add dev NAME mode tap`, or TUNSETIFF + TUNSETPERSIST), connects it to the
+//! network and brings it up; the VMM attaches by name and never changes its addresses or
+//! state. See the vmm README for the pod wiring.
+
+mod frame;
+mod mac;
+mod tap;
+mod worker;
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use thiserror::Error;
+use virtio_bindings::bindings::virtio_net::{
+    VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_ECN, VIRTIO_NET_F_GUEST_TSO4,
+    VIRTIO_NET_F_GUEST_TSO6, VIRTIO_NET_F_HOST_ECN, VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6,
+    VIRTIO_NET_F_MAC,
+};
+use virtio_bindings::bindings::virtio_ring::VIRTIO_RING_F_INDIRECT_DESC;
+use vmm_sys_util::eventfd::EventFd;
+
+pub use frame::{FrameError, Offloads, MAX_FRAME_LEN, VNET_HEADER_LEN};
+pub use mac::{MacAddr, MacAddrError};
+pub use tap::{Tap, TapError, MAX_TAP_NAME_LEN};
+pub use worker::NetCounters;
+
+use super::mmio::{ActivateError, ActiveQueue, Interrupt, VirtioDevice, VIRTIO_F_VERSION_1};
+use crate::memory::GuestMemory;
+use worker::{Queues, Worker};
+
+/// The virtio device ID of a network card.
+pub const VIRTIO_ID_NET: u32 = 1;
+/// Largest size of each queue.
+const QUEUE_SIZE: u16 = 256;
+
+/// The feature bits we offer.
+pub const OFFERED_FEATURES: u64 = VIRTIO_F_VERSION_1
+    | 1 << VIRTIO_RING_F_INDIRECT_DESC
+    | 1 << VIRTIO_NET_F_MAC
+    | 1 << VIRTIO_NET_F_CSUM
+    | 1 << VIRTIO_NET_F_HOST_TSO4
+    | 1 << VIRTIO_NET_F_HOST_TSO6
+    | 1 << VIRTIO_NET_F_HOST_ECN
+    | 1 << VIRTIO_NET_F_GUEST_CSUM
+    | 1 << VIRTIO_NET_F_GUEST_TSO4
+    | 1 << VIRTIO_NET_F_GUEST_TSO6
+    | 1 << VIRTIO_NET_F_GUEST_ECN;
+
+/// One NIC of a VM: the host tap it is attached to and the guest's address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetConfig {
+    /// The existing tap device, by name, in the VMM's network namespace.
+    pub tap_name: String,
+    /// The guest's Ethernet address (what `ip link` shows for eth0 in the guest).
+    pub mac: MacAddr,
+}
+
+impl NetConfig {
+    /// A NIC on `tap_name` with a random locally administered address.
+    pub fn new(tap_name: &str) -> NetConfig {
+        NetConfig {
+            tap_name: tap_name.to_string(),
+            mac: MacAddr::random_local(),
+        }
+    }
+}
+
+/// The network device could not be created.
+#[derive(Debug, Error)]
+pub enum NetError {
+    /// The tap could not be attached.
+    #[error(transparent)]
+    Tap(#[from] TapError),
+    /// The configured address is multicast.
+    #[error("guest MAC address {0} is multicast: a NIC needs a unicast address (even first byte)")]
+    MulticastMac(MacAddr),
+}
+
+/// The running worker thread and the eventfd that stops it.
+struct WorkerHandle {
+    stop: EventFd,
+    thread: JoinHandle<()>,
+}
+
+/// The network device; attached to its tap from `new` until it is dropped.
+pub struct Net {
+    mac: MacAddr,
+    tap: Arc<Tap>,
+    counters: Arc<NetCounters>,
+    worker: Option<WorkerHandle>,
+}
+
+impl Net {
+    /// Attaches to the tap named in `config` (in the calling thread's network namespace).
+    pub fn new(config: &NetConfig) -> Result<Net, NetError> {
+        if config.mac.is_multicast() {
+            return Err(NetError::MulticastMac(config.mac));
+        }
+        let tap = Tap::open(&config.tap_name, VNET_HEADER_LEN)?;
+        Ok(Net {
+            mac: config.mac,
+            tap: Arc::new(tap),
+            counters: Arc::new(NetCounters::default()),
+            worker: None,
+        })
+    }
+
+    /// The device's frame and drop counters (they survive resets).
+    pub fn counters(&self) -> Arc<NetCounters> {
+        self.counters.clone()
+    }
+}
+
+impl VirtioDevice for Net {
+    fn device_type(&self) -> u32 {
+        VIRTIO_ID_NET
+    }
+
+    fn features(&self) -> u64 {
+        OFFERED_FEATURES
+    }
+
+    fn queue_max_sizes(&self) -> &[u16] {
+        &[QUEUE_SIZE; 2]
+    }
+
+    /// The configuration space starts with `u8 mac[6]`; the rest (status, queue pairs, MTU)
+    /// belongs to features we do not offer and reads as zero.
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        let space = self.mac.0;
+        for (i, byte) in data.iter_mut().enumerate() {
+            *byte = usize::try_from(offset)
+                .ok()
+                .and_then(|offset| offset.checked_add(i))
+                .and_then(|at| space.get(at))
+                .copied()
+                .unwrap_or(0);
+        }
+    }
+
+    /// Writing the MAC is legacy-only (spec 5.1.4.2); the space is read-only for us.
+    fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
+
+    fn activate(
+        &mut self,
+        memory: GuestMemory,
+        features: u64,
+        queues: Vec<ActiveQueue>,
+        interrupt: Arc<Interrupt>,
+    ) -> Result<(), ActivateError> {
+        self.reset();
+        let count = queues.len();
+        let mut queues = queues.into_iter();
+        let (Some(rx), Some(tx)) = (queues.next(), queues.next()) else {
+            return Err(ActivateError::QueueMissing(count));
+        };
+        let offloads = Offloads::from_features(features);
+        // The tap must not hand the guest frames with offloads its driver refused.
+        self.tap
+            .set_offloads(offloads.tun_flags())
+            .map_err(|e| ActivateError::Worker(std::io::Error::other(e)))?;
+        let stop = EventFd::new(libc::EFD_NONBLOCK)?;
+        let worker = Worker::new(
+            memory,
+            Queues { rx, tx },
+            interrupt,
+            self.tap.clone(),
+            offloads,
+            self.counters.clone(),
+            &stop,
+        )?;
+        let thread = std::thread::Builder::new()
+            .name("virtio-net".into())
+            .spawn(move || worker.run())?;
+        self.worker = Some(WorkerHandle { stop, thread });
+        Ok(())
+    }
+
+    /// Stops the worker. Frames the tap receives meanwhile wait in its queue (the host kernel
+    /// drops the oldest when it is full), as on a NIC whose driver is reloading.
+    fn reset(&mut self) {
+        if let Some(worker) = self.worker.take() {
+            // If the write fails the eventfd counter is full, which still wakes the worker.
+            let _ = worker.stop.write(1);
+            // A worker that panicked has stopped touching guest memory too.
+            let _ = worker.thread.join();
+        }
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        self.reset();
+    }
+}
+
+#[cfg(test)]
+mod tests;
