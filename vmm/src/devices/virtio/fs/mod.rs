@@ -258,24 +258,45 @@ fn new_passthrough(root: &str) -> io::Result<PassthroughFs> {
     PassthroughFs::new(passthrough_config(root))
 }
 
-/// Raises this process's open-file soft limit to its hard limit (best effort). The share holds
-/// one host descriptor per inode the guest has looked up and per open file, so the common
-/// default of 1024 is reached by an ordinary `apt-get` in a pod.
+/// Raises this process's open-file limit (best effort): to 2^20 or fs.nr_open as root, else
+/// the soft limit to the hard one. The share holds one host descriptor per inode the guest has
+/// looked up and per open file, so the common default of 1024 is reached by an ordinary
+/// `apt-get` in a pod.
 fn raise_fd_limit() {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
-    // SAFETY: getrlimit/setrlimit only read and write the `rlimit` we pass, which lives for
-    // the duration of both calls.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
-        {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
+    // SAFETY: getrlimit only writes the `rlimit` we pass, which outlives the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return;
+    }
+    // A guest that walks a large tree keeps that many inodes (and so host descriptors) until
+    // its kernel forgets them; 4096, a common hard limit, is reached by creating 5,000 files.
+    // As root (CAP_SYS_RESOURCE) the hard limit may go up to fs.nr_open.
+    let wanted = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|text| text.trim().parse::<libc::rlim_t>().ok())
+        .unwrap_or(limit.rlim_max)
+        .min(WANTED_FD_LIMIT);
+    let raised = libc::rlimit {
+        rlim_cur: wanted.max(limit.rlim_cur),
+        rlim_max: wanted.max(limit.rlim_max),
+    };
+    // SAFETY: setrlimit only reads the `rlimit` we pass, which outlives the call.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+        return;
+    }
+    // Unprivileged: the soft limit can still go up to the hard one.
+    if limit.rlim_cur < limit.rlim_max {
+        limit.rlim_cur = limit.rlim_max;
+        // SAFETY: as above.
+        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
     }
 }
+
+/// The descriptor limit the VMM asks for when it serves shares (virtiofsd's default too).
+const WANTED_FD_LIMIT: libc::rlim_t = 1 << 20;
 
 impl VirtioDevice for Fs {
     fn device_type(&self) -> u32 {
