@@ -22,6 +22,7 @@ use crate::devices::legacy::serial::{
 };
 use crate::devices::virtio::fs::{Fs, FsConfig};
 use crate::devices::virtio::mmio::REG_QUEUE_NOTIFY;
+use crate::devices::virtio::net::Net;
 use crate::devices::virtio::rng::Rng;
 use crate::devices::virtio::vsock::{Vsock, VsockConfig as VsockDeviceConfig};
 use crate::devices::virtio::{Interrupt, MmioTransport, VirtioDevice, VirtioKind};
@@ -321,6 +322,20 @@ fn create_virtio_device(
                 message: e.to_string(),
             })?;
             Ok(Box::new(vsock))
+        }
+        VirtioKind::Net(index) => {
+            let nic = config
+                .nets
+                .get(index)
+                .ok_or_else(|| VmmError::VirtioDevice {
+                    device: format!("net {index}"),
+                    message: "no such NIC in the configuration (a VMM bug)".to_string(),
+                })?;
+            let net = Net::new(nic).map_err(|e| VmmError::VirtioDevice {
+                device: "virtio-net".to_string(),
+                message: e.to_string(),
+            })?;
+            Ok(Box::new(net))
         }
     }
 }

@@ -7,6 +7,8 @@ use thiserror::Error;
 
 use crate::devices::virtio::{MmioSlot, VirtioKind};
 
+pub use crate::devices::virtio::net::{MacAddr, NetConfig};
+
 /// Smallest guest RAM we accept. A tiny kernel plus initramfs needs more than this anyway; the
 /// precise requirement is checked when the kernel is loaded (see `VmmError::MemoryTooSmall`).
 pub const MIN_MEM_MIB: u64 = 16;
@@ -62,6 +64,9 @@ pub struct VmConfig {
     pub shares: Vec<ShareConfig>,
     /// The guest's vsock device and the host unix socket it is reached through.
     pub vsock: Option<VsockConfig>,
+    /// NICs, one virtio-net device each, attached to existing taps in the VMM's network
+    /// namespace; the guest sees them as eth0, eth1, ... in this order.
+    pub nets: Vec<NetConfig>,
 }
 
 /// One host directory served to the guest over virtio-fs; the guest mounts it with
@@ -137,6 +142,7 @@ impl VmConfig {
             rng: true,
             shares: Vec::new(),
             vsock: None,
+            nets: Vec::new(),
         }
     }
 
@@ -150,6 +156,7 @@ impl VmConfig {
         if self.vsock.is_some() {
             devices.push(VirtioKind::Vsock);
         }
+        devices.extend((0..self.nets.len()).map(VirtioKind::Net));
         devices
     }
 

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use vmm::config::{MacAddr, NetConfig};
 use vmm::{KernelConfig, SerialOutput, ShareConfig, VmConfig, VsockConfig, EXIT_VMM_ERROR};
 
 /// Boot a Linux kernel in a KVM micro-VM.
@@ -52,6 +53,35 @@ struct Args {
     #[arg(long, value_name = "CID", default_value_t = 3, requires = "vsock",
           value_parser = clap::value_parser!(u64).range(3..u64::from(u32::MAX)))]
     vsock_cid: u64,
+    /// Give the guest a NIC (virtio-net) on this existing tap device in the VMM's network
+    /// namespace, with a random local MAC unless `mac=` names one. Repeatable: eth0, eth1, ...
+    #[arg(long, value_name = "NAME[,mac=MAC]", value_parser = parse_tap)]
+    tap: Vec<NetConfig>,
+}
+
+/// Parses `NAME[,mac=aa:bb:cc:dd:ee:ff]`.
+fn parse_tap(arg: &str) -> Result<NetConfig, String> {
+    let mut parts = arg.split(',');
+    let name = parts.next().unwrap_or_default();
+    if name.is_empty() {
+        return Err(format!(
+            "{arg:?} names no tap device (e.g. tap0,mac=52:54:00:12:34:56)"
+        ));
+    }
+    let mut config = NetConfig::new(name);
+    for option in parts {
+        match option.split_once('=') {
+            Some(("mac", mac)) => {
+                config.mac = mac.parse::<MacAddr>().map_err(|e| e.to_string())?;
+            }
+            _ => {
+                return Err(format!(
+                    "unknown tap option {option:?}: only mac=MAC is known"
+                ))
+            }
+        }
+    }
+    Ok(config)
 }
 
 /// Splits `TAG=DIR` at its first `=`.
@@ -116,6 +146,7 @@ fn main() -> ExitCode {
         rng: !args.no_rng,
         shares,
         vsock,
+        nets: args.tap,
     };
     match vmm::run_measured(config) {
         Ok(report) => {
@@ -218,5 +249,23 @@ mod tests {
             "300"
         ])
         .is_err());
+    }
+
+    #[test]
+    fn tap_argument() {
+        let a = parse_tap("tap0,mac=52:54:00:12:34:56").unwrap();
+        assert_eq!(a.tap_name, "tap0");
+        assert_eq!(a.mac.to_string(), "52:54:00:12:34:56");
+        let b = parse_tap("tap1").unwrap();
+        assert_eq!((b.tap_name.as_str(), b.mac.0[0] & 3), ("tap1", 2));
+        for bad in [
+            "",
+            ",mac=52:54:00:12:34:56",
+            "t,mac=01:00:5e:00:00:01",
+            "t,mtu=9000",
+            "t,mac",
+        ] {
+            assert!(parse_tap(bad).is_err(), "{bad:?}");
+        }
     }
 }

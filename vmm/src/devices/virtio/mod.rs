@@ -33,6 +33,8 @@ pub enum VirtioKind {
     Fs(usize),
     /// virtio-vsock bridged to `VmConfig::vsock`.
     Vsock,
+    /// virtio-net on the tap of `VmConfig::nets[n]`.
+    Net(usize),
 }
 
 /// Where one virtio-mmio device sits in guest-physical space and which IOAPIC pin it raises.
