@@ -192,6 +192,7 @@ fn the_guest_talks_tcp_and_icmp_with_its_namespace_both_ways() {
     // The guest: network up, ping, fetch, then serve its own blob until the test says done.
     let guest = [
         "echo mac=$(cat /sys/class/net/eth0/address)",
+        "echo features=$(cat /sys/class/net/eth0/device/features)",
         "ip link set eth0 up",
         "ip addr add 10.0.2.2/24 dev eth0",
         "ping -c 3 -W 10 10.0.2.1 > /ping.out; echo ping-status=$?; cat /ping.out",
@@ -237,6 +238,17 @@ fn the_guest_talks_tcp_and_icmp_with_its_namespace_both_ways() {
 
     assert_eq!(run.code(), 0, "{run}");
     assert_eq!(value(&run, "mac="), GUEST_MAC, "{run}");
+    // The driver took the offloads, so the transfers above went through them: checksums left
+    // to the other side (CSUM 0, GUEST_CSUM 1) and 64 KiB TSO frames (GUEST_TSO4 7,
+    // HOST_TSO4 11). The file lists feature bits as 0/1 characters, bit 0 first.
+    let features = value(&run, "features=");
+    for bit in [0, 1, 7, 11] {
+        assert_eq!(
+            features.as_bytes().get(bit),
+            Some(&b'1'),
+            "bit {bit}: {run}"
+        );
+    }
     assert_eq!(value(&run, "ping-status="), "0", "{run}");
     assert!(run.stdout.contains("3 packets received"), "{run}");
     assert_eq!(value(&run, "wget-status="), "0", "{run}");
