@@ -3,7 +3,7 @@
 //!
 //! - Queues: receive (0) and transmit (1); no control queue, one queue pair.
 //! - Features: VERSION_1, MAC (the configuration space holds the guest's address), indirect
-//!   descriptors, and the checksum and TCP segmentation offloads in both directions
+//!   descriptors, notification suppression (EVENT_IDX), and the checksum and TCP segmentation offloads in both directions
 //!   (CSUM/HOST_TSO4/HOST_TSO6/HOST_ECN for guest frames, GUEST_CSUM/GUEST_TSO4/GUEST_TSO6/
 //!   GUEST_ECN for frames to the guest). Offloads pass through unchanged: the tap speaks the
 //!   same virtio-net header, is told (TUNSETOFFLOAD) exactly which guest offloads the driver
@@ -32,7 +32,10 @@ use virtio_bindings::bindings::virtio_net::{
     VIRTIO_NET_F_GUEST_TSO6, VIRTIO_NET_F_HOST_ECN, VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6,
     VIRTIO_NET_F_MAC,
 };
-use virtio_bindings::bindings::virtio_ring::VIRTIO_RING_F_INDIRECT_DESC;
+use virtio_bindings::bindings::virtio_ring::{
+    VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC,
+};
+use virtio_queue::QueueT;
 use vmm_sys_util::eventfd::EventFd;
 
 pub use frame::{FrameError, Offloads, MAX_FRAME_LEN, VNET_HEADER_LEN};
@@ -52,6 +55,7 @@ const QUEUE_SIZE: u16 = 256;
 /// The feature bits we offer.
 pub const OFFERED_FEATURES: u64 = VIRTIO_F_VERSION_1
     | 1 << VIRTIO_RING_F_INDIRECT_DESC
+    | 1 << VIRTIO_RING_F_EVENT_IDX
     | 1 << VIRTIO_NET_F_MAC
     | 1 << VIRTIO_NET_F_CSUM
     | 1 << VIRTIO_NET_F_HOST_TSO4
@@ -167,9 +171,12 @@ impl VirtioDevice for Net {
         self.reset();
         let count = queues.len();
         let mut queues = queues.into_iter();
-        let (Some(rx), Some(tx)) = (queues.next(), queues.next()) else {
+        let (Some(mut rx), Some(mut tx)) = (queues.next(), queues.next()) else {
             return Err(ActivateError::QueueMissing(count));
         };
+        let event_idx = features & (1 << VIRTIO_RING_F_EVENT_IDX) != 0;
+        rx.queue.set_event_idx(event_idx);
+        tx.queue.set_event_idx(event_idx);
         let offloads = Offloads::from_features(features);
         // The tap must not hand the guest frames with offloads its driver refused.
         self.tap

@@ -13,7 +13,7 @@ use virtio_bindings::bindings::virtio_net::{VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_
 use virtio_bindings::bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
 use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
 use virtio_queue::mock::MockSplitQueue;
-use virtio_queue::Queue;
+use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress};
 
 use super::worker::{Flow, Queues, Worker};
@@ -233,7 +233,10 @@ fn device(guest: &Guest, features: u64) -> Device {
     let stop = EventFd::new(libc::EFD_NONBLOCK).unwrap();
     let irqfd = EventFd::new(libc::EFD_NONBLOCK).unwrap();
     let irq = Arc::new(Interrupt::new(irqfd.try_clone().unwrap()));
-    let queues = guest.queues();
+    let mut queues = guest.queues();
+    let event_idx = features & (1 << VIRTIO_RING_F_EVENT_IDX) != 0;
+    queues.rx.queue.set_event_idx(event_idx);
+    queues.tx.queue.set_event_idx(event_idx);
     let rx_notify = queues.rx.notify.try_clone().unwrap();
     let worker = Worker::new(
         guest.mem.clone(),
@@ -622,5 +625,32 @@ fn the_device_attaches_activates_and_resets() {
         drop(net);
         // Dropped: the tap is free again.
         drop(Net::new(&config).unwrap());
+    });
+}
+
+#[test]
+fn with_event_idx_the_driver_is_asked_to_notify_and_interrupted_only_when_it_wants() {
+    in_namespace_with_tap(|| {
+        let mem = memory();
+        let mut guest = Guest::new(&mem);
+        let mut dev = device(&guest, VIRTIO_F_VERSION_1 | 1 << VIRTIO_RING_F_EVENT_IDX);
+        // used_event sits after the avail ring, avail_event after the used ring.
+        let used_event = guest.tx.avail_addr().0 + 4 + 2 * u64::from(QSIZE);
+        let avail_event = guest.tx.used_addr().0 + 4 + 8 * u64::from(QSIZE);
+        mem.write_obj(5u16, GuestAddress(used_event)).unwrap();
+        for _ in 0..2 {
+            guest.send(&arp_request());
+        }
+        dev.worker.step(Some(Duration::from_millis(50)));
+        assert_eq!(guest.take_tx_used().len(), 2);
+        assert_eq!(dev.interrupts(), 0, "used_event 5 not reached yet");
+        let asked: u16 = mem.read_obj(GuestAddress(avail_event)).unwrap();
+        assert_eq!(asked, 2, "the driver is asked to notify the third chain");
+        // The driver now wants to hear about the next used chain.
+        mem.write_obj(2u16, GuestAddress(used_event)).unwrap();
+        guest.send(&arp_request());
+        dev.worker.step(Some(Duration::from_millis(50)));
+        assert_eq!(guest.take_tx_used().len(), 1);
+        assert_eq!(dev.interrupts(), 1);
     });
 }
