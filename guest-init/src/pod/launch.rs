@@ -107,6 +107,14 @@ fn child(spec: &ProcessSpec, argv: Option<Vec<CString>>, envp: Option<Vec<CStrin
     let program = spec.argv.first().map(String::as_str).unwrap_or_default();
     let path = match lookup::resolve(OsStr::new(program), OsStr::new(search_path)) {
         Ok(path) => path,
+        // The generic message talks about the initramfs; here the image is what lacks it.
+        Err(InitError::NotFound { name, searched }) => fail(
+            &format_args!(
+                "program `{name}` not found in the app's image ({searched}); add it to the \
+                 image or fix the app's exec (--exec)"
+            ),
+            crate::error::STATUS_NOT_FOUND,
+        ),
         Err(error) => fail(&error, error.exit_status()),
     };
     if let Err(error) = become_user(spec.identity) {
