@@ -1,1 +1,36 @@
-//! kvm stage1
+//! The kvm stage1: what `rkt run` execs to run a pod, and the other entrypoints rkt's stage1
+//! interface (version 6) names. One pod is one micro-VM, run in this very process through the
+//! `vmm` crate; the host <-> guest contract is docs/stage1-kvm.md.
+//!
+//! One job per module:
+//! - `entrypoint`: which entrypoint was called (by the name stage0 called the binary by);
+//! - `args`: the entrypoints' command lines, as stage0 (docs/pods.md) builds them;
+//! - `pod`: the pod directory: lock descriptor, manifest, the paths stage1 reads and writes;
+//! - `resources`: the VM's size from the apps' isolators;
+//! - `volumes`: virtio-fs shares for the pod and its host volumes, empty-volume directories;
+//! - `dns`: `--dns-conf-mode=...host` as files the guest finds;
+//! - `vsock`: where the VM's vsock socket lives (in the pod, or under /run when too long);
+//! - `output`: the apps' stdout/stderr arriving over vsock, to our stdout/stderr and the logs;
+//! - `status`: the apps' exit statuses, and the pod's exit code from them;
+//! - `run`: the `run` entrypoint, tying it all together around `vmm::run`;
+//! - `gc`: the `gc` entrypoint;
+//! - `image`: writing the stage1 image itself (`rkt-mkstage1`).
+
+pub mod args;
+pub mod dns;
+pub mod entrypoint;
+pub mod error;
+pub mod gc;
+pub mod image;
+pub mod output;
+pub mod pod;
+pub mod resources;
+pub mod run;
+pub mod status;
+pub mod volumes;
+pub mod vsock;
+
+pub use error::Stage1Error;
+
+/// Every failure of stage1 itself (not of an app) exits with this, as rkt's stage1 did.
+pub const EXIT_STAGE1_ERROR: i32 = 254;

@@ -1,0 +1,53 @@
+//! The `gc` entrypoint (`[--debug] [--local-config=DIR] UUID`, run by `rkt gc`/`rm` from the
+//! directory of an exited pod before stage0 deletes it): releases what stage1 made outside the
+//! pod directory. Today that is only the pod's socket directory under /run, used when the pod's
+//! own path was too long for a socket (see `vsock`); `run` removes it itself unless it was
+//! killed. Running it twice, or for a pod that never had one, is fine.
+
+use std::fs;
+use std::io::ErrorKind;
+use std::path::Path;
+
+use crate::args::GcArgs;
+use crate::error::Stage1Error;
+use crate::vsock::{run_dir, RUN_DIR};
+
+pub fn gc(args: &GcArgs) -> Result<(), Stage1Error> {
+    gc_in(Path::new(RUN_DIR), &args.uuid, args.debug)
+}
+
+/// [`gc`] with the socket root as a parameter (tests use a temporary one).
+pub fn gc_in(run_root: &Path, uuid: &str, debug: bool) -> Result<(), Stage1Error> {
+    let dir = run_dir(run_root, uuid);
+    match fs::remove_dir_all(&dir) {
+        Ok(()) => {
+            if debug {
+                eprintln!("stage1-kvm: gc: removed {}", dir.display());
+            }
+            Ok(())
+        }
+        Err(err) if err.kind() == ErrorKind::NotFound => Ok(()),
+        Err(err) => Err(Stage1Error::io(format!("removing {}", dir.display()))(err)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const UUID: &str = "2e1a7c3b-51f0-4f55-8a3e-0d9b5c7e6f10";
+
+    #[test]
+    fn removes_the_pods_socket_directory_and_nothing_else() {
+        let root = tempfile::tempdir().unwrap();
+        let mine = root.path().join(UUID);
+        let other = root.path().join("11111111-1111-1111-1111-111111111111");
+        fs::create_dir_all(&mine).unwrap();
+        fs::write(mine.join("vsock_1000"), "").unwrap();
+        fs::create_dir_all(&other).unwrap();
+        gc_in(root.path(), UUID, false).unwrap();
+        assert!(!mine.exists());
+        assert!(other.exists());
+        gc_in(root.path(), UUID, false).unwrap();
+    }
+}

@@ -1,0 +1,296 @@
+//! The apps' output (contract item 4): guest-init connects app i's stdout to vsock host port
+//! `1000 + 2i` and its stderr to `1001 + 2i`; the VMM forwards each connection to the unix
+//! socket `<vsock socket>_<port>`. We listen on all of them before the VM boots, and copy what
+//! arrives to our own stdout / stderr (which are `rkt run`'s) and to the app's log
+//! `P/stage1-kvm/logs/<app>.log` (both streams, in arrival order).
+//!
+//! One thread per stream: it waits for its one connection (or for the end), then copies until
+//! the guest closes it. When the VM is gone the VMM has closed every connection; [`Router::finish`]
+//! wakes threads that never got one and, after a grace period, cuts off any still copying.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+
+use crate::error::Stage1Error;
+use crate::vsock::port_path;
+
+/// App i's stdout port; its stderr is the next one.
+pub fn stdout_port(app_index: usize) -> u32 {
+    1000 + 2 * app_index as u32
+}
+
+/// Where copied bytes go besides the log: our stdout or stderr (a test passes buffers).
+pub type Sink = Arc<Mutex<dyn Write + Send>>;
+
+/// Which of an app's streams.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stream {
+    Out,
+    Err,
+}
+
+/// The listeners and copy threads of one pod.
+pub struct Router {
+    threads: Vec<JoinHandle<()>>,
+    done: Receiver<()>,
+    /// Dropping it wakes every thread still waiting for a connection (POLLHUP on the read end).
+    wake: Option<OwnedFd>,
+    /// The accepted connections, so [`Router::finish`] can cut off a stuck copy.
+    connections: Arc<Mutex<Vec<UnixStream>>>,
+    listener_paths: Vec<PathBuf>,
+}
+
+impl Router {
+    /// Listens for every app's two streams (`apps` in manifest order) next to `socket`, and
+    /// starts copying. Log files go to `logs_dir/<app>.log`.
+    pub fn start(
+        socket: &Path,
+        apps: &[String],
+        logs_dir: &Path,
+        stdout: Sink,
+        stderr: Sink,
+    ) -> Result<Router, Stage1Error> {
+        fs::create_dir_all(logs_dir)
+            .map_err(Stage1Error::io(format!("creating {}", logs_dir.display())))?;
+        let (wake_read, wake_write) = nix::unistd::pipe()
+            .map_err(|e| Stage1Error::io("creating a pipe")(io::Error::from(e)))?;
+        let wake_read = Arc::new(wake_read);
+        let (done_tx, done) = mpsc::channel();
+        let mut router = Router {
+            threads: Vec::new(),
+            done,
+            wake: Some(wake_write),
+            connections: Arc::new(Mutex::new(Vec::new())),
+            listener_paths: Vec::new(),
+        };
+        for (index, app) in apps.iter().enumerate() {
+            let log_path = logs_dir.join(format!("{app}.log"));
+            let log = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log_path)
+                .map_err(Stage1Error::io(format!("creating {}", log_path.display())))?;
+            let log = Arc::new(log);
+            for stream in [Stream::Out, Stream::Err] {
+                let port = stdout_port(index) + u32::from(stream == Stream::Err);
+                let path = port_path(socket, port);
+                let _ = fs::remove_file(&path);
+                let listener = UnixListener::bind(&path)
+                    .map_err(Stage1Error::io(format!("listening on {}", path.display())))?;
+                router.listener_paths.push(path);
+                let copier = Copier {
+                    listener,
+                    wake: wake_read.clone(),
+                    sink: match stream {
+                        Stream::Out => stdout.clone(),
+                        Stream::Err => stderr.clone(),
+                    },
+                    log: log.clone(),
+                    connections: router.connections.clone(),
+                    done: done_tx.clone(),
+                };
+                router
+                    .threads
+                    .push(std::thread::spawn(move || copier.run()));
+            }
+        }
+        Ok(router)
+    }
+
+    /// Ends the copying once the VM is gone: threads still waiting for a connection stop at
+    /// once; copies still running get `grace` to drain what the guest sent, then are cut off.
+    /// Removes the listener sockets.
+    pub fn finish(mut self, grace: Duration) {
+        self.wake = None;
+        let deadline = Instant::now() + grace;
+        let mut finished = 0;
+        while finished < self.threads.len() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.done.recv_timeout(left) {
+                Ok(()) => finished += 1,
+                Err(_) => break,
+            }
+        }
+        if finished < self.threads.len() {
+            let connections = self.connections.lock().unwrap_or_else(|p| p.into_inner());
+            for connection in connections.iter() {
+                let _ = connection.shutdown(Shutdown::Both);
+            }
+        }
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+        for path in &self.listener_paths {
+            let _ = fs::remove_file(path);
+        }
+    }
+}
+
+/// One stream's thread.
+struct Copier {
+    listener: UnixListener,
+    wake: Arc<OwnedFd>,
+    sink: Sink,
+    log: Arc<File>,
+    connections: Arc<Mutex<Vec<UnixStream>>>,
+    done: Sender<()>,
+}
+
+impl Copier {
+    fn run(self) {
+        if let Some(stream) = self.accept_one() {
+            if let Ok(clone) = stream.try_clone() {
+                self.connections
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(clone);
+            }
+            self.copy(stream);
+        }
+        let _ = self.done.send(());
+    }
+
+    /// Waits for the guest's connection, or for the router to give up (None).
+    fn accept_one(&self) -> Option<UnixStream> {
+        loop {
+            let mut fds = [
+                PollFd::new(self.listener.as_fd(), PollFlags::POLLIN),
+                PollFd::new(self.wake.as_fd(), PollFlags::POLLIN),
+            ];
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) => {}
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => return None,
+            }
+            if fds[1].any().unwrap_or(true) {
+                return None;
+            }
+            if fds[0].any().unwrap_or(false) {
+                match self.listener.accept() {
+                    Ok((stream, _)) => return Some(stream),
+                    Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(_) => return None,
+                }
+            }
+        }
+    }
+
+    /// Copies until the guest closes the stream (or [`Router::finish`] cuts it off). A sink that
+    /// fails (our stdout closed) does not stop the log, nor the other way round.
+    fn copy(&self, mut stream: UnixStream) {
+        let mut buffer = vec![0u8; 64 * 1024];
+        let mut sink_ok = true;
+        let mut log_ok = true;
+        loop {
+            let n = match stream.read(&mut buffer) {
+                Ok(0) => return,
+                Ok(n) => n,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return,
+            };
+            let chunk = &buffer[..n];
+            if sink_ok {
+                let mut sink = self.sink.lock().unwrap_or_else(|p| p.into_inner());
+                sink_ok = sink.write_all(chunk).and_then(|()| sink.flush()).is_ok();
+            }
+            if log_ok {
+                log_ok = (&*self.log).write_all(chunk).is_ok();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Default)]
+    struct Buffer(Vec<u8>);
+
+    impl Write for Buffer {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn text(sink: &Arc<Mutex<Buffer>>) -> String {
+        String::from_utf8(sink.lock().unwrap().0.clone()).unwrap()
+    }
+
+    #[test]
+    fn each_stream_reaches_its_sink_and_the_apps_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("vsock");
+        let logs = dir.path().join("logs");
+        let out = Arc::new(Mutex::new(Buffer::default()));
+        let err = Arc::new(Mutex::new(Buffer::default()));
+        let router = Router::start(
+            &socket,
+            &["web".to_string(), "db".to_string()],
+            &logs,
+            out.clone(),
+            err.clone(),
+        )
+        .unwrap();
+        // What the VMM does for guest connections to host ports 1000..1003.
+        let mut web_out = UnixStream::connect(port_path(&socket, 1000)).unwrap();
+        let mut web_err = UnixStream::connect(port_path(&socket, 1001)).unwrap();
+        let mut db_out = UnixStream::connect(port_path(&socket, 1002)).unwrap();
+        web_out.write_all(b"hello from web\n").unwrap();
+        web_out.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        web_err.write_all(b"web warns\n").unwrap();
+        db_out.write_all(&vec![b'd'; 200_000]).unwrap();
+        drop((web_out, web_err, db_out));
+        // db's stderr never connects: finish must not wait for it.
+        let started = Instant::now();
+        router.finish(Duration::from_secs(5));
+        assert!(started.elapsed() < Duration::from_secs(4));
+        assert!(text(&out).contains("hello from web\n"));
+        assert_eq!(text(&out).len(), 15 + 200_000);
+        assert_eq!(text(&err), "web warns\n");
+        assert_eq!(
+            fs::read_to_string(logs.join("web.log")).unwrap(),
+            "hello from web\nweb warns\n"
+        );
+        assert_eq!(fs::read(logs.join("db.log")).unwrap().len(), 200_000);
+        assert!(!port_path(&socket, 1000).exists(), "listeners removed");
+    }
+
+    #[test]
+    fn a_connection_left_open_is_cut_off_after_the_grace() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("vsock");
+        let out = Arc::new(Mutex::new(Buffer::default()));
+        let err = Arc::new(Mutex::new(Buffer::default()));
+        let router = Router::start(
+            &socket,
+            &["app".to_string()],
+            &dir.path().join("logs"),
+            out.clone(),
+            err,
+        )
+        .unwrap();
+        let mut open = UnixStream::connect(port_path(&socket, 1000)).unwrap();
+        open.write_all(b"partial").unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        let started = Instant::now();
+        router.finish(Duration::from_millis(200));
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert_eq!(text(&out), "partial");
+    }
+}

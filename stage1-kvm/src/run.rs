@@ -1,0 +1,297 @@
+//! The `run` entrypoint: stage0 has moved the pod to `run/`, mounted its overlays and exec'd
+//! us in the pod directory with the lock in `RKT_LOCK_FD`. We keep that descriptor for the
+//! pod's whole life (the VM runs in this process), write `pid`, lay out what the guest needs,
+//! boot the VM with the vmm crate, relay the apps' output, and exit with the pod's status.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use appc::PodManifest;
+use vmm::{KernelConfig, SerialOutput, VmConfig, VmOutcome, VsockConfig};
+
+use crate::args::{is_hostname, RunArgs};
+use crate::error::Stage1Error;
+use crate::output::Router;
+use crate::pod::{take_lock, PodPaths};
+use crate::resources::vm_size;
+use crate::volumes::{create_empty_volumes, shares, POD_SHARE_TAG};
+use crate::vsock::{self, SocketPlace, GUEST_CID, RUN_DIR};
+use crate::{dns, status};
+
+/// How long the apps' output may keep arriving after the VM has ended (the VMM closes the
+/// connections with the VM; this only bounds a copy that is somehow stuck).
+const OUTPUT_DRAIN: Duration = Duration::from_secs(2);
+
+/// Runs the pod in the current directory; returns the pod's exit code.
+pub fn run(args: &RunArgs) -> Result<i32, Stage1Error> {
+    let dir = std::env::current_dir().map_err(Stage1Error::io("finding the pod directory"))?;
+    let pod = PodPaths::new(dir);
+    // Held until we return: the pod is "running" exactly as long as this process lives.
+    let _lock = take_lock(&pod.dir)?;
+    check_options(args)?;
+    let manifest = pod.read_manifest()?;
+    pod.write_pid()?;
+    let apps: Vec<String> = manifest.apps.iter().map(|a| a.name.to_string()).collect();
+
+    let (config, socket) = prepare_vm(args, &pod, &manifest)?;
+    let _cleanup = RunDirCleanup(socket.run_dir.clone());
+    if args.debug {
+        eprintln!(
+            "stage1-kvm: VM: {} vCPU(s), {} MiB, shares {}, vsock {}, cmdline {:?}",
+            config.vcpus,
+            config.mem_mib,
+            config
+                .shares
+                .iter()
+                .map(|s| format!(
+                    "{}={}{}",
+                    s.tag,
+                    s.host_dir.display(),
+                    if s.read_only { " (ro)" } else { "" }
+                ))
+                .collect::<Vec<_>>()
+                .join(", "),
+            socket.path.display(),
+            config.kernel.cmdline
+        );
+    }
+    let router = Router::start(
+        &socket.path,
+        &apps,
+        &pod.logs_dir(),
+        Arc::new(Mutex::new(io::stdout())),
+        Arc::new(Mutex::new(io::stderr())),
+    )?;
+    let outcome = vmm::run(config);
+    router.finish(OUTPUT_DRAIN);
+    let console_hint = if args.debug {
+        "its console is above".to_string()
+    } else {
+        format!("its console is in {}", pod.console_log().display())
+    };
+    match outcome? {
+        VmOutcome::GuestReportedExit(_) | VmOutcome::CleanStop => {
+            status::pod_exit_code(&pod.status_dir(), &apps).map_err(|err| match err {
+                Stage1Error::Status(message) if !args.debug => {
+                    Stage1Error::Status(format!("{message} ({console_hint})"))
+                }
+                other => other,
+            })
+        }
+        failed => Err(Stage1Error::Guest(format!(
+            "{} ({console_hint})",
+            failed
+                .describe()
+                .unwrap_or_else(|| "it ended abnormally".to_string())
+        ))),
+    }
+}
+
+/// Refuses what the kvm stage1 cannot do (yet), before anything is created.
+fn check_options(args: &RunArgs) -> Result<(), Stage1Error> {
+    for net in args.net.split(',') {
+        let name = net.split(':').next().unwrap_or_default();
+        match name {
+            "default" | "none" => {}
+            "host" => {
+                return Err(Stage1Error::Unsupported(
+                    "--net=host is impossible with the kvm stage1: the apps run in their own \
+                     VM, which cannot share the host's network namespace; use --net=default \
+                     or --net=none"
+                        .to_string(),
+                ))
+            }
+            other => {
+                return Err(Stage1Error::Unsupported(format!(
+                    "--net={other}: the kvm stage1 has no networks beyond default and none yet \
+                     (both give the pod loopback only); use --net=default or --net=none"
+                )))
+            }
+        }
+    }
+    if args.interactive {
+        return Err(Stage1Error::Unsupported(
+            "--interactive is not supported by the kvm stage1 yet: run without it (the apps' \
+             output still reaches this terminal)"
+                .to_string(),
+        ));
+    }
+    if args.ipc.as_deref() == Some("parent") {
+        return Err(Stage1Error::Unsupported(
+            "--ipc=parent is impossible with the kvm stage1: use auto or private".to_string(),
+        ));
+    }
+    if let Some(name) = &args.hostname {
+        if !is_hostname(name) {
+            return Err(Stage1Error::Usage(format!(
+                "--hostname={name:?} is not a host name (letters, digits, dashes and dots)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Everything the guest needs on the host, and the VM's configuration.
+fn prepare_vm(
+    args: &RunArgs,
+    pod: &PodPaths,
+    manifest: &PodManifest,
+) -> Result<(VmConfig, SocketPlace), Stage1Error> {
+    for dir in [pod.own_dir(), pod.logs_dir(), pod.status_dir()] {
+        fs::create_dir_all(&dir).map_err(Stage1Error::io(format!("creating {}", dir.display())))?;
+    }
+    create_empty_volumes(pod, manifest)?;
+    dns::apply(
+        args.dns_conf_mode.unwrap_or_default(),
+        &pod.stage1_rootfs(),
+        Path::new("/etc"),
+    )?;
+    for (what, path) in [
+        ("guest kernel", pod.kernel()),
+        ("pod initramfs", pod.initrd()),
+    ] {
+        if !path.is_file() {
+            return Err(Stage1Error::Unsupported(format!(
+                "the stage1 image has no {what} at {}: rebuild stage1-kvm.aci (tools/setup)",
+                path.display()
+            )));
+        }
+    }
+    let host_cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let size = vm_size(manifest, host_cpus)?;
+    let socket = vsock::place(&pod.own_dir(), &args.uuid, Path::new(RUN_DIR));
+    vsock::prepare(&socket)?;
+
+    let hostname = args
+        .hostname
+        .clone()
+        .unwrap_or_else(|| format!("rkt-{}", args.uuid));
+    let mut cmdline = format!(
+        "console=ttyS0 reboot=k panic=-1 quiet rkt.share={POD_SHARE_TAG} rkt.pod={} \
+         rkt.hostname={hostname}",
+        args.uuid
+    );
+    if args.debug {
+        cmdline.push_str(" rkt.debug=1");
+    }
+    let mut config = VmConfig::new(KernelConfig {
+        path: pod.kernel(),
+        cmdline,
+        initrd: Some(pod.initrd()),
+    });
+    config.vcpus = size.vcpus;
+    config.mem_mib = size.mem_mib;
+    // The console is ours only with --debug; otherwise it is kept for the error messages.
+    config.serial = if args.debug {
+        SerialOutput::Stdout
+    } else {
+        SerialOutput::File(pod.console_log())
+    };
+    config.shares = shares(pod, manifest)?;
+    config.vsock = Some(VsockConfig {
+        guest_cid: GUEST_CID,
+        uds_path: socket.path.clone(),
+    });
+    Ok((config, socket))
+}
+
+/// Removes the pod's socket directory under /run when the run ends, however it ends.
+struct RunDirCleanup(Option<PathBuf>);
+
+impl Drop for RunDirCleanup {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.0 {
+            let _ = fs::remove_dir_all(dir);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::args::parse;
+
+    const UUID: &str = "2e1a7c3b-51f0-4f55-8a3e-0d9b5c7e6f10";
+
+    fn args(words: &[&str]) -> RunArgs {
+        let mut all: Vec<String> = words.iter().map(|w| w.to_string()).collect();
+        all.push(UUID.to_string());
+        parse(&all).unwrap()
+    }
+
+    #[test]
+    fn only_loopback_networks_and_no_interactive_yet() {
+        assert!(check_options(&args(&["--net=default"])).is_ok());
+        assert!(check_options(&args(&["--net=none"])).is_ok());
+        for (words, says) in [
+            (&["--net=host"][..], "--net=host is impossible"),
+            (&["--net=default,host"][..], "--net=host"),
+            (&["--net=mynet:IP=10.1.1.1"][..], "--net=mynet"),
+            (&["--interactive"][..], "--interactive"),
+            (&["--ipc=parent"][..], "--ipc=parent"),
+            (&["--hostname=a_b"][..], "host name"),
+        ] {
+            let err = check_options(&args(words)).unwrap_err().to_string();
+            assert!(err.contains(says), "{words:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_vm_is_configured_from_the_pod() {
+        let dir = tempfile::tempdir().unwrap();
+        let pod = PodPaths::new(dir.path().to_path_buf());
+        let rootfs = pod.stage1_rootfs();
+        fs::create_dir_all(&rootfs).unwrap();
+        fs::write(pod.kernel(), "k").unwrap();
+        fs::write(pod.initrd(), "i").unwrap();
+        let host = tempfile::tempdir().unwrap();
+        let manifest = PodManifest::from_json(
+            format!(
+                r#"{{"acVersion":"0.8.11","acKind":"PodManifest","apps":[],"volumes":[
+                    {{"name":"e","kind":"empty"}},
+                    {{"name":"h","kind":"host","source":"{}","readOnly":true}}]}}"#,
+                host.path().display()
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        let (config, socket) =
+            prepare_vm(&args(&["--debug", "--hostname=box"]), &pod, &manifest).unwrap();
+        assert_eq!(
+            config.kernel.cmdline,
+            format!(
+                "console=ttyS0 reboot=k panic=-1 quiet rkt.share=pod rkt.pod={UUID} \
+                 rkt.hostname=box rkt.debug=1"
+            )
+        );
+        assert_eq!(config.kernel.initrd, Some(pod.initrd()));
+        assert_eq!((config.vcpus, config.mem_mib), (1, 128));
+        assert_eq!(config.serial, SerialOutput::Stdout);
+        let tags: Vec<_> = config
+            .shares
+            .iter()
+            .map(|s| (s.tag.as_str(), s.read_only))
+            .collect();
+        assert_eq!(tags, [("pod", false), ("vol1", true)]);
+        assert!(pod.empty_volume("e").is_dir());
+        assert!(pod.status_dir().is_dir() && pod.logs_dir().is_dir());
+        assert_eq!(config.vsock.unwrap().uds_path, socket.path);
+
+        let (quiet, _) = prepare_vm(&args(&[]), &pod, &manifest).unwrap();
+        assert!(quiet
+            .kernel
+            .cmdline
+            .contains(&format!("rkt.hostname=rkt-{UUID}")));
+        assert!(!quiet.kernel.cmdline.contains("rkt.debug"));
+        assert_eq!(quiet.serial, SerialOutput::File(pod.console_log()));
+
+        fs::remove_file(pod.kernel()).unwrap();
+        let err = prepare_vm(&args(&[]), &pod, &manifest)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no guest kernel"), "{err}");
+    }
+}
