@@ -176,6 +176,8 @@ fn value(run: &Finished, label: &str) -> String {
 #[test]
 fn the_guest_talks_tcp_and_icmp_with_its_namespace_both_ways() {
     let ns = Namespace::new("net");
+    // Not the default, so that the guest's eth0 visibly takes the tap's MTU over.
+    ns.ip(&["link", "set", "tap0", "mtu", "1400"]);
     let www = tempfile::tempdir().unwrap();
     let to_guest = www.path().join("blob");
     fs::write(&to_guest, blob(7)).unwrap();
@@ -193,6 +195,7 @@ fn the_guest_talks_tcp_and_icmp_with_its_namespace_both_ways() {
     let guest = [
         "echo mac=$(cat /sys/class/net/eth0/address)",
         "echo features=$(cat /sys/class/net/eth0/device/features)",
+        "echo mtu=$(cat /sys/class/net/eth0/mtu)",
         "ip link set eth0 up",
         "ip addr add 10.0.2.2/24 dev eth0",
         "ping -c 3 -W 10 10.0.2.1 > /ping.out; echo ping-status=$?; cat /ping.out",
@@ -241,6 +244,7 @@ fn the_guest_talks_tcp_and_icmp_with_its_namespace_both_ways() {
     // The driver took the offloads, so the transfers above went through them: checksums left
     // to the other side (CSUM 0, GUEST_CSUM 1) and 64 KiB TSO frames (GUEST_TSO4 7,
     // HOST_TSO4 11). The file lists feature bits as 0/1 characters, bit 0 first.
+    assert_eq!(value(&run, "mtu="), "1400", "{run}");
     let features = value(&run, "features=");
     for bit in [0, 1, 7, 11] {
         assert_eq!(

@@ -2,7 +2,8 @@
 //! device on the host.
 //!
 //! - Queues: receive (0) and transmit (1); no control queue, one queue pair.
-//! - Features: VERSION_1, MAC (the configuration space holds the guest's address), indirect
+//! - Features: VERSION_1, MAC (the configuration space holds the guest's address), MTU (the
+//!   tap's MTU when the device is created: the guest's eth0 takes it over), indirect
 //!   descriptors, notification suppression (EVENT_IDX), and the checksum and TCP segmentation offloads in both directions
 //!   (CSUM/HOST_TSO4/HOST_TSO6/HOST_ECN for guest frames, GUEST_CSUM/GUEST_TSO4/GUEST_TSO6/
 //!   GUEST_ECN for frames to the guest). Offloads pass through unchanged: the tap speaks the
@@ -30,7 +31,7 @@ use thiserror::Error;
 use virtio_bindings::bindings::virtio_net::{
     VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_ECN, VIRTIO_NET_F_GUEST_TSO4,
     VIRTIO_NET_F_GUEST_TSO6, VIRTIO_NET_F_HOST_ECN, VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6,
-    VIRTIO_NET_F_MAC,
+    VIRTIO_NET_F_MAC, VIRTIO_NET_F_MTU,
 };
 use virtio_bindings::bindings::virtio_ring::{
     VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC,
@@ -51,12 +52,15 @@ use worker::{Queues, Worker};
 pub const VIRTIO_ID_NET: u32 = 1;
 /// Largest size of each queue.
 const QUEUE_SIZE: u16 = 256;
+/// The smallest MTU IPv4 works with (RFC 791).
+const MIN_MTU: u16 = 68;
 
 /// The feature bits we offer.
 pub const OFFERED_FEATURES: u64 = VIRTIO_F_VERSION_1
     | 1 << VIRTIO_RING_F_INDIRECT_DESC
     | 1 << VIRTIO_RING_F_EVENT_IDX
     | 1 << VIRTIO_NET_F_MAC
+    | 1 << VIRTIO_NET_F_MTU
     | 1 << VIRTIO_NET_F_CSUM
     | 1 << VIRTIO_NET_F_HOST_TSO4
     | 1 << VIRTIO_NET_F_HOST_TSO6
@@ -105,6 +109,7 @@ struct WorkerHandle {
 /// The network device; attached to its tap from `new` until it is dropped.
 pub struct Net {
     mac: MacAddr,
+    mtu: u16,
     tap: Arc<Tap>,
     counters: Arc<NetCounters>,
     worker: Option<WorkerHandle>,
@@ -117,8 +122,11 @@ impl Net {
             return Err(NetError::MulticastMac(config.mac));
         }
         let tap = Tap::open(&config.tap_name, VNET_HEADER_LEN)?;
+        // Below IPv4's minimum the guest could not use the link at all.
+        let mtu = tap.mtu()?.max(MIN_MTU);
         Ok(Net {
             mac: config.mac,
+            mtu,
             tap: Arc::new(tap),
             counters: Arc::new(NetCounters::default()),
             worker: None,
@@ -144,10 +152,12 @@ impl VirtioDevice for Net {
         &[QUEUE_SIZE; 2]
     }
 
-    /// The configuration space starts with `u8 mac[6]`; the rest (status, queue pairs, MTU)
-    /// belongs to features we do not offer and reads as zero.
+    /// The configuration space: `u8 mac[6]`, `le16 status`, `le16 max_virtqueue_pairs`,
+    /// `le16 mtu`; status and queue pairs belong to features we do not offer and read as zero.
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        let space = self.mac.0;
+        let mut space = [0u8; 12];
+        space[..6].copy_from_slice(&self.mac.0);
+        space[10..].copy_from_slice(&self.mtu.to_le_bytes());
         for (i, byte) in data.iter_mut().enumerate() {
             *byte = usize::try_from(offset)
                 .ok()

@@ -159,6 +159,35 @@ impl Tap {
         &self.name
     }
 
+    /// The tap's MTU as the network set-up left it (e.g. copied from the CNI interface).
+    pub fn mtu(&self) -> Result<u16, TapError> {
+        let failed = |source| TapError::Ioctl {
+            name: self.name.clone(),
+            what: "SIOCGIFMTU",
+            source,
+        };
+        // SIOCGIFMTU is a socket ioctl; any socket in this network namespace answers it.
+        // SAFETY: socket() takes no pointers; the result is checked before use.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(failed(io::Error::last_os_error()));
+        }
+        // SAFETY: fd is a socket we just opened and own from here on.
+        let socket = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        let c_name = CString::new(self.name.as_str())
+            .map_err(|_| failed(io::ErrorKind::InvalidInput.into()))?;
+        let mut request = ifreq_for(&c_name, 0);
+        // SAFETY: SIOCGIFMTU reads the name from and writes the MTU into the ifreq, which is
+        // valid and writable for the duration of the call.
+        let ret = unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFMTU, &mut request) };
+        if ret < 0 {
+            return Err(failed(io::Error::last_os_error()));
+        }
+        // SAFETY: SIOCGIFMTU succeeded, so the kernel set the union's MTU member.
+        let mtu = unsafe { request.ifr_ifru.ifru_mtu };
+        Ok(u16::try_from(mtu).unwrap_or(u16::MAX))
+    }
+
     /// Tells the host kernel which offloads it may leave to the guest in frames it hands us
     /// (TUN_F_* bits): partial checksums, TSO segments. Must match what the guest's driver
     /// accepted, so it is set on every activation.

@@ -560,6 +560,14 @@ fn the_device_attaches_activates_and_resets() {
             tap_name: TAP.to_string(),
             mac: GUEST_MAC,
         };
+        // The guest is told the tap's MTU as it was when the device was created.
+        run(&["ip", "link", "set", TAP, "mtu", "9000"]);
+        let jumbo = Net::new(&config).unwrap();
+        let mut mtu = [0u8; 2];
+        jumbo.read_config(10, &mut mtu);
+        assert_eq!(u16::from_le_bytes(mtu), 9000);
+        drop(jumbo);
+        run(&["ip", "link", "set", TAP, "mtu", "1500"]);
         let mut net = Net::new(&config).unwrap();
         wait_until_tap_sends();
         // A second attachment to the same tap is refused while the first holds it.
@@ -570,9 +578,13 @@ fn the_device_attaches_activates_and_resets() {
         assert_eq!(net.device_type(), 1);
         assert_eq!(net.features() & OFFERED_FEATURES, OFFERED_FEATURES);
         assert_eq!(net.queue_max_sizes().len(), 2);
-        let mut mac = [0u8; 8];
-        net.read_config(0, &mut mac);
-        assert_eq!(mac, [0x52, 0x54, 0x00, 0x12, 0x34, 0x56, 0, 0]);
+        let mut space = [0xffu8; 14];
+        net.read_config(0, &mut space);
+        assert_eq!(
+            space,
+            [0x52, 0x54, 0x00, 0x12, 0x34, 0x56, 0, 0, 0, 0, 0xdc, 0x05, 0, 0],
+            "MAC, status, queue pairs, MTU 1500"
+        );
         let mut tail = [0xffu8; 2];
         net.read_config(4, &mut tail);
         assert_eq!(tail, [0x34, 0x56]);
