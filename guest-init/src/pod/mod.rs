@@ -29,7 +29,7 @@ use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use appc::{PodApp, PodManifest};
@@ -467,11 +467,6 @@ impl StatusDirectory {
             .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC | libc::O_NOFOLLOW)
             .open(&path)
             .map_err(error)?;
-        // Not a symlink out of the pod directory: on the same file system as the share.
-        let same_fs = |p: &Path| fs::metadata(p).map(|m| m.dev());
-        if same_fs(&path).ok() != same_fs(share).ok() {
-            return Err(error(io::Error::from_raw_os_error(libc::EXDEV)));
-        }
         Ok(StatusDirectory { directory })
     }
 
