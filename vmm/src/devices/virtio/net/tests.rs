@@ -208,16 +208,21 @@ impl Device {
 /// link watcher (up to a second later) activates its queueing discipline, frames sent to it are
 /// dropped.
 fn wait_until_tap_sends() {
+    wait_until_up(TAP);
+}
+
+/// Waits until `device`'s operational state is up (see `wait_until_tap_sends`).
+fn wait_until_up(device: &str) {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let out = Command::new("ip")
-            .args(["-o", "link", "show", "dev", TAP])
+            .args(["-o", "link", "show", "dev", device])
             .output()
             .unwrap();
         if String::from_utf8_lossy(&out.stdout).contains(" state UP ") {
             return;
         }
-        assert!(Instant::now() < deadline, "tap never came up: {out:?}");
+        assert!(Instant::now() < deadline, "{device} never came up: {out:?}");
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -264,15 +269,20 @@ fn count(counter: &AtomicU64) -> u64 {
 /// A virtio-net header with nothing to offload, then an ARP request from the guest asking
 /// for the host's address.
 fn arp_request() -> Vec<u8> {
+    arp_request_for(GUEST_IP, HOST_IP)
+}
+
+/// An ARP request from the guest (as `sender`) asking who has `target`.
+fn arp_request_for(sender: [u8; 4], target: [u8; 4]) -> Vec<u8> {
     let mut f = vec![0u8; VNET_HEADER_LEN];
     f.extend([0xff; 6]);
     f.extend(GUEST_MAC.0);
     f.extend([0x08, 0x06]);
     f.extend([0, 1, 0x08, 0x00, 6, 4, 0, 1]);
     f.extend(GUEST_MAC.0);
-    f.extend(GUEST_IP);
+    f.extend(sender);
     f.extend([0; 6]);
-    f.extend(HOST_IP);
+    f.extend(target);
     f
 }
 
@@ -664,5 +674,70 @@ fn with_event_idx_the_driver_is_asked_to_notify_and_interrupted_only_when_it_wan
         dev.worker.step(Some(Duration::from_millis(50)));
         assert_eq!(guest.take_tx_used().len(), 1);
         assert_eq!(dev.interrupts(), 1);
+    });
+}
+
+/// A named network namespace, deleted on drop.
+struct PeerNamespace(String);
+
+impl PeerNamespace {
+    fn new() -> PeerNamespace {
+        let name = format!("rkt-net-unit-{}", std::process::id());
+        run(&["ip", "netns", "add", &name]);
+        PeerNamespace(name)
+    }
+}
+
+impl Drop for PeerNamespace {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// The pod wiring of issue 7 in miniature: the tap joined to a veth (the CNI interface) by tc
+/// mirred redirects in both directions, the veth's peer holding the address the guest talks to.
+/// Nothing but the redirects connects the tap to the peer.
+#[test]
+fn tc_mirred_redirects_join_the_tap_to_a_veth() {
+    in_namespace_with_tap(|| {
+        // The peer lives in a namespace of its own, as the CNI host side does, so that only
+        // the redirects can carry frames between it and the tap.
+        let peer_ns = PeerNamespace::new();
+        let peer = peer_ns.0.as_str();
+        run(&["ip", "addr", "flush", "dev", TAP]);
+        run(&[
+            "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "peer0",
+        ]);
+        run(&["ip", "link", "set", "peer0", "netns", peer]);
+        run(&[
+            "ip",
+            "-n",
+            peer,
+            "addr",
+            "add",
+            "10.0.3.1/24",
+            "dev",
+            "peer0",
+        ]);
+        run(&["ip", "-n", peer, "link", "set", "peer0", "up"]);
+        run(&["ip", "link", "set", "eth0", "up"]);
+        for (from, to) in [("eth0", TAP), (TAP, "eth0")] {
+            run(&["tc", "qdisc", "add", "dev", from, "ingress"]);
+            run(&[
+                "tc", "filter", "add", "dev", from, "parent", "ffff:", "protocol", "all", "u32",
+                "match", "u8", "0", "0", "action", "mirred", "egress", "redirect", "dev", to,
+            ]);
+        }
+        let mem = memory();
+        let mut guest = Guest::new(&mem);
+        let mut dev = device(&guest, 0);
+        wait_until_up("eth0");
+        guest.give_rx(8, RX_LEN);
+        guest.send(&arp_request_for([10, 0, 3, 2], [10, 0, 3, 1]));
+        let (_, reply) = receive(&mut dev, &mut guest, 0x0806);
+        let eth = &reply[VNET_HEADER_LEN..];
+        assert_eq!(&eth[0..6], &GUEST_MAC.0);
+        assert_eq!(&eth[20..22], &[0, 2], "an ARP reply");
+        assert_eq!(&eth[28..32], &[10, 0, 3, 1], "from the veth peer");
     });
 }
