@@ -11,6 +11,7 @@ pub mod mmio;
 pub mod net;
 pub mod rng;
 pub mod vsock;
+pub mod worker_thread;
 
 pub use mmio::{ActivateError, ActiveQueue, Interrupt, MmioTransport, VirtioDevice};
 
@@ -23,6 +24,19 @@ use crate::arch::x86_64::layout::{
 /// 5 upwards and skip 8.
 pub const FIRST_VIRTIO_IRQ: u32 = 5;
 const CMOS_IRQ: u32 = 8;
+
+/// Copies the part of a device's configuration `space` at `offset` into `data`, zero-filled
+/// where the driver reads past its end (the transport passes guest-chosen offsets unchecked).
+pub fn read_config_space(space: &[u8], offset: u64, data: &mut [u8]) {
+    for (i, byte) in data.iter_mut().enumerate() {
+        *byte = usize::try_from(offset)
+            .ok()
+            .and_then(|offset| offset.checked_add(i))
+            .and_then(|at| space.get(at))
+            .copied()
+            .unwrap_or(0);
+    }
+}
 
 /// The kinds of virtio device a VM can have.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,6 +91,16 @@ impl MmioSlot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn config_reads_are_bounded_and_zero_filled() {
+        let space = [1u8, 2, 3, 4];
+        let mut data = [9u8; 3];
+        read_config_space(&space, 2, &mut data);
+        assert_eq!(data, [3, 4, 0]);
+        read_config_space(&space, u64::MAX, &mut data);
+        assert_eq!(data, [0, 0, 0]);
+    }
 
     #[test]
     fn slots_skip_the_cmos_irq_and_stop_at_the_ioapic() {

@@ -57,6 +57,7 @@ pub use guard::{GuardedFs, MAX_OPEN_HANDLES, MAX_READDIR_BYTES, MAX_XATTR_BYTES}
 pub use request::MAX_REQUEST_BYTES;
 
 use super::mmio::{ActivateError, ActiveQueue, Interrupt, VirtioDevice, VIRTIO_F_VERSION_1};
+use super::read_config_space;
 use crate::memory::GuestMemory;
 use worker::{ServedQueue, Worker};
 
@@ -315,14 +316,7 @@ impl VirtioDevice for Fs {
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        for (i, byte) in data.iter_mut().enumerate() {
-            *byte = usize::try_from(offset)
-                .ok()
-                .and_then(|offset| offset.checked_add(i))
-                .and_then(|at| self.config_space.get(at))
-                .copied()
-                .unwrap_or(0);
-        }
+        read_config_space(&self.config_space, offset, data);
     }
 
     /// The configuration space is read-only for the driver.

@@ -7,7 +7,6 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::mpsc;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 
 use fuse_backend_rs::api::filesystem::FileSystem;
 use fuse_backend_rs::api::server::Server;
@@ -18,6 +17,7 @@ use vmm_sys_util::eventfd::EventFd;
 use super::compat::{FuseGuestMemory, FuseQueue, GuestMemoryView};
 use super::request::handle_chain;
 use crate::devices::virtio::mmio::{ActivateError, Interrupt};
+use crate::devices::virtio::worker_thread::WorkerThread;
 
 const TOKEN_STOP: u64 = u64::MAX;
 
@@ -31,8 +31,7 @@ pub struct ServedQueue {
 
 /// The running worker thread and the eventfd that stops it.
 pub struct Worker {
-    stop: EventFd,
-    thread: Option<JoinHandle<()>>,
+    thread: WorkerThread,
 }
 
 impl Worker {
@@ -47,7 +46,7 @@ impl Worker {
     where
         F: FileSystem + Send + Sync + 'static,
     {
-        let stop = EventFd::new(libc::EFD_NONBLOCK)?;
+        let stop = WorkerThread::stop_event()?;
         let epoll = Epoll::new()?;
         for (index, served) in queues.iter().enumerate() {
             epoll.ctl(
@@ -62,20 +61,15 @@ impl Worker {
             EpollEvent::new(EventSet::IN, TOKEN_STOP),
         )?;
         let (started_tx, started_rx) = mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name("virtio-fs".into())
-            .spawn(move || {
-                let started = unshare_fs_context();
-                let ok = started.is_ok();
-                let _ = started_tx.send(started);
-                if ok {
-                    run(epoll, server, memory, queues, interrupt);
-                }
-            })?;
-        let mut worker = Worker {
-            stop,
-            thread: Some(thread),
-        };
+        let thread = WorkerThread::start("virtio-fs", stop, move || {
+            let started = unshare_fs_context();
+            let ok = started.is_ok();
+            let _ = started_tx.send(started);
+            if ok {
+                run(epoll, server, memory, queues, interrupt);
+            }
+        })?;
+        let mut worker = Worker { thread };
         match started_rx.recv() {
             Ok(Ok(())) => Ok(worker),
             Ok(Err(e)) => {
@@ -93,18 +87,7 @@ impl Worker {
 
     /// Stops the thread and waits for it: afterwards nothing touches guest memory.
     pub fn stop(&mut self) {
-        if let Some(thread) = self.thread.take() {
-            // A full eventfd counter still wakes the worker, so the result does not matter.
-            let _ = self.stop.write(1);
-            // A worker that panicked has stopped touching guest memory too.
-            let _ = thread.join();
-        }
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        self.stop();
+        self.thread.stop();
     }
 }
 

@@ -10,15 +10,15 @@ mod request;
 
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
-use vmm_sys_util::eventfd::EventFd;
 
 pub use request::{fill_chain, RequestError, MAX_BYTES_PER_REQUEST};
 
 use super::mmio::{ActivateError, ActiveQueue, Interrupt, VirtioDevice, VIRTIO_F_VERSION_1};
+use super::read_config_space;
+use super::worker_thread::WorkerThread;
 use crate::memory::GuestMemory;
 
 /// The virtio device ID of an entropy source.
@@ -29,15 +29,9 @@ const QUEUE_SIZE: u16 = 256;
 const TOKEN_NOTIFY: u64 = 0;
 const TOKEN_STOP: u64 = 1;
 
-/// The running worker thread and the eventfd that stops it.
-struct Worker {
-    stop: EventFd,
-    thread: JoinHandle<()>,
-}
-
 /// The entropy device.
 pub struct Rng {
-    worker: Option<Worker>,
+    worker: Option<WorkerThread>,
 }
 
 impl Rng {
@@ -67,8 +61,8 @@ impl VirtioDevice for Rng {
     }
 
     /// virtio-rng has no configuration space.
-    fn read_config(&self, _offset: u64, data: &mut [u8]) {
-        data.fill(0);
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        read_config_space(&[], offset, data);
     }
 
     fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
@@ -85,7 +79,7 @@ impl VirtioDevice for Rng {
             .into_iter()
             .next()
             .ok_or(ActivateError::QueueMissing(0))?;
-        let stop = EventFd::new(libc::EFD_NONBLOCK)?;
+        let stop = WorkerThread::stop_event()?;
         let epoll = Epoll::new()?;
         epoll.ctl(
             ControlOperation::Add,
@@ -97,26 +91,15 @@ impl VirtioDevice for Rng {
             stop.as_raw_fd(),
             EpollEvent::new(EventSet::IN, TOKEN_STOP),
         )?;
-        let thread = std::thread::Builder::new()
-            .name("virtio-rng".into())
-            .spawn(move || run_worker(epoll, active, memory, interrupt))?;
-        self.worker = Some(Worker { stop, thread });
+        self.worker = Some(WorkerThread::start("virtio-rng", stop, move || {
+            run_worker(epoll, active, memory, interrupt)
+        })?);
         Ok(())
     }
 
     fn reset(&mut self) {
-        if let Some(worker) = self.worker.take() {
-            // If the write fails the eventfd counter is full, which still wakes the worker.
-            let _ = worker.stop.write(1);
-            // A worker that panicked has stopped touching guest memory too.
-            let _ = worker.thread.join();
-        }
-    }
-}
-
-impl Drop for Rng {
-    fn drop(&mut self) {
-        self.reset();
+        // Dropping the worker stops and joins it (also when the device itself is dropped).
+        self.worker = None;
     }
 }
 

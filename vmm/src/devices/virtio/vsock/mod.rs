@@ -23,15 +23,15 @@ use std::io;
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 
 use thiserror::Error;
-use vmm_sys_util::eventfd::EventFd;
 
 pub use connection::BUF_ALLOC;
 pub use muxer::{CONNECT_TIMEOUT, MAX_CONNECTIONS};
 
 use super::mmio::{ActivateError, ActiveQueue, Interrupt, VirtioDevice, VIRTIO_F_VERSION_1};
+use super::read_config_space;
+use super::worker_thread::WorkerThread;
 use crate::memory::GuestMemory;
 use muxer::Muxer;
 use worker::{Queues, Worker};
@@ -93,17 +93,11 @@ pub enum VsockError {
     },
 }
 
-/// The running worker thread and the eventfd that stops it.
-struct WorkerHandle {
-    stop: EventFd,
-    thread: JoinHandle<()>,
-}
-
 /// The vsock device; its unix socket exists from `new` until it is dropped.
 pub struct Vsock {
     config: VsockConfig,
     listener: Arc<UnixListener>,
-    worker: Option<WorkerHandle>,
+    worker: Option<WorkerThread>,
 }
 
 impl Vsock {
@@ -153,15 +147,7 @@ impl VirtioDevice for Vsock {
 
     /// The configuration space is `le64 guest_cid`.
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        let space = self.config.guest_cid.to_le_bytes();
-        for (i, byte) in data.iter_mut().enumerate() {
-            *byte = usize::try_from(offset)
-                .ok()
-                .and_then(|offset| offset.checked_add(i))
-                .and_then(|at| space.get(at))
-                .copied()
-                .unwrap_or(0);
-        }
+        read_config_space(&self.config.guest_cid.to_le_bytes(), offset, data);
     }
 
     /// The configuration space is read-only.
@@ -181,29 +167,24 @@ impl VirtioDevice for Vsock {
         else {
             return Err(ActivateError::QueueMissing(count));
         };
-        let stop = EventFd::new(libc::EFD_NONBLOCK)?;
+        let stop = WorkerThread::stop_event()?;
         let muxer = Muxer::new(
             self.config.guest_cid,
             &self.config.uds_path,
             self.listener.clone(),
         );
         let worker = Worker::new(memory, Queues { rx, tx, event }, interrupt, muxer, &stop)?;
-        let thread = std::thread::Builder::new()
-            .name("virtio-vsock".into())
-            .spawn(move || worker.run())?;
-        self.worker = Some(WorkerHandle { stop, thread });
+        self.worker = Some(WorkerThread::start("virtio-vsock", stop, move || {
+            worker.run()
+        })?);
         Ok(())
     }
 
     /// Stops the worker; every connection closes with it (the guest's driver drops its own
     /// sockets on reset, and host processes see EOF).
     fn reset(&mut self) {
-        if let Some(worker) = self.worker.take() {
-            // If the write fails the eventfd counter is full, which still wakes the worker.
-            let _ = worker.stop.write(1);
-            // A worker that panicked has stopped touching guest memory too.
-            let _ = worker.thread.join();
-        }
+        // Dropping the worker stops and joins it.
+        self.worker = None;
     }
 }
 
