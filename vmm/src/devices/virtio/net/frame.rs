@@ -17,8 +17,9 @@ use thiserror::Error;
 use virtio_bindings::bindings::virtio_net::{
     VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_ECN, VIRTIO_NET_F_GUEST_TSO4,
     VIRTIO_NET_F_GUEST_TSO6, VIRTIO_NET_F_HOST_ECN, VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6,
-    VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_ECN,
-    VIRTIO_NET_HDR_GSO_NONE, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6,
+    VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_F_NEEDS_CSUM,
+    VIRTIO_NET_HDR_GSO_ECN, VIRTIO_NET_HDR_GSO_NONE, VIRTIO_NET_HDR_GSO_TCPV4,
+    VIRTIO_NET_HDR_GSO_TCPV6,
 };
 use virtio_queue::DescriptorChain;
 
@@ -28,7 +29,7 @@ use crate::memory::GuestMemory;
 /// num_buffers. With VIRTIO_F_VERSION_1 it is always this long.
 pub const VNET_HEADER_LEN: usize = 12;
 /// Offset of `num_buffers` (little-endian u16) in the header.
-const NUM_BUFFERS_AT: usize = 10;
+pub const NUM_BUFFERS_AT: usize = 10;
 /// An Ethernet header: the shortest frame the tap accepts.
 const ETHERNET_HEADER_LEN: usize = 14;
 /// The longest frame with its header: a 64 KiB TSO segment (65535-byte IP packet) behind an
@@ -85,6 +86,11 @@ impl Offloads {
         self.features & (1 << bit) != 0
     }
 
+    /// Whether a frame may span several receive chains (VIRTIO_NET_F_MRG_RXBUF).
+    pub fn mergeable_rx_buffers(&self) -> bool {
+        self.has(VIRTIO_NET_F_MRG_RXBUF)
+    }
+
     /// TUN_F_* bits for the tap: what the host may leave undone in frames for the guest. Only
     /// combinations the kernel accepts (TSO needs checksum offload, ECN needs TSO).
     pub fn tun_flags(&self) -> libc::c_uint {
@@ -131,7 +137,8 @@ impl Offloads {
     /// Cuts the tap's header for a frame to the guest down to what the driver negotiated:
     /// DATA_VALID is a hint and is dropped for a driver without GUEST_CSUM; a frame that still
     /// needs its checksum or segmentation done by a driver that cannot is refused. Sets
-    /// `num_buffers` to 1 (one chain per frame: no mergeable receive buffers).
+    /// `num_buffers` to 1 (the worker sets the real count when a frame spans several
+    /// mergeable receive buffers).
     pub fn fix_rx_header(&self, header: &mut [u8; VNET_HEADER_LEN]) -> Result<(), FrameError> {
         let (flags, gso_type) = (header[0], header[1]);
         let refused = FrameError::OffloadNotNegotiated { flags, gso_type };

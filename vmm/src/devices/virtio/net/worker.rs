@@ -27,7 +27,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 use super::frame::{
     read_tx_frame, rx_chain_room, write_rx_frame, FrameError, Offloads, MAX_FRAME_LEN,
-    VNET_HEADER_LEN,
+    NUM_BUFFERS_AT, VNET_HEADER_LEN,
 };
 use super::tap::Tap;
 use crate::devices::virtio::mmio::{ActiveQueue, Interrupt};
@@ -40,6 +40,38 @@ const TOKEN_TAP: u64 = 3;
 
 /// Frames moved per direction per pass before the other direction gets its turn.
 const FRAMES_PER_PASS: usize = 256;
+/// The most mergeable receive buffers one frame may take. Linux posts buffers of at least
+/// 1.5 KiB, so a 64 KiB frame takes about 44; a driver posting tiny buffers gets its frames
+/// dropped instead of stalling the queue.
+const MAX_CHAINS_PER_FRAME: usize = 128;
+
+/// What became of the frame waiting for receive buffers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RxOutcome {
+    /// Written into the guest's buffers.
+    Delivered,
+    /// Too long for the buffers offered: dropped.
+    Dropped,
+    /// Not enough buffers yet: the frame waits for the refill.
+    NoBuffers,
+    /// The used ring cannot be written; the driver has to reset the device.
+    RingBroken,
+}
+
+/// The outcome, and whether used-ring entries were added on the way.
+struct RxDelivery {
+    outcome: RxOutcome,
+    used_buffers: bool,
+}
+
+impl RxDelivery {
+    fn nothing_used(outcome: RxOutcome) -> RxDelivery {
+        RxDelivery {
+            outcome,
+            used_buffers: false,
+        }
+    }
+}
 
 /// Whether the worker goes on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -288,7 +320,6 @@ impl Worker {
     /// Moves frames from the tap into receive buffers; returns whether any buffer was used.
     fn process_rx(&mut self) -> bool {
         let mut used = false;
-        let mut looked_again = false;
         for _ in 0..FRAMES_PER_PASS {
             if self.rx_waiting_for_buffers || self.tap_gone {
                 return used;
@@ -301,8 +332,48 @@ impl Worker {
                 },
             };
             self.rx_pending = Some(len);
-            let memory = &self.memory;
-            let queue = &mut self.queues.rx.queue;
+            let delivery = self.deliver_pending(len);
+            used |= delivery.used_buffers;
+            match delivery.outcome {
+                RxOutcome::Delivered => {
+                    NetCounters::add(&self.counters.rx_frames, 1);
+                    NetCounters::add(&self.counters.rx_bytes, len as u64);
+                    self.rx_pending = None;
+                }
+                RxOutcome::Dropped => {
+                    NetCounters::add(&self.counters.rx_dropped_frames, 1);
+                    self.rx_pending = None;
+                }
+                RxOutcome::NoBuffers => {
+                    // The refill notifies TOKEN_RX; until then the tap is not read.
+                    self.rx_waiting_for_buffers = true;
+                    NetCounters::add(&self.counters.rx_waits_for_buffers, 1);
+                    return used;
+                }
+                RxOutcome::RingBroken => return used,
+            }
+        }
+        self.more_work = true;
+        used
+    }
+
+    /// Puts the frame waiting in `rx_buf` into receive buffers: one chain, or with mergeable
+    /// receive buffers as many consecutive chains as it takes (their number goes into the
+    /// header's `num_buffers`). Chains that are not usable receive buffers are returned empty
+    /// on the way.
+    fn deliver_pending(&mut self, len: usize) -> RxDelivery {
+        let memory = &self.memory;
+        let queue = &mut self.queues.rx.queue;
+        let max_chains = if self.offloads.mergeable_rx_buffers() {
+            MAX_CHAINS_PER_FRAME
+        } else {
+            1
+        };
+        let mut good = Vec::new();
+        let mut bad = Vec::new();
+        let mut room = 0usize;
+        let mut looked_again = false;
+        while room < len && good.len() < max_chains {
             let Some(chain) = queue.pop_descriptor_chain(memory) else {
                 // Ask the driver to notify its next refill (with EVENT_IDX it only does when
                 // asked), and look once more for buffers added in between.
@@ -310,46 +381,74 @@ impl Worker {
                     looked_again = true;
                     continue;
                 }
-                // The refill notifies TOKEN_RX; until then the tap is not read.
-                self.rx_waiting_for_buffers = true;
-                NetCounters::add(&self.counters.rx_waits_for_buffers, 1);
-                return used;
+                // Nothing was used yet: give every chain back, to be taken again after the
+                // refill, so the frame's buffers stay consecutive in the used ring.
+                for _ in 0..good.len() + bad.len() {
+                    queue.go_to_previous_position();
+                }
+                return RxDelivery::nothing_used(RxOutcome::NoBuffers);
             };
+            match rx_chain_room(memory, &chain) {
+                Ok(chain_room) => {
+                    room = room.saturating_add(chain_room);
+                    good.push((chain, chain_room));
+                }
+                // Returned empty below (the driver drops it).
+                Err(_) => bad.push(chain.head_index()),
+            }
+        }
+        let mut delivery = RxDelivery::nothing_used(RxOutcome::Delivered);
+        for head in bad {
+            NetCounters::add(&self.counters.rx_bad_chains, 1);
+            if queue.add_used(memory, head, 0).is_err() {
+                delivery.outcome = RxOutcome::RingBroken;
+                return delivery;
+            }
+            delivery.used_buffers = true;
+        }
+        if room < len {
+            if max_chains == 1 {
+                // A single buffer too small for this frame: the frame is dropped, the buffer
+                // (the last chain taken) waits for the next frame.
+                queue.go_to_previous_position();
+                delivery.outcome = RxOutcome::Dropped;
+                return delivery;
+            }
+            // Tiny mergeable buffers that cannot hold a frame even together: returned empty.
+            delivery.outcome = RxOutcome::Dropped;
+            for (chain, _) in good {
+                if queue.add_used(memory, chain.head_index(), 0).is_err() {
+                    delivery.outcome = RxOutcome::RingBroken;
+                    return delivery;
+                }
+            }
+            return delivery;
+        }
+        if max_chains > 1 {
+            // Fits in u16: at most MAX_CHAINS_PER_FRAME.
+            let count = good.len() as u16;
+            self.rx_buf[NUM_BUFFERS_AT..VNET_HEADER_LEN].copy_from_slice(&count.to_le_bytes());
+        }
+        let mut offset = 0;
+        for (chain, chain_room) in good {
             let head = chain.head_index();
-            let frame = &self.rx_buf[..len];
-            let used_len = match rx_chain_room(memory, &chain) {
+            let part = chain_room.min(len - offset);
+            let written = match write_rx_frame(memory, chain, &self.rx_buf[offset..offset + part]) {
+                Ok(written) => written,
                 Err(_) => {
-                    // Returned empty (the driver drops it); the frame tries the next chain.
+                    // Checked a moment ago, so the guest changed its chain meanwhile.
                     NetCounters::add(&self.counters.rx_bad_chains, 1);
                     0
                 }
-                Ok(room) if room < len => {
-                    // The frame cannot be delivered; the chain stays for the next frame.
-                    NetCounters::add(&self.counters.rx_dropped_frames, 1);
-                    self.rx_pending = None;
-                    queue.go_to_previous_position();
-                    continue;
-                }
-                Ok(_) => match write_rx_frame(memory, chain, frame) {
-                    Ok(written) => {
-                        NetCounters::add(&self.counters.rx_frames, 1);
-                        NetCounters::add(&self.counters.rx_bytes, len as u64);
-                        self.rx_pending = None;
-                        written
-                    }
-                    Err(_) => {
-                        NetCounters::add(&self.counters.rx_bad_chains, 1);
-                        0
-                    }
-                },
             };
-            if queue.add_used(memory, head, used_len).is_err() {
-                return used;
+            offset += part;
+            if queue.add_used(memory, head, written).is_err() {
+                delivery.outcome = RxOutcome::RingBroken;
+                return delivery;
             }
-            used = true;
+            delivery.used_buffers = true;
         }
-        self.more_work = true;
-        used
+        delivery
     }
 
     /// Reads the next acceptable frame from the tap into `rx_buf`, dropping (and counting)
