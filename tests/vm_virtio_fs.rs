@@ -192,7 +192,7 @@ fn the_guest_cannot_reach_outside_its_share() {
                   /../../../secret; do cat $p 2>/dev/null; done; \
                   ln /abs-link/secret /stolen 2>/dev/null && cat /stolen; \
                   cd / && cd .. && cd .. && ls -a; \
-                  exec /bin/rkt-fs-probe never-reads /swap/secret HOST-SECRET 3000";
+                  exec /bin/rkt-fs-probe never-reads /swap/secret HOST-SECRET 600";
     let run = boot_vm(
         &share_cmdline("pod", "root", &format!("/bin/sh -c \"{script}\"")),
         128,

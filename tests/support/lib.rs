@@ -201,15 +201,28 @@ impl ScratchFs {
             String::from_utf8_lossy(&mkfs.stderr)
         );
         let mount_point = tempfile::tempdir().expect("temp dir for a mount point");
-        let mount = Command::new("mount")
-            .args(["-t", "ext4", "-o", "loop"])
-            .arg(&image)
-            .arg(mount_point.path())
-            .output()
-            .expect("run mount");
+        // Tests run in parallel threads, and two `mount -o loop` at once can race for the same
+        // free loop device (the loser fails, EPERM or EBUSY): one mount at a time, and a retry
+        // for a device that another process took between lookup and use.
+        static LOOP_SETUP: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one_at_a_time = LOOP_SETUP.lock().unwrap_or_else(|e| e.into_inner());
+        let mut attempts = 0;
+        let mount = loop {
+            let mount = Command::new("mount")
+                .args(["-t", "ext4", "-o", "loop"])
+                .arg(&image)
+                .arg(mount_point.path())
+                .output()
+                .expect("run mount");
+            attempts += 1;
+            if mount.status.success() || attempts == 5 {
+                break mount;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
         assert!(
             mount.status.success(),
-            "mounting an ext4 image failed (the tests must run as root): {}",
+            "mounting an ext4 image failed {attempts} times (the tests must run as root): {}",
             String::from_utf8_lossy(&mount.stderr)
         );
         ScratchFs {
