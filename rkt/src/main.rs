@@ -72,11 +72,11 @@ enum Command {
     /// Operate on images in the store.
     #[command(subcommand)]
     Image(commands::image::ImageCommand),
-    /// Run a pod in a KVM micro-VM (today: the host check only).
+    /// Run a pod in a KVM micro-VM.
     Run(Box<commands::run::RunArgs>),
     /// Prepare a pod (fetch and lay out its images) and print its UUID.
     Prepare(Box<commands::prepare::PrepareArgs>),
-    /// Run a prepared pod (not implemented yet).
+    /// Run a prepared pod.
     RunPrepared(commands::run_prepared::RunPreparedArgs),
     /// List pods.
     List(commands::list::ListArgs),

@@ -1,17 +1,12 @@
-//! `rkt run [FLAGS] IMAGE [APP FLAGS] [-- ARGS] [---] ...`: today it checks
-//! every flag (the same pod flags as `prepare`, plus the runtime flags) and
-//! the host, then says plainly that running pods is not implemented yet,
-//! rather than pretending.
+//! `rkt run [FLAGS] IMAGE [APP FLAGS] [-- ARGS] [---] ...`: prepare a pod
+//! (the same pod flags as `prepare`), hand it to its stage1 and exec the
+//! stage1's `run` entrypoint, which runs the pod in a KVM micro-VM; our exit
+//! status is then the stage1's (the pod's: the first failing app's code).
 //!
-//! The host check comes before fetching or preparing anything: no
-//! `/dev/kvm`, no permission, an old KVM, another hypervisor holding
-//! VT-x/AMD-V, or a KVM that runs only PVM guest kernels (`kvm_pvm`) each get
-//! a plain one-line message naming the fix.
-//!
-//! LEAD: the finished command is `prepare::prepare` (pod locked in
-//! `prepare/`), `prepare::save_uuid`, then `pod::handover::hand_over` with
-//! `runtime.run_options(globals)` and exec of `Stage1Invocation::command()`
-//! (see docs/pods.md, "Handing a pod to stage1").
+//! Every flag is checked first, then the host (no `/dev/kvm`, no
+//! permission, an old KVM, another hypervisor holding VT-x/AMD-V, a KVM that
+//! runs only PVM guest kernels: each a plain one-line message naming the
+//! fix), and only then is anything fetched or created.
 
 use clap::Args;
 
@@ -20,6 +15,7 @@ use super::prepare::PodArgs;
 use super::run_flags::RuntimeArgs;
 use crate::error::RktError;
 use crate::globals::GlobalOptions;
+use crate::pod::{handover, Pod};
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
@@ -31,7 +27,7 @@ pub struct RunArgs {
 
 pub fn run(globals: &GlobalOptions, args: RunArgs) -> Result<(), RktError> {
     let apps = app_args::parse(&args.pod.apps).map_err(RktError::Usage)?;
-    if apps.is_empty() {
+    if apps.is_empty() && args.pod.pod_manifest.is_none() {
         return Err(RktError::Usage(
             "rkt run needs at least one image: rkt run --stage1=kvm IMAGE".into(),
         ));
@@ -48,11 +44,28 @@ pub fn run(globals: &GlobalOptions, args: RunArgs) -> Result<(), RktError> {
             "--interactive works with one app only".to_string(),
         ));
     }
-    args.runtime.run_options(globals)?;
+    let options = args.runtime.run_options(globals)?;
     vmm::check_host().map_err(|e| RktError::Message(e.to_string()))?;
-    Err(RktError::Message(
-        "this host can run micro-VMs, but running pods is not implemented yet in this build: \
-         use `rkt prepare` to lay a pod out, or rkt-vmm to boot a VM directly (see README)"
-            .into(),
-    ))
+    let prepared = super::prepare::prepare(globals, &args.pod, false)?;
+    super::prepare::save_uuid(&args.pod, &prepared)?;
+    exec_stage1(globals, prepared.pod, &options)
+}
+
+/// Hands `pod` (prepared, or just prepared by us) to its stage1 and execs the
+/// `run` entrypoint; returns only if that failed. Shared with `run-prepared`.
+pub fn exec_stage1(
+    globals: &GlobalOptions,
+    mut pod: Pod,
+    options: &crate::pod::stage1::RunOptions,
+) -> Result<(), RktError> {
+    use std::os::unix::process::CommandExt;
+    let call = handover::hand_over(&mut pod, &globals.dir.join("cas/tree"), options)?;
+    // `pod` (and with it the lock descriptor) lives until the exec: the
+    // stage1 inherits the lock as RKT_LOCK_FD.
+    let err = call.command().exec();
+    drop(pod);
+    Err(RktError::Message(format!(
+        "cannot start the stage1 run entrypoint {}: {err}",
+        call.program.display()
+    )))
 }

@@ -1,10 +1,5 @@
-//! `rkt run-prepared UUID`: run a prepared pod. Today it checks the pod and
-//! says plainly that handing pods to the kvm stage1 is not implemented yet.
-//!
-//! LEAD: the finished command is `Pod::load`, then `pod::handover::hand_over`
-//! with `runtime.run_options(globals)`, then exec of
-//! `Stage1Invocation::command()` (see docs/pods.md, "Handing a pod to
-//! stage1").
+//! `rkt run-prepared UUID`: run a prepared pod: the runtime flags as `rkt
+//! run`, then the same handover and exec of the stage1 (`run::exec_stage1`).
 
 use clap::Args;
 
@@ -22,7 +17,7 @@ pub struct RunPreparedArgs {
 }
 
 pub fn run(globals: &GlobalOptions, args: RunPreparedArgs) -> Result<(), RktError> {
-    args.runtime.run_options(globals)?;
+    let options = args.runtime.run_options(globals)?;
     let pods = PodsDir::open(&globals.dir)?;
     let pod = Pod::load(&pods, &pods.resolve(&args.uuid)?)?;
     if pod.state() != PodState::Prepared {
@@ -32,9 +27,6 @@ pub fn run(globals: &GlobalOptions, args: RunPreparedArgs) -> Result<(), RktErro
             pod.state().as_str()
         )));
     }
-    Err(RktError::Message(format!(
-        "pod {} is prepared, but running pods is not implemented yet in this build \
-         (the kvm stage1 handover is missing); it stays prepared",
-        pod.uuid
-    )))
+    vmm::check_host().map_err(|e| RktError::Message(e.to_string()))?;
+    super::run::exec_stage1(globals, pod, &options)
 }

@@ -18,7 +18,6 @@ use super::{dns, layout, mounts, overlay, PodError};
 ///
 /// On error the overlays mounted here are taken down again; the pod stays
 /// in `run/` with our lock, and reads as `exited` (for gc) once we exit.
-#[allow(dead_code)] // `rkt run` / `run-prepared` will call it (issue 6, lead)
 pub fn hand_over(
     pod: &mut Pod,
     tree_dir: &Path,
@@ -56,8 +55,7 @@ impl Stage1Invocation {
     /// The command to `exec()` (`std::os::unix::process::CommandExt::exec`):
     /// program, arguments, the pod directory as working directory, and
     /// `RKT_LOCK_FD`. The caller's other environment variables pass through.
-    #[allow(dead_code)] // `rkt run` / `run-prepared` will call it (issue 6, lead)
-    pub fn command(&self) -> Command {
+        pub fn command(&self) -> Command {
         let mut command = Command::new(&self.program);
         command
             .arg0(&self.program)

@@ -18,7 +18,6 @@ pub const ENTRYPOINT_RUN: &str = "coreos.com/rkt/stage1/run";
 pub const ENTRYPOINT_ENTER: &str = "coreos.com/rkt/stage1/enter";
 #[allow(dead_code)] // for `rkt enter`, `stop` and the gc hook (issue 6, lead)
 pub const ENTRYPOINT_STOP: &str = "coreos.com/rkt/stage1/stop";
-#[allow(dead_code)] // for `rkt enter`, `stop` and the gc hook (issue 6, lead)
 pub const ENTRYPOINT_GC: &str = "coreos.com/rkt/stage1/gc";
 pub const INTERFACE_VERSION: &str = "coreos.com/rkt/stage1/interface-version";
 /// The environment variable carrying the locked pod directory descriptor.
@@ -166,18 +165,45 @@ pub fn run_invocation(pod: &Pod, options: &RunOptions) -> Result<Stage1Invocatio
     })
 }
 
-/// Runs the stage1 `gc` entrypoint of an exited pod (`<gc> [--debug]
-/// [--local-config=DIR] UUID`, from the pod directory), so stage1 releases
-/// what it allocated outside the pod directory (network namespace, CNI
-/// leases, tap devices, vsock sockets).
+/// Runs the stage1 `gc` entrypoint of an exited pod (`<gc> [--local-config=DIR]
+/// UUID`, from the pod directory, `--local-config` from interface version
+/// 5), so stage1 releases what it allocated outside the pod directory
+/// (the kvm stage1: its socket directory under /run). A failure keeps the
+/// pod (the caller then leaves its files for a later gc).
 ///
-/// LEAD: NOT IMPLEMENTED YET, on purpose: no stage1 exists yet, so this
-/// does nothing and succeeds. Fill it in with the kvm stage1 (resolve
-/// [`ENTRYPOINT_GC`] with [`entrypoint`], run it as a child with the pod
-/// directory as working directory, and report a failure without stopping
-/// the deletion of other pods). rkt remounted the stage1 overlay first when
-/// it was gone (after a reboot); see `overlay::mount_stage1`.
+/// A pod without a stage1 manifest or gc entrypoint has nothing to release.
+/// Neither has one whose stage1 overlay is no longer mounted (after a
+/// reboot): rkt remounted it to run gc; the kvm stage1 keeps nothing that
+/// outlives a reboot (/run is a tmpfs), so we skip it.
 pub fn run_stage1_gc(pod: &Pod, local_config: &Path) -> Result<(), PodError> {
-    let _ = (pod, local_config);
-    Ok(())
+    let dir = pod.path();
+    let Ok(program) = entrypoint(&dir, ENTRYPOINT_GC) else {
+        return Ok(());
+    };
+    if !program.is_file() {
+        return Ok(());
+    }
+    let mut command = std::process::Command::new(&program);
+    if interface_version(&dir)? >= 5 {
+        command.arg(format!("--local-config={}", local_config.display()));
+    }
+    let status = command
+        .arg(pod.uuid.as_str())
+        .current_dir(&dir)
+        .stdin(std::process::Stdio::null())
+        .status()
+        .map_err(PodError::io(format!(
+            "running the stage1 gc entrypoint {} of pod {}",
+            program.display(),
+            pod.uuid
+        )))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(PodError::Invalid(format!(
+            "the stage1 gc entrypoint of pod {} failed ({status}); the pod is kept for \
+             the next gc",
+            pod.uuid
+        )))
+    }
 }
