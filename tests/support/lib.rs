@@ -307,3 +307,203 @@ pub fn boot_vm_with_limit(
         limit,
     )
 }
+
+// ---- Pods through the real `rkt` binary (tests/vm_pods.rs) ----
+
+/// Where `rkt` and `stage1-kvm.aci` are: `target/release/` as tools/setup installs them, or
+/// `$RKT_E2E_BIN_DIR` (a helper's own build) when set.
+pub fn rkt_bin_dir() -> PathBuf {
+    match std::env::var_os("RKT_E2E_BIN_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => repo_root().join("target/release"),
+    }
+}
+
+/// The `rkt` binary; its directory also holds the default stage1 image.
+pub fn rkt_binary() -> PathBuf {
+    let path = rkt_bin_dir().join("rkt");
+    assert!(
+        path.exists(),
+        "{} is missing: run tools/setup first",
+        path.display()
+    );
+    let stage1 = rkt_bin_dir().join("stage1-kvm.aci");
+    assert!(
+        stage1.exists(),
+        "{} is missing: run tools/setup first",
+        stage1.display()
+    );
+    path
+}
+
+/// How long one `rkt run` (prepare, boot, apps, exit) may take inside the emulated KVM host.
+pub const POD_LIMIT: Duration = Duration::from_secs(180);
+
+/// Fills `root` with an image root for pod tests: static busybox with a link per applet,
+/// `/etc/passwd` and `/etc/group` with root and `user1` (1000:1000, group `grp1`, home
+/// `/home/user1`), `/tmp` (1777) and the usual mount points.
+pub fn busybox_image_root(root: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = root.join("bin");
+    fs::create_dir_all(&bin).expect("create bin/");
+    fs::copy("/bin/busybox", bin.join("busybox")).expect("copy /bin/busybox (busybox-static)");
+    let list = Command::new("/bin/busybox")
+        .arg("--list")
+        .output()
+        .expect("busybox --list");
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        if applet != "busybox" && !applet.is_empty() {
+            std::os::unix::fs::symlink("busybox", bin.join(applet)).expect("applet link");
+        }
+    }
+    let etc = root.join("etc");
+    fs::create_dir_all(&etc).expect("create etc/");
+    fs::write(
+        etc.join("passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nuser1:x:1000:1000:user one:/home/user1:/bin/sh\n",
+    )
+    .expect("write etc/passwd");
+    fs::write(
+        etc.join("group"),
+        "root:x:0:\ngrp1:x:1000:\nextra:x:2000:\n",
+    )
+    .expect("write etc/group");
+    for dir in ["proc", "sys", "dev", "tmp", "run", "root", "home/user1"] {
+        fs::create_dir_all(root.join(dir)).expect("create an image directory");
+    }
+    fs::set_permissions(root.join("tmp"), fs::Permissions::from_mode(0o1777)).expect("chmod tmp");
+    std::os::unix::fs::chown(root.join("home/user1"), Some(1000), Some(1000))
+        .expect("chown home/user1 (the tests run as root)");
+}
+
+/// Writes an ACI named `name` (labels version 1, linux/amd64) whose rootfs is
+/// [`busybox_image_root`] and whose app runs `exec` as root; returns its path.
+pub fn busybox_aci(dir: &Path, name: &str, exec: &[&str]) -> PathBuf {
+    let build = dir.join(format!("build-{}", name.replace('/', "_")));
+    busybox_image_root(&build.join("rootfs"));
+    let exec: Vec<String> = exec.iter().map(|w| format!("{w:?}")).collect();
+    let manifest = format!(
+        r#"{{"acKind":"ImageManifest","acVersion":"0.8.11","name":"{name}",
+  "labels":[{{"name":"version","value":"1"}},{{"name":"os","value":"linux"}},{{"name":"arch","value":"amd64"}}],
+  "app":{{"exec":[{}],"user":"0","group":"0"}}}}"#,
+        exec.join(",")
+    );
+    fs::write(build.join("manifest"), manifest).expect("write the manifest");
+    let aci = dir.join(format!("{}.aci", name.replace('/', "_")));
+    let tar = Command::new("tar")
+        .arg("-C")
+        .arg(&build)
+        .arg("-cf")
+        .arg(&aci)
+        .args(["manifest", "rootfs"])
+        .output()
+        .expect("run tar");
+    assert!(
+        tar.status.success(),
+        "tar: {}",
+        String::from_utf8_lossy(&tar.stderr)
+    );
+    let _ = fs::remove_dir_all(&build);
+    aci
+}
+
+/// A throwaway rkt data directory (`--dir`) and the commands run in it.
+pub struct RktWorld {
+    pub root: tempfile::TempDir,
+}
+
+impl RktWorld {
+    pub fn new() -> RktWorld {
+        RktWorld::in_dir(Path::new("/tmp"))
+    }
+
+    /// A world whose files (data dir included) live under `parent`, e.g. a [`ScratchFs`]:
+    /// the emulated KVM host's /tmp is an overlay, on which rkt cannot mount overlays and
+    /// falls back to copying images.
+    pub fn in_dir(parent: &Path) -> RktWorld {
+        RktWorld {
+            root: tempfile::Builder::new()
+                .prefix("rkt-e2e")
+                .tempdir_in(parent)
+                .expect("temp dir"),
+        }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.root.path().join("data")
+    }
+
+    /// `rkt --dir=... --insecure-options=image ARGS` to completion.
+    pub fn rkt(&self, args: &[&str]) -> Finished {
+        run_with_limit(
+            Command::new(rkt_binary())
+                .arg(format!("--dir={}", self.data_dir().display()))
+                .arg(format!(
+                    "--local-config={}",
+                    self.root.path().join("etc-rkt").display()
+                ))
+                .arg("--insecure-options=image")
+                .args(args),
+            POD_LIMIT,
+        )
+    }
+
+    /// Like [`RktWorld::rkt`], asserting exit status 0; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let run = self.rkt(args);
+        assert_eq!(run.code(), 0, "rkt {args:?}: {run}");
+        run.stdout
+    }
+
+    /// The pod directories under `pods/<state>/`.
+    pub fn pods_in(&self, state: &str) -> Vec<String> {
+        let mut found: Vec<String> = fs::read_dir(self.data_dir().join("pods").join(state))
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        found.sort();
+        found
+    }
+}
+
+impl Default for RktWorld {
+    fn default() -> Self {
+        RktWorld::new()
+    }
+}
+
+/// Mount points at or under `path` (from /proc/self/mountinfo).
+pub fn mounts_under(path: &Path) -> Vec<String> {
+    let path = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .filter(|point| Path::new(point).starts_with(&path))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Processes whose executable or working directory is under `path`.
+pub fn processes_under(path: &Path) -> Vec<String> {
+    let path = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut found = Vec::new();
+    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let pid = entry.file_name().to_string_lossy().into_owned();
+        if !pid.chars().all(|c| c.is_ascii_digit()) {
+            continue;
+        }
+        for link in ["exe", "cwd"] {
+            if let Ok(target) = fs::read_link(entry.path().join(link)) {
+                if target.starts_with(&path) {
+                    found.push(format!("{pid} ({link} {})", target.display()));
+                }
+            }
+        }
+    }
+    found
+}

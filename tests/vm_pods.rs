@@ -1,0 +1,277 @@
+//! Pods end to end: `rkt run --stage1=kvm` through the real `rkt` binary and the installed
+//! stage1 image (target/release/stage1-kvm.aci), on busybox ACIs built here, with a temporary
+//! `--dir`. Each test boots few VMs and checks many things per boot: exit code propagation,
+//! the apps' stdout/stderr and logs, environment, user/group, working directory, volumes
+//! (host read-only and read-write, an empty one shared by two apps), status/list after exit,
+//! gc, and that nothing is left mounted or running.
+//! Needs ordinary KVM: run inside the emulated KVM host on machines whose /dev/kvm is kvm_pvm.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use e2e::{busybox_aci, mounts_under, processes_under, RktWorld, ScratchFs};
+
+const IMAGE: &str = "example.com/busybox";
+
+/// A world with the busybox image written to disk; returns it and the image path.
+fn world() -> (RktWorld, String) {
+    world_in(RktWorld::new())
+}
+
+fn world_in(world: RktWorld) -> (RktWorld, String) {
+    let aci = busybox_aci(world.root.path(), IMAGE, &["/bin/true"]);
+    (world, aci.display().to_string())
+}
+
+fn uuid_from(file: &Path) -> String {
+    let uuid = fs::read_to_string(file).unwrap();
+    assert_eq!(uuid.len(), 36, "{uuid:?}");
+    uuid
+}
+
+/// `rkt status UUID` as key -> value.
+fn status(world: &RktWorld, uuid: &str) -> Vec<(String, String)> {
+    world
+        .ok(&["status", uuid])
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn value<'a>(status: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    status
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
+/// After gc: no pod directory, nothing mounted, no process left under the data dir.
+fn assert_all_cleaned(world: &RktWorld) {
+    let uuids: Vec<String> = ["run", "exited-garbage"]
+        .iter()
+        .flat_map(|state| world.pods_in(state))
+        .collect();
+    world.ok(&["gc", "--grace-period=0s"]);
+    world.ok(&["gc", "--grace-period=0s"]);
+    for state in ["prepare", "prepared", "run", "exited-garbage", "garbage"] {
+        assert!(world.pods_in(state).is_empty(), "pods left in {state}/");
+    }
+    let data = world.data_dir();
+    assert_eq!(mounts_under(&data), Vec::<String>::new(), "mounts left");
+    assert_eq!(
+        processes_under(&data),
+        Vec::<String>::new(),
+        "processes left"
+    );
+    for uuid in uuids {
+        let socket_dir = Path::new("/run/rkt-kvm").join(&uuid);
+        assert!(!socket_dir.exists(), "{} left", socket_dir.display());
+    }
+}
+
+#[test]
+fn one_pod_environment_user_workdir_output_and_volumes() {
+    // On ext4, so that rkt mounts overlays (the other tests run where it copies images).
+    let scratch = ScratchFs::new();
+    let (world, aci) = world_in(RktWorld::in_dir(scratch.path()));
+    let ro = world.root.path().join("host-ro");
+    let rw = world.root.path().join("host-rw");
+    fs::create_dir_all(&ro).unwrap();
+    fs::create_dir_all(&rw).unwrap();
+    fs::write(ro.join("in.txt"), "from the host\n").unwrap();
+    let uuid_file = world.root.path().join("uuid");
+
+    let show = "echo out-line; echo err-line >&2; \
+                echo id=$(id -u):$(id -g) groups=$(id -G); echo pwd=$(pwd); \
+                echo env=$POD_WIDE/$APP_ONLY/$AC_APP_NAME/$container; echo path=$PATH; \
+                echo host=$(hostname)";
+    let writer = "cat /ro/in.txt; \
+                  if echo x > /ro/nope 2>/dev/null; then echo ro-writable; else echo ro-refused; fi; \
+                  echo written > /rw/out.txt; echo hello > /shared/from-writer; echo writer-done";
+    let reader = "i=0; while [ ! -f /shared/from-writer ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done; \
+                  cat /shared/from-writer > /rw/seen-by-reader; echo reader-done";
+    let run = world.rkt(&[
+        "run",
+        &format!("--uuid-file-save={}", uuid_file.display()),
+        "--set-env=POD_WIDE=pod",
+        "--hostname=box1",
+        &format!(
+            "--volume=ro,kind=host,source={},readOnly=true",
+            ro.display()
+        ),
+        &format!("--volume=rw,kind=host,source={}", rw.display()),
+        "--volume=shared,kind=empty,mode=0777",
+        &aci,
+        "--name=show",
+        "--exec=/bin/sh",
+        "--user=user1",
+        "--group=grp1",
+        "--working-dir=/home/user1",
+        "--environment=APP_ONLY=app",
+        "--",
+        "-c",
+        show,
+        "---",
+        &aci,
+        "--name=writer",
+        "--exec=/bin/sh",
+        "--mount=volume=ro,target=/ro",
+        "--mount=volume=rw,target=/rw",
+        "--mount=volume=shared,target=/shared",
+        "--",
+        "-c",
+        writer,
+        "---",
+        &aci,
+        "--name=reader",
+        "--exec=/bin/sh",
+        "--mount=volume=rw,target=/rw",
+        "--mount=volume=shared,target=/shared",
+        "--",
+        "-c",
+        reader,
+    ]);
+    assert_eq!(run.code(), 0, "{run}");
+    assert!(!run.stderr.contains("disabling overlay"), "{run}");
+    let out = &run.stdout;
+    for line in [
+        "out-line",
+        "id=1000:1000 groups=1000",
+        "pwd=/home/user1",
+        "env=pod/app/show/rkt",
+        "path=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "host=box1",
+        "from the host",
+        "ro-refused",
+        "writer-done",
+        "reader-done",
+    ] {
+        assert!(
+            out.lines().any(|l| l == line),
+            "stdout lacks {line:?}: {run}"
+        );
+    }
+    assert!(
+        !out.contains("err-line"),
+        "stderr leaked into stdout: {run}"
+    );
+    assert!(run.stderr.lines().any(|l| l == "err-line"), "{run}");
+
+    // The host saw the writes; the read-only volume stayed untouched.
+    assert_eq!(fs::read_to_string(rw.join("out.txt")).unwrap(), "written\n");
+    assert_eq!(
+        fs::read_to_string(rw.join("seen-by-reader")).unwrap(),
+        "hello\n"
+    );
+    assert!(!ro.join("nope").exists());
+
+    // Status, list and the per-app logs after exit.
+    let uuid = uuid_from(&uuid_file);
+    let st = status(&world, &uuid);
+    assert_eq!(value(&st, "state"), Some("exited"), "{st:?}");
+    for app in ["show", "writer", "reader"] {
+        assert_eq!(value(&st, &format!("app-{app}")), Some("0"), "{st:?}");
+    }
+    assert!(value(&st, "pid").is_some(), "{st:?}");
+    let list = world.ok(&["list", "--no-legend"]);
+    assert!(
+        list.contains(&uuid[..8]) && list.contains("exited"),
+        "{list}"
+    );
+    let pod: PathBuf = world.data_dir().join("pods/run").join(&uuid);
+    assert!(pod.join("overlay-prepared").exists(), "not an overlay pod");
+    assert!(
+        !mounts_under(&pod).is_empty(),
+        "overlays stay mounted until gc"
+    );
+    let log = fs::read_to_string(pod.join("stage1-kvm/logs/show.log")).unwrap();
+    assert!(
+        log.contains("out-line\n") && log.contains("err-line\n"),
+        "{log}"
+    );
+
+    assert_all_cleaned(&world);
+}
+
+#[test]
+fn exit_codes_propagate_first_failing_app_wins() {
+    let (world, aci) = world();
+    let sh = |name: &'static str, script: &'static str| -> Vec<String> {
+        [
+            &aci,
+            &format!("--name={name}"),
+            "--exec=/bin/sh",
+            "--",
+            "-c",
+            script,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    // All four apps in one pod: the first non-zero in manifest order is the pod's code.
+    let uuid_file = world.root.path().join("uuid");
+    let mut args: Vec<String> = vec![
+        "run".into(),
+        format!("--uuid-file-save={}", uuid_file.display()),
+    ];
+    for (i, app) in [
+        sh("zero", "exit 0"),
+        sh("fortytwo", "sleep 1; exit 42"),
+        sh("one", "exit 1"),
+        sh("killed", "kill -9 $$"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        if i > 0 {
+            args.push("---".into());
+        }
+        args.extend(app);
+    }
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let run = world.rkt(&refs);
+    assert_eq!(run.code(), 42, "{run}");
+    let st = status(&world, &uuid_from(&uuid_file));
+    for (app, code) in [
+        ("zero", "0"),
+        ("fortytwo", "42"),
+        ("one", "1"),
+        ("killed", "137"),
+    ] {
+        assert_eq!(value(&st, &format!("app-{app}")), Some(code), "{st:?}");
+    }
+
+    // One app each: 0, killed by a signal, and 1 through prepare + run-prepared.
+    let zero = world.rkt(&["run", &aci, "--exec=/bin/true"]);
+    assert_eq!(zero.code(), 0, "{zero}");
+    let killed = world.rkt(&["run", &aci, "--exec=/bin/sh", "--", "-c", "kill -9 $$"]);
+    assert_eq!(killed.code(), 137, "{killed}");
+    let prepared = world.ok(&["prepare", "--quiet", &aci, "--exec=/bin/false"]);
+    let one = world.rkt(&["run-prepared", prepared.trim()]);
+    assert_eq!(one.code(), 1, "{one}");
+
+    assert_all_cleaned(&world);
+}
+
+#[test]
+fn stage1_refusals_exit_254_and_leave_a_pod_gc_cleans() {
+    let (world, aci) = world();
+    for (flag, says) in [
+        ("--net=mynet", "--net=mynet"),
+        ("--interactive", "--interactive"),
+    ] {
+        let run = world.rkt(&["run", flag, &aci, "--exec=/bin/true"]);
+        assert_eq!(run.code(), 254, "{run}");
+        let stage1: Vec<&str> = run
+            .stderr
+            .lines()
+            .filter(|l| l.starts_with("stage1-kvm:"))
+            .collect();
+        assert_eq!(stage1.len(), 1, "one stage1 line: {run}");
+        assert!(stage1[0].contains(says), "{run}");
+    }
+    assert_eq!(world.pods_in("run").len(), 2);
+    assert_all_cleaned(&world);
+}
