@@ -8,6 +8,8 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
 
 use e2e::{busybox_aci, mounts_under, processes_under, RktWorld, ScratchFs};
 
@@ -273,5 +275,64 @@ fn stage1_refusals_exit_254_and_leave_a_pod_gc_cleans() {
         assert!(stage1[0].contains(says), "{run}");
     }
     assert_eq!(world.pods_in("run").len(), 2);
+    assert_all_cleaned(&world);
+}
+
+#[test]
+fn gc_after_kill_9_of_a_running_pod() {
+    // On ext4: overlays mounted, and the pod path is long enough for the socket to go under
+    // /run/rkt-kvm, which only the stage1 gc entrypoint can clean after a kill.
+    let scratch = ScratchFs::new();
+    let (world, aci) = world_in(RktWorld::in_dir(scratch.path()));
+    let uuid_file = world.root.path().join("uuid");
+    let mut child = world
+        .command(&[
+            "run",
+            &format!("--uuid-file-save={}", uuid_file.display()),
+            &aci,
+            "--exec=/bin/sh",
+            "--",
+            "-c",
+            "echo started; sleep 600",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let log = |uuid: &str| {
+        world
+            .data_dir()
+            .join("pods/run")
+            .join(uuid)
+            .join("stage1-kvm/logs/busybox.log")
+    };
+    let uuid = loop {
+        assert!(
+            started.elapsed() < e2e::POD_LIMIT,
+            "the app never started (child: {:?})",
+            child.try_wait()
+        );
+        if let Ok(uuid) = fs::read_to_string(&uuid_file) {
+            if fs::read_to_string(log(&uuid)).is_ok_and(|l| l.contains("started")) {
+                break uuid;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let st = status(&world, &uuid);
+    assert_eq!(value(&st, "state"), Some("running"), "{st:?}");
+    assert_eq!(value(&st, "pid"), Some(child.id().to_string().as_str()));
+    assert!(Path::new("/run/rkt-kvm").join(&uuid).is_dir());
+
+    child.kill().unwrap(); // SIGKILL: rkt run is the stage1 is the VMM
+    child.wait().unwrap();
+    let st = status(&world, &uuid);
+    assert_eq!(value(&st, "state"), Some("exited"), "{st:?}");
+    assert!(
+        !mounts_under(&world.data_dir()).is_empty(),
+        "overlays until gc"
+    );
     assert_all_cleaned(&world);
 }

@@ -433,19 +433,23 @@ impl RktWorld {
         self.root.path().join("data")
     }
 
+    /// `rkt --dir=... --insecure-options=image ARGS`, not started yet.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(rkt_binary());
+        command
+            .arg(format!("--dir={}", self.data_dir().display()))
+            .arg(format!(
+                "--local-config={}",
+                self.root.path().join("etc-rkt").display()
+            ))
+            .arg("--insecure-options=image")
+            .args(args);
+        command
+    }
+
     /// `rkt --dir=... --insecure-options=image ARGS` to completion.
     pub fn rkt(&self, args: &[&str]) -> Finished {
-        run_with_limit(
-            Command::new(rkt_binary())
-                .arg(format!("--dir={}", self.data_dir().display()))
-                .arg(format!(
-                    "--local-config={}",
-                    self.root.path().join("etc-rkt").display()
-                ))
-                .arg("--insecure-options=image")
-                .args(args),
-            POD_LIMIT,
-        )
+        run_with_limit(&mut self.command(args), POD_LIMIT)
     }
 
     /// Like [`RktWorld::rkt`], asserting exit status 0; returns stdout.
