@@ -16,6 +16,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -34,6 +35,12 @@ impl Namespace {
     fn new(label: &str) -> Namespace {
         let name = format!("rkt-test-{label}-{}", std::process::id());
         // A namespace left by a crashed run of the same pid would make `add` fail.
+        // The first `ip netns add` of a boot sets up the /run/netns mount; two at once can
+        // trip over each other there, and the tests of this file run in parallel.
+        static CREATING: Mutex<()> = Mutex::new(());
+        let _one_at_a_time = CREATING
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let _ = Command::new("ip")
             .args(["netns", "del", &name])
             .stderr(Stdio::null())

@@ -27,7 +27,6 @@ mod tap;
 mod worker;
 
 use std::sync::Arc;
-use std::thread::JoinHandle;
 
 use thiserror::Error;
 use virtio_bindings::bindings::virtio_net::{
@@ -39,7 +38,6 @@ use virtio_bindings::bindings::virtio_ring::{
     VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC,
 };
 use virtio_queue::QueueT;
-use vmm_sys_util::eventfd::EventFd;
 
 pub use frame::{FrameError, Offloads, MAX_FRAME_LEN, VNET_HEADER_LEN};
 pub use mac::{MacAddr, MacAddrError};
@@ -47,6 +45,8 @@ pub use tap::{Tap, TapError, MAX_TAP_NAME_LEN};
 pub use worker::NetCounters;
 
 use super::mmio::{ActivateError, ActiveQueue, Interrupt, VirtioDevice, VIRTIO_F_VERSION_1};
+use super::read_config_space;
+use super::worker_thread::WorkerThread;
 use crate::memory::GuestMemory;
 use worker::{Queues, Worker};
 
@@ -103,19 +103,13 @@ pub enum NetError {
     MulticastMac(MacAddr),
 }
 
-/// The running worker thread and the eventfd that stops it.
-struct WorkerHandle {
-    stop: EventFd,
-    thread: JoinHandle<()>,
-}
-
 /// The network device; attached to its tap from `new` until it is dropped.
 pub struct Net {
     mac: MacAddr,
     mtu: u16,
     tap: Arc<Tap>,
     counters: Arc<NetCounters>,
-    worker: Option<WorkerHandle>,
+    worker: Option<WorkerThread>,
 }
 
 impl Net {
@@ -161,14 +155,7 @@ impl VirtioDevice for Net {
         let mut space = [0u8; 12];
         space[..6].copy_from_slice(&self.mac.0);
         space[10..].copy_from_slice(&self.mtu.to_le_bytes());
-        for (i, byte) in data.iter_mut().enumerate() {
-            *byte = usize::try_from(offset)
-                .ok()
-                .and_then(|offset| offset.checked_add(i))
-                .and_then(|at| space.get(at))
-                .copied()
-                .unwrap_or(0);
-        }
+        read_config_space(&space, offset, data);
     }
 
     /// Writing the MAC is legacy-only (spec 5.1.4.2); the space is read-only for us.
@@ -195,7 +182,7 @@ impl VirtioDevice for Net {
         self.tap
             .set_offloads(offloads.tun_flags())
             .map_err(|e| ActivateError::Worker(std::io::Error::other(e)))?;
-        let stop = EventFd::new(libc::EFD_NONBLOCK)?;
+        let stop = WorkerThread::stop_event()?;
         let worker = Worker::new(
             memory,
             Queues { rx, tx },
@@ -205,22 +192,17 @@ impl VirtioDevice for Net {
             self.counters.clone(),
             &stop,
         )?;
-        let thread = std::thread::Builder::new()
-            .name("virtio-net".into())
-            .spawn(move || worker.run())?;
-        self.worker = Some(WorkerHandle { stop, thread });
+        self.worker = Some(WorkerThread::start("virtio-net", stop, move || {
+            worker.run()
+        })?);
         Ok(())
     }
 
     /// Stops the worker. Frames the tap receives meanwhile wait in its queue (the host kernel
     /// drops the oldest when it is full), as on a NIC whose driver is reloading.
     fn reset(&mut self) {
-        if let Some(worker) = self.worker.take() {
-            // If the write fails the eventfd counter is full, which still wakes the worker.
-            let _ = worker.stop.write(1);
-            // A worker that panicked has stopped touching guest memory too.
-            let _ = worker.thread.join();
-        }
+        // Dropping the worker stops and joins it.
+        self.worker = None;
     }
 }
 
