@@ -55,7 +55,7 @@ impl Stage1Invocation {
     /// The command to `exec()` (`std::os::unix::process::CommandExt::exec`):
     /// program, arguments, the pod directory as working directory, and
     /// `RKT_LOCK_FD`. The caller's other environment variables pass through.
-        pub fn command(&self) -> Command {
+    pub fn command(&self) -> Command {
         let mut command = Command::new(&self.program);
         command
             .arg0(&self.program)
