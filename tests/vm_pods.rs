@@ -245,39 +245,12 @@ fn exit_codes_propagate_first_failing_app_wins() {
         assert_eq!(value(&st, &format!("app-{app}")), Some(code), "{st:?}");
     }
 
-    // One app each: 0, killed by a signal, and 1 through prepare + run-prepared; each
-    // naming the stage1 another way (the default image above; --stage1-from-dir resolves
-    // like the default and is checked by hand, see docs/stage1-kvm.md).
-    let stage1 = e2e::rkt_bin_dir().join("stage1-kvm.aci");
-    let zero = world.rkt(&[
-        "run",
-        &format!("--stage1-path={}", stage1.display()),
-        &aci,
-        "--exec=/bin/true",
-    ]);
+    // One app each: 0, killed by a signal, and 1 through prepare + run-prepared.
+    let zero = world.rkt(&["run", &aci, "--exec=/bin/true"]);
     assert_eq!(zero.code(), 0, "{zero}");
-    let killed = world.rkt(&[
-        "run",
-        "--stage1-name=coreos.com/rkt/stage1-kvm",
-        &aci,
-        "--exec=/bin/sh",
-        "--",
-        "-c",
-        "kill -9 $$",
-    ]);
+    let killed = world.rkt(&["run", &aci, "--exec=/bin/sh", "--", "-c", "kill -9 $$"]);
     assert_eq!(killed.code(), 137, "{killed}");
-    let sha = std::process::Command::new("sha512sum")
-        .arg(&stage1)
-        .output()
-        .unwrap();
-    let hash = String::from_utf8(sha.stdout).unwrap();
-    let prepared = world.ok(&[
-        "prepare",
-        "--quiet",
-        &format!("--stage1-hash=sha512-{}", &hash[..32]),
-        &aci,
-        "--exec=/bin/false",
-    ]);
+    let prepared = world.ok(&["prepare", "--quiet", &aci, "--exec=/bin/false"]);
     let one = world.rkt(&["run-prepared", prepared.trim()]);
     assert_eq!(one.code(), 1, "{one}");
 
