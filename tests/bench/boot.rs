@@ -19,7 +19,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use e2e::{busybox_initramfs, rkt_vmm, vmlinux};
+use e2e::{busybox_initramfs, min_median_max, rkt_vmm, vmlinux};
 
 /// The guest command: its first output line is the "reached userspace" mark.
 const GUEST_COMMAND: &str =
@@ -201,15 +201,6 @@ type Peer = (&'static str, fn(&Options) -> Command);
 /// A reported metric: label, how to read it from a sample, unit.
 type Metric = (&'static str, fn(&Sample) -> f64, &'static str);
 
-fn stats(values: &mut [f64]) -> (f64, f64, f64) {
-    values.sort_by(|a, b| a.total_cmp(b));
-    (
-        values[0],
-        values[values.len() / 2],
-        values[values.len() - 1],
-    )
-}
-
 fn main() {
     let options = match parse_options() {
         Ok(o) => o,
@@ -256,7 +247,7 @@ fn main() {
         let mut medians = Vec::new();
         for peer in &samples {
             let mut values: Vec<f64> = peer.iter().map(get).collect();
-            let (min, med, max) = stats(&mut values);
+            let (min, med, max) = min_median_max(&mut values);
             cells.push(format!("{min:.3} / {med:.3} / {max:.3} {unit}"));
             medians.push(med);
         }

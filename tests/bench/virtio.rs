@@ -22,7 +22,8 @@ use std::thread;
 use std::time::Duration;
 
 use e2e::{
-    boot_vm_with_limit, guest_tool, populate_guest_root, run_with_limit, share_cmdline, ScratchFs,
+    boot_vm_with_limit, guest_tool, min_median_max, populate_guest_root, run_with_limit,
+    share_cmdline, ScratchFs,
 };
 use guest_tools::SummaryHasher;
 
@@ -191,15 +192,6 @@ fn host_vsock(o: &Options) -> Result<f64, String> {
     seconds(&run.stdout, "sent")
 }
 
-fn stats(values: &mut [f64]) -> (f64, f64, f64) {
-    values.sort_by(|a, b| a.total_cmp(b));
-    (
-        values[0],
-        values[values.len() / 2],
-        values[values.len() - 1],
-    )
-}
-
 fn main() {
     let options = match parse_options() {
         Ok(o) => o,
@@ -242,8 +234,8 @@ fn main() {
     for (i, label) in METRICS.iter().enumerate() {
         let mut g: Vec<f64> = guest.iter().map(|s| s[i]).collect();
         let mut h: Vec<f64> = host.iter().map(|s| s[i]).collect();
-        let (gmin, gmed, gmax) = stats(&mut g);
-        let (hmin, hmed, hmax) = stats(&mut h);
+        let (gmin, gmed, gmax) = min_median_max(&mut g);
+        let (hmin, hmed, hmax) = min_median_max(&mut h);
         println!(
             "{label:<28} {:>30} {:>30} {:>7.2}x",
             format!("{gmin:.3} / {gmed:.3} / {gmax:.3}"),
@@ -255,7 +247,7 @@ fn main() {
     let vmib = f64::from(options.vsock_mib);
     let med = |v: &[Sample], i: usize| {
         let mut x: Vec<f64> = v.iter().map(|s| s[i]).collect();
-        stats(&mut x).1
+        min_median_max(&mut x).1
     };
     println!(
         "throughput (median): write {:.0} vs {:.0} MiB/s, read {:.0} vs {:.0} MiB/s, \

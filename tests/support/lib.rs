@@ -249,11 +249,9 @@ impl Drop for ScratchFs {
     }
 }
 
-/// Fills `root` with a minimal guest root: static busybox with a link per applet, and the
-/// static guest tools, so a command run with `rkt.root=` pointing here has a shell.
-pub fn populate_guest_root(root: &Path) {
-    let bin = root.join("bin");
-    fs::create_dir_all(&bin).expect("create bin/");
+/// Copies the host's static busybox into `bin` (created if missing) with a link per applet.
+pub fn install_busybox(bin: &Path) {
+    fs::create_dir_all(bin).expect("create bin/");
     fs::copy("/bin/busybox", bin.join("busybox")).expect("copy /bin/busybox (busybox-static)");
     let list = Command::new("/bin/busybox")
         .arg("--list")
@@ -264,6 +262,24 @@ pub fn populate_guest_root(root: &Path) {
             std::os::unix::fs::symlink("busybox", bin.join(applet)).expect("applet link");
         }
     }
+}
+
+/// The smallest, median and largest of `values` (sorted in place; not empty), as the
+/// benchmarks report them.
+pub fn min_median_max(values: &mut [f64]) -> (f64, f64, f64) {
+    values.sort_by(|a, b| a.total_cmp(b));
+    (
+        values[0],
+        values[values.len() / 2],
+        values[values.len() - 1],
+    )
+}
+
+/// Fills `root` with a minimal guest root: static busybox with a link per applet, and the
+/// static guest tools, so a command run with `rkt.root=` pointing here has a shell.
+pub fn populate_guest_root(root: &Path) {
+    let bin = root.join("bin");
+    install_busybox(&bin);
     for tool in ["rkt-fs-probe", "rkt-vsock-probe"] {
         fs::copy(guest_tool(tool), bin.join(tool)).expect("copy a guest tool");
     }
@@ -345,17 +361,7 @@ pub const POD_LIMIT: Duration = Duration::from_secs(180);
 pub fn busybox_image_root(root: &Path) {
     use std::os::unix::fs::PermissionsExt;
     let bin = root.join("bin");
-    fs::create_dir_all(&bin).expect("create bin/");
-    fs::copy("/bin/busybox", bin.join("busybox")).expect("copy /bin/busybox (busybox-static)");
-    let list = Command::new("/bin/busybox")
-        .arg("--list")
-        .output()
-        .expect("busybox --list");
-    for applet in String::from_utf8_lossy(&list.stdout).lines() {
-        if applet != "busybox" && !applet.is_empty() {
-            std::os::unix::fs::symlink("busybox", bin.join(applet)).expect("applet link");
-        }
-    }
+    install_busybox(&bin);
     let etc = root.join("etc");
     fs::create_dir_all(&etc).expect("create etc/");
     fs::write(
