@@ -141,12 +141,18 @@ mod tests {
         write_frame(&mut buffer, FrameKind::Stdin, &vec![7u8; MAX_FRAME + 10]).unwrap();
         let mut reader = buffer.as_slice();
         let first = read_frame(&mut reader).unwrap().unwrap();
-        assert_eq!((first.kind, first.payload.as_slice()), (FrameKind::Stdout, &b"hello"[..]));
+        assert_eq!(
+            (first.kind, first.payload.as_slice()),
+            (FrameKind::Stdout, &b"hello"[..])
+        );
         assert_eq!(
             read_frame(&mut reader).unwrap().unwrap().kind,
             FrameKind::StdinEnd
         );
-        assert_eq!(read_frame(&mut reader).unwrap().unwrap().payload.len(), MAX_FRAME);
+        assert_eq!(
+            read_frame(&mut reader).unwrap().unwrap().payload.len(),
+            MAX_FRAME
+        );
         assert_eq!(read_frame(&mut reader).unwrap().unwrap().payload.len(), 10);
         assert!(read_frame(&mut reader).unwrap().is_none());
     }

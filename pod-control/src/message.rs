@@ -191,10 +191,7 @@ fn check_tty(tty: Option<&WindowSize>, term: Option<&str>) -> Result<(), Validat
         }
     }
     if let Some(term) = term {
-        if term.is_empty()
-            || term.len() > MAX_TERM
-            || !term.bytes().all(|b| b.is_ascii_graphic())
-        {
+        if term.is_empty() || term.len() > MAX_TERM || !term.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(ValidationError::Invalid(format!(
                 "TERM={term:?} is not a terminal type"
             )));
@@ -278,16 +275,35 @@ mod tests {
     #[test]
     fn malformed_and_out_of_bounds_requests_are_refused() {
         for (payload, says) in [
-            (&br#"{"version":2,"request":{"type":"ping"}}"#[..], "version 2"),
+            (
+                &br#"{"version":2,"request":{"type":"ping"}}"#[..],
+                "version 2",
+            ),
             (br#"{"request":{"type":"ping"}}"#, "not valid JSON"),
-            (br#"{"version":1,"request":{"type":"reboot"}}"#, "not valid JSON"),
-            (br#"{"version":1,"request":{"type":"ping"},"x":1}"#, "not valid JSON"),
-            (br#"{"version":1,"request":{"type":"stop","graceMs":-1}}"#, "not valid JSON"),
-            (br#"{"version":1,"request":{"type":"stop","graceMs":999999999}}"#, "longer than"),
+            (
+                br#"{"version":1,"request":{"type":"reboot"}}"#,
+                "not valid JSON",
+            ),
+            (
+                br#"{"version":1,"request":{"type":"ping"},"x":1}"#,
+                "not valid JSON",
+            ),
+            (
+                br#"{"version":1,"request":{"type":"stop","graceMs":-1}}"#,
+                "not valid JSON",
+            ),
+            (
+                br#"{"version":1,"request":{"type":"stop","graceMs":999999999}}"#,
+                "longer than",
+            ),
             (b"\xff\xfe", "not valid JSON"),
         ] {
             let err = RequestEnvelope::parse(payload).unwrap_err().to_string();
-            assert!(err.contains(says), "{}: {err}", String::from_utf8_lossy(payload));
+            assert!(
+                err.contains(says),
+                "{}: {err}",
+                String::from_utf8_lossy(payload)
+            );
         }
         for (request, says) in [
             (enter("Web", &["sh"]), "not an app name"),

@@ -36,8 +36,13 @@ pub struct ProcessSpec<'a> {
     pub working_dir: &'a str,
     /// The app's `cgroup.procs`, joined before exec.
     pub cgroup_procs: Option<&'a Path>,
+    /// The process's stdin; `None`: /dev/null.
+    pub stdin: Option<BorrowedFd<'a>>,
     pub stdout: BorrowedFd<'a>,
     pub stderr: BorrowedFd<'a>,
+    /// stdin is a terminal that becomes the process's controlling terminal (`enter` with a
+    /// TTY, `--interactive`).
+    pub controlling_tty: bool,
     /// Whether `stderr` is the console already (then a failure is not written twice).
     pub stderr_is_console: bool,
 }
@@ -157,13 +162,28 @@ fn enter(spec: &ProcessSpec) -> io::Result<()> {
             )
         })?;
     }
-    let null = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/null")?;
-    move_fd(null.as_raw_fd(), 0)?;
+    match spec.stdin {
+        Some(stdin) => move_fd(stdin.as_raw_fd(), 0)?,
+        None => {
+            let null = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/null")?;
+            move_fd(null.as_raw_fd(), 0)?;
+        }
+    }
     move_fd(spec.stdout.as_raw_fd(), 1)?;
     move_fd(spec.stderr.as_raw_fd(), 2)?;
+    if spec.controlling_tty {
+        // SAFETY: TIOCSCTTY takes an int argument (0: do not steal from another session); fd
+        // 0 is open (just moved there).
+        if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } == -1 {
+            return Err(io::Error::other(format!(
+                "cannot make the terminal its controlling terminal: {}",
+                io::Error::last_os_error()
+            )));
+        }
+    }
     nix::unistd::chroot(spec.root).map_err(|errno| {
         io::Error::new(
             io::Error::from(errno).kind(),

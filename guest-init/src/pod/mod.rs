@@ -16,6 +16,7 @@
 //! the pod itself (no manifest) ends the pod with 125 before anything runs.
 
 mod cgroup;
+mod control;
 mod env;
 mod identity;
 mod launch;
@@ -31,18 +32,21 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use appc::{PodApp, PodManifest};
 use nix::errno::Errno;
+use nix::sys::signal::Signal;
 use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, VsockAddr};
 use thiserror::Error;
 
 use crate::error::{InitError, STATUS_SETUP_FAILED};
-use crate::reaper::{self, SystemWaiter, Waiter};
+use crate::reaper::{self, SystemWaiter};
 use crate::report::Reporter;
 use crate::share::{write_status_atomically, SHARE_MOUNT_POINT};
 
 use cgroup::{CgroupError, Hierarchy};
+use control::{Control, EnterTarget, Event, PodView};
 use env::EnvError;
 use identity::{IdKind, Identity, IdentityError, ImageFiles};
 use manifest::{AppSpec, ManifestError};
@@ -109,6 +113,8 @@ pub enum AppError {
     Console(io::Error),
     #[error("its {handler} event handler has nothing to run; give it an exec or remove it")]
     EmptyHandler { handler: &'static str },
+    #[error("cannot give it a terminal for --interactive: {0}")]
+    Terminal(io::Error),
 }
 
 impl PodError {
@@ -175,9 +181,12 @@ pub fn run(params: &PodParams, reporter: &Reporter) -> u8 {
         return STATUS_SETUP_FAILED;
     }
 
+    // `--interactive` is for a pod of one app (stage0 and stage1 refuse more).
+    let interactive = params.interactive && pod.apps.len() == 1;
     let mut setup = PodSetup {
         share,
         pod: &pod,
+        interactive,
         hostname: &params.hostname,
         dns: DnsFiles::find(share),
         shares: VolumeShares::default(),
@@ -225,21 +234,48 @@ pub fn run(params: &PodParams, reporter: &Reporter) -> u8 {
         log,
     };
     let mut supervisor = Supervisor::new(plans);
-    supervisor.start(&mut launcher);
+    let mut control = Control::start(interactive, &|line| log.error(&line));
+    // An interactive pod's app starts when the host has attached to its terminal.
+    let mut started = !interactive;
+    if started {
+        supervisor.start(&mut launcher);
+    }
     let mut waiter = SystemWaiter;
-    while !supervisor.all_done() {
-        match waiter.wait_any(true) {
-            Ok(Some(reaped)) => {
+    // Set by `stop`: when what is left gets SIGKILL.
+    let mut kill_at: Option<Instant> = None;
+    while !(started && supervisor.all_done()) {
+        let timeout = kill_at.map(|at| at.saturating_duration_since(Instant::now()));
+        match control.next_event(&mut waiter, &mut launcher, timeout, started) {
+            Event::Reaped(reaped) => {
                 if let Some(status) = reaper::exit_code(reaped.raw_status) {
-                    // Not one of ours: an orphan re-parented to PID 1, now reaped.
+                    // Not one of ours: an orphan re-parented to PID 1, or a control handler.
                     supervisor.on_exit(reaped.pid, status, &mut launcher);
                 }
             }
-            Ok(None) | Err(Errno::EINTR) => {}
-            Err(errno) => {
+            Event::WaitFailed(errno) => {
                 log.error(&InitError::Wait(errno));
                 supervisor.abandon(STATUS_SETUP_FAILED, &mut launcher);
             }
+            Event::Stop { grace } if kill_at.is_none() => {
+                log.step(format_args!("pod {}: stop, grace {grace:?}", params.uuid));
+                kill_at = Some(Instant::now() + grace);
+                if !started {
+                    // Never started: each app ends as if SIGTERM had killed it.
+                    started = true;
+                    supervisor.abandon(128 + libc::SIGTERM as u8, &mut launcher);
+                }
+                control::signal_all(&supervisor.running_pids(), Signal::SIGTERM);
+            }
+            Event::Attach if !started => {
+                started = true;
+                launcher.attached();
+                supervisor.start(&mut launcher);
+            }
+            Event::Stop { .. } | Event::Attach | Event::Idle => {}
+        }
+        if kill_at.is_some_and(|at| Instant::now() >= at) {
+            // Also whatever started since (a post-stop handler): the grace is over.
+            control::signal_all(&supervisor.running_pids(), Signal::SIGKILL);
         }
     }
     let status = supervisor.pod_status();
@@ -251,6 +287,8 @@ pub fn run(params: &PodParams, reporter: &Reporter) -> u8 {
 struct PodSetup<'a> {
     share: &'a Path,
     pod: &'a PodManifest,
+    /// The app gets a terminal instead of the output streams (`rkt.interactive=1`).
+    interactive: bool,
     hostname: &'a str,
     dns: DnsFiles,
     shares: VolumeShares,
@@ -271,6 +309,15 @@ struct PreparedApp {
     post_stop: Option<Vec<String>>,
     stdout: Stream,
     stderr: Stream,
+    /// `--interactive`: the app's terminal (its stdin, stdout and stderr are the slave end).
+    terminal: Option<AppTerminal>,
+}
+
+/// The interactive app's terminal as PID 1 holds it.
+struct AppTerminal {
+    /// Until the host's attach handler has its own copy.
+    master: Option<OwnedFd>,
+    slave: OwnedFd,
 }
 
 /// Where an app's stdout or stderr goes.
@@ -339,10 +386,30 @@ impl PodSetup<'_> {
             self.cgroups = Some(hierarchy);
             Some(procs?)
         };
-        let port =
-            STDOUT_PORT_BASE.saturating_add(u32::try_from(index).unwrap_or(u32::MAX / 4) * 2);
-        let stdout = connect_stream(port, log, name, "stdout");
-        let stderr = connect_stream(port + 1, log, name, "stderr");
+        let (stdout, stderr, terminal) = if self.interactive {
+            let pty = control::terminal::open_in_root(root.path()).map_err(AppError::Terminal)?;
+            let stream = |fd: &OwnedFd| {
+                fd.try_clone().map(|fd| Stream {
+                    fd,
+                    is_console: false,
+                })
+            };
+            log.step(format_args!("app {name}: on a terminal (interactive)"));
+            (
+                stream(&pty.slave),
+                stream(&pty.slave),
+                Some(AppTerminal {
+                    master: Some(pty.master),
+                    slave: pty.slave,
+                }),
+            )
+        } else {
+            let port =
+                STDOUT_PORT_BASE.saturating_add(u32::try_from(index).unwrap_or(u32::MAX / 4) * 2);
+            let stdout = connect_stream(port, log, name, "stdout");
+            let stderr = connect_stream(port + 1, log, name, "stderr");
+            (stdout, stderr, None)
+        };
         log.step(format_args!(
             "app {name}: uid {} gid {} groups {:?}, in {working_dir}, exec {:?}",
             identity.uid, identity.gid, identity.supplementary_gids, spec.app.exec
@@ -358,6 +425,7 @@ impl PodSetup<'_> {
             post_stop,
             stdout: stdout.map_err(AppError::Console)?,
             stderr: stderr.map_err(AppError::Console)?,
+            terminal,
         })
     }
 }
@@ -517,9 +585,11 @@ impl Launcher for PodLauncher<'_> {
             identity: &app.identity,
             working_dir: &app.working_dir,
             cgroup_procs: app.cgroup_procs.as_deref(),
+            stdin: app.terminal.as_ref().map(|t| t.slave.as_fd()),
             stdout: app.stdout.fd.as_fd(),
             stderr: app.stderr.fd.as_fd(),
             stderr_is_console: app.stderr.is_console,
+            controlling_tty: app.terminal.is_some(),
         };
         match launch::launch(&spec) {
             Ok(pid) => {
@@ -558,6 +628,61 @@ impl Launcher for PodLauncher<'_> {
             *slot = None;
         }
         self.statuses.write(&name, status, &self.log);
+    }
+}
+
+impl PodLauncher<'_> {
+    /// The host's attach handler has its copy of the terminal: PID 1 lets go of its own, so a
+    /// second attach is refused.
+    fn attached(&mut self) {
+        for app in self.apps.iter_mut().flatten() {
+            if let Some(terminal) = &mut app.terminal {
+                terminal.master = None;
+            }
+        }
+    }
+}
+
+impl PodView for PodLauncher<'_> {
+    fn apps(&self) -> Vec<pod_control::AppState> {
+        self.names
+            .iter()
+            .zip(&self.apps)
+            .map(|(name, app)| pod_control::AppState {
+                name: name.clone(),
+                running: app.is_some(),
+            })
+            .collect()
+    }
+
+    fn enter_target(&self, name: &str) -> Result<EnterTarget, String> {
+        let Some(index) = self.names.iter().position(|n| n == name) else {
+            return Err(format!(
+                "the pod has no app named {name:?} (its apps: {})",
+                self.names.join(", ")
+            ));
+        };
+        match self.apps.get(index).and_then(Option::as_ref) {
+            Some(app) => Ok(EnterTarget {
+                root: app.root.path().to_path_buf(),
+                env: app.env.clone(),
+                cgroup_procs: app.cgroup_procs.clone(),
+            }),
+            None => Err(format!(
+                "app {name} is not running (it has exited, or it could not be set up)"
+            )),
+        }
+    }
+
+    fn interactive_terminal(&self) -> Option<OwnedFd> {
+        self.apps
+            .iter()
+            .flatten()
+            .find_map(|app| app.terminal.as_ref()?.master.as_ref()?.try_clone().ok())
+    }
+
+    fn release_inherited(&mut self) {
+        self.apps.clear();
     }
 }
 

@@ -12,6 +12,9 @@ use crate::share::{PARAM_ROOT, PARAM_SHARE, PARAM_STATUS};
 pub const PARAM_POD: &str = "rkt.pod";
 pub const PARAM_HOSTNAME: &str = "rkt.hostname";
 pub const PARAM_DEBUG: &str = "rkt.debug";
+/// `rkt.interactive=1`: the pod's one app runs on a terminal the host attaches to over the
+/// control channel (`rkt run --interactive`).
+pub const PARAM_INTERACTIVE: &str = "rkt.interactive";
 /// The kernel's limit on a host name (`__NEW_UTS_LEN`).
 const MAX_HOSTNAME: usize = 64;
 
@@ -42,6 +45,8 @@ pub struct PodParams {
     pub hostname: String,
     /// Log each set-up step on the console.
     pub debug: bool,
+    /// `rkt.interactive=1`.
+    pub interactive: bool,
 }
 
 impl PodParams {
@@ -86,10 +91,13 @@ impl PodParams {
         };
         let debug = cmdline::last_value(params, PARAM_DEBUG)
             .is_some_and(|value| value != "0" && value != "false");
+        let interactive = cmdline::last_value(params, PARAM_INTERACTIVE)
+            .is_some_and(|value| value != "0" && value != "false");
         Ok(Some(PodParams {
             uuid,
             hostname,
             debug,
+            interactive,
         }))
     }
 }
@@ -128,7 +136,8 @@ mod tests {
             PodParams {
                 uuid: UUID.into(),
                 hostname: format!("rkt-{UUID}"),
-                debug: false
+                debug: false,
+                interactive: false,
             }
         );
         let params = parse(&format!(
@@ -138,6 +147,11 @@ mod tests {
         .unwrap();
         assert_eq!(params.hostname, "web-1");
         assert!(params.debug);
+        assert!(!params.interactive);
+        let params = parse(&format!("rkt.share=pod rkt.pod={UUID} rkt.interactive=1"))
+            .unwrap()
+            .unwrap();
+        assert!(params.interactive);
     }
 
     #[test]

@@ -119,6 +119,14 @@ impl Supervisor {
         true
     }
 
+    /// The processes running now (one per app at most), for `stop`.
+    pub fn running_pids(&self) -> Vec<Pid> {
+        self.apps
+            .iter()
+            .filter_map(|app| app.running.map(|(pid, _)| pid))
+            .collect()
+    }
+
     pub fn all_done(&self) -> bool {
         self.apps.iter().all(|app| app.done)
     }
