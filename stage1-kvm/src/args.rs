@@ -68,6 +68,41 @@ pub struct GcArgs {
     pub uuid: String,
 }
 
+/// `enter`: `--pid=PID --appname=APP -- CMD [ARGS...]` (stage0's `rkt enter`).
+#[derive(Parser, Debug, Clone, PartialEq, Eq)]
+#[command(
+    name = "stage1-kvm enter",
+    no_binary_name = true,
+    disable_help_flag = true
+)]
+pub struct EnterArgs {
+    /// The pod's stage1 PID (from `pid`); the control channel needs no PID, it is checked by
+    /// stage0 already.
+    #[arg(long)]
+    pub pid: Option<i32>,
+    /// The app to enter.
+    #[arg(long)]
+    pub appname: String,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true)]
+    pub command: Vec<String>,
+}
+
+/// `stop`: `[--force] UUID` (stage0's `rkt stop`).
+#[derive(Parser, Debug, Clone, PartialEq, Eq)]
+#[command(
+    name = "stage1-kvm stop",
+    no_binary_name = true,
+    disable_help_flag = true
+)]
+pub struct StopArgs {
+    /// Kill the VM instead of asking the apps to end.
+    #[arg(long)]
+    pub force: bool,
+    #[arg(value_parser = check_uuid)]
+    pub uuid: String,
+}
+
 /// One half of `--dns-conf-mode`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConfMode {
@@ -180,6 +215,29 @@ mod tests {
 
     fn words(list: &[&str]) -> Vec<String> {
         list.iter().map(|w| w.to_string()).collect()
+    }
+
+    #[test]
+    fn enter_and_stop_command_lines_parse() {
+        let enter: EnterArgs = parse(&words(&[
+            "--pid=42",
+            "--appname=web",
+            "--",
+            "/bin/sh",
+            "-c",
+            "echo --x",
+        ]))
+        .unwrap();
+        assert_eq!(enter.pid, Some(42));
+        assert_eq!(enter.appname, "web");
+        assert_eq!(enter.command, ["/bin/sh", "-c", "echo --x"]);
+        assert!(parse::<EnterArgs>(&words(&["--pid=1", "--", "sh"])).is_err());
+        let stop: StopArgs = parse(&words(&["--force", UUID])).unwrap();
+        assert!(stop.force);
+        assert_eq!(stop.uuid, UUID);
+        assert!(!parse::<StopArgs>(&words(&[UUID])).unwrap().force);
+        assert!(parse::<StopArgs>(&words(&["--force"])).is_err());
+        assert!(parse::<StopArgs>(&words(&["../x"])).is_err());
     }
 
     #[test]

@@ -36,6 +36,9 @@ pub enum Stage1Error {
     /// The guest ended without leaving every app's exit status.
     #[error("{0}")]
     Status(String),
+    /// The control channel (enter, stop, --interactive) failed or the guest refused.
+    #[error("{0}")]
+    Control(String),
 }
 
 impl Stage1Error {

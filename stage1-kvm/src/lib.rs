@@ -14,9 +14,12 @@
 //! - `status`: the apps' exit statuses, and the pod's exit code from them;
 //! - `run`: the `run` entrypoint, tying it all together around `vmm::run`;
 //! - `gc`: the `gc` entrypoint;
+//! - `control`: the vsock control channel to guest-init: the `enter` and `stop` entrypoints,
+//!   readiness and `--interactive` for `run`;
 //! - `image`: writing the stage1 image itself (`rkt-mkstage1`).
 
 pub mod args;
+pub mod control;
 pub mod dns;
 pub mod entrypoint;
 pub mod error;

@@ -6,6 +6,7 @@
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use appc::PodManifest;
 use vmm::{KernelConfig, SerialOutput, VmConfig, VmOutcome, VsockConfig};
 
 use crate::args::{is_hostname, RunArgs};
+use crate::control::{self, terminal::RawMode};
 use crate::error::Stage1Error;
 use crate::output::Router;
 use crate::pod::{take_lock, PodPaths};
@@ -35,6 +37,12 @@ pub fn run(args: &RunArgs) -> Result<i32, Stage1Error> {
     let manifest = pod.read_manifest()?;
     pod.write_pid()?;
     let apps: Vec<String> = manifest.apps.iter().map(|a| a.name.to_string()).collect();
+    if args.interactive && apps.len() != 1 {
+        return Err(Stage1Error::Usage(format!(
+            "--interactive needs a pod of exactly one app; this one has {}",
+            apps.len()
+        )));
+    }
 
     let (config, socket) = prepare_vm(args, &pod, &manifest)?;
     let _cleanup = RunDirCleanup(socket.run_dir.clone());
@@ -65,8 +73,25 @@ pub fn run(args: &RunArgs) -> Result<i32, Stage1Error> {
         Arc::new(Mutex::new(io::stdout())),
         Arc::new(Mutex::new(io::stderr())),
     )?;
+    let vm_ended = Arc::new(AtomicBool::new(false));
+    control::ready::watch(
+        socket.path.clone(),
+        pod.stage1_rootfs(),
+        Arc::clone(&vm_ended),
+    );
+    // --interactive: the terminal is raw until we return, whichever way we return.
+    let _raw = args.interactive.then(RawMode::enter).flatten();
+    let attach = args
+        .interactive
+        .then(|| control::attach::start(socket.path.clone(), Arc::clone(&vm_ended)));
     let outcome = vmm::run(config);
+    vm_ended.store(true, Ordering::Relaxed);
     router.finish(OUTPUT_DRAIN);
+    if let Some(attach) = attach {
+        if let Err(err) = attach.finish(OUTPUT_DRAIN) {
+            eprintln!("stage1-kvm: {err}");
+        }
+    }
     let console_hint = if args.debug {
         "its console is above".to_string()
     } else {
@@ -111,13 +136,6 @@ fn check_options(args: &RunArgs) -> Result<(), Stage1Error> {
                 )))
             }
         }
-    }
-    if args.interactive {
-        return Err(Stage1Error::Unsupported(
-            "--interactive is not supported by the kvm stage1 yet: run without it (the apps' \
-             output still reaches this terminal)"
-                .to_string(),
-        ));
     }
     if args.ipc.as_deref() == Some("parent") {
         return Err(Stage1Error::Unsupported(
@@ -177,6 +195,9 @@ fn prepare_vm(
     if args.debug {
         cmdline.push_str(" rkt.debug=1");
     }
+    if args.interactive {
+        cmdline.push_str(" rkt.interactive=1");
+    }
     let mut config = VmConfig::new(KernelConfig {
         path: pod.kernel(),
         cmdline,
@@ -223,14 +244,13 @@ mod tests {
     }
 
     #[test]
-    fn only_loopback_networks_and_no_interactive_yet() {
+    fn only_loopback_networks() {
         assert!(check_options(&args(&["--net=default"])).is_ok());
         assert!(check_options(&args(&["--net=none"])).is_ok());
         for (words, says) in [
             (&["--net=host"][..], "--net=host is impossible"),
             (&["--net=default,host"][..], "--net=host"),
             (&["--net=mynet:IP=10.1.1.1"][..], "--net=mynet"),
-            (&["--interactive"][..], "--interactive"),
             (&["--ipc=parent"][..], "--ipc=parent"),
             (&["--hostname=a_b"][..], "host name"),
         ] {

@@ -4,9 +4,9 @@
 
 use std::process::ExitCode;
 
-use stage1_kvm::args::{self, GcArgs, RunArgs};
+use stage1_kvm::args::{self, EnterArgs, GcArgs, RunArgs, StopArgs};
 use stage1_kvm::entrypoint::{self, Entrypoint};
-use stage1_kvm::{gc, run, Stage1Error, EXIT_STAGE1_ERROR};
+use stage1_kvm::{control, gc, run, Stage1Error, EXIT_STAGE1_ERROR};
 
 fn main() -> ExitCode {
     // Lossy: a non-UTF-8 word then fails the argument checks with a message, never a panic.
@@ -29,9 +29,7 @@ fn dispatch(entrypoint: Entrypoint, words: &[String]) -> Result<i32, Stage1Error
     match entrypoint {
         Entrypoint::Run => run::run(&args::parse::<RunArgs>(words)?),
         Entrypoint::Gc => gc::gc(&args::parse::<GcArgs>(words)?).map(|()| 0),
-        Entrypoint::Enter | Entrypoint::Stop => Err(Stage1Error::Unsupported(format!(
-            "the kvm stage1's {} entrypoint is not implemented yet",
-            entrypoint.file_name()
-        ))),
+        Entrypoint::Enter => control::enter::enter(&args::parse::<EnterArgs>(words)?),
+        Entrypoint::Stop => control::stop::stop(&args::parse::<StopArgs>(words)?),
     }
 }
