@@ -88,6 +88,10 @@ enum Command {
     Rm(commands::rm::RmArgs),
     /// Garbage-collect exited and failed pods.
     Gc(commands::gc::GcArgs),
+    /// Stop running pods (SIGTERM to their apps; --force kills the VM).
+    Stop(commands::stop::StopArgs),
+    /// Run a command (default /bin/sh) inside a running pod's app.
+    Enter(commands::enter::EnterArgs),
     /// Print the version and features.
     Version,
 }
@@ -113,6 +117,8 @@ fn main() -> ExitCode {
         Command::CatManifest(args) => commands::cat_manifest::run(&globals, args),
         Command::Rm(args) => commands::rm::run(&globals, args),
         Command::Gc(args) => commands::gc::run(&globals, args),
+        Command::Stop(args) => commands::stop::run(&globals, args),
+        Command::Enter(args) => commands::enter::run(&globals, args),
         Command::Version => commands::version::run(),
     };
     match result {

@@ -5,6 +5,7 @@
 
 pub mod app_args;
 pub mod cat_manifest;
+pub mod enter;
 pub mod fetch;
 pub mod format;
 pub mod gc;
@@ -17,7 +18,9 @@ pub mod rm;
 pub mod run;
 pub mod run_flags;
 pub mod run_prepared;
+pub mod running_pod;
 pub mod stage1_image;
 pub mod status;
+pub mod stop;
 pub mod trust;
 pub mod version;

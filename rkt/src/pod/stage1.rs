@@ -14,9 +14,7 @@ use super::PodError;
 
 /// Annotations a stage1 image names its entrypoints with.
 pub const ENTRYPOINT_RUN: &str = "coreos.com/rkt/stage1/run";
-#[allow(dead_code)] // for `rkt enter`, `stop` and the gc hook (issue 6, lead)
 pub const ENTRYPOINT_ENTER: &str = "coreos.com/rkt/stage1/enter";
-#[allow(dead_code)] // for `rkt enter`, `stop` and the gc hook (issue 6, lead)
 pub const ENTRYPOINT_STOP: &str = "coreos.com/rkt/stage1/stop";
 pub const ENTRYPOINT_GC: &str = "coreos.com/rkt/stage1/gc";
 pub const INTERFACE_VERSION: &str = "coreos.com/rkt/stage1/interface-version";
