@@ -61,6 +61,9 @@ pub const STATUS_DIR: &str = "stage1/rootfs/rkt/status";
 const HOST_CID: u32 = 2;
 /// App i's stdout goes to host port `STDOUT_PORT_BASE + 2 * i`, its stderr to the next one.
 pub const STDOUT_PORT_BASE: u32 = 1000;
+/// How long an `--interactive` pod's terminal session may take to pass on the app's last
+/// output once the app has ended.
+const SESSION_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
 /// /etc/passwd and /etc/group bigger than this are refused.
 const ID_DATABASE_LIMIT: u64 = 4 << 20;
 
@@ -277,6 +280,9 @@ pub fn run(params: &PodParams, reporter: &Reporter) -> u8 {
             // Also whatever started since (a post-stop handler): the grace is over.
             control::signal_all(&supervisor.running_pids(), Signal::SIGKILL);
         }
+    }
+    if interactive {
+        control.drain_handlers(&mut waiter, SESSION_DRAIN);
     }
     let status = supervisor.pod_status();
     log.step(format_args!("pod {}: all apps ended", params.uuid));

@@ -183,6 +183,20 @@ impl Control {
         self.take_message().unwrap_or(Event::Idle)
     }
 
+    /// Gives the connection handlers still running up to `limit` to end on their own (the
+    /// `--interactive` session relays the app's last output after the app has ended; the
+    /// pod's end would otherwise cut it off).
+    pub fn drain_handlers(&mut self, waiter: &mut impl Waiter, limit: Duration) {
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            match waiter.wait_any(false) {
+                Ok(Some(_)) => {}
+                Ok(None) | Err(Errno::EINTR) => std::thread::sleep(Duration::from_millis(10)),
+                Err(_) => return,
+            }
+        }
+    }
+
     /// Accepts one connection and forks its handler.
     fn accept(&mut self, view: &mut dyn PodView) {
         let Some(listener) = &self.listener else {

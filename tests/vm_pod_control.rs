@@ -1,0 +1,389 @@
+//! The vsock control channel end to end, through the real `rkt` and the installed stage1 image:
+//! `rkt status --wait-ready`, `rkt enter` without and with a terminal (output, stdin, exit
+//! codes, `tty` and the window size inside, the host terminal restored), `rkt stop` graceful
+//! (an app that traps SIGTERM and one that dies of it, `rkt run`'s exit code, the statuses) and
+//! `--force`, `rkt run --interactive` on a terminal, and the errors (no such pod, not running,
+//! no such app, several apps). After each test `rkt gc` leaves nothing behind.
+//! Needs ordinary KVM: run inside the emulated KVM host on machines whose /dev/kvm is kvm_pvm.
+
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use e2e::{busybox_aci, mounts_under, processes_under, RktWorld, POD_LIMIT};
+use nix::pty::{openpty, Winsize};
+use nix::sys::termios::{tcgetattr, LocalFlags};
+
+const IMAGE: &str = "example.com/busybox";
+
+fn world() -> (RktWorld, String) {
+    let world = RktWorld::new();
+    let aci = busybox_aci(world.root.path(), IMAGE, &["/bin/true"]);
+    let aci = aci.display().to_string();
+    (world, aci)
+}
+
+/// `rkt status UUID` as key -> value.
+fn status(world: &RktWorld, uuid: &str) -> Vec<(String, String)> {
+    world
+        .ok(&["status", uuid])
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn value<'a>(status: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    status
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
+/// After gc: no pod directory, nothing mounted, no process left under the data dir.
+fn assert_all_cleaned(world: &RktWorld) {
+    world.ok(&["gc", "--grace-period=0s"]);
+    world.ok(&["gc", "--grace-period=0s"]);
+    for state in ["prepare", "prepared", "run", "exited-garbage", "garbage"] {
+        assert!(world.pods_in(state).is_empty(), "pods left in {state}/");
+    }
+    let data = world.data_dir();
+    assert_eq!(mounts_under(&data), Vec::<String>::new(), "mounts left");
+    assert_eq!(
+        processes_under(&data),
+        Vec::<String>::new(),
+        "processes left"
+    );
+}
+
+/// Starts `rkt run ARGS` in the background (output to files in the world) and waits for its
+/// UUID and for `rkt status --wait-ready` to say the guest answers.
+fn start_pod(world: &RktWorld, args: &[&str]) -> (Child, String) {
+    let uuid_file = world.root.path().join("uuid");
+    let _ = fs::remove_file(&uuid_file);
+    let save = format!("--uuid-file-save={}", uuid_file.display());
+    let mut all = vec!["run", save.as_str()];
+    all.extend_from_slice(args);
+    let child = world
+        .command(&all)
+        .stdin(Stdio::null())
+        .stdout(File::create(world.root.path().join("run.out")).unwrap())
+        .stderr(File::create(world.root.path().join("run.err")).unwrap())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let uuid = loop {
+        assert!(started.elapsed() < POD_LIMIT, "no UUID saved");
+        if let Ok(uuid) = fs::read_to_string(&uuid_file) {
+            if uuid.len() == 36 {
+                break uuid;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let ready = world.rkt(&["status", "--wait-ready=150s", &uuid]);
+    assert_eq!(ready.code(), 0, "status --wait-ready: {ready}\n{}", run_output(world));
+    let st = status(world, &uuid);
+    assert_eq!(value(&st, "state"), Some("running"), "{st:?}");
+    let link = world
+        .data_dir()
+        .join("pods/run")
+        .join(&uuid)
+        .join("stage1/rootfs/rkt/supervisor-status");
+    assert_eq!(fs::read_link(&link).unwrap(), Path::new("ready"));
+    (child, uuid)
+}
+
+fn run_output(world: &RktWorld) -> String {
+    let read = |name: &str| fs::read_to_string(world.root.path().join(name)).unwrap_or_default();
+    format!(
+        "--- rkt run stdout:\n{}\n--- rkt run stderr:\n{}",
+        read("run.out"),
+        read("run.err")
+    )
+}
+
+/// Waits for a background `rkt run` to end.
+fn wait_child(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("rkt run did not end within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Runs `command` with `input` on its stdin; returns (code, stdout, stderr).
+fn run_with_input(mut command: Command, input: &[u8]) -> (i32, String, String) {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input).unwrap();
+    drop(stdin);
+    let output = child.wait_with_output().unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// A pseudo-terminal for a child: the child gets the slave as stdin, stdout and stderr; a
+/// thread collects what arrives on the master.
+struct TestTerminal {
+    master: File,
+    slave: OwnedFd,
+    seen: Arc<Mutex<Vec<u8>>>,
+}
+
+impl TestTerminal {
+    fn new(rows: u16, cols: u16) -> TestTerminal {
+        let size = Winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        let pty = openpty(Some(&size), None).unwrap();
+        let master = File::from(pty.master);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let mut reader = master.try_clone().unwrap();
+        let sink = Arc::clone(&seen);
+        std::thread::spawn(move || {
+            let mut buffer = [0u8; 4096];
+            // Ends with EIO once no slave is open any more.
+            while let Ok(n) = reader.read(&mut buffer) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().extend_from_slice(&buffer[..n]);
+            }
+        });
+        TestTerminal {
+            master,
+            slave: pty.slave,
+            seen,
+        }
+    }
+
+    fn spawn(&self, mut command: Command) -> Child {
+        command
+            .stdin(Stdio::from(self.slave.try_clone().unwrap()))
+            .stdout(Stdio::from(self.slave.try_clone().unwrap()))
+            .stderr(Stdio::from(self.slave.try_clone().unwrap()))
+            .spawn()
+            .unwrap()
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.seen.lock().unwrap()).into_owned()
+    }
+
+    fn wait_for(&self, what: &str, limit: Duration) {
+        let started = Instant::now();
+        while !self.text().contains(what) {
+            assert!(
+                started.elapsed() < limit,
+                "{what:?} never showed on the terminal; it shows:\n{}",
+                self.text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Canonical mode and echo, which raw mode turns off: must be back after the session.
+    fn cooked(&self) -> bool {
+        let flags = tcgetattr(self.slave.as_fd()).unwrap().local_flags;
+        flags.contains(LocalFlags::ICANON) && flags.contains(LocalFlags::ECHO)
+    }
+}
+
+#[test]
+fn wait_ready_enter_and_graceful_stop() {
+    let (world, aci) = world();
+    let out = world.root.path().join("out");
+    fs::create_dir_all(&out).unwrap();
+    let volume = format!("--volume=out,kind=host,source={}", out.display());
+    let trapper = "trap 'echo term > /out/marker; exit 0' TERM; \
+                   while :; do sleep 1; done";
+    let (mut run, uuid) = start_pod(
+        &world,
+        &[
+            &volume,
+            &aci,
+            "--name=trapper",
+            "--exec=/bin/sh",
+            "--mount=volume=out,target=/out",
+            "--",
+            "-c",
+            trapper,
+            "---",
+            &aci,
+            "--name=plain",
+            "--exec=/bin/sleep",
+            "--",
+            "600",
+        ],
+    );
+
+    // enter without a terminal: output on both streams, the app's environment and root, exit
+    // codes 0 and non-zero.
+    let entered = world.rkt(&[
+        "enter",
+        "--app=trapper",
+        &uuid,
+        "/bin/sh",
+        "-c",
+        "echo in-$AC_APP_NAME-$container; echo oops >&2; ls /out >/dev/null && echo has-out; \
+         cat /proc/1/cmdline >/dev/null; exit 0",
+    ]);
+    assert_eq!(entered.code(), 0, "{entered}");
+    assert!(entered.stdout.contains("in-trapper-rkt\n"), "{entered}");
+    assert!(entered.stdout.contains("has-out\n"), "{entered}");
+    assert_eq!(entered.stderr, "oops\n", "{entered}");
+    let failed = world.rkt(&["enter", "--app=plain", &uuid, "/bin/sh", "-c", "exit 42"]);
+    assert_eq!(failed.code(), 42, "{failed}");
+    let missing = world.rkt(&["enter", "--app=plain", &uuid, "/no/such/program"]);
+    assert_eq!(missing.code(), 127, "{missing}");
+
+    // stdin reaches the command, and its end too.
+    let mut command = world.command(&[
+        "enter",
+        "--app=plain",
+        &uuid,
+        "/bin/sh",
+        "-c",
+        "read line; echo got-$line; cat | wc -c",
+    ]);
+    command.env_remove("TERM");
+    let (code, stdout, stderr) = run_with_input(command, b"hello\nfour\n");
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert_eq!(stdout.trim_end(), "got-hello\n5", "{stderr}");
+
+    // enter with a terminal: a pty inside, its size from ours, the exit code back, and our
+    // terminal back in cooked mode afterwards.
+    let terminal = TestTerminal::new(30, 100);
+    assert!(terminal.cooked());
+    let mut command = world.command(&[
+        "enter",
+        "--app=trapper",
+        &uuid,
+        "/bin/sh",
+        "-c",
+        "tty; stty size; exit 5",
+    ]);
+    command.env("TERM", "xterm");
+    let mut child = terminal.spawn(command);
+    let code = wait_child(&mut child, POD_LIMIT);
+    assert_eq!(code.code(), Some(5), "{}", terminal.text());
+    terminal.wait_for("30 100", Duration::from_secs(10));
+    assert!(
+        terminal.text().contains("/dev/pts/"),
+        "{}",
+        terminal.text()
+    );
+    assert!(terminal.cooked(), "rkt enter left the terminal raw");
+
+    // Errors, each one line and 254.
+    for (args, says) in [
+        (vec!["enter", uuid.as_str(), "/bin/true"], "--app=NAME"),
+        (
+            vec!["enter", "--app=nope", uuid.as_str(), "/bin/true"],
+            "no app named \"nope\"",
+        ),
+        (vec!["enter", "ffffffff", "/bin/true"], "no pod matches"),
+        (vec!["stop", "ffffffff"], "no pod matches"),
+    ] {
+        let refused = world.rkt(&args);
+        assert_eq!(refused.code(), 254, "{args:?}: {refused}");
+        assert!(refused.stderr.contains(says), "{args:?}: {refused}");
+    }
+
+    // stop: SIGTERM to both apps; the trapper writes its marker and exits 0, the other dies of
+    // it (128 + 15); `rkt run` exits with the first failing app's code; stop waits for the end.
+    let stopped = world.rkt(&["stop", &uuid]);
+    assert_eq!(stopped.code(), 0, "{stopped}");
+    assert_eq!(stopped.stdout, format!("\"{uuid}\"\n"));
+    let code = wait_child(&mut run, Duration::from_secs(30));
+    assert_eq!(code.code(), Some(143), "{}", run_output(&world));
+    assert_eq!(fs::read_to_string(out.join("marker")).unwrap(), "term\n");
+    let st = status(&world, &uuid);
+    assert_eq!(value(&st, "state"), Some("exited"), "{st:?}");
+    assert_eq!(value(&st, "app-trapper"), Some("0"), "{st:?}");
+    assert_eq!(value(&st, "app-plain"), Some("143"), "{st:?}");
+
+    // Not running any more.
+    for args in [
+        vec!["stop", uuid.as_str()],
+        vec!["enter", uuid.as_str(), "/bin/true"],
+    ] {
+        let refused = world.rkt(&args);
+        assert_eq!(refused.code(), 254, "{args:?}: {refused}");
+        assert!(refused.stderr.contains("is not running"), "{refused}");
+    }
+    assert_all_cleaned(&world);
+}
+
+#[test]
+fn forced_stop_kills_the_vm() {
+    let (world, aci) = world();
+    let (mut run, uuid) = start_pod(&world, &[&aci, "--exec=/bin/sleep", "--", "600"]);
+    let stopped = world.rkt(&["stop", "--force", &uuid]);
+    assert_eq!(stopped.code(), 0, "{stopped}");
+    assert_eq!(stopped.stdout, format!("\"{uuid}\"\n"));
+    // rkt run is the stage1 is the VMM: SIGKILL ended it, and no status was written.
+    let status_now = wait_child(&mut run, Duration::from_secs(10));
+    assert_eq!(status_now.signal(), Some(9), "{status_now:?}");
+    let st = status(&world, &uuid);
+    assert_eq!(value(&st, "state"), Some("exited"), "{st:?}");
+    assert_eq!(value(&st, "app-busybox"), None, "{st:?}");
+    assert_all_cleaned(&world);
+}
+
+#[test]
+fn interactive_run_on_a_terminal() {
+    let (world, aci) = world();
+    // Several apps cannot share one terminal: a usage error before anything is made.
+    let refused = world.rkt(&["run", "--interactive", &aci, "---", &aci, "--name=two"]);
+    assert_eq!(refused.code(), 2, "{refused}");
+    assert!(world.pods_in("run").is_empty());
+
+    let terminal = TestTerminal::new(40, 120);
+    let mut command = world.command(&[
+        "run",
+        "--interactive",
+        &aci,
+        "--exec=/bin/sh",
+        "--",
+        "-c",
+        "tty; stty size; echo ready; read line; echo got-$line; exit 7",
+    ]);
+    command.env("TERM", "xterm");
+    let mut child = terminal.spawn(command);
+    terminal.wait_for("ready", POD_LIMIT);
+    assert!(!terminal.cooked(), "the terminal is raw during the session");
+    (&terminal.master).write_all(b"hello\n").unwrap();
+    let code = wait_child(&mut child, Duration::from_secs(60));
+    assert_eq!(code.code(), Some(7), "{}", terminal.text());
+    terminal.wait_for("got-hello", Duration::from_secs(10));
+    let text = terminal.text();
+    assert!(text.contains("/dev/pts/0"), "{text}");
+    assert!(text.contains("40 120"), "{text}");
+    assert!(terminal.cooked(), "rkt run --interactive left the terminal raw");
+    assert_all_cleaned(&world);
+}
