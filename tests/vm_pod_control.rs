@@ -159,7 +159,7 @@ impl TestTerminal {
             ws_xpixel: 0,
             ws_ypixel: 0,
         };
-        let pty = openpty(Some(&size), None).unwrap();
+        let pty = openpty(Some(&size), None::<&nix::sys::termios::Termios>).unwrap();
         let master = File::from(pty.master);
         let seen = Arc::new(Mutex::new(Vec::new()));
         let mut reader = master.try_clone().unwrap();
