@@ -87,7 +87,12 @@ fn start_pod(world: &RktWorld, args: &[&str]) -> (Child, String) {
         std::thread::sleep(Duration::from_millis(100));
     };
     let ready = world.rkt(&["status", "--wait-ready=150s", &uuid]);
-    assert_eq!(ready.code(), 0, "status --wait-ready: {ready}\n{}", run_output(world));
+    assert_eq!(
+        ready.code(),
+        0,
+        "status --wait-ready: {ready}\n{}",
+        run_output(world)
+    );
     let st = status(world, &uuid);
     assert_eq!(value(&st, "state"), Some("running"), "{st:?}");
     let link = world
@@ -292,11 +297,7 @@ fn wait_ready_enter_and_graceful_stop() {
     let code = wait_child(&mut child, POD_LIMIT);
     assert_eq!(code.code(), Some(5), "{}", terminal.text());
     terminal.wait_for("30 100", Duration::from_secs(10));
-    assert!(
-        terminal.text().contains("/dev/pts/"),
-        "{}",
-        terminal.text()
-    );
+    assert!(terminal.text().contains("/dev/pts/"), "{}", terminal.text());
     assert!(terminal.cooked(), "rkt enter left the terminal raw");
 
     // Errors, each one line and 254.
@@ -384,6 +385,9 @@ fn interactive_run_on_a_terminal() {
     let text = terminal.text();
     assert!(text.contains("/dev/pts/0"), "{text}");
     assert!(text.contains("40 120"), "{text}");
-    assert!(terminal.cooked(), "rkt run --interactive left the terminal raw");
+    assert!(
+        terminal.cooked(),
+        "rkt run --interactive left the terminal raw"
+    );
     assert_all_cleaned(&world);
 }
