@@ -129,6 +129,28 @@ fn wait_child(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
     }
 }
 
+/// Connects to the guest's control port through the VM socket, sends `bytes`, and returns
+/// what comes back until the guest closes the stream (lossy text, frame headers included).
+fn control_exchange(socket: &Path, bytes: &[u8]) -> String {
+    let mut stream = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    stream.write_all(b"CONNECT 1\n").unwrap();
+    // The VMM's answer first, as any client: only then does the stream reach the guest.
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while byte[0] != b'\n' {
+        stream.read_exact(&mut byte).unwrap();
+        line.push(byte[0]);
+    }
+    assert!(line.starts_with(b"OK "), "{line:?}");
+    stream.write_all(bytes).unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
 /// Runs `command` with `input` on its stdin; returns (code, stdout, stderr).
 fn run_with_input(mut command: Command, input: &[u8]) -> (i32, String, String) {
     let mut child = command
@@ -245,6 +267,31 @@ fn wait_ready_enter_and_graceful_stop() {
             "600",
         ],
     );
+
+    // Whatever arrives on the control port fails only its own stream.
+    let socket = [
+        world
+            .data_dir()
+            .join("pods/run")
+            .join(&uuid)
+            .join("stage1-kvm/vsock"),
+        Path::new("/run/rkt-kvm").join(&uuid).join("vsock"),
+    ]
+    .into_iter()
+    .find(|p| p.exists())
+    .expect("the pod's vsock socket");
+    let garbage: [(&[u8], &str); 3] = [
+        (b"\x01\x00\x00\x00\x05{bad}", "not valid JSON"),
+        (
+            b"\x01\x00\x00\x00\x27{\"version\":9,\"request\":{\"type\":\"ping\"}}",
+            "version 9",
+        ),
+        (b"\x63\xff\xff\xff\xff", "unknown frame kind 99"),
+    ];
+    for (bytes, says) in garbage {
+        let answer = control_exchange(&socket, bytes);
+        assert!(answer.contains(says), "{says}: {answer:?}");
+    }
 
     // enter without a terminal: output on both streams, the app's environment and root, exit
     // codes 0 and non-zero.
