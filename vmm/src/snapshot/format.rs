@@ -87,6 +87,25 @@ pub struct Identity {
     pub guest_cmdline: String,
     /// Memory, vCPUs and devices.
     pub shape: Shape,
+    /// Where the three files were when hashed (`kernel`, `initrd`, `vmm`): a file whose stamp
+    /// is unchanged at restore is not hashed again.
+    pub stamps: std::collections::BTreeMap<String, FileStamp>,
+}
+
+/// A file's identity on disk: any write changes its ctime, a replacement its inode.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileStamp {
+    /// Device.
+    pub dev: u64,
+    /// Inode.
+    pub ino: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time, ns since the epoch.
+    pub mtime_ns: i128,
+    /// Status change time, ns since the epoch.
+    pub ctime_ns: i128,
 }
 
 /// The VM's shape: what the guest kernel has seen and keeps believing after a restore.

@@ -8,7 +8,10 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
-use super::format::{DeviceShape, Identity, Shape};
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+
+use super::format::{DeviceShape, FileStamp, Identity, Shape};
 use super::SnapshotError;
 use crate::config::VmConfig;
 use crate::devices::virtio::VirtioKind;
@@ -61,19 +64,76 @@ pub fn shape_of(config: &VmConfig) -> Result<Shape, SnapshotError> {
     })
 }
 
-/// The identity of a VM built from `config` by this VMM executable.
-pub fn identity_of(config: &VmConfig, guest_cmdline: &str) -> Result<Identity, SnapshotError> {
+fn stamp_of(path: &Path) -> Result<FileStamp, SnapshotError> {
+    let meta = std::fs::metadata(path).map_err(|source| SnapshotError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let ns = |secs: i64, nsec: i64| i128::from(secs) * 1_000_000_000 + i128::from(nsec);
+    Ok(FileStamp {
+        dev: meta.dev(),
+        ino: meta.ino(),
+        size: meta.size(),
+        mtime_ns: ns(meta.mtime(), meta.mtime_nsec()),
+        ctime_ns: ns(meta.ctime(), meta.ctime_nsec()),
+    })
+}
+
+/// The SHA-256 of the file `role` at `path`, taken from `known` when the file's stamp is the
+/// one recorded there (hashing ~25 MB costs seconds inside the emulated test host, more than
+/// the restore itself), else computed; records the stamp in `stamps`.
+fn hash_with_stamp(
+    role: &str,
+    path: &Path,
+    known: Option<(&Identity, &str)>,
+    stamps: &mut BTreeMap<String, FileStamp>,
+) -> Result<String, SnapshotError> {
+    let stamp = stamp_of(path)?;
+    stamps.insert(role.to_string(), stamp);
+    if let Some((saved, hash)) = known {
+        if saved.stamps.get(role) == Some(&stamp) {
+            return Ok(hash.to_string());
+        }
+    }
+    file_sha256(path)
+}
+
+/// The identity of a VM built from `config` by this VMM executable. With `saved` (restoring),
+/// files whose stamps are unchanged since `saved` was made are not hashed again.
+pub fn identity_of(
+    config: &VmConfig,
+    guest_cmdline: &str,
+    saved: Option<&Identity>,
+) -> Result<Identity, SnapshotError> {
+    let mut stamps = BTreeMap::new();
+    let kernel_sha256 = hash_with_stamp(
+        "kernel",
+        &config.kernel.path,
+        saved.map(|s| (s, s.kernel_sha256.as_str())),
+        &mut stamps,
+    )?;
+    let initrd_sha256 = match &config.kernel.initrd {
+        None => None,
+        Some(path) => Some(hash_with_stamp(
+            "initrd",
+            path,
+            saved.and_then(|s| s.initrd_sha256.as_deref().map(|h| (s, h))),
+            &mut stamps,
+        )?),
+    };
+    let vmm_sha256 = hash_with_stamp(
+        "vmm",
+        Path::new("/proc/self/exe"),
+        saved.map(|s| (s, s.vmm_sha256.as_str())),
+        &mut stamps,
+    )?;
     Ok(Identity {
-        kernel_sha256: file_sha256(&config.kernel.path)?,
-        initrd_sha256: config
-            .kernel
-            .initrd
-            .as_deref()
-            .map(file_sha256)
-            .transpose()?,
-        vmm_sha256: file_sha256(Path::new("/proc/self/exe"))?,
+        kernel_sha256,
+        initrd_sha256,
+        vmm_sha256,
         guest_cmdline: guest_cmdline.to_string(),
         shape: shape_of(config)?,
+        stamps,
     })
 }
 
@@ -144,7 +204,27 @@ mod tests {
                 vcpus: 1,
                 devices: vec![DeviceShape::Rng, DeviceShape::Vsock { guest_cid: 3 }],
             },
+            stamps: BTreeMap::new(),
         }
+    }
+
+    #[test]
+    fn unchanged_files_are_not_hashed_again_and_changed_ones_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("kernel");
+        std::fs::write(&file, b"one").unwrap();
+        let mut stamps = BTreeMap::new();
+        let first = hash_with_stamp("kernel", &file, None, &mut stamps).unwrap();
+        let mut saved = identity();
+        saved.kernel_sha256 = "not-the-real-hash".into();
+        saved.stamps = stamps.clone();
+        let again =
+            hash_with_stamp("kernel", &file, Some((&saved, "not-the-real-hash")), &mut stamps);
+        assert_eq!(again.unwrap(), "not-the-real-hash", "stamp unchanged: hash reused");
+        std::fs::write(&file, b"two!").unwrap();
+        let changed =
+            hash_with_stamp("kernel", &file, Some((&saved, "not-the-real-hash")), &mut stamps);
+        assert_ne!(changed.unwrap(), first, "rewritten: hashed again");
     }
 
     #[test]

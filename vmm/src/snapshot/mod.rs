@@ -204,7 +204,7 @@ pub fn load(config: &VmConfig, dir: &Path) -> Result<Loaded, SnapshotError> {
         return Err(SnapshotError::NeedsVsock);
     }
     let state = format::read_state(&dir.join(STATE_FILE))?;
-    let current = identity::identity_of(config, "")?;
+    let current = identity::identity_of(config, "", Some(&state.identity))?;
     identity::check(&state.identity, &current)?;
     let memory = memory_file::open_memory(&dir.join(MEMORY_FILE), config.mem_mib * MIB)?;
     let serial = state.devices.serial.to_state();
@@ -342,7 +342,7 @@ pub(crate) fn save(
         virtio,
     };
     let state = SnapshotState {
-        identity: identity::identity_of(config, &config.guest_cmdline()?)?,
+        identity: identity::identity_of(config, &config.guest_cmdline()?, None)?,
         vm: vm_state,
         vcpus: vcpu_states,
         devices,

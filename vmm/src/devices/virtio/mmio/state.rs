@@ -213,6 +213,12 @@ impl MmioTransport {
             if !transport.activated {
                 return Err(TransportRestoreError::Activation);
             }
+            // A chain the driver offered and notified just before the snapshot, which the old
+            // worker had not taken yet, waits for a notification that will never come again:
+            // notify every queue once (a device with nothing to do just goes back to sleep).
+            for notify in &transport.notifiers {
+                let _ = notify.write(1);
+            }
         }
         Ok(transport)
     }
