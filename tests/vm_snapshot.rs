@@ -68,16 +68,24 @@ impl World {
     fn snapshot(&self, name: &str) -> PathBuf {
         let snap = self.path(name);
         let run = run_with_limit(
-            self.vmm(&vmlinux(), &busybox_initramfs(), &format!("{name}.sock"), MEM)
-                .args(["--cmdline", WARM_CMDLINE, "--serial", "off"])
-                .arg("--snapshot-to")
-                .arg(&snap),
+            self.vmm(
+                &vmlinux(),
+                &busybox_initramfs(),
+                &format!("{name}.sock"),
+                MEM,
+            )
+            .args(["--cmdline", WARM_CMDLINE, "--serial", "off"])
+            .arg("--snapshot-to")
+            .arg(&snap),
             BOOT_LIMIT,
         );
         assert_eq!(run.code(), 0, "snapshot failed:\n{run}");
         assert!(run.stderr.contains("snapshot saved"), "{run}");
         assert!(snap.join("state").is_file() && snap.join("memory").is_file());
-        assert!(!self.path(&format!("{name}.sock")).exists(), "socket left behind");
+        assert!(
+            !self.path(&format!("{name}.sock")).exists(),
+            "socket left behind"
+        );
         snap
     }
 
@@ -137,7 +145,10 @@ fn cold_and_restored_runs_of_a_command_agree_and_devices_work() {
         world
             .vmm(&vmlinux(), &busybox_initramfs(), "cold.sock", MEM)
             .arg("--cmdline")
-            .arg(format!("console=ttyS0 reboot=k panic=-1 quiet {}", share_params(command))),
+            .arg(format!(
+                "console=ttyS0 reboot=k panic=-1 quiet {}",
+                share_params(command)
+            )),
         BOOT_LIMIT,
     );
     assert_eq!(cold.code(), 7, "{cold}");
@@ -157,7 +168,10 @@ fn cold_and_restored_runs_of_a_command_agree_and_devices_work() {
         "{cold}"
     );
     assert_eq!(lines_with(&warm, "out:"), cold_lines, "{warm}");
-    assert!(warm.stdout.contains("rkt-guest-init: exit-status=7"), "{warm}");
+    assert!(
+        warm.stdout.contains("rkt-guest-init: exit-status=7"),
+        "{warm}"
+    );
     assert!(!world.path("warm.sock").exists(), "socket left behind");
 
     // vsock from the guest to the host after a restore: 64 KiB of pattern, checked by SHA-256.
@@ -207,8 +221,14 @@ fn restored_guests_get_fresh_randomness_and_the_hosts_clock() {
         assert_eq!(urandom[0].len(), "urandom: ".len() + 32, "{run}");
         seen.push((urandom[0].clone(), hwrng[0].clone()));
     }
-    assert_ne!(seen[0].0, seen[1].0, "both restores read the same /dev/urandom bytes");
-    assert_ne!(seen[0].1, seen[1].1, "both restores read the same virtio-rng bytes");
+    assert_ne!(
+        seen[0].0, seen[1].0,
+        "both restores read the same /dev/urandom bytes"
+    );
+    assert_ne!(
+        seen[0].1, seen[1].1,
+        "both restores read the same virtio-rng bytes"
+    );
 }
 
 fn assert_refused(run: &Finished, words: &str) {
@@ -222,12 +242,26 @@ fn snapshots_for_another_kernel_initramfs_or_memory_size_are_refused() {
     let world = World::new();
     let snap = world.snapshot("snap");
     let params = share_params("/bin/true");
-    let bz = world.restore_with(&snap, "k.sock", &bzimage(), &busybox_initramfs(), MEM, &params);
+    let bz = world.restore_with(
+        &snap,
+        "k.sock",
+        &bzimage(),
+        &busybox_initramfs(),
+        MEM,
+        &params,
+    );
     assert_refused(&bz, "another kernel");
     let initramfs = e2e::artefact("target/guest/initramfs.cpio");
     let other = world.restore_with(&snap, "i.sock", &vmlinux(), &initramfs, MEM, &params);
     assert_refused(&other, "another initramfs");
-    let big = world.restore_with(&snap, "m.sock", &vmlinux(), &busybox_initramfs(), "256", &params);
+    let big = world.restore_with(
+        &snap,
+        "m.sock",
+        &vmlinux(),
+        &busybox_initramfs(),
+        "256",
+        &params,
+    );
     assert_refused(&big, "another memory size");
     for socket in ["k.sock", "i.sock", "m.sock"] {
         assert!(!world.path(socket).exists(), "{socket} left behind");
@@ -253,7 +287,10 @@ fn corrupted_or_truncated_snapshots_are_refused() {
     let at = bad.len() - 10;
     bad[at] ^= 0x20;
     fs::write(flipped.join("state"), &bad).unwrap();
-    assert_refused(&world.restore(&flipped, "f.sock", &params), "checksum mismatch");
+    assert_refused(
+        &world.restore(&flipped, "f.sock", &params),
+        "checksum mismatch",
+    );
 
     let truncated = copy("truncated");
     fs::write(truncated.join("state"), &state[..state.len() / 2]).unwrap();
@@ -265,11 +302,21 @@ fn corrupted_or_truncated_snapshots_are_refused() {
         .open(short_memory.join("memory"))
         .unwrap();
     memory.set_len(64 << 20).unwrap();
-    assert_refused(&world.restore(&short_memory, "s.sock", &params), "truncated or from another VM");
+    assert_refused(
+        &world.restore(&short_memory, "s.sock", &params),
+        "truncated or from another VM",
+    );
 
     let garbage = copy("garbage");
-    fs::write(garbage.join("state"), b"hello, this is not a snapshot at all............").unwrap();
-    assert_refused(&world.restore(&garbage, "g.sock", &params), "not a snapshot");
+    fs::write(
+        garbage.join("state"),
+        b"hello, this is not a snapshot at all............",
+    )
+    .unwrap();
+    assert_refused(
+        &world.restore(&garbage, "g.sock", &params),
+        "not a snapshot",
+    );
 
     let missing = world.path("missing");
     assert_refused(&world.restore(&missing, "n.sock", &params), "missing/state");

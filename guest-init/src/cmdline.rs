@@ -304,8 +304,14 @@ mod tests {
     #[test]
     fn init_args_are_the_words_after_dashes_as_the_kernel_gives_them() {
         let args = init_args(br#"quiet rkt.share=pod -- /bin/sh -c "echo hi; exit 3" a="b c" --"#);
-        let args: Vec<_> = args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
-        assert_eq!(args, vec!["/bin/sh", "-c", "echo hi; exit 3", "a=b c", "--"]);
+        let args: Vec<_> = args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            args,
+            vec!["/bin/sh", "-c", "echo hi; exit 3", "a=b c", "--"]
+        );
         assert!(init_args(b"quiet rkt.warm=1").is_empty());
     }
 }

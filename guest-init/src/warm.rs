@@ -137,7 +137,11 @@ fn read_message(stream: &mut File) -> Result<Vec<u8>, WarmError> {
     let mut buf = [0u8; 1024];
     loop {
         let n = match stream.read(&mut buf) {
-            Ok(0) => return Err(WarmError::Connection("closed before a whole message".into())),
+            Ok(0) => {
+                return Err(WarmError::Connection(
+                    "closed before a whole message".into(),
+                ))
+            }
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(WarmError::Connection(e.to_string())),
@@ -148,7 +152,9 @@ fn read_message(stream: &mut File) -> Result<Vec<u8>, WarmError> {
             return Ok(message);
         }
         if message.len() > MAX_MESSAGE {
-            return Err(WarmError::Message(format!("longer than {MAX_MESSAGE} bytes")));
+            return Err(WarmError::Message(format!(
+                "longer than {MAX_MESSAGE} bytes"
+            )));
         }
     }
 }
@@ -239,9 +245,8 @@ fn add_entropy(random: &File, bytes: &[u8]) -> Result<(), WarmError> {
     if bytes.is_empty() {
         return Ok(());
     }
-    let len = i32::try_from(bytes.len()).map_err(|_| {
-        WarmError::Entropy(std::io::Error::from_raw_os_error(libc::EINVAL))
-    })?;
+    let len = i32::try_from(bytes.len())
+        .map_err(|_| WarmError::Entropy(std::io::Error::from_raw_os_error(libc::EINVAL)))?;
     let mut request = Vec::with_capacity(8 + bytes.len());
     request.extend_from_slice(&(len * 8).to_ne_bytes());
     request.extend_from_slice(&len.to_ne_bytes());

@@ -74,10 +74,17 @@ enum Kind<'a> {
 }
 
 /// Starts one VM running `command` and returns it with a receiver of its console lines.
-fn start(o: &Options, kind: &Kind, socket: &Path, command: &str) -> (Child, mpsc::Receiver<String>) {
+fn start(
+    o: &Options,
+    kind: &Kind,
+    socket: &Path,
+    command: &str,
+) -> (Child, mpsc::Receiver<String>) {
     let mut cmd = vmm(o, socket);
     match kind {
-        Kind::Cold => cmd.arg("--cmdline").arg(format!("{KERNEL_PARAMS} -- {command}")),
+        Kind::Cold => cmd
+            .arg("--cmdline")
+            .arg(format!("{KERNEL_PARAMS} -- {command}")),
         Kind::Warm(snap) => cmd
             .arg("--restore-from")
             .arg(snap)
@@ -138,7 +145,12 @@ fn idle_pss(o: &Options, kind: &Kind, dir: &Path, tag: &str) -> Option<f64> {
     for i in 0..o.vms {
         let socket = dir.join(format!("{tag}{i}.sock"));
         let started = Instant::now();
-        let (child, rx) = start(o, kind, &socket, &format!("/bin/sh -c \"echo {READY}; sleep 600\""));
+        let (child, rx) = start(
+            o,
+            kind,
+            &socket,
+            &format!("/bin/sh -c \"echo {READY}; sleep 600\""),
+        );
         vms.push((child, rx, started));
     }
     let mut ok = true;
@@ -176,7 +188,13 @@ fn main() {
     let snap: PathBuf = dir.path().join("snap");
     let started = Instant::now();
     let saved = vmm(&o, &dir.path().join("snap.sock"))
-        .args(["--serial", "off", "--cmdline", WARM_CMDLINE, "--snapshot-to"])
+        .args([
+            "--serial",
+            "off",
+            "--cmdline",
+            WARM_CMDLINE,
+            "--snapshot-to",
+        ])
         .arg(&snap)
         .output()
         .expect("run rkt-vmm --snapshot-to");
@@ -193,19 +211,27 @@ fn main() {
         String::from_utf8_lossy(&saved.stderr).trim()
     );
 
-    let (mut cold_first, mut cold_exit, mut warm_first, mut warm_exit) = (vec![], vec![], vec![], vec![]);
+    let (mut cold_first, mut cold_exit, mut warm_first, mut warm_exit) =
+        (vec![], vec![], vec![], vec![]);
     for run in 0..o.runs {
         // Interleaved, so that load changes hit both kinds alike.
         if let Some((f, e)) = timed_run(&o, &Kind::Cold, &dir.path().join(format!("c{run}.sock"))) {
             cold_first.push(f);
             cold_exit.push(e);
         }
-        if let Some((f, e)) = timed_run(&o, &Kind::Warm(&snap), &dir.path().join(format!("w{run}.sock"))) {
+        if let Some((f, e)) = timed_run(
+            &o,
+            &Kind::Warm(&snap),
+            &dir.path().join(format!("w{run}.sock")),
+        ) {
             warm_first.push(f);
             warm_exit.push(e);
         }
     }
-    println!("runs: {} of each, {} MiB, 1 vCPU, rng + vsock (seconds)", o.runs, o.mem_mib);
+    println!(
+        "runs: {} of each, {} MiB, 1 vCPU, rng + vsock (seconds)",
+        o.runs, o.mem_mib
+    );
     report("cold: spawn to first output", &mut cold_first);
     report("warm: spawn to first output", &mut warm_first);
     report("cold: spawn to exit", &mut cold_exit);

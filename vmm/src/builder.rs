@@ -25,13 +25,13 @@ use crate::devices::virtio::mmio::REG_QUEUE_NOTIFY;
 use crate::devices::virtio::net::Net;
 use crate::devices::virtio::rng::Rng;
 use crate::devices::virtio::vsock::{Vsock, VsockConfig as VsockDeviceConfig};
+use crate::devices::virtio::TransportState;
 use crate::devices::virtio::{Interrupt, MmioTransport, VirtioDevice, VirtioKind};
 use crate::error::VmmError;
 use crate::host_checks::open_host;
 use crate::stats::{
     open_stats_fd, process_guest_time, process_usage, read_stats, ExitCounters, VmStats,
 };
-use crate::devices::virtio::TransportState;
 use crate::vcpu::{self, VcpuEnd, VcpuShared, VcpuStop, VmEvent};
 use crate::vm::Vm;
 
@@ -241,15 +241,8 @@ pub(crate) fn run_vm(config: VmConfig, mode: Mode) -> Result<Finished, VmmError>
 
     if let Mode::SnapshotTo(dir) = &mode {
         if shared.pause.load(Ordering::Acquire) {
-            let saved = crate::snapshot::save(
-                dir,
-                &config,
-                &vm,
-                paused,
-                &serial,
-                &i8042,
-                &transports,
-            )?;
+            let saved =
+                crate::snapshot::save(dir, &config, &vm, paused, &serial, &i8042, &transports)?;
             return Ok(Finished::Saved(saved));
         }
     }
@@ -359,24 +352,25 @@ fn attach_virtio_devices(
             .register_irqfd(&irqfd, slot.irq)
             .map_err(VmmError::kvm("KVM_IRQFD"))?;
         let interrupt = Arc::new(Interrupt::new(irqfd));
-        let transport = match restore.map(|states| states.get(n)) {
-            None => MmioTransport::new(device, vm.ram.memory.clone(), interrupt).map_err(
-                |source| VmmError::HostResource {
-                    what: "create virtio queue notification eventfds",
-                    source,
-                },
-            )?,
-            Some(state) => {
-                let state = state.ok_or(crate::snapshot::SnapshotError::Corrupt(
-                    "fewer virtio devices than the VM has".into(),
-                ))?;
-                MmioTransport::from_state(device, vm.ram.memory.clone(), interrupt, state)
-                    .map_err(|e| crate::snapshot::SnapshotError::Device {
-                        slot: n,
-                        reason: e.to_string(),
-                    })?
-            }
-        };
+        let transport =
+            match restore.map(|states| states.get(n)) {
+                None => MmioTransport::new(device, vm.ram.memory.clone(), interrupt).map_err(
+                    |source| VmmError::HostResource {
+                        what: "create virtio queue notification eventfds",
+                        source,
+                    },
+                )?,
+                Some(state) => {
+                    let state = state.ok_or(crate::snapshot::SnapshotError::Corrupt(
+                        "fewer virtio devices than the VM has".into(),
+                    ))?;
+                    MmioTransport::from_state(device, vm.ram.memory.clone(), interrupt, state)
+                        .map_err(|e| crate::snapshot::SnapshotError::Device {
+                            slot: n,
+                            reason: e.to_string(),
+                        })?
+                }
+            };
         for (index, notify) in transport.queue_notifiers().iter().enumerate() {
             // Datamatch on the queue index: the driver writes it to QueueNotify, so each
             // queue's notification wakes exactly its own eventfd without a VMM exit.

@@ -276,15 +276,19 @@ pub fn read_state(path: &Path) -> Result<SnapshotState, SnapshotError> {
     };
     let mut file = File::open(path).map_err(io_err)?;
     let file_len = file.metadata().map_err(io_err)?.len();
-    if file_len < HEADER_LEN as u64 {
-        return Err(SnapshotError::Truncated(path.to_path_buf()));
-    }
     let mut header = [0u8; HEADER_LEN];
-    file.read_exact(&mut header).map_err(io_err)?;
-    if &header[..8] != MAGIC {
+    let header_len = (file_len.min(HEADER_LEN as u64)) as usize;
+    file.read_exact(&mut header[..header_len]).map_err(io_err)?;
+    // The magic first: a file that is something else entirely is named as such.
+    let magic_len = header_len.min(MAGIC.len());
+    if header[..magic_len] != MAGIC[..magic_len] || file_len == 0 {
         return Err(SnapshotError::NotASnapshot(path.to_path_buf()));
     }
-    let field = |at: usize| -> [u8; 4] { [header[at], header[at + 1], header[at + 2], header[at + 3]] };
+    if header_len < HEADER_LEN {
+        return Err(SnapshotError::Truncated(path.to_path_buf()));
+    }
+    let field =
+        |at: usize| -> [u8; 4] { [header[at], header[at + 1], header[at + 2], header[at + 3]] };
     let version = u32::from_le_bytes(field(8));
     if version != FORMAT_VERSION {
         return Err(SnapshotError::FormatVersion(version));
@@ -309,6 +313,41 @@ pub fn read_state(path: &Path) -> Result<SnapshotState, SnapshotError> {
         .map_err(|e| SnapshotError::Corrupt(format!("the state does not parse: {e}")))?;
     state.check_bounds()?;
     Ok(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_files_are_told_apart_from_other_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state");
+        for (bytes, want) in [
+            (&b""[..], "not a snapshot"),
+            (b"RKTSN", "truncated"),
+            (b"RKTSNAP\n\x01\0\0\0", "truncated"),
+            (b"hello", "not a snapshot"),
+        ] {
+            std::fs::write(&path, bytes).unwrap();
+            let message = read_state(&path).unwrap_err().to_string();
+            assert!(message.contains(want), "{bytes:?}: {message}");
+        }
+        let mut header = Vec::from(&MAGIC[..]);
+        header.extend_from_slice(&2u32.to_le_bytes());
+        header.extend_from_slice(&[0; HEADER_LEN - 12]);
+        std::fs::write(&path, &header).unwrap();
+        let message = read_state(&path).unwrap_err().to_string();
+        assert!(message.contains("format version 2"), "{message}");
+        let mut huge = Vec::from(&MAGIC[..]);
+        huge.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        huge.extend_from_slice(&0u32.to_le_bytes());
+        huge.extend_from_slice(&u64::MAX.to_le_bytes());
+        huge.extend_from_slice(&[0; 32]);
+        std::fs::write(&path, &huge).unwrap();
+        let message = read_state(&path).unwrap_err().to_string();
+        assert!(message.contains("more than"), "{message}");
+    }
 }
 
 impl SnapshotState {

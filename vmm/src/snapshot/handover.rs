@@ -52,18 +52,16 @@ fn fresh_entropy() -> Result<[u8; ENTROPY_BYTES], SnapshotError> {
     while filled < bytes.len() {
         // SAFETY: the pointer and length describe the unfilled tail of `bytes`.
         let n = unsafe {
-            libc::getrandom(
-                bytes[filled..].as_mut_ptr().cast(),
-                bytes.len() - filled,
-                0,
-            )
+            libc::getrandom(bytes[filled..].as_mut_ptr().cast(), bytes.len() - filled, 0)
         };
         if n < 0 {
             let error = std::io::Error::last_os_error();
             if error.kind() == std::io::ErrorKind::Interrupted {
                 continue;
             }
-            return Err(SnapshotError::Handover(format!("getrandom failed: {error}")));
+            return Err(SnapshotError::Handover(format!(
+                "getrandom failed: {error}"
+            )));
         }
         filled += n as usize;
     }
@@ -161,6 +159,9 @@ mod tests {
         };
         let text = serde_json::to_string(&m).unwrap();
         assert!(!text.contains('\n'));
-        assert!(text.contains(r#""params":"rkt.share=pod -- /bin/sh -c \"echo hi\"""#), "{text}");
+        assert!(
+            text.contains(r#""params":"rkt.share=pod -- /bin/sh -c \"echo hi\"""#),
+            "{text}"
+        );
     }
 }

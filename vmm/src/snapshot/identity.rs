@@ -218,12 +218,24 @@ mod tests {
         let mut saved = identity();
         saved.kernel_sha256 = "not-the-real-hash".into();
         saved.stamps = stamps.clone();
-        let again =
-            hash_with_stamp("kernel", &file, Some((&saved, "not-the-real-hash")), &mut stamps);
-        assert_eq!(again.unwrap(), "not-the-real-hash", "stamp unchanged: hash reused");
+        let again = hash_with_stamp(
+            "kernel",
+            &file,
+            Some((&saved, "not-the-real-hash")),
+            &mut stamps,
+        );
+        assert_eq!(
+            again.unwrap(),
+            "not-the-real-hash",
+            "stamp unchanged: hash reused"
+        );
         std::fs::write(&file, b"two!").unwrap();
-        let changed =
-            hash_with_stamp("kernel", &file, Some((&saved, "not-the-real-hash")), &mut stamps);
+        let changed = hash_with_stamp(
+            "kernel",
+            &file,
+            Some((&saved, "not-the-real-hash")),
+            &mut stamps,
+        );
         assert_ne!(changed.unwrap(), first, "rewritten: hashed again");
     }
 
@@ -233,16 +245,28 @@ mod tests {
         assert!(check(&saved, &identity()).is_ok());
         let mut other = identity();
         other.kernel_sha256 = "dd".repeat(32);
-        assert!(check(&saved, &other).unwrap_err().to_string().contains("kernel"));
+        assert!(check(&saved, &other)
+            .unwrap_err()
+            .to_string()
+            .contains("kernel"));
         let mut other = identity();
         other.initrd_sha256 = None;
-        assert!(check(&saved, &other).unwrap_err().to_string().contains("initramfs"));
+        assert!(check(&saved, &other)
+            .unwrap_err()
+            .to_string()
+            .contains("initramfs"));
         let mut other = identity();
         other.shape.mem_mib = 256;
         let msg = check(&saved, &other).unwrap_err().to_string();
-        assert!(msg.contains("memory size") && msg.contains("128 MiB"), "{msg}");
+        assert!(
+            msg.contains("memory size") && msg.contains("128 MiB"),
+            "{msg}"
+        );
         let mut other = identity();
         other.shape.devices.pop();
-        assert!(check(&saved, &other).unwrap_err().to_string().contains("device set"));
+        assert!(check(&saved, &other)
+            .unwrap_err()
+            .to_string()
+            .contains("device set"));
     }
 }

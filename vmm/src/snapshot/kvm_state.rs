@@ -117,7 +117,8 @@ pub fn restore_vcpu(vcpu: &VcpuFd, state: &VcpuState) -> Result<(), SnapshotErro
             })?;
     }
     let mp_state: kvm_mp_state = from_blob(&state.mp_state, "mp_state")?;
-    vcpu.set_mp_state(mp_state).map_err(kvm("KVM_SET_MP_STATE"))?;
+    vcpu.set_mp_state(mp_state)
+        .map_err(kvm("KVM_SET_MP_STATE"))?;
     let regs: kvm_regs = from_blob(&state.regs, "regs")?;
     vcpu.set_regs(&regs).map_err(kvm("KVM_SET_REGS"))?;
     let sregs: kvm_sregs = from_blob(&state.sregs, "sregs")?;
@@ -198,7 +199,10 @@ pub fn restore_vm_devices(vm: &VmFd, state: &VmState) -> Result<(), SnapshotErro
     ] {
         let chip: kvm_irqchip = from_blob(blob, what)?;
         if chip.chip_id != id {
-            return Err(SnapshotError::Corrupt(format!("{what} has chip id {}", chip.chip_id)));
+            return Err(SnapshotError::Corrupt(format!(
+                "{what} has chip id {}",
+                chip.chip_id
+            )));
         }
         vm.set_irqchip(&chip).map_err(kvm("KVM_SET_IRQCHIP"))?;
     }

@@ -184,7 +184,9 @@ pub fn snapshot_to(config: VmConfig, dir: &Path) -> Result<SavedReport, VmmError
     })?;
     match run_vm(config, Mode::SnapshotTo(dir.to_path_buf()))? {
         Finished::Saved(report) => Ok(report),
-        Finished::Ended(_) => Err(SnapshotError::Corrupt("the VM ended without saving".into()).into()),
+        Finished::Ended(_) => {
+            Err(SnapshotError::Corrupt("the VM ended without saving".into()).into())
+        }
     }
 }
 
@@ -194,7 +196,9 @@ pub fn restore_from(config: VmConfig, dir: &Path) -> Result<VmReport, VmmError> 
     let loaded = load(&config, dir)?;
     match run_vm(config, Mode::Restore(Box::new(loaded)))? {
         Finished::Ended(report) => Ok(report),
-        Finished::Saved(_) => Err(SnapshotError::Corrupt("a restore saved a snapshot".into()).into()),
+        Finished::Saved(_) => {
+            Err(SnapshotError::Corrupt("a restore saved a snapshot".into()).into())
+        }
     }
 }
 

@@ -128,8 +128,16 @@ impl MmioTransport {
                     desc_table: q.desc_table(),
                     avail_ring: q.avail_ring(),
                     used_ring: q.used_ring(),
-                    avail_idx: if ready { ring_index(&self.memory, q.avail_ring()) } else { 0 },
-                    used_idx: if ready { ring_index(&self.memory, q.used_ring()) } else { 0 },
+                    avail_idx: if ready {
+                        ring_index(&self.memory, q.avail_ring())
+                    } else {
+                        0
+                    },
+                    used_idx: if ready {
+                        ring_index(&self.memory, q.used_ring())
+                    } else {
+                        0
+                    },
                 }
             })
             .collect();
@@ -200,10 +208,10 @@ impl MmioTransport {
         if state.status & STATUS_FEATURES_OK != 0 && !transport.features_acceptable() {
             return Err(TransportRestoreError::Features(state.driver_features));
         }
-        transport
-            .interrupt
-            .status
-            .store(state.interrupt_status & 0b11, std::sync::atomic::Ordering::Release);
+        transport.interrupt.status.store(
+            state.interrupt_status & 0b11,
+            std::sync::atomic::Ordering::Release,
+        );
         let runnable = STATUS_DRIVER_OK | STATUS_FEATURES_OK;
         if state.activated
             && state.status & runnable == runnable
