@@ -38,8 +38,12 @@ const MAX_MESSAGE: usize = 16 * 1024;
 const MAX_PARAMS: usize = 2048;
 /// The most entropy bytes taken from the message.
 const MAX_ENTROPY: usize = 512;
-/// Bytes read from virtio-rng (`/dev/hwrng`) on top.
-const HWRNG_BYTES: usize = 32;
+/// Bytes read from virtio-rng (`/dev/hwrng`) on top. More than the kernel keeps buffered (the
+/// hwrng core's and the virtio-rng driver's buffers, 64 bytes each on x86): those bytes were
+/// read before the snapshot and are the same in every restored copy, so reading past them both
+/// reaches fresh host entropy and leaves later readers of /dev/hwrng only fresh bytes (found
+/// in testing: without it two copies read the same first bytes from /dev/hwrng).
+const HWRNG_BYTES: usize = 256;
 
 /// `_IOW('R', 0x03, int[2])`: add bytes to the input pool and credit them (linux/random.h).
 const RNDADDENTROPY: libc::c_ulong = 0x4008_5203;
@@ -224,12 +228,13 @@ fn apply(handover: &Handover) -> Result<(), WarmError> {
         .write(true)
         .open("/dev/urandom")
         .map_err(WarmError::Entropy)?;
-    add_entropy(&random, &handover.entropy)?;
+    add_entropy(&random, &handover.entropy, handover.entropy.len() * 8)?;
     // virtio-rng as a second, independent source (absent with --no-rng: then skipped).
     if let Ok(mut hwrng) = File::open("/dev/hwrng") {
         let mut bytes = [0u8; HWRNG_BYTES];
         if hwrng.read_exact(&mut bytes).is_ok() {
-            add_entropy(&random, &bytes)?;
+            // Only the bytes past the buffered ones are credited as entropy.
+            add_entropy(&random, &bytes, (HWRNG_BYTES - 128) * 8)?;
         }
     }
     // Without this the CRNG keeps its (shared, snapshotted) key until its next timed reseed.
@@ -241,14 +246,16 @@ fn apply(handover: &Handover) -> Result<(), WarmError> {
 }
 
 /// RNDADDENTROPY: `struct rand_pool_info { int entropy_count; int buf_size; u32 buf[]; }`.
-fn add_entropy(random: &File, bytes: &[u8]) -> Result<(), WarmError> {
+/// `credit_bits` is how much of it the kernel may count as entropy.
+fn add_entropy(random: &File, bytes: &[u8], credit_bits: usize) -> Result<(), WarmError> {
     if bytes.is_empty() {
         return Ok(());
     }
-    let len = i32::try_from(bytes.len())
-        .map_err(|_| WarmError::Entropy(std::io::Error::from_raw_os_error(libc::EINVAL)))?;
+    let too_big = || WarmError::Entropy(std::io::Error::from_raw_os_error(libc::EINVAL));
+    let len = i32::try_from(bytes.len()).map_err(|_| too_big())?;
+    let credit = i32::try_from(credit_bits.min(bytes.len() * 8)).map_err(|_| too_big())?;
     let mut request = Vec::with_capacity(8 + bytes.len());
-    request.extend_from_slice(&(len * 8).to_ne_bytes());
+    request.extend_from_slice(&credit.to_ne_bytes());
     request.extend_from_slice(&len.to_ne_bytes());
     request.extend_from_slice(bytes);
     // SAFETY: `request` is a complete rand_pool_info whose buf_size matches the bytes that
