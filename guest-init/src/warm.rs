@@ -205,7 +205,7 @@ pub fn parse_message(message: &[u8]) -> Result<Handover, WarmError> {
 }
 
 fn decode_hex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     (0..text.len())

@@ -102,7 +102,7 @@ pub fn run(config: VmConfig) -> Result<VmOutcome, VmmError> {
 /// Like [`run`], also returning statistics when `config.collect_stats` is set.
 pub fn run_measured(config: VmConfig) -> Result<VmReport, VmmError> {
     match run_vm(config, Mode::Cold)? {
-        Finished::Ended(report) => Ok(report),
+        Finished::Ended(report) => Ok(*report),
         Finished::Saved(_) => Err(VmmError::VirtioDevice {
             device: "vmm".into(),
             message: "a cold run saved a snapshot (a VMM bug)".into(),
@@ -123,7 +123,7 @@ pub(crate) enum Mode {
 /// What [`run_vm`] ended with.
 pub(crate) enum Finished {
     /// The guest ran to its end.
-    Ended(VmReport),
+    Ended(Box<VmReport>),
     /// The guest was saved (snapshot mode).
     Saved(crate::snapshot::SavedReport),
 }
@@ -279,7 +279,7 @@ pub(crate) fn run_vm(config: VmConfig, mode: Mode) -> Result<Finished, VmmError>
         stats.guest_time = process_guest_time();
         stats
     });
-    Ok(Finished::Ended(VmReport { outcome, stats }))
+    Ok(Finished::Ended(Box::new(VmReport { outcome, stats })))
 }
 
 fn build_serial(

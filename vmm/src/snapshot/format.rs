@@ -315,6 +315,29 @@ pub fn read_state(path: &Path) -> Result<SnapshotState, SnapshotError> {
     Ok(state)
 }
 
+impl SnapshotState {
+    /// Counts inside the state that the rest of the VMM relies on.
+    fn check_bounds(&self) -> Result<(), SnapshotError> {
+        let corrupt = |what: String| Err(SnapshotError::Corrupt(what));
+        if self.vcpus.len() != usize::from(self.identity.shape.vcpus) {
+            return corrupt(format!(
+                "{} vCPU states for {} vCPUs",
+                self.vcpus.len(),
+                self.identity.shape.vcpus
+            ));
+        }
+        if self.devices.virtio.len() != self.identity.shape.devices.len() {
+            return corrupt("device states do not match the device list".into());
+        }
+        for (i, vcpu) in self.vcpus.iter().enumerate() {
+            if vcpu.msrs.len() > MAX_MSRS || vcpu.cpuid.len() > MAX_CPUID_ENTRIES {
+                return corrupt(format!("vCPU {i} has too many MSRs or CPUID entries"));
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -347,28 +370,5 @@ mod tests {
         std::fs::write(&path, &huge).unwrap();
         let message = read_state(&path).unwrap_err().to_string();
         assert!(message.contains("more than"), "{message}");
-    }
-}
-
-impl SnapshotState {
-    /// Counts inside the state that the rest of the VMM relies on.
-    fn check_bounds(&self) -> Result<(), SnapshotError> {
-        let corrupt = |what: String| Err(SnapshotError::Corrupt(what));
-        if self.vcpus.len() != usize::from(self.identity.shape.vcpus) {
-            return corrupt(format!(
-                "{} vCPU states for {} vCPUs",
-                self.vcpus.len(),
-                self.identity.shape.vcpus
-            ));
-        }
-        if self.devices.virtio.len() != self.identity.shape.devices.len() {
-            return corrupt("device states do not match the device list".into());
-        }
-        for (i, vcpu) in self.vcpus.iter().enumerate() {
-            if vcpu.msrs.len() > MAX_MSRS || vcpu.cpuid.len() > MAX_CPUID_ENTRIES {
-                return corrupt(format!("vCPU {i} has too many MSRs or CPUID entries"));
-            }
-        }
-        Ok(())
     }
 }

@@ -195,7 +195,7 @@ pub fn snapshot_to(config: VmConfig, dir: &Path) -> Result<SavedReport, VmmError
 pub fn restore_from(config: VmConfig, dir: &Path) -> Result<VmReport, VmmError> {
     let loaded = load(&config, dir)?;
     match run_vm(config, Mode::Restore(Box::new(loaded)))? {
-        Finished::Ended(report) => Ok(report),
+        Finished::Ended(report) => Ok(*report),
         Finished::Saved(_) => {
             Err(SnapshotError::Corrupt("a restore saved a snapshot".into()).into())
         }
@@ -261,13 +261,11 @@ fn same_cpuid(a: &[kvm_bindings::kvm_cpuid_entry2], b: &[kvm_bindings::kvm_cpuid
 
 /// Waits for guest-init's warm marker: `None` when it came, else how the VM ended first.
 pub(crate) fn wait_for_warm_ready(events: &Receiver<VmEvent>) -> Option<(u8, VcpuStop)> {
-    loop {
-        match events.recv() {
-            Ok(VmEvent::WarmReady) => return None,
-            Ok(VmEvent::VcpuStopped(index, stop)) => return Some((index, stop)),
-            // The console report says "panic"; stop the VM now.
-            Ok(VmEvent::KernelPanic) | Err(_) => return Some((0, VcpuStop::Kicked)),
-        }
+    match events.recv() {
+        Ok(VmEvent::WarmReady) => None,
+        Ok(VmEvent::VcpuStopped(index, stop)) => Some((index, stop)),
+        // The console report says "panic"; stop the VM now.
+        Ok(VmEvent::KernelPanic) | Err(_) => Some((0, VcpuStop::Kicked)),
     }
 }
 
