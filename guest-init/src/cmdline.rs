@@ -49,6 +49,30 @@ pub fn kernel_params(cmdline: &[u8]) -> Vec<KernelParam> {
     params
 }
 
+/// The words after the first `--`: what the kernel hands init as argv[1..]. The kernel splits
+/// them with the same rules and joins `name=value` words back together (`repair_env_string`),
+/// so `a="b c"` becomes the argument `a=b c`.
+pub fn init_args(cmdline: &[u8]) -> Vec<OsString> {
+    let mut args = Vec::new();
+    let mut after_dashes = false;
+    let mut rest = skip_spaces(cmdline);
+    while !rest.is_empty() {
+        let (word, after) = next_word(rest);
+        rest = skip_spaces(after);
+        if after_dashes {
+            let mut bytes = word.name;
+            if let Some(value) = word.value {
+                bytes.push(b'=');
+                bytes.extend(value);
+            }
+            args.push(OsString::from_vec(bytes));
+        } else if word.value.is_none() && word.name == b"--" {
+            after_dashes = true;
+        }
+    }
+    args
+}
+
 /// The value of the last parameter called `name` (the kernel, too, lets a later occurrence
 /// override an earlier one). A bare word without `=` counts as an empty value.
 pub fn last_value<'a>(params: &'a [KernelParam], name: &str) -> Option<&'a OsString> {
@@ -275,5 +299,19 @@ mod tests {
     fn non_utf8_bytes_survive() {
         let params = kernel_params(b"rkt.root=r\xff");
         assert_eq!(params[0].value, Some(OsString::from_vec(vec![b'r', 0xff])));
+    }
+
+    #[test]
+    fn init_args_are_the_words_after_dashes_as_the_kernel_gives_them() {
+        let args = init_args(br#"quiet rkt.share=pod -- /bin/sh -c "echo hi; exit 3" a="b c" --"#);
+        let args: Vec<_> = args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            args,
+            vec!["/bin/sh", "-c", "echo hi; exit 3", "a=b c", "--"]
+        );
+        assert!(init_args(b"quiet rkt.warm=1").is_empty());
     }
 }

@@ -62,6 +62,9 @@ pub enum InitError {
     #[error(transparent)]
     PodParams(#[from] crate::pod::ParamError),
 
+    #[error(transparent)]
+    Warm(#[from] crate::warm::WarmError),
+
     #[error("guest-init panicked: this is a bug in guest-init, please report it")]
     Panicked,
 }
@@ -76,6 +79,7 @@ impl InitError {
             | InitError::Wait(_)
             | InitError::Mount(_)
             | InitError::PodParams(_)
+            | InitError::Warm(_)
             | InitError::Panicked => STATUS_SETUP_FAILED,
             InitError::Share(error) => error.exit_status(),
         }

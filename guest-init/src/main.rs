@@ -23,7 +23,9 @@ mod report;
 mod role;
 mod share;
 mod spawn;
+mod warm;
 
+use std::ffi::OsString;
 use std::panic::{self, AssertUnwindSafe};
 
 use error::{InitError, STATUS_SETUP_FAILED};
@@ -75,9 +77,9 @@ fn main() {
 
 /// Everything up to the command's end; returns the status to report.
 fn run(role: Role, reporter: &Reporter, status_file: &mut Option<StatusFile>) -> u8 {
-    let outcome = set_up(role, status_file).and_then(|pod| match pod {
+    let outcome = set_up(role, status_file).and_then(|(pod, argv)| match pod {
         Some(pod) => Ok(pod::run(&pod, reporter)),
-        None => run_command(),
+        None => run_command(argv),
     });
     match outcome {
         Ok(status) => status,
@@ -89,11 +91,13 @@ fn run(role: Role, reporter: &Reporter, status_file: &mut Option<StatusFile>) ->
 }
 
 /// Prepares the guest; returns the pod to run when the kernel command line asks for pod mode
-/// (`rkt.pod=`), else `None`: the command after `--` runs.
+/// (`rkt.pod=`), else `None`: the command after `--` runs; and init's argv (the kernel's, or
+/// in warm mode the handed-over one).
 fn set_up(
     role: Role,
     status_file: &mut Option<StatusFile>,
-) -> Result<Option<pod::PodParams>, InitError> {
+) -> Result<(Option<pod::PodParams>, Vec<OsString>), InitError> {
+    let mut argv: Vec<OsString> = std::env::args_os().collect();
     match role {
         Role::Pid1 => {
             console::attach_stdio();
@@ -101,25 +105,30 @@ fn set_up(
             // Again now that devtmpfs provides /dev/console, in case the initramfs had none.
             console::attach_stdio();
             // Only as PID 1: a host's own /proc/cmdline is none of guest-init's business.
-            let text =
+            let mut text =
                 cmdline::read_proc_cmdline().map_err(share::ShareError::CmdlineUnreadable)?;
+            // Warm mode: the real parameters arrive after the snapshot, over vsock.
+            if warm::requested(&cmdline::kernel_params(&text)) {
+                text = warm::wait_for_handover()?;
+                argv = warm::init_argv(&text);
+            }
             let params = cmdline::kernel_params(&text);
             // Checked first: pod mode refuses rkt.root/rkt.status before anything is mounted.
             let pod = pod::PodParams::from_params(&params)?;
             share::set_up_from_params(&params, status_file)?;
-            Ok(pod)
+            Ok((pod, argv))
         }
         Role::Hosted => {
             // Adopt the command's orphans as PID 1 would, so the reaping path is the same. If
             // this fails, orphans go to the host's init instead, which is harmless.
             let _ = nix::sys::prctl::set_child_subreaper(true);
-            Ok(None)
+            Ok((None, argv))
         }
     }
 }
 
-fn run_command() -> Result<u8, InitError> {
-    let spec = args::command_from_argv(std::env::args_os())?;
+fn run_command(argv: Vec<OsString>) -> Result<u8, InitError> {
+    let spec = args::command_from_argv(argv)?;
     let pid = command::spawn(&spec)?;
     reaper::wait_for(pid, &mut SystemWaiter)
 }

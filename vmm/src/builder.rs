@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use kvm_ioctls::IoEventAddress;
+use kvm_ioctls::{IoEventAddress, VcpuFd};
 
 use crate::arch::x86_64::layout::VIRTIO_MMIO_DEVICE_SIZE;
 use crate::config::{SerialOutput, VmConfig};
@@ -25,13 +25,14 @@ use crate::devices::virtio::mmio::REG_QUEUE_NOTIFY;
 use crate::devices::virtio::net::Net;
 use crate::devices::virtio::rng::Rng;
 use crate::devices::virtio::vsock::{Vsock, VsockConfig as VsockDeviceConfig};
+use crate::devices::virtio::TransportState;
 use crate::devices::virtio::{Interrupt, MmioTransport, VirtioDevice, VirtioKind};
 use crate::error::VmmError;
 use crate::host_checks::open_host;
 use crate::stats::{
     open_stats_fd, process_guest_time, process_usage, read_stats, ExitCounters, VmStats,
 };
-use crate::vcpu::{self, VcpuShared, VcpuStop, VmEvent};
+use crate::vcpu::{self, VcpuEnd, VcpuShared, VcpuStop, VmEvent};
 use crate::vm::Vm;
 
 /// After the console shows a kernel panic, how long the guest gets to reboot by itself
@@ -100,27 +101,80 @@ pub fn run(config: VmConfig) -> Result<VmOutcome, VmmError> {
 
 /// Like [`run`], also returning statistics when `config.collect_stats` is set.
 pub fn run_measured(config: VmConfig) -> Result<VmReport, VmmError> {
+    match run_vm(config, Mode::Cold)? {
+        Finished::Ended(report) => Ok(*report),
+        Finished::Saved(_) => Err(VmmError::VirtioDevice {
+            device: "vmm".into(),
+            message: "a cold run saved a snapshot (a VMM bug)".into(),
+        }),
+    }
+}
+
+/// How [`run_vm`] starts the VM and what it waits for.
+pub(crate) enum Mode {
+    /// Boot the kernel and run to the end.
+    Cold,
+    /// Boot the kernel, wait for guest-init's warm marker, save a snapshot there and stop.
+    SnapshotTo(std::path::PathBuf),
+    /// Start from a loaded snapshot, hand the guest its parameters, run to the end.
+    Restore(Box<crate::snapshot::Loaded>),
+}
+
+/// What [`run_vm`] ended with.
+pub(crate) enum Finished {
+    /// The guest ran to its end.
+    Ended(Box<VmReport>),
+    /// The guest was saved (snapshot mode).
+    Saved(crate::snapshot::SavedReport),
+}
+
+/// Builds the VM (booted or restored), runs it and supervises it according to `mode`.
+pub(crate) fn run_vm(config: VmConfig, mode: Mode) -> Result<Finished, VmmError> {
     let started = Instant::now();
     let (kvm, vm_fd) = open_host()?;
     config.validate(kvm.get_max_vcpus())?;
     let cmdline = config.guest_cmdline()?;
-    let vm = Vm::new(kvm, vm_fd, config.mem_mib)?;
-    let kernel = vm.load_kernel(&config, &cmdline)?;
+    let restoring = match &mode {
+        Mode::Restore(loaded) => Some(loaded.as_ref()),
+        _ => None,
+    };
+    let (vm, kernel) = match restoring {
+        Some(loaded) => (crate::snapshot::restore_vm(kvm, vm_fd, loaded)?, None),
+        None => {
+            let vm = Vm::new(kvm, vm_fd, config.mem_mib)?;
+            let kernel = vm.load_kernel(&config, &cmdline)?;
+            (vm, Some(kernel))
+        }
+    };
 
     let (events_tx, events_rx) = mpsc::channel();
     let serial = Arc::new(Mutex::new(build_serial(
         &vm,
         &config.serial,
         events_tx.clone(),
+        restoring.map(|l| &l.serial),
     )?));
+    let i8042 = Arc::new(Mutex::new(match restoring {
+        Some(loaded) => I8042::from_state(&loaded.state.devices.i8042),
+        None => I8042::new(),
+    }));
     let mut pio = Bus::new();
     pio.insert(COM1_PORT, COM1_PORTS, serial.clone())?;
-    pio.insert(I8042_PORT, I8042_PORTS, Arc::new(Mutex::new(I8042::new())))?;
+    pio.insert(I8042_PORT, I8042_PORTS, i8042.clone())?;
     pio.insert(CMOS_PORT, CMOS_PORTS, Arc::new(Mutex::new(Cmos::new())))?;
     let mut mmio = Bus::new();
-    attach_virtio_devices(&vm, &config, &mut mmio)?;
+    let transports = attach_virtio_devices(
+        &vm,
+        &config,
+        &mut mmio,
+        restoring.map(|l| l.state.devices.virtio.as_slice()),
+    )?;
 
-    let vcpu_fds = vm.create_vcpus(config.vcpus, &kernel)?;
+    let vcpu_fds = match (&kernel, restoring) {
+        (Some(kernel), _) => vm.create_vcpus(config.vcpus, kernel)?,
+        (None, Some(loaded)) => crate::snapshot::restore_vcpus(&vm, loaded)?,
+        (None, None) => Vec::new(),
+    };
     let stats_fds = if config.collect_stats {
         let vm_stats = open_stats_fd(&vm.fd).ok();
         let vcpu_stats: Vec<File> = vcpu_fds
@@ -140,6 +194,7 @@ pub fn run_measured(config: VmConfig) -> Result<VmReport, VmmError> {
         pio: Arc::new(pio),
         mmio: Arc::new(mmio),
         stop: Arc::new(AtomicBool::new(false)),
+        pause: Arc::new(AtomicBool::new(false)),
         events: events_tx,
     };
     let setup_done = started.elapsed();
@@ -158,14 +213,38 @@ pub fn run_measured(config: VmConfig) -> Result<VmReport, VmmError> {
         }
     }
 
-    let first_stop = match spawn_error {
-        Some(_) => (0, VcpuStop::Kicked),
-        None => wait_for_end(&events_rx),
+    let mut handover_error = None;
+    let first_stop = match (&spawn_error, &mode) {
+        (Some(_), _) => (0, VcpuStop::Kicked),
+        (None, Mode::SnapshotTo(_)) => match crate::snapshot::wait_for_warm_ready(&events_rx) {
+            // Pause rather than stop: the threads hand their vCPUs back.
+            None => {
+                shared.pause.store(true, Ordering::Release);
+                (0, VcpuStop::Kicked)
+            }
+            Some(end) => end,
+        },
+        (None, Mode::Restore(loaded)) => match crate::snapshot::hand_over(&config, loaded) {
+            Ok(()) => wait_for_end(&events_rx),
+            Err(error) => {
+                handover_error = Some(error);
+                (0, VcpuStop::Kicked)
+            }
+        },
+        (None, Mode::Cold) => wait_for_end(&events_rx),
     };
     shared.stop.store(true, Ordering::Release);
-    let counters = stop_and_join(threads);
-    if let Some(err) = spawn_error {
+    let (counters, paused) = stop_and_join(threads);
+    if let Some(err) = spawn_error.or(handover_error) {
         return Err(err);
+    }
+
+    if let Mode::SnapshotTo(dir) = &mode {
+        if shared.pause.load(Ordering::Acquire) {
+            let saved =
+                crate::snapshot::save(dir, &config, &vm, paused, &serial, &i8042, &transports)?;
+            return Ok(Finished::Saved(saved));
+        }
     }
 
     let console = {
@@ -174,6 +253,9 @@ pub fn run_measured(config: VmConfig) -> Result<VmReport, VmmError> {
         port.sink_mut().report()
     };
     let outcome = decide_outcome(&first_stop, &console)?;
+    if let Mode::SnapshotTo(_) = &mode {
+        return Err(crate::snapshot::SnapshotError::EndedBeforeReady(outcome).into());
+    }
 
     let stats = stats_fds.map(|(vm_stats, vcpu_stats)| {
         let mut stats = VmStats {
@@ -197,13 +279,14 @@ pub fn run_measured(config: VmConfig) -> Result<VmReport, VmmError> {
         stats.guest_time = process_guest_time();
         stats
     });
-    Ok(VmReport { outcome, stats })
+    Ok(Finished::Ended(Box::new(VmReport { outcome, stats })))
 }
 
 fn build_serial(
     vm: &Vm,
     output: &SerialOutput,
     events: mpsc::Sender<VmEvent>,
+    restore: Option<&vm_superio::serial::SerialState>,
 ) -> Result<SerialPort, VmmError> {
     let mut sink = match output {
         SerialOutput::Stdout => ConsoleSink::stdout(),
@@ -220,6 +303,9 @@ fn build_serial(
         ConsoleAlert::KernelPanic => {
             let _ = lock(&events).send(VmEvent::KernelPanic);
         }
+        ConsoleAlert::WarmReady => {
+            let _ = lock(&events).send(VmEvent::WarmReady);
+        }
     }));
     let irq = vmm_sys_util::eventfd::EventFd::new(libc::EFD_NONBLOCK).map_err(|source| {
         VmmError::HostResource {
@@ -230,7 +316,12 @@ fn build_serial(
     vm.fd
         .register_irqfd(&irq, COM1_IRQ)
         .map_err(VmmError::kvm("KVM_IRQFD"))?;
-    Ok(SerialPort::new(IrqLine(irq), sink))
+    match restore {
+        None => Ok(SerialPort::new(IrqLine(irq), sink)),
+        Some(state) => SerialPort::from_state(IrqLine(irq), sink, state).map_err(|e| {
+            crate::snapshot::SnapshotError::Corrupt(format!("serial port state: {e}")).into()
+        }),
+    }
 }
 
 /// Puts each configured virtio device behind a virtio-mmio page on `mmio`, with an irqfd on
@@ -239,8 +330,17 @@ fn build_serial(
 ///
 /// Teardown: the transports live on the MMIO bus, which is dropped before `vm` (and its guest
 /// memory); dropping a transport stops and joins its device's worker thread.
-fn attach_virtio_devices(vm: &Vm, config: &VmConfig, mmio: &mut Bus) -> Result<(), VmmError> {
-    for (kind, slot) in config.virtio_slots()? {
+///
+/// With `restore`, each transport takes its registers from the snapshot (same slot order) and
+/// restarts its device where the snapshot left it. Returns the transports, in slot order.
+fn attach_virtio_devices(
+    vm: &Vm,
+    config: &VmConfig,
+    mmio: &mut Bus,
+    restore: Option<&[TransportState]>,
+) -> Result<Vec<Arc<Mutex<MmioTransport>>>, VmmError> {
+    let mut transports = Vec::new();
+    for (n, (kind, slot)) in config.virtio_slots()?.into_iter().enumerate() {
         let device = create_virtio_device(config, kind)?;
         let irqfd = vmm_sys_util::eventfd::EventFd::new(libc::EFD_NONBLOCK).map_err(|source| {
             VmmError::HostResource {
@@ -253,12 +353,24 @@ fn attach_virtio_devices(vm: &Vm, config: &VmConfig, mmio: &mut Bus) -> Result<(
             .map_err(VmmError::kvm("KVM_IRQFD"))?;
         let interrupt = Arc::new(Interrupt::new(irqfd));
         let transport =
-            MmioTransport::new(device, vm.ram.memory.clone(), interrupt).map_err(|source| {
-                VmmError::HostResource {
-                    what: "create virtio queue notification eventfds",
-                    source,
+            match restore.map(|states| states.get(n)) {
+                None => MmioTransport::new(device, vm.ram.memory.clone(), interrupt).map_err(
+                    |source| VmmError::HostResource {
+                        what: "create virtio queue notification eventfds",
+                        source,
+                    },
+                )?,
+                Some(state) => {
+                    let state = state.ok_or(crate::snapshot::SnapshotError::Corrupt(
+                        "fewer virtio devices than the VM has".into(),
+                    ))?;
+                    MmioTransport::from_state(device, vm.ram.memory.clone(), interrupt, state)
+                        .map_err(|e| crate::snapshot::SnapshotError::Device {
+                            slot: n,
+                            reason: e.to_string(),
+                        })?
                 }
-            })?;
+            };
         for (index, notify) in transport.queue_notifiers().iter().enumerate() {
             // Datamatch on the queue index: the driver writes it to QueueNotify, so each
             // queue's notification wakes exactly its own eventfd without a VMM exit.
@@ -270,13 +382,11 @@ fn attach_virtio_devices(vm: &Vm, config: &VmConfig, mmio: &mut Bus) -> Result<(
                 )
                 .map_err(VmmError::kvm("KVM_IOEVENTFD"))?;
         }
-        mmio.insert(
-            slot.addr,
-            VIRTIO_MMIO_DEVICE_SIZE,
-            Arc::new(Mutex::new(transport)),
-        )?;
+        let transport = Arc::new(Mutex::new(transport));
+        mmio.insert(slot.addr, VIRTIO_MMIO_DEVICE_SIZE, transport.clone())?;
+        transports.push(transport);
     }
-    Ok(())
+    Ok(transports)
 }
 
 /// Builds the device behind one virtio-mmio slot from its part of the configuration.
@@ -342,7 +452,7 @@ fn create_virtio_device(
 
 /// Waits for the first vCPU to stop (returning its index and why); after a kernel panic, waits
 /// at most `PANIC_GRACE`.
-fn wait_for_end(events: &mpsc::Receiver<VmEvent>) -> (u8, VcpuStop) {
+pub(crate) fn wait_for_end(events: &mpsc::Receiver<VmEvent>) -> (u8, VcpuStop) {
     let mut deadline: Option<Instant> = None;
     loop {
         let event = match deadline {
@@ -354,15 +464,19 @@ fn wait_for_end(events: &mpsc::Receiver<VmEvent>) -> (u8, VcpuStop) {
             Ok(VmEvent::KernelPanic) => {
                 deadline.get_or_insert(Instant::now() + PANIC_GRACE);
             }
+            // Only a snapshot run acts on the warm marker.
+            Ok(VmEvent::WarmReady) => {}
             // Timeout after a panic, or every vCPU gone without a word: stop the VM.
             Err(_) => return (0, VcpuStop::Kicked),
         }
     }
 }
 
-/// Kicks every vCPU thread until it has left KVM_RUN, then joins them all.
-fn stop_and_join(threads: Vec<JoinHandle<ExitCounters>>) -> ExitCounters {
+/// Kicks every vCPU thread until it has left KVM_RUN, then joins them all; returns their
+/// counters and, in vCPU order, the vCPUs handed back by a pause.
+fn stop_and_join(threads: Vec<JoinHandle<VcpuEnd>>) -> (ExitCounters, Vec<Option<VcpuFd>>) {
     let mut total = ExitCounters::default();
+    let mut paused = Vec::with_capacity(threads.len());
     for thread in threads {
         while !thread.is_finished() {
             // SAFETY: the thread has not been joined, so its pthread_t is valid; the kick
@@ -371,15 +485,19 @@ fn stop_and_join(threads: Vec<JoinHandle<ExitCounters>>) -> ExitCounters {
             std::thread::sleep(KICK_INTERVAL);
         }
         // A vCPU thread that panicked contributes no counters; the VM is over either way.
-        if let Ok(counters) = thread.join() {
-            total.merge(&counters);
+        match thread.join() {
+            Ok(end) => {
+                total.merge(&end.counters);
+                paused.push(end.paused);
+            }
+            Err(_) => paused.push(None),
         }
     }
-    total
+    (total, paused)
 }
 
 /// Combines how the first vCPU stopped with what the console showed.
-fn decide_outcome(
+pub(crate) fn decide_outcome(
     (index, stop): &(u8, VcpuStop),
     console: &ConsoleReport,
 ) -> Result<VmOutcome, VmmError> {

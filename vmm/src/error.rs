@@ -107,6 +107,9 @@ pub enum VmmError {
         /// Why.
         source: io::Error,
     },
+    /// Saving or restoring a snapshot failed.
+    #[error(transparent)]
+    Snapshot(#[from] crate::snapshot::SnapshotError),
     /// `KVM_RUN` itself failed.
     #[error("vCPU {index}: KVM_RUN failed: {source}")]
     VcpuRun {

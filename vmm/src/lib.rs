@@ -14,6 +14,7 @@ pub mod error;
 pub mod host_checks;
 pub mod kernel;
 pub mod memory;
+pub mod snapshot;
 pub mod stats;
 pub mod vcpu;
 pub mod vm;

@@ -116,6 +116,41 @@ impl HostMapping {
         })
     }
 
+    /// Maps `size` bytes of `file` from `offset`, private (copy-on-write: the guest's writes
+    /// never reach the file, and every VM mapping the same file shares its page cache until it
+    /// writes), at a 2 MiB-aligned host address. Huge pages: private copies of file pages are
+    /// made 4 KiB at a time, so KVM maps such memory with 4 KiB pages (the price of sharing).
+    fn new_file_private(
+        size: usize,
+        file: &std::fs::File,
+        offset: u64,
+    ) -> Result<Self, MemoryError> {
+        use std::os::fd::AsRawFd;
+        let reserved = HostMapping::new_huge_aligned(size)?;
+        let mmap_err = |source| MemoryError::Mmap {
+            size: size as u64,
+            source,
+        };
+        let offset = libc::off_t::try_from(offset)
+            .map_err(|_| mmap_err(io::Error::from_raw_os_error(libc::EINVAL)))?;
+        // SAFETY: MAP_FIXED replaces exactly the anonymous range we reserved above and own (no
+        // one else uses it yet); the file descriptor is valid for the call.
+        let raw = unsafe {
+            libc::mmap(
+                reserved.addr as *mut libc::c_void,
+                size,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_FIXED | libc::MAP_NORESERVE,
+                file.as_raw_fd(),
+                offset,
+            )
+        };
+        if raw == libc::MAP_FAILED {
+            return Err(mmap_err(io::Error::last_os_error()));
+        }
+        Ok(reserved)
+    }
+
     /// Host address of the mapping (for tests and KVM registration checks).
     pub fn host_addr(&self) -> usize {
         self.addr as usize
@@ -155,6 +190,37 @@ impl GuestRam {
                     mapping.size,
                     libc::PROT_READ | libc::PROT_WRITE,
                     libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                )
+            }
+            .map_err(|e| MemoryError::Regions(e.to_string()))?;
+            let region = GuestRegionMmap::new(region, guest_addr).ok_or_else(|| {
+                MemoryError::Regions(format!("region at {:#x} overflows", guest_addr.0))
+            })?;
+            regions.push(Arc::new(region));
+            mappings.push(mapping);
+        }
+        let memory = GuestMemoryMmap::from_arc_regions(regions)
+            .map_err(|e| MemoryError::Regions(e.to_string()))?;
+        Ok(GuestRam { memory, mappings })
+    }
+
+    /// Maps RAM for `layout` from `file`, which holds the regions one after the other (a
+    /// snapshot's memory file), private and copy-on-write. The caller checked the file's size.
+    pub fn from_file(layout: RamLayout, file: &std::fs::File) -> Result<Self, MemoryError> {
+        let mut mappings = Vec::new();
+        let mut regions = Vec::new();
+        let mut offset = 0u64;
+        for (guest_addr, size) in layout.regions() {
+            let mapping = HostMapping::new_file_private(size as usize, file, offset)?;
+            offset += size;
+            // SAFETY: as in `new`: the mapping covers `size` readable and writable bytes and
+            // lives as long as `GuestRam`.
+            let region = unsafe {
+                MmapRegion::<()>::build_raw(
+                    mapping.addr,
+                    mapping.size,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_NORESERVE,
                 )
             }
             .map_err(|e| MemoryError::Regions(e.to_string()))?;

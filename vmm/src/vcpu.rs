@@ -42,6 +42,9 @@ pub enum VmEvent {
     VcpuStopped(u8, VcpuStop),
     /// The console saw a kernel panic.
     KernelPanic,
+    /// The console saw guest-init's warm-mode marker: the guest is idle, waiting for its
+    /// handover (snapshot point; see `snapshot`).
+    WarmReady,
 }
 
 /// What every vCPU thread shares.
@@ -53,6 +56,9 @@ pub struct VcpuShared {
     pub mmio: Arc<Bus>,
     /// Set when the VM is ending.
     pub stop: Arc<AtomicBool>,
+    /// Set (before `stop`) when the VM is pausing for a snapshot: each thread then completes
+    /// the I/O its vCPU last exited for and hands the vCPU back instead of dropping it.
+    pub pause: Arc<AtomicBool>,
     /// Where stops are reported.
     pub events: std::sync::mpsc::Sender<VmEvent>,
 }
@@ -127,8 +133,17 @@ impl Drop for StopReporter {
     }
 }
 
-/// Starts the thread for vCPU `index`. The thread returns its exit counters.
-pub fn spawn(index: u8, vcpu: VcpuFd, shared: VcpuShared) -> io::Result<JoinHandle<ExitCounters>> {
+/// What a vCPU thread returns.
+pub struct VcpuEnd {
+    /// Its exit counters.
+    pub counters: ExitCounters,
+    /// The vCPU itself when it was paused for a snapshot (its state is then complete and
+    /// consistent: no I/O half done), else `None` (it was dropped with the thread).
+    pub paused: Option<VcpuFd>,
+}
+
+/// Starts the thread for vCPU `index`.
+pub fn spawn(index: u8, vcpu: VcpuFd, shared: VcpuShared) -> io::Result<JoinHandle<VcpuEnd>> {
     std::thread::Builder::new()
         .name(format!("vcpu{index}"))
         .spawn(move || {
@@ -139,11 +154,33 @@ pub fn spawn(index: u8, vcpu: VcpuFd, shared: VcpuShared) -> io::Result<JoinHand
             };
             let mut vcpu = vcpu;
             // Declared after `vcpu`, so dropped before it, even when unwinding.
-            let _kick_target = KickTarget::register(vcpu.get_kvm_run());
+            let kick_target = KickTarget::register(vcpu.get_kvm_run());
             let mut counters = ExitCounters::default();
-            reporter.stop = Some(run_loop(&mut vcpu, &shared, &mut counters));
-            counters
+            let stop = run_loop(&mut vcpu, &shared, &mut counters);
+            let paused = stop == VcpuStop::Kicked && shared.pause.load(Ordering::Acquire);
+            reporter.stop = Some(stop);
+            drop(kick_target);
+            if paused && complete_pending_io(&mut vcpu) {
+                return VcpuEnd {
+                    counters,
+                    paused: Some(vcpu),
+                };
+            }
+            VcpuEnd {
+                counters,
+                paused: None,
+            }
         })
+}
+
+/// KVM finishes an instruction that exited for port I/O or MMIO only on the next KVM_RUN; its
+/// state must not be saved before (KVM's API documentation). KVM_RUN with `immediate_exit` set
+/// completes it and returns EINTR without running the guest. False if KVM failed otherwise.
+fn complete_pending_io(vcpu: &mut VcpuFd) -> bool {
+    vcpu.set_kvm_immediate_exit(1);
+    let result = vcpu.run().map(|_| ()).map_err(|e| e.errno());
+    vcpu.set_kvm_immediate_exit(0);
+    matches!(result, Err(libc::EINTR) | Ok(()))
 }
 
 fn run_loop(vcpu: &mut VcpuFd, shared: &VcpuShared, counters: &mut ExitCounters) -> VcpuStop {
@@ -241,6 +278,7 @@ mod tests {
             pio: Arc::new(pio),
             mmio: Arc::new(Bus::new()),
             stop: Arc::new(AtomicBool::new(false)),
+            pause: Arc::new(AtomicBool::new(false)),
             events: tx,
         };
         (shared, rx)

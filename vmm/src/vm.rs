@@ -39,6 +39,11 @@ impl Vm {
     pub fn new(kvm: Kvm, fd: VmFd, mem_mib: u64) -> Result<Vm, VmmError> {
         let layout = RamLayout::new(mem_mib * MIB);
         let ram = GuestRam::new(layout)?;
+        Vm::with_ram(kvm, fd, layout, ram)
+    }
+
+    /// Like [`Vm::new`] with RAM mapped by the caller (a snapshot's memory file).
+    pub fn with_ram(kvm: Kvm, fd: VmFd, layout: RamLayout, ram: GuestRam) -> Result<Vm, VmmError> {
         fd.set_tss_address(KVM_TSS_START as usize)
             .map_err(VmmError::kvm("KVM_SET_TSS_ADDR"))?;
         fd.set_identity_map_address(KVM_IDENTITY_MAP_START)
@@ -179,6 +184,21 @@ impl Vm {
             }
         }
         Ok(loaded)
+    }
+
+    /// The CPUID table vCPU `index` of `vcpus` gets on this host: KVM's supported set,
+    /// patched (topology, TSC deadline, brand string). A restored vCPU must get the same.
+    pub fn vcpu_cpuid(&self, index: u8, vcpus: u8) -> Result<kvm_bindings::CpuId, VmmError> {
+        let mut table = self
+            .kvm
+            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+            .map_err(VmmError::kvm("KVM_GET_SUPPORTED_CPUID"))?;
+        let options = cpuid::CpuidOptions::new(
+            self.kvm.check_extension(Cap::TscDeadlineTimer),
+            &cpuid::host_brand(),
+        );
+        cpuid::patch(&mut table, index, vcpus, &options);
+        Ok(table)
     }
 
     /// Creates and configures the vCPUs; vCPU 0 starts at the kernel entry, the others wait

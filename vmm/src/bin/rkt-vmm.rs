@@ -57,6 +57,14 @@ struct Args {
     /// namespace, with a random local MAC unless `mac=` names one. Repeatable: eth0, eth1, ...
     #[arg(long, value_name = "NAME[,mac=MAC]", value_parser = parse_tap)]
     tap: Vec<NetConfig>,
+    /// Warm start, saving: boot (the command line should carry rkt.warm=1), wait until
+    /// guest-init is ready for a snapshot, save the VM into DIR (`state` and `memory`) and exit 0.
+    #[arg(long, value_name = "DIR", conflicts_with = "restore_from")]
+    snapshot_to: Option<PathBuf>,
+    /// Warm start, restoring: resume the snapshot in DIR (made with the same kernel, initramfs,
+    /// --mem, --cpus and devices) and hand guest-init --cmdline as its parameters over vsock.
+    #[arg(long, value_name = "DIR")]
+    restore_from: Option<PathBuf>,
 }
 
 /// Parses `NAME[,mac=aa:bb:cc:dd:ee:ff]`.
@@ -129,7 +137,7 @@ fn main() -> ExitCode {
     }));
     let args = Args::parse();
     let shares = shares(&args);
-    let vsock = args.vsock.map(|uds_path| VsockConfig {
+    let vsock = args.vsock.clone().map(|uds_path| VsockConfig {
         guest_cid: args.vsock_cid,
         uds_path,
     });
@@ -137,18 +145,40 @@ fn main() -> ExitCode {
         mem_mib: args.mem_mib,
         vcpus: args.cpus,
         kernel: KernelConfig {
-            path: args.kernel,
-            cmdline: args.cmdline,
-            initrd: args.initrd,
+            path: args.kernel.clone(),
+            cmdline: args.cmdline.clone(),
+            initrd: args.initrd.clone(),
         },
         serial: serial_output(&args.serial),
         collect_stats: args.stats,
         rng: !args.no_rng,
         shares,
         vsock,
-        nets: args.tap,
+        nets: args.tap.clone(),
     };
-    match vmm::run_measured(config) {
+    if let Some(dir) = &args.snapshot_to {
+        return match vmm::snapshot::snapshot_to(config, dir) {
+            Ok(saved) => {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "rkt-vmm: snapshot saved in {} ({} KiB of guest memory, {} KiB of state)",
+                    saved.dir.display(),
+                    saved.memory_bytes / 1024,
+                    saved.state_bytes / 1024
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                let _ = writeln!(std::io::stderr(), "rkt-vmm: error: {e}");
+                ExitCode::from(EXIT_VMM_ERROR as u8)
+            }
+        };
+    }
+    let result = match &args.restore_from {
+        Some(dir) => vmm::snapshot::restore_from(config, dir),
+        None => vmm::run_measured(config),
+    };
+    match result {
         Ok(report) => {
             let mut stderr = std::io::stderr().lock();
             if let Some(what) = report.outcome.describe() {

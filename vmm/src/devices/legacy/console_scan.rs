@@ -7,6 +7,9 @@ use std::time::Instant;
 
 /// The marker guest-init prints before it powers the VM off (docs/foundation.md).
 pub const EXIT_MARKER: &[u8] = b"rkt-guest-init: exit-status=";
+/// The line guest-init prints in warm mode once it waits for its handover on vsock port 2: the
+/// guest is idle and may be snapshotted (docs/foundation.md, "warm mode").
+pub const WARM_MARKER: &[u8] = b"rkt-guest-init: warm-ready";
 /// The kernel's panic line.
 pub const PANIC_MARKER: &[u8] = b"Kernel panic - not syncing";
 /// Bytes kept of one line. The window keeps the line's end, not its start: an app's last output
@@ -32,6 +35,8 @@ pub struct ConsoleReport {
 pub struct ScanNews {
     /// A panic line completed in this chunk.
     pub panic: bool,
+    /// guest-init's warm-mode marker line completed in this chunk.
+    pub warm_ready: bool,
 }
 
 /// The line scanner.
@@ -72,6 +77,7 @@ impl ConsoleScanner {
         }
         for &b in bytes {
             if b == b'\n' {
+                news.warm_ready |= self.is_warm_marker();
                 news.panic |= self.finish_line();
             } else {
                 if self.line.len() == MAX_LINE {
@@ -83,6 +89,13 @@ impl ConsoleScanner {
             }
         }
         news
+    }
+
+    /// The current line is exactly the warm marker (a trailing `\r` allowed): only guest-init
+    /// prints it alone on a line, so an app echoing the text inside a longer line does not count.
+    fn is_warm_marker(&self) -> bool {
+        let line = self.line.strip_suffix(b"\r").unwrap_or(&self.line);
+        line == WARM_MARKER
     }
 
     /// Handles a complete line; true if it was a (first) panic.
@@ -153,6 +166,14 @@ mod tests {
         assert_eq!(s.report().exit_status, Some(7));
         s.feed(b"[ 1.0] rkt-guest-init: exit-status=0\n");
         assert_eq!(s.report().exit_status, Some(0), "prefixes are fine");
+    }
+
+    #[test]
+    fn warm_marker_must_be_the_whole_line() {
+        let mut s = ConsoleScanner::new();
+        assert!(!s.feed(b"rkt-guest-init: warm-ready").warm_ready);
+        assert!(s.feed(b"\r\n").warm_ready);
+        assert!(!s.feed(b"echo rkt-guest-init: warm-ready\n").warm_ready);
     }
 
     #[test]

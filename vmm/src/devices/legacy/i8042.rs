@@ -65,6 +65,17 @@ enum PendingWrite {
     AuxDevice,
 }
 
+/// What a snapshot keeps of the controller.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct I8042State {
+    /// The controller configuration byte.
+    pub ctr: u8,
+    /// Bytes waiting for the guest, each with "came from AUX".
+    pub output: Vec<(u8, bool)>,
+    /// The last port write was a command.
+    pub last_was_command: bool,
+}
+
 /// The controller state.
 #[derive(Debug)]
 pub struct I8042 {
@@ -89,6 +100,26 @@ impl I8042 {
             output: VecDeque::new(),
             pending: None,
             last_was_command: false,
+        }
+    }
+
+    /// The controller's state for a snapshot (taken while the guest does not use it: a write
+    /// the guest had begun, such as "write CTR", is not kept).
+    pub fn state(&self) -> I8042State {
+        I8042State {
+            ctr: self.ctr,
+            output: self.output.iter().copied().collect(),
+            last_was_command: self.last_was_command,
+        }
+    }
+
+    /// A controller in `state` (the output queue keeps its bound of 16 bytes).
+    pub fn from_state(state: &I8042State) -> Self {
+        I8042 {
+            ctr: state.ctr,
+            output: state.output.iter().take(16).copied().collect(),
+            pending: None,
+            last_was_command: state.last_was_command,
         }
     }
 

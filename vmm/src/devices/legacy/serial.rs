@@ -36,6 +36,8 @@ impl Trigger for IrqLine {
 pub enum ConsoleAlert {
     /// The kernel printed its panic line.
     KernelPanic,
+    /// guest-init printed its warm-mode marker (idle, waiting for its handover).
+    WarmReady,
 }
 
 /// Called when the console notices something urgent (from the vCPU thread that wrote it).
@@ -100,9 +102,12 @@ impl ConsoleSink {
 impl Write for ConsoleSink {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let news = self.scanner.feed(buf);
-        if news.panic {
-            if let Some(alerts) = self.alerts.as_mut() {
+        if let Some(alerts) = self.alerts.as_mut() {
+            if news.panic {
                 alerts(ConsoleAlert::KernelPanic);
+            }
+            if news.warm_ready {
+                alerts(ConsoleAlert::WarmReady);
             }
         }
         if self.out.is_some() {
@@ -131,6 +136,22 @@ impl SerialPort {
         SerialPort {
             uart: Serial::new(irq, sink),
         }
+    }
+
+    /// The UART's registers and receive buffer (for a snapshot).
+    pub fn state(&self) -> vm_superio::serial::SerialState {
+        self.uart.state()
+    }
+
+    /// A UART with the registers of `state` (restoring a snapshot).
+    pub fn from_state(
+        irq: IrqLine,
+        sink: ConsoleSink,
+        state: &vm_superio::serial::SerialState,
+    ) -> io::Result<Self> {
+        let uart = Serial::from_state(state, irq, NoEvents, sink)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{e:?}")))?;
+        Ok(SerialPort { uart })
     }
 
     /// The console sink (for the report and the final flush).

@@ -13,6 +13,10 @@
 //! signals the same eventfd. Interrupts: [`Interrupt`] sets the InterruptStatus bit and writes
 //! the device's irqfd, which KVM turns into an edge on the device's IOAPIC pin.
 
+mod state;
+
+pub use state::{QueueSnapshot, TransportRestoreError, TransportState};
+
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 

@@ -13,7 +13,9 @@ pub mod rng;
 pub mod vsock;
 pub mod worker_thread;
 
-pub use mmio::{ActivateError, ActiveQueue, Interrupt, MmioTransport, VirtioDevice};
+pub use mmio::{
+    ActivateError, ActiveQueue, Interrupt, MmioTransport, TransportState, VirtioDevice,
+};
 
 use crate::arch::x86_64::layout::{
     IOAPIC_PINS, VIRTIO_MMIO_DEVICE_SIZE, VIRTIO_MMIO_SIZE, VIRTIO_MMIO_START,
