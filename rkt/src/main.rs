@@ -101,6 +101,18 @@ fn main() -> ExitCode {
         insecure: cli.insecure_options,
         debug: cli.debug,
     };
+    let needs_root = match &cli.command {
+        Command::Run(_) => Some("run"),
+        Command::Prepare(_) => Some("prepare"),
+        Command::RunPrepared(_) => Some("run-prepared"),
+        Command::Rm(_) => Some("rm"),
+        Command::Gc(_) => Some("gc"),
+        _ => None,
+    };
+    if let Some(Err(err)) = needs_root.map(commands::superuser::ensure_superuser) {
+        eprintln!("rkt: {err}");
+        return ExitCode::from(EXIT_RUNTIME_ERROR);
+    }
     let result = match cli.command {
         Command::Fetch(args) => commands::fetch::run(&globals, args),
         Command::Trust(args) => commands::trust::run(&globals, args),

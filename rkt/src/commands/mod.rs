@@ -19,5 +19,6 @@ pub mod run_flags;
 pub mod run_prepared;
 pub mod stage1_image;
 pub mod status;
+pub mod superuser;
 pub mod trust;
 pub mod version;
