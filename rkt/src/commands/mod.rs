@@ -5,6 +5,7 @@
 
 pub mod app_args;
 pub mod cat_manifest;
+pub mod config;
 pub mod fetch;
 pub mod format;
 pub mod gc;
