@@ -13,6 +13,7 @@ mod pod;
 mod store;
 #[cfg(test)]
 mod testutil;
+mod timing;
 mod trust;
 
 use std::path::PathBuf;

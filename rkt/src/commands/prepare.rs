@@ -122,6 +122,7 @@ pub fn prepare(
         Wanted::Manifest(pod) => pod,
         Wanted::Flags(request) => from_flags(args, request, &store, &fetcher)?,
     };
+    crate::timing::mark(globals, "fetched the stage1 and the images into the store");
     finish(globals, args, quiet, &store, stage1, pod)
 }
 
