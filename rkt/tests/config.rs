@@ -142,3 +142,70 @@ fn config_prints_the_merged_configuration_and_it_is_in_effect() {
         "{err}"
     );
 }
+
+mod common;
+
+/// Sets `path`'s modification time to `seconds` ago (coreutils' touch).
+fn age(path: &Path, seconds: u64) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let status = Command::new("touch")
+        .arg("-d")
+        .arg(format!("@{}", now - seconds))
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn the_default_stage1_file_is_imported_again_only_when_it_changed() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let images = root.join("stage1-images");
+    fs::create_dir_all(&images).unwrap();
+    write(
+        &root.join("local"),
+        "paths.d/paths.json",
+        &format!(
+            r#"{{"rktKind":"paths","rktVersion":"v1","stage1-images":"{}"}}"#,
+            images.display()
+        ),
+    );
+    let stage1 = images.join("stage1-kvm.aci");
+    let manifest = r#"{"acKind":"ImageManifest","acVersion":"0.8.11","name":"coreos.com/rkt/stage1-kvm",
+        "labels":[{"name":"version","value":"0.1"},{"name":"os","value":"linux"},{"name":"arch","value":"amd64"}],
+        "annotations":[{"name":"coreos.com/rkt/stage1/run","value":"/init"},
+                       {"name":"coreos.com/rkt/stage1/interface-version","value":"6"}]}"#;
+    fs::write(&stage1, common::busybox_aci_with_manifest(manifest, &[])).unwrap();
+    age(&stage1, 100);
+    let app = root.join("app.aci");
+    fs::write(&app, common::busybox_aci("example.com/app", "1", &[])).unwrap();
+    let data = format!("--dir={}", root.join("data").display());
+    let prepare = |expect: i32| {
+        let out = rkt(
+            root,
+            &[
+                &data,
+                "--insecure-options=image",
+                "prepare",
+                "--quiet",
+                app.to_str().unwrap(),
+                "--exec=/bin/sh",
+            ],
+        );
+        assert_eq!(out.status.code(), Some(expect), "{}", text(&out.stderr));
+        text(&out.stderr)
+    };
+    prepare(0);
+    // Same modification time, other bytes: the stored import is used, the file not read.
+    fs::write(&stage1, b"not an image any more").unwrap();
+    age(&stage1, 100);
+    prepare(0);
+    // Changed since the import: read again (and refused, being no image now).
+    age(&stage1, 0);
+    let err = prepare(254);
+    assert!(err.contains("stage1-kvm.aci"), "{err}");
+}

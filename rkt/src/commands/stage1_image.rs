@@ -86,6 +86,23 @@ impl Stage1Defaults {
     }
 }
 
+/// The image a trusted stage1 file was imported as, if the file has not changed since: every
+/// `rkt run` would otherwise read and hash the whole stage1 image (tens of MiB, the guest
+/// kernel included) again. rkt found its default stage1 in the store by name and version
+/// for the same reason; the file's modification time is stricter, as a rebuilt stage1 keeps
+/// its version. An import in the same second as the last change does not count.
+fn unchanged_in_store(store: &Store, path: &std::path::Path) -> Option<ImageId> {
+    let source = format!("file://{}", std::path::absolute(path).ok()?.display());
+    let record = store.find_by_source(&source).ok()??;
+    let modified = std::fs::metadata(path).ok()?.modified().ok()?;
+    let modified = modified
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs();
+    let modified = i64::try_from(modified).ok()?;
+    (record.import_time > modified).then_some(record.id)
+}
+
 impl Stage1Args {
     /// Puts the chosen stage1 in the store (if needed) and returns its ID.
     pub fn resolve(
@@ -109,6 +126,9 @@ impl Stage1Args {
                      {KVM_STAGE1_FILE} beside the rkt binary) or choose one with --stage1-path",
                     path.display()
                 )));
+            }
+            if let Some(id) = unchanged_in_store(store, &path) {
+                return Ok(id);
             }
             let text = path.display().to_string();
             fetcher.fetch_checked(&text, None, PullPolicy::New, true)
