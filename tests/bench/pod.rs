@@ -6,7 +6,8 @@
 //! - to first output: the hello line on stdout (the app has run);
 //! - to exit: the command has exited (pod torn down; `rkt gc` afterwards is not counted).
 //!
-//! Peers: `rkt run` (image in the store, `--pull-policy=never`, the installed kvm stage1);
+//! Peers: `rkt run` (image in the store, `--pull-policy=never`, the installed kvm stage1,
+//! data dir on a fresh ext4 file system so that the pod's images are overlay-mounted);
 //! `crun run` of a bundle whose rootfs is the same busybox tree (config from `crun spec`,
 //! args replaced, no terminal); `rkt-vmm` booting the stage1's kernel with the busybox
 //! initramfs and the same echo as the guest command. After the table, one `rkt run --debug`
@@ -24,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use e2e::{
     busybox_aci, busybox_image_root, busybox_initramfs, min_median_max, rkt_binary, rkt_vmm,
-    vmlinux,
+    vmlinux, ScratchFs,
 };
 
 const HELLO: &str = "hello-from-the-benchmark";
@@ -40,6 +41,9 @@ struct Sample {
 
 struct Setup {
     _root: tempfile::TempDir,
+    /// Where the data dir is: an ext4 file system, so that rkt mounts overlays as on a real
+    /// host (the emulated host's /tmp is an overlay itself, where rkt would copy the images).
+    _scratch: ScratchFs,
     data: PathBuf,
     config: PathBuf,
     bundle: PathBuf,
@@ -147,15 +151,17 @@ fn gc(setup: &Setup) -> Result<(), String> {
 /// The store holds the hello image and the stage1 (one warm-up run fetches the stage1); the
 /// crun bundle has the same busybox tree as rootfs.
 fn set_up() -> Result<Setup, String> {
+    let scratch = ScratchFs::new();
     let root = tempfile::Builder::new()
         .prefix("bench-pod")
-        .tempdir()
+        .tempdir_in(scratch.path())
         .map_err(|e| format!("temp dir: {e}"))?;
     let setup = Setup {
         data: root.path().join("data"),
         config: root.path().join("etc-rkt"),
         bundle: root.path().join("bundle"),
         _root: root,
+        _scratch: scratch,
     };
     let aci = busybox_aci(setup._root.path(), IMAGE, &["/bin/echo", HELLO]);
     let fetch = rkt(&setup)
@@ -179,7 +185,10 @@ fn set_up() -> Result<Setup, String> {
         .output()
         .map_err(|e| format!("crun spec (Debian's crun): {e}"))?;
     if !spec.status.success() {
-        return Err(format!("crun spec: {}", String::from_utf8_lossy(&spec.stderr)));
+        return Err(format!(
+            "crun spec: {}",
+            String::from_utf8_lossy(&spec.stderr)
+        ));
     }
     adjust_crun_config(&setup.bundle.join("config.json"))?;
     Ok(setup)
@@ -197,6 +206,8 @@ fn adjust_crun_config(path: &Path) -> Result<(), String> {
 }
 
 type Peer = (&'static str, fn(&Setup) -> Command);
+/// A reported metric: its label and how to read it from a sample.
+type Metric = (&'static str, fn(&Sample) -> f64);
 
 fn main() {
     let mut runs = 7;
@@ -246,7 +257,7 @@ fn main() {
         "{:<18} {:>27} {:>27} {:>27} {:>9} {:>9}",
         "min / median / max", peers[0].0, peers[1].0, peers[2].0, "rkt/crun", "rkt/vmm"
     );
-    let metrics: [(&str, fn(&Sample) -> f64); 2] = [
+    let metrics: [Metric; 2] = [
         ("to first output", |s| s.to_first_output),
         ("to exit", |s| s.to_exit),
     ];
