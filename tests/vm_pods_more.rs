@@ -219,6 +219,15 @@ fn app_flags_identity_environment_readonly_rootfs_exec_args_and_event_handlers()
         "two words",
         "--dashed",
         "---",
+        &aci,
+        "--name=reboot",
+        // An app that tries to halt or reboot the guest VM: refused (no CAP_SYS_BOOT), so
+        // the pod ends as usual instead of hanging (halt) or losing its statuses (reboot).
+        "--exec=/bin/sh",
+        "--",
+        "-c",
+        "halt -f 2>/dev/null; reboot -f 2>/dev/null; echo still-running-after-halt-and-reboot",
+        "---",
         &handlers,
         "--name=handlers",
     ]);
@@ -235,6 +244,7 @@ fn app_flags_identity_environment_readonly_rootfs_exec_args_and_event_handlers()
             "rootfs-read-only",
             "args=two words|--dashed|2",
             "saw-pre-start",
+            "still-running-after-halt-and-reboot",
         ],
     );
     assert_eq!(fs::read_to_string(rw.join("pre-start")).unwrap(), "pre\n");
