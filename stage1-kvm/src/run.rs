@@ -17,9 +17,9 @@ use crate::error::Stage1Error;
 use crate::output::Router;
 use crate::pod::{take_lock, PodPaths};
 use crate::resources::vm_size;
+use crate::timing::Timeline;
 use crate::volumes::{create_empty_volumes, shares, POD_SHARE_TAG};
 use crate::vsock::{self, SocketPlace, GUEST_CID, RUN_DIR};
-use crate::timing::Timeline;
 use crate::{dns, status};
 
 /// How long the apps' output may keep arriving after the VM has ended (the VMM closes the

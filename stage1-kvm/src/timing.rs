@@ -116,7 +116,13 @@ mod tests {
         timeline.mark_at("start the VM", start + Duration::from_millis(40));
         timeline.mark_at("app web started", start + Duration::from_millis(1040));
         let summary = timeline.summary();
-        assert!(summary.contains("; 40 ms to start the VM; 1000 ms to app web started"), "{summary}");
-        assert!(summary.contains("stage0 (fetch, render, prepare, hand-over)"), "{summary}");
+        assert!(
+            summary.contains("; 40 ms to start the VM; 1000 ms to app web started"),
+            "{summary}"
+        );
+        assert!(
+            summary.contains("stage0 (fetch, render, prepare, hand-over)"),
+            "{summary}"
+        );
     }
 }
