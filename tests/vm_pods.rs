@@ -11,7 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use e2e::{busybox_aci, mounts_under, processes_under, RktWorld, ScratchFs};
+use e2e::{
+    assert_all_cleaned, busybox_aci, mounts_under, pod_status as status, status_value as value,
+    uuid_from, RktWorld, ScratchFs,
+};
 
 const IMAGE: &str = "example.com/busybox";
 
@@ -23,53 +26,6 @@ fn world() -> (RktWorld, String) {
 fn world_in(world: RktWorld) -> (RktWorld, String) {
     let aci = busybox_aci(world.root.path(), IMAGE, &["/bin/true"]);
     (world, aci.display().to_string())
-}
-
-fn uuid_from(file: &Path) -> String {
-    let uuid = fs::read_to_string(file).unwrap();
-    assert_eq!(uuid.len(), 36, "{uuid:?}");
-    uuid
-}
-
-/// `rkt status UUID` as key -> value.
-fn status(world: &RktWorld, uuid: &str) -> Vec<(String, String)> {
-    world
-        .ok(&["status", uuid])
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
-fn value<'a>(status: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    status
-        .iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
-}
-
-/// After gc: no pod directory, nothing mounted, no process left under the data dir.
-fn assert_all_cleaned(world: &RktWorld) {
-    let uuids: Vec<String> = ["run", "exited-garbage"]
-        .iter()
-        .flat_map(|state| world.pods_in(state))
-        .collect();
-    world.ok(&["gc", "--grace-period=0s"]);
-    world.ok(&["gc", "--grace-period=0s"]);
-    for state in ["prepare", "prepared", "run", "exited-garbage", "garbage"] {
-        assert!(world.pods_in(state).is_empty(), "pods left in {state}/");
-    }
-    let data = world.data_dir();
-    assert_eq!(mounts_under(&data), Vec::<String>::new(), "mounts left");
-    assert_eq!(
-        processes_under(&data),
-        Vec::<String>::new(),
-        "processes left"
-    );
-    for uuid in uuids {
-        let socket_dir = Path::new("/run/rkt-kvm").join(&uuid);
-        assert!(!socket_dir.exists(), "{} left", socket_dir.display());
-    }
 }
 
 #[test]

@@ -1,14 +1,26 @@
 //! Options every command sees (rkt's persistent flags).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 pub struct GlobalOptions {
     pub dir: PathBuf,
     pub local_config: PathBuf,
     pub system_config: PathBuf,
+    /// `--user-config` (rkt's default: none).
+    pub user_config: Option<PathBuf>,
     pub insecure: InsecureOptions,
     #[allow(dead_code)] // read by commands that print debug output (run, later)
     pub debug: bool,
+}
+
+impl GlobalOptions {
+    /// The configuration directories in rkt's order of precedence, lowest first: system,
+    /// local, then the user's if given.
+    pub fn config_dirs(&self) -> Vec<&Path> {
+        let mut dirs = vec![self.system_config.as_path(), self.local_config.as_path()];
+        dirs.extend(self.user_config.as_deref());
+        dirs
+    }
 }
 
 /// Security checks the user chose to skip (`--insecure-options`).

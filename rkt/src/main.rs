@@ -3,6 +3,7 @@
 //! `rkt: ...` line and exit 254; usage errors exit 2 (clap's own handling).
 
 mod commands;
+mod config;
 mod error;
 mod extract;
 mod fetch;
@@ -12,6 +13,7 @@ mod pod;
 mod store;
 #[cfg(test)]
 mod testutil;
+mod timing;
 mod trust;
 
 use std::path::PathBuf;
@@ -33,14 +35,9 @@ const EXIT_USAGE: u8 = 2;
     about = "rkt: run pods of app container images, each pod in its own KVM micro-VM"
 )]
 struct Cli {
-    /// Data directory: image store and pods.
-    #[arg(
-        long,
-        global = true,
-        default_value = "/var/lib/rkt",
-        value_name = "DIR"
-    )]
-    dir: PathBuf,
+    /// Data directory: image store and pods [default: paths.d's "data", else /var/lib/rkt].
+    #[arg(long, global = true, value_name = "DIR")]
+    dir: Option<PathBuf>,
     /// Local (administrator) configuration directory, e.g. trusted keys.
     #[arg(long, global = true, default_value = "/etc/rkt", value_name = "DIR")]
     local_config: PathBuf,
@@ -52,6 +49,9 @@ struct Cli {
         value_name = "DIR"
     )]
     system_config: PathBuf,
+    /// Per-user configuration directory (read after the system and local ones).
+    #[arg(long, global = true, value_name = "DIR")]
+    user_config: Option<PathBuf>,
     /// Comma-separated security checks to skip: none, image, tls, ondisk,
     /// http, pubkey, capabilities, paths, seccomp, all-fetch, all-run, all.
     #[arg(long, global = true, default_value = "none", value_parser = InsecureOptions::parse, value_name = "OPTIONS")]
@@ -94,17 +94,47 @@ enum Command {
     Enter(commands::enter::EnterArgs),
     /// Print the version and features.
     Version,
+    /// Print the configuration in effect (JSON, as rkt's config command).
+    Config(commands::config::ConfigArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let globals = GlobalOptions {
-        dir: cli.dir,
+    let mut globals = GlobalOptions {
+        dir: cli.dir.clone().unwrap_or_default(),
         local_config: cli.local_config,
         system_config: cli.system_config,
+        user_config: cli.user_config,
         insecure: cli.insecure_options,
         debug: cli.debug,
     };
+    if cli.dir.is_none() {
+        // No --dir: the configuration's paths.d may name the data directory.
+        match config::Stage0Config::load(&globals.config_dirs()) {
+            Ok(config) => {
+                globals.dir = config
+                    .paths
+                    .data
+                    .unwrap_or_else(|| PathBuf::from(config::DEFAULT_DATA_DIR))
+            }
+            Err(err) => {
+                eprintln!("rkt: {err}");
+                return ExitCode::from(EXIT_RUNTIME_ERROR);
+            }
+        }
+    }
+    let needs_root = match &cli.command {
+        Command::Run(_) => Some("run"),
+        Command::Prepare(_) => Some("prepare"),
+        Command::RunPrepared(_) => Some("run-prepared"),
+        Command::Rm(_) => Some("rm"),
+        Command::Gc(_) => Some("gc"),
+        _ => None,
+    };
+    if let Some(Err(err)) = needs_root.map(commands::superuser::ensure_superuser) {
+        eprintln!("rkt: {err}");
+        return ExitCode::from(EXIT_RUNTIME_ERROR);
+    }
     let result = match cli.command {
         Command::Fetch(args) => commands::fetch::run(&globals, args),
         Command::Trust(args) => commands::trust::run(&globals, args),
@@ -120,6 +150,7 @@ fn main() -> ExitCode {
         Command::Stop(args) => commands::stop::run(&globals, args),
         Command::Enter(args) => commands::enter::run(&globals, args),
         Command::Version => commands::version::run(),
+        Command::Config(args) => commands::config::run(&globals, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -13,6 +13,7 @@
 //! - `output`: the apps' stdout/stderr arriving over vsock, to our stdout/stderr and the logs;
 //! - `status`: the apps' exit statuses, and the pod's exit code from them;
 //! - `run`: the `run` entrypoint, tying it all together around `vmm::run`;
+//! - `timing`: `--debug`'s account of where the start-up time went;
 //! - `gc`: the `gc` entrypoint;
 //! - `control`: the vsock control channel to guest-init: the `enter` and `stop` entrypoints,
 //!   readiness and `--interactive` for `run`;
@@ -30,6 +31,7 @@ pub mod pod;
 pub mod resources;
 pub mod run;
 pub mod status;
+pub mod timing;
 pub mod volumes;
 pub mod vsock;
 

@@ -47,6 +47,9 @@ pub struct Router {
     wake: Option<OwnedFd>,
     /// The accepted connections, so [`Router::finish`] can cut off a stuck copy.
     connections: Arc<Mutex<Vec<UnixStream>>>,
+    /// When each app's first stream connected (app index, time): the app is about to start
+    /// (guest-init connects its streams just before the exec); for `--debug`'s timing.
+    connected_at: Arc<Mutex<Vec<(usize, Instant)>>>,
     listener_paths: Vec<PathBuf>,
 }
 
@@ -71,6 +74,7 @@ impl Router {
             done,
             wake: Some(wake_write),
             connections: Arc::new(Mutex::new(Vec::new())),
+            connected_at: Arc::new(Mutex::new(Vec::new())),
             listener_paths: Vec::new(),
         };
         for (index, app) in apps.iter().enumerate() {
@@ -97,6 +101,8 @@ impl Router {
                     },
                     log: log.clone(),
                     connections: router.connections.clone(),
+                    connected_at: router.connected_at.clone(),
+                    app_index: index,
                     done: done_tx.clone(),
                 };
                 router
@@ -105,6 +111,23 @@ impl Router {
             }
         }
         Ok(router)
+    }
+
+    /// When each app (by index) first connected one of its streams, earliest first.
+    pub fn app_start_times(&self) -> Vec<(usize, Instant)> {
+        let mut times = self
+            .connected_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        times.sort_by_key(|(_, at)| *at);
+        let mut seen = Vec::new();
+        times.retain(|(index, _)| {
+            let first = !seen.contains(index);
+            seen.push(*index);
+            first
+        });
+        times
     }
 
     /// Ends the copying once the VM is gone: threads still waiting for a connection stop at
@@ -143,12 +166,18 @@ struct Copier {
     sink: Sink,
     log: Arc<File>,
     connections: Arc<Mutex<Vec<UnixStream>>>,
+    connected_at: Arc<Mutex<Vec<(usize, Instant)>>>,
+    app_index: usize,
     done: Sender<()>,
 }
 
 impl Copier {
     fn run(self) {
         if let Some(stream) = self.accept_one() {
+            self.connected_at
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((self.app_index, Instant::now()));
             if let Ok(clone) = stream.try_clone() {
                 self.connections
                     .lock()
@@ -256,6 +285,15 @@ mod tests {
         web_err.write_all(b"web warns\n").unwrap();
         db_out.write_all(&vec![b'd'; 200_000]).unwrap();
         drop((web_out, web_err, db_out));
+        // Both apps connected (the copy threads accept on their own time), web (index 0)
+        // first; each app once.
+        let waited = Instant::now();
+        while router.app_start_times().len() < 2 && waited.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let starts: Vec<usize> = router.app_start_times().iter().map(|(i, _)| *i).collect();
+        assert_eq!(starts.len(), 2, "{starts:?}");
+        assert!(starts.contains(&0) && starts.contains(&1), "{starts:?}");
         // db's stderr never connects: finish must not wait for it.
         let started = Instant::now();
         router.finish(Duration::from_secs(5));

@@ -19,6 +19,7 @@ use crate::error::Stage1Error;
 use crate::output::Router;
 use crate::pod::{take_lock, PodPaths};
 use crate::resources::vm_size;
+use crate::timing::Timeline;
 use crate::volumes::{create_empty_volumes, shares, POD_SHARE_TAG};
 use crate::vsock::{self, SocketPlace, GUEST_CID, RUN_DIR};
 use crate::{dns, status};
@@ -29,6 +30,7 @@ const OUTPUT_DRAIN: Duration = Duration::from_secs(2);
 
 /// Runs the pod in the current directory; returns the pod's exit code.
 pub fn run(args: &RunArgs) -> Result<i32, Stage1Error> {
+    let mut timeline = Timeline::new(args.debug);
     let dir = std::env::current_dir().map_err(Stage1Error::io("finding the pod directory"))?;
     let pod = PodPaths::new(dir);
     // Held until we return: the pod is "running" exactly as long as this process lives.
@@ -73,6 +75,7 @@ pub fn run(args: &RunArgs) -> Result<i32, Stage1Error> {
         Arc::new(Mutex::new(io::stdout())),
         Arc::new(Mutex::new(io::stderr())),
     )?;
+    timeline.mark("set up the VM (layout, shares, sockets)");
     let vm_ended = Arc::new(AtomicBool::new(false));
     control::ready::watch(
         socket.path.clone(),
@@ -86,12 +89,33 @@ pub fn run(args: &RunArgs) -> Result<i32, Stage1Error> {
         .then(|| control::attach::start(socket.path.clone(), Arc::clone(&vm_ended)));
     let outcome = vmm::run(config);
     vm_ended.store(true, Ordering::Relaxed);
+    let vm_ended_at = std::time::Instant::now();
+    for (index, at) in router.app_start_times() {
+        let app = apps.get(index).map_or("?", String::as_str);
+        timeline.mark_at(format!("boot the guest and start app {app}"), at);
+    }
+    timeline.mark_at("run the apps until the VM stopped", vm_ended_at);
     router.finish(OUTPUT_DRAIN);
     if let Some(attach) = attach {
         if let Err(err) = attach.finish(OUTPUT_DRAIN) {
             eprintln!("stage1-kvm: {err}");
         }
     }
+    let result = pod_result(args, &pod, &apps, outcome);
+    timeline.mark("drain the output and read the statuses");
+    if args.debug {
+        eprintln!("{}", timeline.summary());
+    }
+    result
+}
+
+/// The pod's exit code from how the VM ended and the apps' status files.
+fn pod_result(
+    args: &RunArgs,
+    pod: &PodPaths,
+    apps: &[String],
+    outcome: Result<VmOutcome, vmm::VmmError>,
+) -> Result<i32, Stage1Error> {
     let console_hint = if args.debug {
         "its console is above".to_string()
     } else {
@@ -99,7 +123,7 @@ pub fn run(args: &RunArgs) -> Result<i32, Stage1Error> {
     };
     match outcome? {
         VmOutcome::GuestReportedExit(_) | VmOutcome::CleanStop => {
-            status::pod_exit_code(&pod.status_dir(), &apps).map_err(|err| match err {
+            status::pod_exit_code(&pod.status_dir(), apps).map_err(|err| match err {
                 Stage1Error::Status(message) if !args.debug => {
                     Stage1Error::Status(format!("{message} ({console_hint})"))
                 }

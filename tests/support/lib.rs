@@ -385,14 +385,23 @@ pub fn busybox_image_root(root: &Path) {
 /// Writes an ACI named `name` (labels version 1, linux/amd64) whose rootfs is
 /// [`busybox_image_root`] and whose app runs `exec` as root; returns its path.
 pub fn busybox_aci(dir: &Path, name: &str, exec: &[&str]) -> PathBuf {
+    let exec: Vec<String> = exec.iter().map(|w| format!("{w:?}")).collect();
+    busybox_aci_with_app(
+        dir,
+        name,
+        &format!(r#"{{"exec":[{}],"user":"0","group":"0"}}"#, exec.join(",")),
+    )
+}
+
+/// Like [`busybox_aci`], with the manifest's `app` section given whole as JSON (event
+/// handlers, isolators, mount points...).
+pub fn busybox_aci_with_app(dir: &Path, name: &str, app_json: &str) -> PathBuf {
     let build = dir.join(format!("build-{}", name.replace('/', "_")));
     busybox_image_root(&build.join("rootfs"));
-    let exec: Vec<String> = exec.iter().map(|w| format!("{w:?}")).collect();
     let manifest = format!(
         r#"{{"acKind":"ImageManifest","acVersion":"0.8.11","name":"{name}",
   "labels":[{{"name":"version","value":"1"}},{{"name":"os","value":"linux"}},{{"name":"arch","value":"amd64"}}],
-  "app":{{"exec":[{}],"user":"0","group":"0"}}}}"#,
-        exec.join(",")
+  "app":{app_json}}}"#
     );
     fs::write(build.join("manifest"), manifest).expect("write the manifest");
     let aci = dir.join(format!("{}.aci", name.replace('/', "_")));
@@ -516,4 +525,208 @@ pub fn processes_under(path: &Path) -> Vec<String> {
         }
     }
     found
+}
+
+// ---- Pod state after a run: UUID, `rkt status`, and the clean-up check ----
+
+/// The UUID `--uuid-file-save` wrote.
+pub fn uuid_from(file: &Path) -> String {
+    let uuid = fs::read_to_string(file).expect("read the saved UUID");
+    assert_eq!(uuid.len(), 36, "{uuid:?}");
+    uuid
+}
+
+/// `rkt status UUID` as key -> value pairs, in order.
+pub fn pod_status(world: &RktWorld, uuid: &str) -> Vec<(String, String)> {
+    world
+        .ok(&["status", uuid])
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// One key of [`pod_status`].
+pub fn status_value<'a>(status: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    status
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
+/// Runs `rkt gc` (twice: mark, then sweep with no grace) and checks that no pod directory,
+/// mount, process or stage1 socket directory is left of the world's pods.
+pub fn assert_all_cleaned(world: &RktWorld) {
+    let uuids: Vec<String> = ["run", "exited-garbage"]
+        .iter()
+        .flat_map(|state| world.pods_in(state))
+        .collect();
+    world.ok(&["gc", "--grace-period=0s"]);
+    world.ok(&["gc", "--grace-period=0s"]);
+    for state in ["prepare", "prepared", "run", "exited-garbage", "garbage"] {
+        assert!(world.pods_in(state).is_empty(), "pods left in {state}/");
+    }
+    let data = world.data_dir();
+    assert_eq!(mounts_under(&data), Vec::<String>::new(), "mounts left");
+    assert_eq!(
+        processes_under(&data),
+        Vec::<String>::new(),
+        "processes left"
+    );
+    for uuid in uuids {
+        let socket_dir = Path::new("/run/rkt-kvm").join(&uuid);
+        assert!(!socket_dir.exists(), "{} left", socket_dir.display());
+    }
+}
+
+// ---- Docker and OCI images built from the busybox image root (tests/vm_pods_more.rs) ----
+
+/// `sha256:<hex>` of a file (coreutils' sha256sum: the tests add no hashing crate).
+pub fn sha256_digest(path: &Path) -> String {
+    let out = Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("run sha256sum");
+    assert!(out.status.success(), "sha256sum {}", path.display());
+    let text = String::from_utf8_lossy(&out.stdout);
+    format!(
+        "sha256:{}",
+        text.split_whitespace().next().unwrap_or_default()
+    )
+}
+
+/// A one-layer image of [`busybox_image_root`]: writes `layer.tar` and the image config
+/// (`config_section` is the JSON of the config's `config` object: Env, User, WorkingDir,
+/// Entrypoint, Cmd...) under `build`; returns (layer path, config path).
+fn busybox_layer_and_config(build: &Path, config_section: &str) -> (PathBuf, PathBuf) {
+    let rootfs = build.join("rootfs");
+    busybox_image_root(&rootfs);
+    let layer = build.join("layer.tar");
+    let tar = Command::new("tar")
+        .arg("-C")
+        .arg(&rootfs)
+        .arg("-cf")
+        .arg(&layer)
+        .arg(".")
+        .output()
+        .expect("run tar");
+    assert!(
+        tar.status.success(),
+        "tar: {}",
+        String::from_utf8_lossy(&tar.stderr)
+    );
+    let config = build.join("config.json");
+    fs::write(
+        &config,
+        format!(
+            r#"{{"architecture":"amd64","os":"linux","created":"2026-01-01T00:00:00Z",
+  "config":{config_section},
+  "rootfs":{{"type":"layers","diff_ids":["{}"]}}}}"#,
+            sha256_digest(&layer)
+        ),
+    )
+    .expect("write the image config");
+    (layer, config)
+}
+
+/// A `docker save` archive `<dir>/<file_name>.tar` of a busybox image tagged `repo_tag`;
+/// returns the `docker-archive:` image string for rkt.
+pub fn busybox_docker_archive(dir: &Path, file_name: &str, repo_tag: &str, config: &str) -> String {
+    let build = dir.join(format!("build-{file_name}"));
+    let (layer, config) = busybox_layer_and_config(&build, config);
+    let archive_dir = build.join("archive");
+    fs::create_dir_all(archive_dir.join("l1")).expect("create the archive tree");
+    fs::rename(&layer, archive_dir.join("l1/layer.tar")).expect("move the layer");
+    fs::rename(&config, archive_dir.join("config.json")).expect("move the config");
+    fs::write(
+        archive_dir.join("manifest.json"),
+        format!(
+            r#"[{{"Config":"config.json","RepoTags":["{repo_tag}"],"Layers":["l1/layer.tar"]}}]"#
+        ),
+    )
+    .expect("write manifest.json");
+    let archive = dir.join(format!("{file_name}.tar"));
+    let tar = Command::new("tar")
+        .arg("-C")
+        .arg(&archive_dir)
+        .arg("-cf")
+        .arg(&archive)
+        .args(["manifest.json", "config.json", "l1"])
+        .output()
+        .expect("run tar");
+    assert!(
+        tar.status.success(),
+        "tar: {}",
+        String::from_utf8_lossy(&tar.stderr)
+    );
+    let _ = fs::remove_dir_all(&build);
+    format!("docker-archive:{}", archive.display())
+}
+
+/// An OCI image layout `<dir>/<name>/` holding a busybox image under the reference `tag`;
+/// returns the `oci:` image string for rkt.
+pub fn busybox_oci_layout(dir: &Path, name: &str, tag: &str, config: &str) -> String {
+    let build = dir.join(format!("build-{name}"));
+    let (layer, config) = busybox_layer_and_config(&build, config);
+    let layout = dir.join(name);
+    let blobs = layout.join("blobs/sha256");
+    fs::create_dir_all(&blobs).expect("create blobs/sha256");
+    let size = |path: &Path| fs::metadata(path).expect("blob size").len();
+    let manifest = build.join("manifest.json");
+    fs::write(
+        &manifest,
+        format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",
+  "config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{}","size":{}}},
+  "layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{}","size":{}}}]}}"#,
+            sha256_digest(&config),
+            size(&config),
+            sha256_digest(&layer),
+            size(&layer)
+        ),
+    )
+    .expect("write the manifest");
+    let manifest_digest = sha256_digest(&manifest);
+    let manifest_size = size(&manifest);
+    for blob in [&layer, &config, &manifest] {
+        let digest = sha256_digest(blob);
+        fs::rename(blob, blobs.join(&digest["sha256:".len()..])).expect("move a blob");
+    }
+    fs::write(
+        layout.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .expect("write oci-layout");
+    fs::write(
+        layout.join("index.json"),
+        format!(
+            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json",
+  "digest":"{manifest_digest}","size":{manifest_size},"annotations":{{"org.opencontainers.image.ref.name":"{tag}"}}}}]}}"#
+        ),
+    )
+    .expect("write index.json");
+    let _ = fs::remove_dir_all(&build);
+    format!("oci:{}:{tag}", layout.display())
+}
+
+/// The last lines of every pod's guest console under the world's data dir, for a failed
+/// assertion's message (the console stays in the pod until gc).
+pub fn pod_consoles(world: &RktWorld) -> String {
+    let mut out = String::new();
+    for state in ["run", "exited-garbage"] {
+        for uuid in world.pods_in(state) {
+            let path = world
+                .data_dir()
+                .join("pods")
+                .join(state)
+                .join(&uuid)
+                .join("stage1-kvm/console.log");
+            if let Ok(text) = fs::read_to_string(&path) {
+                let lines: Vec<&str> = text.lines().collect();
+                let tail = &lines[lines.len().saturating_sub(40)..];
+                out.push_str(&format!("--- {}:\n{}\n", path.display(), tail.join("\n")));
+            }
+        }
+    }
+    out
 }

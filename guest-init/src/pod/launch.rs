@@ -191,6 +191,27 @@ fn enter(spec: &ProcessSpec) -> io::Result<()> {
         )
     })?;
     nix::unistd::chdir("/")?;
+    drop_reboot_capability()?;
+    Ok(())
+}
+
+/// `CAP_SYS_BOOT` (linux/capability.h): reboot(2) and kexec.
+const CAP_SYS_BOOT: libc::c_ulong = 22;
+
+/// Takes `CAP_SYS_BOOT` out of the capability bounding set, so that neither the app nor
+/// anything it runs can call reboot(2): the apps share the VM with guest-init, and a `halt -f`
+/// would stop the guest's CPUs for good, leaving the VMM (and `rkt run`) waiting forever; a
+/// reboot would end the pod without its statuses. rkt's default app capabilities leave it out
+/// too. (The bounding set caps what exec grants: guest-init's inheritable set is empty.)
+fn drop_reboot_capability() -> io::Result<()> {
+    // SAFETY: PR_CAPBSET_DROP takes a capability number and no pointers.
+    if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, CAP_SYS_BOOT, 0, 0, 0) } != 0 {
+        let error = io::Error::last_os_error();
+        return Err(io::Error::new(
+            error.kind(),
+            format!("cannot drop CAP_SYS_BOOT from the bounding set: {error}"),
+        ));
+    }
     Ok(())
 }
 

@@ -25,6 +25,7 @@ mod mounts;
 mod params;
 mod rootfs;
 mod supervisor;
+mod uptime;
 
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
@@ -135,9 +136,12 @@ struct Log<'a> {
 }
 
 impl Log<'_> {
+    /// A set-up step, stamped with the guest's uptime (so `rkt run --debug` shows how long
+    /// the kernel took to boot and each app to be set up).
     fn step(&self, message: std::fmt::Arguments) {
         if self.debug {
-            self.reporter.note(&message);
+            self.reporter
+                .note(&format_args!("[{}] {message}", uptime::stamp()));
         }
     }
 

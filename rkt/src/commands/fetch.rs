@@ -185,7 +185,7 @@ impl<'a> ImageFetcher<'a> {
                 Some(id) => id,
                 None => DockerFetch {
                     spec: &spec,
-                    auth: &DockerAuth::load(&globals.local_config, &globals.system_config)?,
+                    auth: &DockerAuth::load_from(&globals.config_dirs())?,
                     insecure_image: globals.insecure.image,
                     insecure_http: globals.insecure.http,
                     max_bytes: self.max_bytes,
@@ -216,7 +216,7 @@ fn http_client<'a>(
     if let Some(http) = cell.get() {
         return Ok(http);
     }
-    let host_auth = HostAuth::load(&globals.local_config, &globals.system_config)?;
+    let host_auth = HostAuth::load_from(&globals.config_dirs())?;
     let http = Http::new(globals.insecure.tls)?.with_host_auth(host_auth);
     Ok(cell.get_or_init(|| http))
 }

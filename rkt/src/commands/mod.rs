@@ -5,6 +5,7 @@
 
 pub mod app_args;
 pub mod cat_manifest;
+pub mod config;
 pub mod enter;
 pub mod fetch;
 pub mod format;
@@ -22,5 +23,6 @@ pub mod running_pod;
 pub mod stage1_image;
 pub mod status;
 pub mod stop;
+pub mod superuser;
 pub mod trust;
 pub mod version;

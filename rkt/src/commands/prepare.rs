@@ -116,11 +116,13 @@ pub fn prepare(
     };
     let store = Store::open(&globals.dir, LockMode::Shared)?;
     let fetcher = ImageFetcher::new(globals, &store, args.max_image_size);
-    let stage1 = args.stage1.resolve(&store, &fetcher)?;
+    let stage1_defaults = super::stage1_image::Stage1Defaults::load(globals)?;
+    let stage1 = args.stage1.resolve(&store, &fetcher, &stage1_defaults)?;
     let pod = match wanted {
         Wanted::Manifest(pod) => pod,
         Wanted::Flags(request) => from_flags(args, request, &store, &fetcher)?,
     };
+    crate::timing::mark(globals, "fetched the stage1 and the images into the store");
     finish(globals, args, quiet, &store, stage1, pod)
 }
 

@@ -46,8 +46,13 @@ pub fn run(globals: &GlobalOptions, args: RunArgs) -> Result<(), RktError> {
     }
     let options = args.runtime.run_options(globals)?;
     vmm::check_host().map_err(|e| RktError::Message(e.to_string()))?;
+    crate::timing::mark(globals, "checked the flags and the host");
     let prepared = super::prepare::prepare(globals, &args.pod, false)?;
     super::prepare::save_uuid(&args.pod, &prepared)?;
+    crate::timing::mark(
+        globals,
+        "prepared the pod (trees rendered, manifest written)",
+    );
     exec_stage1(globals, prepared.pod, &options)
 }
 
@@ -60,6 +65,10 @@ pub fn exec_stage1(
 ) -> Result<(), RktError> {
     use std::os::unix::process::CommandExt;
     let call = handover::hand_over(&mut pod, &globals.dir.join("cas/tree"), options)?;
+    crate::timing::mark(
+        globals,
+        "handed the pod over (overlays mounted): exec stage1",
+    );
     // `pod` (and with it the lock descriptor) lives until the exec: the
     // stage1 inherits the lock as RKT_LOCK_FD.
     let err = call.command().exec();

@@ -131,6 +131,7 @@ mod tests {
             dir: PathBuf::from("/var/lib/rkt"),
             local_config: PathBuf::from("/etc/rkt"),
             system_config: PathBuf::from("/usr/lib/rkt"),
+            user_config: None,
             insecure: InsecureOptions::parse("all-run").unwrap(),
             debug: true,
         };

@@ -52,9 +52,65 @@ pub fn default_stage1_dir() -> Result<PathBuf, RktError> {
         .unwrap_or_else(|| PathBuf::from("/")))
 }
 
+/// Name of the kvm stage1 image (its manifest's `name`).
+pub const KVM_STAGE1_NAME: &str = "coreos.com/rkt/stage1-kvm";
+
+/// The stage1 used without a `--stage1-*` flag, and the directory `--stage1-from-dir` looks
+/// in: the configuration's `paths.d` `stage1-images` and `stage1.d` entries (see `config`),
+/// else the kvm stage1 installed beside the `rkt` binary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stage1Defaults {
+    pub images_dir: PathBuf,
+    /// Name and version of a stage1 to take from the store first, if configured.
+    pub name: Option<(String, String)>,
+    /// Where the default stage1 is: an absolute path or a URL.
+    pub location: String,
+}
+
+impl Stage1Defaults {
+    pub fn load(globals: &crate::globals::GlobalOptions) -> Result<Stage1Defaults, RktError> {
+        let config = crate::config::Stage0Config::load(&globals.config_dirs())?;
+        let images_dir = match config.paths.stage1_images {
+            Some(dir) => dir,
+            None => default_stage1_dir()?,
+        };
+        let location = config
+            .stage1
+            .location
+            .unwrap_or_else(|| images_dir.join(KVM_STAGE1_FILE).display().to_string());
+        Ok(Stage1Defaults {
+            images_dir,
+            name: config.stage1.name,
+            location,
+        })
+    }
+}
+
+/// The image a trusted stage1 file was imported as, if the file has not changed since: every
+/// `rkt run` would otherwise read and hash the whole stage1 image (tens of MiB, the guest
+/// kernel included) again. rkt found its default stage1 in the store by name and version
+/// for the same reason; the file's modification time is stricter, as a rebuilt stage1 keeps
+/// its version. An import in the same second as the last change does not count.
+fn unchanged_in_store(store: &Store, path: &std::path::Path) -> Option<ImageId> {
+    let source = format!("file://{}", std::path::absolute(path).ok()?.display());
+    let record = store.find_by_source(&source).ok()??;
+    let modified = std::fs::metadata(path).ok()?.modified().ok()?;
+    let modified = modified
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs();
+    let modified = i64::try_from(modified).ok()?;
+    (record.import_time > modified).then_some(record.id)
+}
+
 impl Stage1Args {
     /// Puts the chosen stage1 in the store (if needed) and returns its ID.
-    pub fn resolve(&self, store: &Store, fetcher: &ImageFetcher) -> Result<ImageId, RktError> {
+    pub fn resolve(
+        &self,
+        store: &Store,
+        fetcher: &ImageFetcher,
+        defaults: &Stage1Defaults,
+    ) -> Result<ImageId, RktError> {
         if self.stage1 != "kvm" {
             return Err(RktError::Usage(format!(
                 "stage1 flavor {:?} is not available: this engine runs every pod in a KVM \
@@ -62,7 +118,7 @@ impl Stage1Args {
                 self.stage1
             )));
         }
-        let default_dir = default_stage1_dir()?;
+        let default_dir = defaults.images_dir.clone();
         let trusted_file = |path: PathBuf| -> Result<ImageId, RktError> {
             if !path.is_file() {
                 return Err(RktError::Message(format!(
@@ -70,6 +126,9 @@ impl Stage1Args {
                      {KVM_STAGE1_FILE} beside the rkt binary) or choose one with --stage1-path",
                     path.display()
                 )));
+            }
+            if let Some(id) = unchanged_in_store(store, &path) {
+                return Ok(id);
             }
             let text = path.display().to_string();
             fetcher.fetch_checked(&text, None, PullPolicy::New, true)
@@ -103,8 +162,18 @@ impl Stage1Args {
                 )));
             }
             trusted_file(default_dir.join(file))?
+        } else if let Some(id) = defaults
+            .name
+            .as_ref()
+            .and_then(|(name, _)| store.resolve(name).ok())
+        {
+            // A configured default stage1 already in the store (stage1.d name).
+            id.id
+        } else if defaults.location.starts_with('/') {
+            trusted_file(PathBuf::from(&defaults.location))?
         } else {
-            trusted_file(default_dir.join(KVM_STAGE1_FILE))?
+            // A configured URL: the administrator chose it, as rkt trusted it.
+            fetcher.fetch_checked(&defaults.location, None, PullPolicy::New, true)?
         };
         let record = store.image(&id)?;
         if !is_stage1(&record.manifest) {

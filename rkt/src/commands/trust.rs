@@ -42,10 +42,8 @@ pub fn run(globals: &GlobalOptions, args: TrustArgs) -> Result<(), RktError> {
                 .to_string(),
         ));
     }
-    let http = Http::new(globals.insecure.tls)?.with_host_auth(HostAuth::load(
-        &globals.local_config,
-        &globals.system_config,
-    )?);
+    let http = Http::new(globals.insecure.tls)?
+        .with_host_auth(HostAuth::load_from(&globals.config_dirs())?);
     let mut keys = args.keys.clone();
     if keys.is_empty() {
         let Some(prefix) = &args.prefix else {

@@ -17,12 +17,12 @@
 //! `Authorization` header to every other http(s) request rkt makes to those
 //! domains (ACI and signature downloads, discovery pages, keys).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::path::Path;
 
 use base64::Engine;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::RktError;
 
@@ -40,13 +40,13 @@ struct AuthFile {
     credentials: Option<serde_json::Value>,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 pub struct Credentials {
     pub user: String,
     pub password: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 struct OauthCredentials {
     token: String,
 }
@@ -69,12 +69,24 @@ pub struct DockerAuth {
 }
 
 impl DockerAuth {
-    pub fn load(local_config: &Path, system_config: &Path) -> Result<DockerAuth, RktError> {
-        Ok(AuthConfigs::load(local_config, system_config)?.docker)
+    /// From `auth.d/` of each of `config_dirs` (see [`AuthConfigs::load_from`]).
+    pub fn load_from(config_dirs: &[&Path]) -> Result<DockerAuth, RktError> {
+        Ok(AuthConfigs::load_from(config_dirs)?.docker)
     }
 
     pub fn for_registry(&self, registry: &str) -> Option<&Credentials> {
         self.by_registry.get(registry)
+    }
+
+    /// Every registry with its credentials, sorted by registry (for `rkt config`).
+    pub fn registries(&self) -> Vec<(&str, &Credentials)> {
+        let mut all: Vec<_> = self
+            .by_registry
+            .iter()
+            .map(|(registry, credentials)| (registry.as_str(), credentials))
+            .collect();
+        all.sort_by_key(|(registry, _)| *registry);
+        all
     }
 }
 
@@ -86,8 +98,9 @@ pub struct HostAuth {
 }
 
 impl HostAuth {
-    pub fn load(local_config: &Path, system_config: &Path) -> Result<HostAuth, RktError> {
-        Ok(AuthConfigs::load(local_config, system_config)?.hosts)
+    /// From `auth.d/` of each of `config_dirs` (see [`AuthConfigs::load_from`]).
+    pub fn load_from(config_dirs: &[&Path]) -> Result<HostAuth, RktError> {
+        Ok(AuthConfigs::load_from(config_dirs)?.hosts)
     }
 
     /// The header for a URL's host: `host:port` first, then the bare host.
@@ -102,17 +115,30 @@ impl HostAuth {
     }
 }
 
+/// An `auth` entry as configured: its type and credentials, for `rkt config`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostEntry {
+    /// `basic` or `oauth`.
+    pub auth_type: String,
+    /// `{"user", "password"}` or `{"token"}`.
+    pub credentials: serde_json::Value,
+}
+
 /// Everything in the `auth.d/` directories.
 #[derive(Debug, Default)]
 pub struct AuthConfigs {
     pub docker: DockerAuth,
     pub hosts: HostAuth,
+    /// The `auth` entries per domain, as configured (the last directory's wins).
+    pub host_entries: BTreeMap<String, HostEntry>,
 }
 
 impl AuthConfigs {
-    pub fn load(local_config: &Path, system_config: &Path) -> Result<AuthConfigs, RktError> {
+    /// Reads `auth.d/` in each of `config_dirs`, later directories overriding earlier ones
+    /// for the same domain or registry (rkt's order: system, local, user).
+    pub fn load_from(config_dirs: &[&Path]) -> Result<AuthConfigs, RktError> {
         let mut configs = AuthConfigs::default();
-        for config in [system_config, local_config] {
+        for config in config_dirs {
             configs.read_dir(&config.join("auth.d"))?;
         }
         Ok(configs)
@@ -157,14 +183,19 @@ impl AuthConfigs {
                 }
                 continue;
             }
-            let header = match file.auth_type.as_deref() {
-                Some("basic") => serde_json::from_value::<Credentials>(credentials)
-                    .map_err(|_| bad("basic credentials need \"user\" and \"password\""))?
-                    .basic_header(),
+            let (header, shown_credentials) = match file.auth_type.as_deref() {
+                Some("basic") => {
+                    let basic = serde_json::from_value::<Credentials>(credentials)
+                        .map_err(|_| bad("basic credentials need \"user\" and \"password\""))?;
+                    (basic.basic_header(), serde_json::to_value(&basic))
+                }
                 Some("oauth") => {
                     let oauth: OauthCredentials = serde_json::from_value(credentials)
                         .map_err(|_| bad("oauth credentials need \"token\""))?;
-                    format!("Bearer {}", oauth.token)
+                    (
+                        format!("Bearer {}", oauth.token),
+                        serde_json::to_value(&oauth),
+                    )
                 }
                 other => {
                     return Err(bad(&format!(
@@ -172,8 +203,13 @@ impl AuthConfigs {
                     )))
                 }
             };
+            let entry = HostEntry {
+                auth_type: file.auth_type.unwrap_or_default(),
+                credentials: shown_credentials.unwrap_or_default(),
+            };
             for domain in file.domains {
-                self.hosts.by_domain.insert(domain, header.clone());
+                self.hosts.by_domain.insert(domain.clone(), header.clone());
+                self.host_entries.insert(domain, entry.clone());
             }
         }
         Ok(())
@@ -201,7 +237,7 @@ mod tests {
                 "type":"oauth","credentials":{"token":"t0k3n"}}"#,
         )
         .unwrap();
-        let auth = HostAuth::load(local.path(), system.path()).unwrap();
+        let auth = HostAuth::load_from(&[system.path(), local.path()]).unwrap();
         assert_eq!(
             auth.header_for("https://example.com/a.aci"),
             Some("Basic YWRtaW46b3BlbiBzZXNhbWU=")
@@ -218,7 +254,7 @@ mod tests {
             Some("Bearer t0k3n")
         );
         assert!(auth.header_for("https://other.example/").is_none());
-        assert!(DockerAuth::load(local.path(), system.path())
+        assert!(DockerAuth::load_from(&[system.path(), local.path()])
             .unwrap()
             .for_registry("example.com")
             .is_none());
@@ -228,7 +264,7 @@ mod tests {
             r#"{"rktKind":"auth","rktVersion":"v1","domains":["x"],"type":"digest","credentials":{}}"#,
         )
         .unwrap();
-        let err = HostAuth::load(local.path(), system.path()).unwrap_err();
+        let err = HostAuth::load_from(&[system.path(), local.path()]).unwrap_err();
         assert!(
             err.to_string().contains("bad.json") && err.to_string().contains("\"digest\""),
             "{err}"
@@ -259,7 +295,7 @@ mod tests {
             r#"{"rktKind":"other","rktVersion":"v9"}"#,
         )
         .unwrap();
-        let auth = DockerAuth::load(local.path(), system.path()).unwrap();
+        let auth = DockerAuth::load_from(&[system.path(), local.path()]).unwrap();
         assert_eq!(auth.for_registry("quay.io").unwrap().user, "admin");
         assert_eq!(auth.for_registry("r.example").unwrap().user, "vendor");
         assert!(auth.for_registry("docker.io").is_none());
@@ -269,7 +305,7 @@ mod tests {
         );
 
         fs::write(local.path().join("auth.d/d.json"), "{").unwrap();
-        let err = DockerAuth::load(local.path(), system.path()).unwrap_err();
+        let err = DockerAuth::load_from(&[system.path(), local.path()]).unwrap_err();
         assert!(err.to_string().contains("d.json"), "{err}");
     }
 }
