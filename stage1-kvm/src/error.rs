@@ -36,6 +36,9 @@ pub enum Stage1Error {
     /// The guest ended without leaving every app's exit status.
     #[error("{0}")]
     Status(String),
+    /// The pod's networks could not be set up or released (CNI, namespace, tap wiring).
+    #[error("{0}")]
+    Network(String),
 }
 
 impl Stage1Error {

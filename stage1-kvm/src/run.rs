@@ -19,7 +19,7 @@ use crate::pod::{take_lock, PodPaths};
 use crate::resources::vm_size;
 use crate::volumes::{create_empty_volumes, shares, POD_SHARE_TAG};
 use crate::vsock::{self, SocketPlace, GUEST_CID, RUN_DIR};
-use crate::{dns, status};
+use crate::{dns, net, status};
 
 /// How long the apps' output may keep arriving after the VM has ended (the VMM closes the
 /// connections with the VM; this only bounds a copy that is somehow stuck).
@@ -36,8 +36,23 @@ pub fn run(args: &RunArgs) -> Result<i32, Stage1Error> {
     pod.write_pid()?;
     let apps: Vec<String> = manifest.apps.iter().map(|a| a.name.to_string()).collect();
 
-    let (config, socket) = prepare_vm(args, &pod, &manifest)?;
+    let (mut config, socket) = prepare_vm(args, &pod, &manifest)?;
     let _cleanup = RunDirCleanup(socket.run_dir.clone());
+    // Released when dropped, after the VM (and on any error from here on).
+    let network = net::PodNetwork::setup(
+        &net::NetRequest {
+            uuid: &args.uuid,
+            net: &args.net,
+            local_config: args.local_config.as_deref(),
+            dns_conf_mode: args.dns_conf_mode.unwrap_or_default(),
+            debug: args.debug,
+        },
+        &pod,
+        &manifest,
+    )?;
+    if let Some(network) = &network {
+        config.nets = network.nics.clone();
+    }
     if args.debug {
         eprintln!(
             "stage1-kvm: VM: {} vCPU(s), {} MiB, shares {}, vsock {}, cmdline {:?}",
@@ -65,7 +80,11 @@ pub fn run(args: &RunArgs) -> Result<i32, Stage1Error> {
         Arc::new(Mutex::new(io::stdout())),
         Arc::new(Mutex::new(io::stderr())),
     )?;
+    // The VMM opens its taps in the pod's namespace; its threads stay there.
+    let in_pod_netns = network.as_ref().map(|n| n.enter()).transpose()?;
     let outcome = vmm::run(config);
+    drop(in_pod_netns);
+    drop(network);
     router.finish(OUTPUT_DRAIN);
     let console_hint = if args.debug {
         "its console is above".to_string()
@@ -92,26 +111,7 @@ pub fn run(args: &RunArgs) -> Result<i32, Stage1Error> {
 
 /// Refuses what the kvm stage1 cannot do (yet), before anything is created.
 fn check_options(args: &RunArgs) -> Result<(), Stage1Error> {
-    for net in args.net.split(',') {
-        let name = net.split(':').next().unwrap_or_default();
-        match name {
-            "default" | "none" => {}
-            "host" => {
-                return Err(Stage1Error::Unsupported(
-                    "--net=host is impossible with the kvm stage1: the apps run in their own \
-                     VM, which cannot share the host's network namespace; use --net=default \
-                     or --net=none"
-                        .to_string(),
-                ))
-            }
-            other => {
-                return Err(Stage1Error::Unsupported(format!(
-                    "--net={other}: the kvm stage1 has no networks beyond default and none yet \
-                     (both give the pod loopback only); use --net=default or --net=none"
-                )))
-            }
-        }
-    }
+    net::conf::requests(&args.net)?;
     if args.interactive {
         return Err(Stage1Error::Unsupported(
             "--interactive is not supported by the kvm stage1 yet: run without it (the apps' \
@@ -223,13 +223,13 @@ mod tests {
     }
 
     #[test]
-    fn only_loopback_networks_and_no_interactive_yet() {
+    fn no_host_network_and_no_interactive_yet() {
         assert!(check_options(&args(&["--net=default"])).is_ok());
         assert!(check_options(&args(&["--net=none"])).is_ok());
+        assert!(check_options(&args(&["--net=mynet:IP=10.1.1.1"])).is_ok());
         for (words, says) in [
             (&["--net=host"][..], "--net=host is impossible"),
             (&["--net=default,host"][..], "--net=host"),
-            (&["--net=mynet:IP=10.1.1.1"][..], "--net=mynet"),
             (&["--interactive"][..], "--interactive"),
             (&["--ipc=parent"][..], "--ipc=parent"),
             (&["--hostname=a_b"][..], "host name"),
