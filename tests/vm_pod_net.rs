@@ -43,7 +43,10 @@ impl TestHost {
         // The first `ip netns add` of a boot sets up /run/netns; two at once can collide.
         static CREATING: Mutex<()> = Mutex::new(());
         let _one = CREATING.lock().unwrap_or_else(|p| p.into_inner());
-        let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &name])
+            .stderr(Stdio::null())
+            .status();
         ip(&["netns", "add", &name]);
         let host = TestHost { name };
         host.ip(&["link", "set", "lo", "up"]);

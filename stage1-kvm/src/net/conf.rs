@@ -89,7 +89,7 @@ pub fn requests(net: &str) -> Result<Vec<NetRequest>, Stage1Error> {
         }
         requests.push(NetRequest {
             name: name.to_string(),
-            args: args.to_string(),
+            args: cni_args(args),
         });
     }
     if !requests
@@ -102,6 +102,17 @@ pub fn requests(net: &str) -> Result<Vec<NetRequest>, Stage1Error> {
         });
     }
     Ok(requests)
+}
+
+/// `CNI_ARGS` for per-network arguments: every plugin of the chain sees them, and most reject
+/// keys they do not know (the bridge plugin refuses `IP=`, which only host-local reads) unless
+/// `IgnoreUnknown=1` comes first, as the CNI conventions say.
+fn cni_args(args: &str) -> String {
+    if args.is_empty() || args.split(';').any(|kv| kv.starts_with("IgnoreUnknown=")) {
+        args.to_string()
+    } else {
+        format!("IgnoreUnknown=1;{args}")
+    }
 }
 
 /// A network's CNI configuration, ready to be given to its plugin.
@@ -265,9 +276,17 @@ mod tests {
         assert!(names("none").is_empty());
         assert_eq!(
             names("mynet:IP=10.1.1.5,other"),
-            ["mynet:IP=10.1.1.5", "other:", "default-restricted:"]
+            [
+                "mynet:IgnoreUnknown=1;IP=10.1.1.5",
+                "other:",
+                "default-restricted:"
+            ]
         );
         assert_eq!(names("default,br"), ["default:", "br:"]);
+        assert_eq!(
+            names("a:IgnoreUnknown=0;IP=1.2.3.4"),
+            ["a:IgnoreUnknown=0;IP=1.2.3.4", "default-restricted:"]
+        );
         for (bad, says) in [
             ("host", "--net=host is impossible"),
             ("default,host", "--net=host"),
