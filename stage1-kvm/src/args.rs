@@ -20,7 +20,8 @@ pub struct RunArgs {
     /// Guest console on our stdout, guest-init's setup steps logged there too.
     #[arg(long)]
     pub debug: bool,
-    /// The networks: `default` or `none` today (both give the guest loopback only).
+    /// The networks: `default`, `default-restricted`, `none` or names from net.d, each with
+    /// optional CNI arguments (`NAME:IP=...`), comma-separated.
     #[arg(long, default_value = "default")]
     pub net: String,
     /// Attach the terminal to the app (not supported yet).

@@ -39,6 +39,9 @@ pub enum Stage1Error {
     /// The control channel (enter, stop, --interactive) failed or the guest refused.
     #[error("{0}")]
     Control(String),
+    /// The pod's networks could not be set up or released (CNI, namespace, tap wiring).
+    #[error("{0}")]
+    Network(String),
 }
 
 impl Stage1Error {

@@ -1,8 +1,8 @@
 //! The `gc` entrypoint (`[--debug] [--local-config=DIR] UUID`, run by `rkt gc`/`rm` from the
 //! directory of an exited pod before stage0 deletes it): releases what stage1 made outside the
-//! pod directory. Today that is only the pod's socket directory under /run, used when the pod's
-//! own path was too long for a socket (see `vsock`); `run` removes it itself unless it was
-//! killed. Running it twice, or for a pod that never had one, is fine.
+//! pod directory: the pod's networks (CNI DEL, its network namespace; see `net`) and the pod's
+//! socket directory under /run, used when the pod's own path was too long for a socket (see
+//! `vsock`); `run` releases both itself unless it was killed. Running it twice, or for a pod that never had one, is fine.
 
 use std::fs;
 use std::io::ErrorKind;
@@ -13,6 +13,9 @@ use crate::error::Stage1Error;
 use crate::vsock::{run_dir, RUN_DIR};
 
 pub fn gc(args: &GcArgs) -> Result<(), Stage1Error> {
+    // The networks first: a failure keeps the pod (and this record) for the next gc.
+    let pod_dir = std::env::current_dir().map_err(Stage1Error::io("finding the pod directory"))?;
+    crate::net::gc(&pod_dir, args.debug)?;
     gc_in(Path::new(RUN_DIR), &args.uuid, args.debug)
 }
 

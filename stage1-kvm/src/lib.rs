@@ -9,6 +9,7 @@
 //! - `resources`: the VM's size from the apps' isolators;
 //! - `volumes`: virtio-fs shares for the pod and its host volumes, empty-volume directories;
 //! - `dns`: `--dns-conf-mode=...host` as files the guest finds;
+//! - `net`: the pod's networks (CNI in its own namespace, taps for the VMM; `--port`);
 //! - `vsock`: where the VM's vsock socket lives (in the pod, or under /run when too long);
 //! - `output`: the apps' stdout/stderr arriving over vsock, to our stdout/stderr and the logs;
 //! - `status`: the apps' exit statuses, and the pod's exit code from them;
@@ -26,6 +27,7 @@ pub mod entrypoint;
 pub mod error;
 pub mod gc;
 pub mod image;
+pub mod net;
 pub mod output;
 pub mod pod;
 pub mod resources;

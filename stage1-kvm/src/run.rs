@@ -22,7 +22,7 @@ use crate::resources::vm_size;
 use crate::timing::Timeline;
 use crate::volumes::{create_empty_volumes, shares, POD_SHARE_TAG};
 use crate::vsock::{self, SocketPlace, GUEST_CID, RUN_DIR};
-use crate::{dns, status};
+use crate::{dns, net, status};
 
 /// How long the apps' output may keep arriving after the VM has ended (the VMM closes the
 /// connections with the VM; this only bounds a copy that is somehow stuck).
@@ -46,8 +46,23 @@ pub fn run(args: &RunArgs) -> Result<i32, Stage1Error> {
         )));
     }
 
-    let (config, socket) = prepare_vm(args, &pod, &manifest)?;
+    let (mut config, socket) = prepare_vm(args, &pod, &manifest)?;
     let _cleanup = RunDirCleanup(socket.run_dir.clone());
+    // Released when dropped, after the VM (and on any error from here on).
+    let network = net::PodNetwork::setup(
+        &net::NetRequest {
+            uuid: &args.uuid,
+            net: &args.net,
+            local_config: args.local_config.as_deref(),
+            dns_conf_mode: args.dns_conf_mode.unwrap_or_default(),
+            debug: args.debug,
+        },
+        &pod,
+        &manifest,
+    )?;
+    if let Some(network) = &network {
+        config.nets = network.nics.clone();
+    }
     if args.debug {
         eprintln!(
             "stage1-kvm: VM: {} vCPU(s), {} MiB, shares {}, vsock {}, cmdline {:?}",
@@ -87,7 +102,12 @@ pub fn run(args: &RunArgs) -> Result<i32, Stage1Error> {
     let attach = args
         .interactive
         .then(|| control::attach::start(socket.path.clone(), Arc::clone(&vm_ended)));
+    // The VMM opens its taps in the pod's namespace; its threads stay there.
+    let in_pod_netns = network.as_ref().map(|n| n.enter()).transpose()?;
     let outcome = vmm::run(config);
+    drop(in_pod_netns);
+    // CNI DEL, the namespace and the taps go now, before the statuses are read.
+    drop(network);
     vm_ended.store(true, Ordering::Relaxed);
     let vm_ended_at = std::time::Instant::now();
     for (index, at) in router.app_start_times() {
@@ -141,26 +161,7 @@ fn pod_result(
 
 /// Refuses what the kvm stage1 cannot do (yet), before anything is created.
 fn check_options(args: &RunArgs) -> Result<(), Stage1Error> {
-    for net in args.net.split(',') {
-        let name = net.split(':').next().unwrap_or_default();
-        match name {
-            "default" | "none" => {}
-            "host" => {
-                return Err(Stage1Error::Unsupported(
-                    "--net=host is impossible with the kvm stage1: the apps run in their own \
-                     VM, which cannot share the host's network namespace; use --net=default \
-                     or --net=none"
-                        .to_string(),
-                ))
-            }
-            other => {
-                return Err(Stage1Error::Unsupported(format!(
-                    "--net={other}: the kvm stage1 has no networks beyond default and none yet \
-                     (both give the pod loopback only); use --net=default or --net=none"
-                )))
-            }
-        }
-    }
+    net::conf::requests(&args.net)?;
     if args.ipc.as_deref() == Some("parent") {
         return Err(Stage1Error::Unsupported(
             "--ipc=parent is impossible with the kvm stage1: use auto or private".to_string(),
@@ -268,13 +269,13 @@ mod tests {
     }
 
     #[test]
-    fn only_loopback_networks() {
+    fn no_host_network() {
         assert!(check_options(&args(&["--net=default"])).is_ok());
         assert!(check_options(&args(&["--net=none"])).is_ok());
+        assert!(check_options(&args(&["--net=mynet:IP=10.1.1.1"])).is_ok());
         for (words, says) in [
             (&["--net=host"][..], "--net=host is impossible"),
             (&["--net=default,host"][..], "--net=host"),
-            (&["--net=mynet:IP=10.1.1.1"][..], "--net=mynet"),
             (&["--ipc=parent"][..], "--ipc=parent"),
             (&["--hostname=a_b"][..], "host name"),
         ] {

@@ -22,6 +22,7 @@ mod identity;
 mod launch;
 mod manifest;
 mod mounts;
+mod network;
 mod params;
 mod rootfs;
 mod supervisor;
@@ -186,6 +187,22 @@ pub fn run(params: &PodParams, reporter: &Reporter) -> u8 {
             statuses.write(app.name.as_str(), STATUS_SETUP_FAILED, &log);
         }
         return STATUS_SETUP_FAILED;
+    }
+
+    // Before any app: they may serve or connect at once. A network problem fails the pod.
+    match network::configure(share) {
+        Ok(lines) => {
+            for line in lines {
+                log.step(format_args!("network: {line}"));
+            }
+        }
+        Err(error) => {
+            log.error(&format_args!("pod network: {error}"));
+            for app in &pod.apps {
+                statuses.write(app.name.as_str(), STATUS_SETUP_FAILED, &log);
+            }
+            return STATUS_SETUP_FAILED;
+        }
     }
 
     // `--interactive` is for a pod of one app (stage0 and stage1 refuse more).

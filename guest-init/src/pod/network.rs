@@ -1,0 +1,364 @@
+//! The pod's network inside the guest: loopback always, then each NIC as the kvm stage1
+//! describes it in `stage1/rootfs/rkt/network.json` on the pod share (docs/networking.md):
+//! found by its MAC address (the CNI interface's, which the host gave the NIC), its MTU, IPv4
+//! addresses and routes, in the file's order. DNS needs nothing here: the stage1 puts the CNI
+//! result's DNS into the apps' resolv.conf.
+//!
+//! The guest kernel has IPv4 only and the guest image no `ip` binary, so this uses the
+//! classic socket ioctls (SIOCSIF*, SIOCADDRT): a handful of fixed-size structures, where
+//! netlink would need a message builder and parser for the same four operations.
+//!
+//! The file comes from the host side of the pod (the stage1), but it is still parsed as
+//! untrusted input: anything malformed is an error naming the file, never a panic.
+
+use std::ffi::CString;
+use std::fs;
+use std::io;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use thiserror::Error;
+
+/// The stage1's description of the guest's NICs, relative to the pod share.
+pub const NETWORK_FILE: &str = "stage1/rootfs/rkt/network.json";
+/// Where the kernel lists network interfaces.
+const SYS_CLASS_NET: &str = "/sys/class/net";
+/// More than this is not a network description.
+const FILE_LIMIT: u64 = 1 << 20;
+
+#[derive(Debug, Error)]
+pub enum NetworkError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read { path: PathBuf, source: io::Error },
+    #[error("{} is not a network description ({reason}); the stage1 writes it", path.display())]
+    Parse { path: PathBuf, reason: String },
+    #[error(
+        "no network interface has the MAC address {mac}: the VM lacks the NIC the stage1 described"
+    )]
+    NoSuchNic { mac: String },
+    #[error("interface {ifname}: {what}: {source}")]
+    Ioctl {
+        ifname: String,
+        what: String,
+        source: io::Error,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+struct Description {
+    interfaces: Vec<Interface>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Interface {
+    mac: String,
+    mtu: u32,
+    addresses: Vec<Address>,
+    routes: Vec<Route>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Address {
+    address: Ipv4Addr,
+    prefix: u8,
+}
+
+#[derive(Debug, Deserialize)]
+struct Route {
+    dst: Ipv4Addr,
+    prefix: u8,
+    gateway: Option<Ipv4Addr>,
+}
+
+/// Brings loopback up and configures the NICs the stage1 described (none without its file:
+/// `--net=none`). Returns a line per interface for the debug log.
+pub fn configure(share: &Path) -> Result<Vec<String>, NetworkError> {
+    let socket = Socket::open().map_err(|source| NetworkError::Ioctl {
+        ifname: "lo".into(),
+        what: "opening a socket for interface ioctls".into(),
+        source,
+    })?;
+    socket.set_up("lo")?;
+    let path = share.join(NETWORK_FILE);
+    let description = match read_description(&path)? {
+        Some(description) => description,
+        None => return Ok(vec!["lo up; no network description (--net=none)".into()]),
+    };
+    let mut done = vec!["lo up".to_string()];
+    for iface in &description.interfaces {
+        let ifname = interface_with_mac(Path::new(SYS_CLASS_NET), &iface.mac)?;
+        if iface.mtu > 0 {
+            socket.set_mtu(&ifname, iface.mtu)?;
+        }
+        // Only the first address can be set through these ioctls without alias names;
+        // CNI plugins give an interface one IPv4 address.
+        if let Some(address) = iface.addresses.first() {
+            socket.set_address(&ifname, address.address, address.prefix)?;
+        }
+        socket.set_up(&ifname)?;
+        for route in &iface.routes {
+            socket.add_route(&ifname, route)?;
+        }
+        done.push(format!(
+            "{ifname} ({}): mtu {}, {}, {} route(s)",
+            iface.mac,
+            iface.mtu,
+            iface
+                .addresses
+                .first()
+                .map(|a| format!("{}/{}", a.address, a.prefix))
+                .unwrap_or_else(|| "no address".into()),
+            iface.routes.len()
+        ));
+    }
+    Ok(done)
+}
+
+fn read_description(path: &Path) -> Result<Option<Description>, NetworkError> {
+    let read_error = |source| NetworkError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let meta = match fs::metadata(path) {
+        Ok(meta) => meta,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(err) => return Err(read_error(err)),
+    };
+    let parse_error = |reason: String| NetworkError::Parse {
+        path: path.to_path_buf(),
+        reason,
+    };
+    if meta.len() > FILE_LIMIT {
+        return Err(parse_error("too large".into()));
+    }
+    let bytes = fs::read(path).map_err(read_error)?;
+    let description: Description =
+        serde_json::from_slice(&bytes).map_err(|e| parse_error(e.to_string()))?;
+    for iface in &description.interfaces {
+        let bad_prefix = iface.addresses.iter().any(|a| a.prefix > 32)
+            || iface.routes.iter().any(|r| r.prefix > 32);
+        if bad_prefix {
+            return Err(parse_error(format!(
+                "{}: a prefix longer than 32",
+                iface.mac
+            )));
+        }
+    }
+    Ok(Some(description))
+}
+
+/// The interface whose `address` in `sys_class_net` is `mac` (case-insensitive).
+fn interface_with_mac(sys_class_net: &Path, mac: &str) -> Result<String, NetworkError> {
+    let wanted = mac.trim().to_ascii_lowercase();
+    let entries = fs::read_dir(sys_class_net).map_err(|source| NetworkError::Read {
+        path: sys_class_net.to_path_buf(),
+        source,
+    })?;
+    for entry in entries.flatten() {
+        let Ok(found) = fs::read_to_string(entry.path().join("address")) else {
+            continue;
+        };
+        if found.trim().to_ascii_lowercase() == wanted {
+            if let Some(name) = entry.file_name().to_str() {
+                return Ok(name.to_string());
+            }
+        }
+    }
+    Err(NetworkError::NoSuchNic { mac: wanted })
+}
+
+/// `struct sockaddr` holding an IPv4 address (the ioctls take the generic type).
+fn sockaddr_v4(address: Ipv4Addr) -> libc::sockaddr {
+    let inet = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: 0,
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(address).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: sockaddr_in and sockaddr have the same size (16 bytes) and both are plain data;
+    // the kernel reads the generic one as sockaddr_in when sa_family is AF_INET.
+    unsafe { std::mem::transmute::<libc::sockaddr_in, libc::sockaddr>(inet) }
+}
+
+fn mask(prefix: u8) -> Ipv4Addr {
+    if prefix == 0 {
+        Ipv4Addr::UNSPECIFIED
+    } else {
+        Ipv4Addr::from(u32::MAX << (32 - u32::from(prefix.min(32))))
+    }
+}
+
+/// An AF_INET datagram socket, the handle the interface and route ioctls go through.
+struct Socket(OwnedFd);
+
+impl Socket {
+    fn open() -> io::Result<Socket> {
+        // SAFETY: plain socket(2) call; the result is checked before use.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fd is a fresh descriptor that nothing else owns.
+        Ok(Socket(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    fn request(ifname: &str) -> Result<libc::ifreq, NetworkError> {
+        let bytes = ifname.as_bytes();
+        if bytes.is_empty() || bytes.len() >= libc::IFNAMSIZ || bytes.contains(&0) {
+            return Err(NetworkError::Ioctl {
+                ifname: ifname.into(),
+                what: "its name".into(),
+                source: io::Error::from(io::ErrorKind::InvalidInput),
+            });
+        }
+        // SAFETY: ifreq is plain data (a name and a union of plain fields); all zeroes is valid.
+        let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+        for (slot, byte) in request.ifr_name.iter_mut().zip(bytes) {
+            *slot = *byte as libc::c_char;
+        }
+        Ok(request)
+    }
+
+    /// ioctl(fd, code, arg), an error naming `what` on failure.
+    fn ioctl<T>(
+        &self,
+        ifname: &str,
+        code: libc::c_ulong,
+        arg: &mut T,
+        what: &str,
+    ) -> Result<(), NetworkError> {
+        // SAFETY: every code used here takes a pointer to the structure type passed with it
+        // (ifreq or rtentry), which lives for the call; the kernel copies it in and out.
+        let rc = unsafe { libc::ioctl(self.0.as_raw_fd(), code as _, arg as *mut T) };
+        if rc < 0 {
+            return Err(NetworkError::Ioctl {
+                ifname: ifname.into(),
+                what: what.into(),
+                source: io::Error::last_os_error(),
+            });
+        }
+        Ok(())
+    }
+
+    fn set_up(&self, ifname: &str) -> Result<(), NetworkError> {
+        let mut request = Self::request(ifname)?;
+        self.ioctl(
+            ifname,
+            libc::SIOCGIFFLAGS,
+            &mut request,
+            "reading its flags",
+        )?;
+        // SAFETY: SIOCGIFFLAGS filled in the flags member of the union.
+        let flags = unsafe { request.ifr_ifru.ifru_flags };
+        request.ifr_ifru.ifru_flags = flags | libc::IFF_UP as libc::c_short;
+        self.ioctl(ifname, libc::SIOCSIFFLAGS, &mut request, "bringing it up")
+    }
+
+    fn set_mtu(&self, ifname: &str, mtu: u32) -> Result<(), NetworkError> {
+        let mut request = Self::request(ifname)?;
+        request.ifr_ifru.ifru_mtu = libc::c_int::try_from(mtu).unwrap_or(libc::c_int::MAX);
+        self.ioctl(
+            ifname,
+            libc::SIOCSIFMTU,
+            &mut request,
+            &format!("setting MTU {mtu}"),
+        )
+    }
+
+    /// The address, then its mask. The kernel adds the on-link route for the prefix itself
+    /// (none for a /32), as `ip addr add` would.
+    fn set_address(&self, ifname: &str, address: Ipv4Addr, prefix: u8) -> Result<(), NetworkError> {
+        let what = format!("setting address {address}/{prefix}");
+        let mut request = Self::request(ifname)?;
+        request.ifr_ifru.ifru_addr = sockaddr_v4(address);
+        self.ioctl(ifname, libc::SIOCSIFADDR, &mut request, &what)?;
+        let mut request = Self::request(ifname)?;
+        request.ifr_ifru.ifru_netmask = sockaddr_v4(mask(prefix));
+        self.ioctl(ifname, libc::SIOCSIFNETMASK, &mut request, &what)
+    }
+
+    fn add_route(&self, ifname: &str, route: &Route) -> Result<(), NetworkError> {
+        let what = match route.gateway {
+            Some(gateway) => format!("adding route {}/{} via {gateway}", route.dst, route.prefix),
+            None => format!("adding route {}/{}", route.dst, route.prefix),
+        };
+        let device = CString::new(ifname).map_err(|_| NetworkError::Ioctl {
+            ifname: ifname.into(),
+            what: what.clone(),
+            source: io::Error::from(io::ErrorKind::InvalidInput),
+        })?;
+        // SAFETY: rtentry is plain data plus a device name pointer; all zeroes is valid.
+        let mut entry: libc::rtentry = unsafe { std::mem::zeroed() };
+        entry.rt_dst = sockaddr_v4(route.dst);
+        entry.rt_genmask = sockaddr_v4(mask(route.prefix));
+        entry.rt_flags = libc::RTF_UP;
+        if route.prefix == 32 {
+            entry.rt_flags |= libc::RTF_HOST;
+        }
+        if let Some(gateway) = route.gateway {
+            entry.rt_gateway = sockaddr_v4(gateway);
+            entry.rt_flags |= libc::RTF_GATEWAY;
+        }
+        // The kernel only reads the name during the call; `device` outlives it.
+        entry.rt_dev = device.as_ptr() as *mut libc::c_char;
+        self.ioctl(ifname, libc::SIOCADDRT, &mut entry, &what)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_description_is_checked_before_use() {
+        let share = tempfile::tempdir().unwrap();
+        let path = share.path().join(NETWORK_FILE);
+        assert!(read_description(&path).unwrap().is_none());
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(
+            &path,
+            r#"{"interfaces":[{"mac":"0A:00:00:00:00:01","mtu":1500,
+                "addresses":[{"address":"172.16.28.2","prefix":32}],
+                "routes":[{"dst":"172.16.28.1","prefix":32,"gateway":null},
+                          {"dst":"0.0.0.0","prefix":0,"gateway":"172.16.28.1"}]}]}"#,
+        )
+        .unwrap();
+        let description = read_description(&path).unwrap().unwrap();
+        assert_eq!(description.interfaces[0].routes.len(), 2);
+        for bad in [
+            "{",
+            r#"{"interfaces":[{"mac":"x","mtu":1,"addresses":[{"address":"1.2.3.4","prefix":33}],"routes":[]}]}"#,
+            r#"{"interfaces":[{"mac":"x","mtu":1,"addresses":[{"address":"1.2.3","prefix":3}],"routes":[]}]}"#,
+        ] {
+            fs::write(&path, bad).unwrap();
+            let err = read_description(&path).unwrap_err().to_string();
+            assert!(err.contains("is not a network description"), "{err}");
+        }
+    }
+
+    #[test]
+    fn nics_are_found_by_mac() {
+        let sys = tempfile::tempdir().unwrap();
+        for (name, mac) in [("lo", "00:00:00:00:00:00"), ("eth0", "0a:00:00:00:00:01")] {
+            fs::create_dir_all(sys.path().join(name)).unwrap();
+            fs::write(sys.path().join(name).join("address"), format!("{mac}\n")).unwrap();
+        }
+        assert_eq!(
+            interface_with_mac(sys.path(), "0A:00:00:00:00:01").unwrap(),
+            "eth0"
+        );
+        let err = interface_with_mac(sys.path(), "0a:00:00:00:00:02")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("0a:00:00:00:00:02"), "{err}");
+        assert_eq!(mask(24).to_string(), "255.255.255.0");
+        assert_eq!(mask(0).to_string(), "0.0.0.0");
+        let raw = sockaddr_v4(Ipv4Addr::new(10, 1, 2, 3));
+        assert_eq!(raw.sa_family, libc::AF_INET as libc::sa_family_t);
+        assert_eq!(&raw.sa_data[2..6], &[10, 1, 2, 3]);
+    }
+}

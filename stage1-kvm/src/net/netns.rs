@@ -1,0 +1,314 @@
+//! The pod's network namespace and the wiring inside it, through iproute2's `ip` and `tc`
+//! (docs/networking.md says why the binaries and not a netlink crate): a named namespace
+//! (`/run/netns/rkt-UUID`, so that gc finds it after a crash), a tap per CNI interface for the
+//! VMM, joined to that interface by tc ingress qdiscs with mirred redirects both ways, and the
+//! state the CNI plugin left on the interface (MAC, MTU, addresses, routes) for the guest.
+
+use std::net::Ipv4Addr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde::Deserialize;
+
+use super::guest::{GuestAddress, GuestInterface, GuestRoute};
+
+/// Named namespaces live here (`ip netns` and the CNI conventions).
+pub const NETNS_DIR: &str = "/run/netns";
+
+/// A failed `ip`/`tc` call: the command and its message.
+#[derive(Debug, thiserror::Error)]
+#[error("{command}: {message}")]
+pub struct WiringError {
+    pub command: String,
+    pub message: String,
+}
+
+/// The namespace's name for pod `uuid`.
+pub fn netns_name(uuid: &str) -> String {
+    format!("rkt-{uuid}")
+}
+
+pub fn netns_path(name: &str) -> PathBuf {
+    PathBuf::from(NETNS_DIR).join(name)
+}
+
+/// Runs `program args`; its stdout on success.
+fn run(program: &str, args: &[&str]) -> Result<String, WiringError> {
+    let command = format!("{program} {}", args.join(" "));
+    let output = Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|e| WiringError {
+            command: command.clone(),
+            message: format!("cannot run {program} ({e}); install iproute2"),
+        })?;
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        Err(WiringError {
+            command,
+            message: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        })
+    }
+}
+
+/// `ip -n NS ...`.
+fn ip_in(ns: &str, args: &[&str]) -> Result<String, WiringError> {
+    let mut all = vec!["-n", ns];
+    all.extend_from_slice(args);
+    run("ip", &all)
+}
+
+/// Creates the named namespace with loopback up.
+pub fn create(name: &str) -> Result<(), WiringError> {
+    run("ip", &["netns", "add", name])?;
+    ip_in(name, &["link", "set", "lo", "up"]).map(drop)
+}
+
+/// Whether the named namespace exists.
+pub fn exists(name: &str) -> bool {
+    netns_path(name).exists()
+}
+
+/// Deletes the named namespace: its devices (the taps, the CNI interfaces' pod ends) go with
+/// it once nothing holds it (the VMM has ended by then).
+pub fn delete(name: &str) -> Result<(), WiringError> {
+    if !exists(name) {
+        return Ok(());
+    }
+    run("ip", &["netns", "del", name]).map(drop)
+}
+
+/// Creates `tap` in the namespace, with the CNI interface's MTU, and joins the two: whatever
+/// arrives on one leaves by the other, untouched (tc ingress + mirred egress redirect, a
+/// match-all u32 filter). The CNI interface's own IP stack never sees a frame, so any plugin's
+/// interface works, whatever it is (veth, macvlan, ...).
+pub fn join_tap(ns: &str, cni_if: &str, tap: &str, mtu: u32) -> Result<(), WiringError> {
+    let mtu = mtu.to_string();
+    ip_in(ns, &["tuntap", "add", "dev", tap, "mode", "tap"])?;
+    ip_in(ns, &["link", "set", "dev", tap, "mtu", &mtu, "up"])?;
+    for (from, to) in [(cni_if, tap), (tap, cni_if)] {
+        run("tc", &["-n", ns, "qdisc", "add", "dev", from, "ingress"])?;
+        run(
+            "tc",
+            &[
+                "-n", ns, "filter", "add", "dev", from, "parent", "ffff:", "protocol", "all",
+                "u32", "match", "u32", "0", "0", "action", "mirred", "egress", "redirect", "dev",
+                to,
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+struct IpLink {
+    #[serde(default)]
+    address: String,
+    #[serde(default)]
+    mtu: u32,
+}
+
+#[derive(Deserialize)]
+struct IpAddrs {
+    #[serde(default)]
+    addr_info: Vec<IpAddrInfo>,
+}
+
+#[derive(Deserialize)]
+struct IpAddrInfo {
+    #[serde(default)]
+    family: String,
+    #[serde(default)]
+    local: String,
+    #[serde(default)]
+    prefixlen: u8,
+}
+
+#[derive(Deserialize)]
+struct IpRoute {
+    dst: String,
+    #[serde(default)]
+    gateway: Option<String>,
+    #[serde(default)]
+    protocol: Option<String>,
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(command: &str, text: &str) -> Result<T, WiringError> {
+    serde_json::from_str(text).map_err(|e| WiringError {
+        command: command.to_string(),
+        message: format!("unexpected output ({e})"),
+    })
+}
+
+/// What the CNI plugin configured on `ifname`, as the guest must reproduce it: the MAC (the
+/// guest takes it over: frames for it are what the outside sends), the MTU, the IPv4
+/// addresses and the routes through it.
+pub fn read_interface(ns: &str, ifname: &str) -> Result<GuestInterface, WiringError> {
+    let links: Vec<IpLink> = parse(
+        "ip link show",
+        &ip_in(ns, &["-j", "link", "show", "dev", ifname])?,
+    )?;
+    let link = links.into_iter().next().ok_or_else(|| WiringError {
+        command: format!("ip -n {ns} link show dev {ifname}"),
+        message: "no such interface".into(),
+    })?;
+    let addrs: Vec<IpAddrs> = parse(
+        "ip addr show",
+        &ip_in(ns, &["-j", "-4", "addr", "show", "dev", ifname])?,
+    )?;
+    let routes: Vec<IpRoute> = parse(
+        "ip route show",
+        &ip_in(
+            ns,
+            &["-j", "-4", "route", "show", "table", "main", "dev", ifname],
+        )?,
+    )?;
+    Ok(guest_view(link, addrs, routes))
+}
+
+/// The guest's configuration from what `ip` showed. An address keeps its prefix only when the
+/// namespace kept the kernel's on-link route for it (bridge-style plugins); ptp-style plugins
+/// delete it and route the subnet through the gateway, which the guest gets as a /32 address
+/// plus the same routes. Link-scope routes come first so that gateways are reachable when the
+/// routes through them are added.
+fn guest_view(link: IpLink, addrs: Vec<IpAddrs>, routes: Vec<IpRoute>) -> GuestInterface {
+    let kernel_routes: Vec<&str> = routes
+        .iter()
+        .filter(|r| r.protocol.as_deref() == Some("kernel") && r.gateway.is_none())
+        .map(|r| r.dst.as_str())
+        .collect();
+    let addresses = addrs
+        .iter()
+        .flat_map(|a| &a.addr_info)
+        .filter(|info| info.family == "inet")
+        .filter_map(|info| {
+            let address: Ipv4Addr = info.local.parse().ok()?;
+            let network = network_of(address, info.prefixlen);
+            let on_link = kernel_routes.contains(&format!("{network}/{}", info.prefixlen).as_str());
+            Some(GuestAddress {
+                address,
+                prefix: if on_link { info.prefixlen.min(32) } else { 32 },
+            })
+        })
+        .collect();
+    let mut guest_routes: Vec<GuestRoute> = routes
+        .iter()
+        .filter(|r| r.protocol.as_deref() != Some("kernel"))
+        .filter_map(|r| {
+            let (dst, prefix) = if r.dst == "default" {
+                (Ipv4Addr::UNSPECIFIED, 0)
+            } else {
+                match r.dst.split_once('/') {
+                    Some((a, p)) => (a.parse().ok()?, p.parse().ok().filter(|p| *p <= 32)?),
+                    None => (r.dst.parse().ok()?, 32),
+                }
+            };
+            let gateway = match &r.gateway {
+                Some(g) => Some(g.parse().ok()?),
+                None => None,
+            };
+            Some(GuestRoute {
+                dst,
+                prefix,
+                gateway,
+            })
+        })
+        .collect();
+    guest_routes.sort_by_key(|r| r.gateway.is_some());
+    GuestInterface {
+        mac: link.address,
+        mtu: link.mtu,
+        addresses,
+        routes: guest_routes,
+    }
+}
+
+fn network_of(address: Ipv4Addr, prefix: u8) -> Ipv4Addr {
+    let mask = if prefix == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(prefix.min(32)))
+    };
+    Ipv4Addr::from(u32::from(address) & mask)
+}
+
+/// A handle on the namespace for `setns` (the VMM must open its taps inside).
+pub fn open(name: &str) -> std::io::Result<OwnedFd> {
+    Ok(std::fs::File::open(netns_path(name))?.into())
+}
+
+/// Moves the calling thread into the namespace `fd`; threads it starts afterwards are there too.
+pub fn enter(fd: &impl AsFd) -> nix::Result<()> {
+    nix::sched::setns(fd.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(links: &str, addrs: &str, routes: &str) -> GuestInterface {
+        let link: Vec<IpLink> = serde_json::from_str(links).unwrap();
+        guest_view(
+            link.into_iter().next().unwrap(),
+            serde_json::from_str(addrs).unwrap(),
+            serde_json::from_str(routes).unwrap(),
+        )
+    }
+
+    #[test]
+    fn ptp_gives_a_host_address_and_the_plugins_routes() {
+        // What `ip -j` shows after the ptp plugin (1.1.1) in the pod's namespace.
+        let iface = view(
+            r#"[{"ifindex":3,"ifname":"eth0","mtu":1500,"address":"a2:47:3b:6e:4f:01"}]"#,
+            r#"[{"addr_info":[{"family":"inet","local":"172.16.28.7","prefixlen":24}]}]"#,
+            r#"[{"dst":"default","gateway":"172.16.28.1","flags":[]},
+                {"dst":"172.16.28.0/24","gateway":"172.16.28.1","prefsrc":"172.16.28.7"},
+                {"dst":"172.16.28.1","scope":"link","prefsrc":"172.16.28.7"}]"#,
+        );
+        assert_eq!(iface.mac, "a2:47:3b:6e:4f:01");
+        assert_eq!(iface.mtu, 1500);
+        assert_eq!(
+            iface.addresses,
+            [GuestAddress {
+                address: "172.16.28.7".parse().unwrap(),
+                prefix: 32
+            }]
+        );
+        let routes: Vec<String> = iface
+            .routes
+            .iter()
+            .map(|r| format!("{}/{} {:?}", r.dst, r.prefix, r.gateway))
+            .collect();
+        assert_eq!(
+            routes,
+            [
+                "172.16.28.1/32 None",
+                "0.0.0.0/0 Some(172.16.28.1)",
+                "172.16.28.0/24 Some(172.16.28.1)"
+            ]
+        );
+    }
+
+    #[test]
+    fn bridge_keeps_the_subnet_on_link() {
+        let iface = view(
+            r#"[{"mtu":1400,"address":"0a:58:0a:16:00:05"}]"#,
+            r#"[{"addr_info":[{"family":"inet","local":"10.22.0.5","prefixlen":16}]}]"#,
+            r#"[{"dst":"default","gateway":"10.22.0.1"},
+                {"dst":"10.22.0.0/16","protocol":"kernel","scope":"link","prefsrc":"10.22.0.5"}]"#,
+        );
+        assert_eq!(iface.addresses[0].prefix, 16);
+        assert_eq!(iface.routes.len(), 1);
+        assert_eq!(iface.routes[0].gateway, Some("10.22.0.1".parse().unwrap()));
+        assert_eq!(
+            network_of("10.22.3.5".parse().unwrap(), 16).to_string(),
+            "10.22.0.0"
+        );
+        assert_eq!(
+            network_of("10.22.3.5".parse().unwrap(), 0).to_string(),
+            "0.0.0.0"
+        );
+    }
+}
