@@ -177,6 +177,46 @@ pub fn print_json<T: Serialize>(value: &T, format: OutputFormat) -> Result<(), R
     Ok(())
 }
 
+/// The pods the command line names: the UUIDs, plus the one in `--uuid-file` (which is
+/// required when no UUID is given).
+pub fn named_pods(
+    uuids: &[String],
+    uuid_file: Option<&std::path::Path>,
+) -> Result<Vec<String>, RktError> {
+    let mut wanted = uuids.to_vec();
+    if uuid_file.is_some() || wanted.is_empty() {
+        wanted.push(pod_argument(None, uuid_file)?);
+    }
+    Ok(wanted)
+}
+
+/// Runs `act` on each named pod, printing `"UUID"` for each success and one `rkt: cannot VERB
+/// pod X: ...` line for each failure; one failure does not stop the others (as `rkt rm` and
+/// `rkt stop` did). `verb` and `done` word the messages: `remove` / `removed`.
+pub fn for_each_named_pod(
+    wanted: &[String],
+    (verb, done): (&str, &str),
+    mut act: impl FnMut(&str) -> Result<String, RktError>,
+) -> Result<(), RktError> {
+    let mut failures = 0;
+    for text in wanted {
+        match act(text) {
+            Ok(uuid) => println!("\"{uuid}\""),
+            Err(err) => {
+                eprintln!("rkt: cannot {verb} pod {text}: {err}");
+                failures += 1;
+            }
+        }
+    }
+    match failures {
+        0 => Ok(()),
+        count => Err(RktError::Message(format!(
+            "{count} of {} pods were not {done}",
+            wanted.len()
+        ))),
+    }
+}
+
 /// The pod named on the command line: a UUID (or unique prefix), or the
 /// UUID read from `--uuid-file`.
 pub fn pod_argument(

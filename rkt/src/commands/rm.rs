@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::pod_json::pod_argument;
+use super::pod_json::{for_each_named_pod, named_pods};
 use crate::error::RktError;
 use crate::globals::GlobalOptions;
 use crate::pod::{remove, Pod, PodState, PodsDir};
@@ -20,28 +20,11 @@ pub struct RmArgs {
 }
 
 pub fn run(globals: &GlobalOptions, args: RmArgs) -> Result<(), RktError> {
-    let mut wanted = args.uuids.clone();
-    if args.uuid_file.is_some() || wanted.is_empty() {
-        wanted.push(pod_argument(None, args.uuid_file.as_deref())?);
-    }
+    let wanted = named_pods(&args.uuids, args.uuid_file.as_deref())?;
     let pods = PodsDir::open(&globals.dir)?;
-    let mut failures = 0;
-    for text in &wanted {
-        match remove_one(&pods, text, globals) {
-            Ok(uuid) => println!("\"{uuid}\""),
-            Err(err) => {
-                eprintln!("rkt: cannot remove pod {text}: {err}");
-                failures += 1;
-            }
-        }
-    }
-    match failures {
-        0 => Ok(()),
-        count => Err(RktError::Message(format!(
-            "{count} of {} pods were not removed",
-            wanted.len()
-        ))),
-    }
+    for_each_named_pod(&wanted, ("remove", "removed"), |text| {
+        remove_one(&pods, text, globals)
+    })
 }
 
 fn remove_one(pods: &PodsDir, text: &str, globals: &GlobalOptions) -> Result<String, RktError> {

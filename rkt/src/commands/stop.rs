@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::pod_json::pod_argument;
+use super::pod_json::{for_each_named_pod, named_pods};
 use crate::error::RktError;
 use crate::globals::GlobalOptions;
 use crate::pod::{stage1, PodsDir};
@@ -25,28 +25,11 @@ pub struct StopArgs {
 }
 
 pub fn run(globals: &GlobalOptions, args: StopArgs) -> Result<(), RktError> {
-    let mut wanted = args.uuids.clone();
-    if args.uuid_file.is_some() || wanted.is_empty() {
-        wanted.push(pod_argument(None, args.uuid_file.as_deref())?);
-    }
+    let wanted = named_pods(&args.uuids, args.uuid_file.as_deref())?;
     let pods = PodsDir::open(&globals.dir)?;
-    let mut failures = 0;
-    for text in &wanted {
-        match stop_one(&pods, text, args.force) {
-            Ok(uuid) => println!("\"{uuid}\""),
-            Err(err) => {
-                eprintln!("rkt: cannot stop pod {text}: {err}");
-                failures += 1;
-            }
-        }
-    }
-    match failures {
-        0 => Ok(()),
-        count => Err(RktError::Message(format!(
-            "{count} of {} pods were not stopped",
-            wanted.len()
-        ))),
-    }
+    for_each_named_pod(&wanted, ("stop", "stopped"), |text| {
+        stop_one(&pods, text, args.force)
+    })
 }
 
 fn stop_one(pods: &PodsDir, text: &str, force: bool) -> Result<String, RktError> {
