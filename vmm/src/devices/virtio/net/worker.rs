@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use virtio_queue::{Queue, QueueOwnedT, QueueT};
+use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -278,15 +278,8 @@ impl Worker {
         let memory = &self.memory;
         let queue = &mut self.queues.tx.queue;
         let mut used = false;
-        let mut looked_again = false;
         for _ in 0..FRAMES_PER_PASS {
-            let Some(chain) = queue.pop_descriptor_chain(memory) else {
-                // Drained: ask the driver to notify the next chain (with EVENT_IDX it only does
-                // when asked), then look once more for one added in between.
-                if !looked_again && matches!(queue.enable_notification(memory), Ok(true)) {
-                    looked_again = true;
-                    continue;
-                }
+            let Some(chain) = pop_or_ask_for_notification(queue, memory) else {
                 return used;
             };
             let head = chain.head_index();
@@ -372,16 +365,9 @@ impl Worker {
         let mut good = Vec::new();
         let mut bad = Vec::new();
         let mut room = 0usize;
-        let mut looked_again = false;
         while room < len && good.len() < max_chains {
-            let Some(chain) = queue.pop_descriptor_chain(memory) else {
-                // Ask the driver to notify its next refill (with EVENT_IDX it only does when
-                // asked), and look once more for buffers added in between.
-                if !looked_again && matches!(queue.enable_notification(memory), Ok(true)) {
-                    looked_again = true;
-                    continue;
-                }
-                // Nothing was used yet: give every chain back, to be taken again after the
+            let Some(chain) = pop_or_ask_for_notification(queue, memory) else {
+                // The driver notifies its next refill. Nothing was used yet: give every chain back, to be taken again after the
                 // refill, so the frame's buffers stay consecutive in the used ring.
                 for _ in 0..good.len() + bad.len() {
                     queue.go_to_previous_position();
@@ -513,6 +499,33 @@ impl Worker {
                 self.tap_interest = wanted;
             }
         }
+    }
+}
+
+/// The next available chain; when there is none, asks the driver to notify the next one and
+/// takes one added in between. None means the driver will notify.
+///
+/// With EVENT_IDX the request is "notify when the available index passes N" (`avail_event`),
+/// and N is our position at the time of asking. So asking must be the last thing before a
+/// queue is left drained: a chain popped after the request moves our position past N, the
+/// driver's later additions never cross N again, and it stops notifying (it did, once: guest
+/// transmits then only went out when something else woke the worker, e.g. the peer's ACKs,
+/// and TCP from the guest fell to 0.1 Mbit/s, waiting for the peer's delayed ACKs). Each None
+/// here therefore comes straight after a request made at the current position.
+fn pop_or_ask_for_notification<'m>(
+    queue: &mut Queue,
+    memory: &'m GuestMemory,
+) -> Option<DescriptorChain<&'m GuestMemory>> {
+    if let Some(chain) = queue.pop_descriptor_chain(memory) {
+        return Some(chain);
+    }
+    match queue.enable_notification(memory) {
+        // Added between the pop and the request. If it cannot be popped (a ring the driver
+        // broke), None still follows a request at the current position.
+        Ok(true) => queue.pop_descriptor_chain(memory),
+        // The driver notifies the next chain; or the ring cannot be read, and the driver
+        // has to reset the device.
+        Ok(false) | Err(_) => None,
     }
 }
 
