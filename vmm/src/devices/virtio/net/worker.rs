@@ -367,8 +367,9 @@ impl Worker {
         let mut room = 0usize;
         while room < len && good.len() < max_chains {
             let Some(chain) = pop_or_ask_for_notification(queue, memory) else {
-                // The driver notifies its next refill. Nothing was used yet: give every chain back, to be taken again after the
-                // refill, so the frame's buffers stay consecutive in the used ring.
+                // The driver notifies its next refill. Nothing was used yet: give every chain
+                // back, to be taken again after the refill, so the frame's buffers stay
+                // consecutive in the used ring.
                 for _ in 0..good.len() + bad.len() {
                     queue.go_to_previous_position();
                 }
