@@ -15,7 +15,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use e2e::{busybox_aci, mounts_under, processes_under, RktWorld, POD_LIMIT};
+use e2e::{
+    assert_all_cleaned, busybox_aci, pod_status as status, status_value as value, RktWorld,
+    POD_LIMIT,
+};
 use nix::pty::{openpty, Winsize};
 use nix::sys::termios::{tcgetattr, LocalFlags};
 
@@ -26,39 +29,6 @@ fn world() -> (RktWorld, String) {
     let aci = busybox_aci(world.root.path(), IMAGE, &["/bin/true"]);
     let aci = aci.display().to_string();
     (world, aci)
-}
-
-/// `rkt status UUID` as key -> value.
-fn status(world: &RktWorld, uuid: &str) -> Vec<(String, String)> {
-    world
-        .ok(&["status", uuid])
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
-fn value<'a>(status: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    status
-        .iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
-}
-
-/// After gc: no pod directory, nothing mounted, no process left under the data dir.
-fn assert_all_cleaned(world: &RktWorld) {
-    world.ok(&["gc", "--grace-period=0s"]);
-    world.ok(&["gc", "--grace-period=0s"]);
-    for state in ["prepare", "prepared", "run", "exited-garbage", "garbage"] {
-        assert!(world.pods_in(state).is_empty(), "pods left in {state}/");
-    }
-    let data = world.data_dir();
-    assert_eq!(mounts_under(&data), Vec::<String>::new(), "mounts left");
-    assert_eq!(
-        processes_under(&data),
-        Vec::<String>::new(),
-        "processes left"
-    );
 }
 
 /// Starts `rkt run ARGS` in the background (output to files in the world) and waits for its
