@@ -179,48 +179,47 @@ impl GuestRam {
     /// Maps RAM for `layout`.
     pub fn new(layout: RamLayout) -> Result<Self, MemoryError> {
         let mut mappings = Vec::new();
-        let mut regions = Vec::new();
         for (guest_addr, size) in layout.regions() {
-            let mapping = HostMapping::new_huge_aligned(size as usize)?;
-            // SAFETY: `mapping` covers exactly `size` bytes, readable and writable, and lives
-            // as long as `GuestRam`, which owns both it and the region.
-            let region = unsafe {
-                MmapRegion::<()>::build_raw(
-                    mapping.addr,
-                    mapping.size,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-                )
-            }
-            .map_err(|e| MemoryError::Regions(e.to_string()))?;
-            let region = GuestRegionMmap::new(region, guest_addr).ok_or_else(|| {
-                MemoryError::Regions(format!("region at {:#x} overflows", guest_addr.0))
-            })?;
-            regions.push(Arc::new(region));
-            mappings.push(mapping);
+            mappings.push((guest_addr, HostMapping::new_huge_aligned(size as usize)?));
         }
-        let memory = GuestMemoryMmap::from_arc_regions(regions)
-            .map_err(|e| MemoryError::Regions(e.to_string()))?;
-        Ok(GuestRam { memory, mappings })
+        Self::from_mappings(
+            mappings,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+        )
     }
 
     /// Maps RAM for `layout` from `file`, which holds the regions one after the other (a
     /// snapshot's memory file), private and copy-on-write. The caller checked the file's size.
     pub fn from_file(layout: RamLayout, file: &std::fs::File) -> Result<Self, MemoryError> {
         let mut mappings = Vec::new();
-        let mut regions = Vec::new();
         let mut offset = 0u64;
         for (guest_addr, size) in layout.regions() {
-            let mapping = HostMapping::new_file_private(size as usize, file, offset)?;
+            mappings.push((
+                guest_addr,
+                HostMapping::new_file_private(size as usize, file, offset)?,
+            ));
             offset += size;
-            // SAFETY: as in `new`: the mapping covers `size` readable and writable bytes and
-            // lives as long as `GuestRam`.
+        }
+        Self::from_mappings(mappings, libc::MAP_PRIVATE | libc::MAP_NORESERVE)
+    }
+
+    /// vm-memory's view of host mappings placed at their guest addresses; `flags` are the
+    /// mmap flags they were made with.
+    fn from_mappings(
+        placed: Vec<(GuestAddress, HostMapping)>,
+        flags: libc::c_int,
+    ) -> Result<Self, MemoryError> {
+        let mut mappings = Vec::new();
+        let mut regions = Vec::new();
+        for (guest_addr, mapping) in placed {
+            // SAFETY: `mapping` covers exactly `mapping.size` bytes, readable and writable, and
+            // lives as long as `GuestRam`, which owns both it and the region.
             let region = unsafe {
                 MmapRegion::<()>::build_raw(
                     mapping.addr,
                     mapping.size,
                     libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_PRIVATE | libc::MAP_NORESERVE,
+                    flags,
                 )
             }
             .map_err(|e| MemoryError::Regions(e.to_string()))?;
