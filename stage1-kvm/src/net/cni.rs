@@ -3,9 +3,11 @@
 //! `CNI_PATH` in its environment, the network configuration on its stdin, and on its stdout
 //! either the result (ADD) or an error object. Nothing else of ours reaches the plugin.
 
-use std::io::Write;
+use std::io::{Read, Write};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -16,6 +18,10 @@ pub const PLUGIN_DIRS: &[&str] = &["/usr/lib/cni", "/opt/cni/bin"];
 const PLUGIN_PATH_ENV: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
 /// A plugin's output is small; more than this is not a CNI result.
 const OUTPUT_LIMIT: usize = 1 << 20;
+/// How long one plugin call may take. Plugins finish in well under a second on a normal host
+/// (a few seconds inside the emulated test host); one that is still running after this is hung
+/// (a stuck iptables lock, a DHCP server that never answers) and would hang `rkt run` with it.
+pub const PLUGIN_TIME_LIMIT: Duration = Duration::from_secs(120);
 
 /// The three operations we use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -135,15 +141,28 @@ pub fn exec(
     conf: &Value,
     inv: &Invocation,
 ) -> Result<Value, PluginError> {
+    exec_in(PLUGIN_DIRS, PLUGIN_TIME_LIMIT, plugin, command, conf, inv)
+}
+
+/// [`exec`] with the plugin directories and the time limit as parameters (the unit tests use
+/// their own plugins and a short limit).
+fn exec_in(
+    dirs: &[&str],
+    time_limit: Duration,
+    plugin: &str,
+    command: CniCommand,
+    conf: &Value,
+    inv: &Invocation,
+) -> Result<Value, PluginError> {
     let fail = |message: String| PluginError {
         plugin: plugin.to_string(),
         command: command.word(),
         message,
     };
-    let binary = find_plugin(plugin, PLUGIN_DIRS).ok_or_else(|| {
+    let binary = find_plugin(plugin, dirs).ok_or_else(|| {
         fail(format!(
             "no such plugin in {} (install Debian's containernetworking-plugins)",
-            PLUGIN_DIRS.join(" or ")
+            dirs.join(" or ")
         ))
     })?;
     let stdin = serde_json::to_vec(conf).map_err(|e| fail(e.to_string()))?;
@@ -155,7 +174,10 @@ pub fn exec(
         .env("CNI_NETNS", inv.netns)
         .env("CNI_IFNAME", inv.ifname)
         .env("CNI_ARGS", inv.args)
-        .env("CNI_PATH", PLUGIN_DIRS.join(":"))
+        .env("CNI_PATH", dirs.join(":"))
+        // Its own process group, so a hung plugin is killed together with what it started
+        // (iptables, a DHCP client).
+        .process_group(0)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -165,9 +187,15 @@ pub fn exec(
         // A plugin that exits without reading its stdin is judged by its status below.
         let _ = input.write_all(&stdin);
     }
-    let output = child
-        .wait_with_output()
-        .map_err(|e| fail(format!("waiting for it: {e}")))?;
+    let output = wait_with_limit(child, time_limit).map_err(|e| match e {
+        WaitError::TimedOut => fail(format!(
+            "it did not finish within {} s and was killed; a plugin that hangs usually waits \
+             for a lock or a server (check the network's configuration and the host's \
+             iptables/DHCP)",
+            time_limit.as_secs()
+        )),
+        WaitError::Io(e) => fail(format!("waiting for it: {e}")),
+    })?;
     if output.stdout.len() > OUTPUT_LIMIT {
         return Err(fail("its output is too large to be a CNI result".into()));
     }
@@ -194,6 +222,70 @@ pub fn exec(
             .map_err(|e| fail(format!("its result is not JSON ({e})"))),
         CniCommand::Del | CniCommand::Check => Ok(Value::Null),
     }
+}
+
+/// What a plugin left: its status and its output.
+struct PluginOutput {
+    status: ExitStatus,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+}
+
+enum WaitError {
+    TimedOut,
+    Io(std::io::Error),
+}
+
+/// Waits for `child` while reading its stdout and stderr (so a chatty plugin never blocks on a
+/// full pipe); past `limit` it kills the child's process group and gives up. The readers are
+/// threads because std has no way to wait on a child and two pipes at once; after a kill they
+/// are not joined, since something the plugin started outside its group could hold the pipes.
+fn wait_with_limit(mut child: Child, limit: Duration) -> Result<PluginOutput, WaitError> {
+    fn reader<R: Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                // Keep one byte past the limit (enough to tell that the output is too large)
+                // and drain the rest, so the plugin is never blocked on a full pipe.
+                let _ = pipe
+                    .by_ref()
+                    .take(OUTPUT_LIMIT as u64 + 1)
+                    .read_to_end(&mut bytes);
+                let _ = std::io::copy(&mut pipe, &mut std::io::sink());
+            }
+            bytes
+        })
+    }
+    let stdout = reader(child.stdout.take());
+    let stderr = reader(child.stderr.take());
+    let started = Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if started.elapsed() < limit => std::thread::sleep(Duration::from_millis(5)),
+            Ok(None) => {
+                if let Ok(pid) = i32::try_from(child.id()) {
+                    let _ = nix::sys::signal::killpg(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(WaitError::TimedOut);
+            }
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(WaitError::Io(e));
+            }
+        }
+    };
+    Ok(PluginOutput {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    })
 }
 
 /// Parses an ADD result (after `exec`) into the fields we use.
@@ -255,5 +347,78 @@ mod tests {
         std::fs::write(dir.path().join("ptp"), "").unwrap();
         let dirs = [dir.path().to_str().unwrap()];
         assert_eq!(find_plugin("ptp", &dirs), Some(dir.path().join("ptp")));
+    }
+
+    /// A plugin directory holding one shell-script plugin named `fake`.
+    fn fake_plugin(script: &str) -> tempfile::TempDir {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fake");
+        std::fs::write(&path, format!("#!/bin/sh\n{script}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        dir
+    }
+
+    fn run_fake(dir: &tempfile::TempDir, limit: Duration) -> Result<Value, PluginError> {
+        let inv = Invocation {
+            container_id: "c1",
+            netns: Path::new("/run/netns/none"),
+            ifname: "eth0",
+            args: "",
+        };
+        let dirs = [dir.path().to_str().unwrap()];
+        let conf = serde_json::json!({"cniVersion": "0.4.0", "type": "fake"});
+        exec_in(&dirs, limit, "fake", CniCommand::Add, &conf, &inv)
+    }
+
+    #[test]
+    fn a_plugin_gets_the_cni_environment_and_its_result_is_returned() {
+        let dir = fake_plugin(
+            r#"read -r conf
+[ "$CNI_COMMAND" = ADD ] && [ "$CNI_IFNAME" = eth0 ] && [ "$CNI_NETNS" = /run/netns/none ] || exit 9
+echo '{"cniVersion":"0.4.0","ips":[{"address":"10.9.0.2/24"}]}'"#,
+        );
+        let result = run_fake(&dir, Duration::from_secs(30)).unwrap();
+        assert_eq!(result["ips"][0]["address"], "10.9.0.2/24");
+    }
+
+    #[test]
+    fn a_failing_plugin_reports_its_error_object() {
+        let dir =
+            fake_plugin(r#"echo '{"code":7,"msg":"no addresses left","details":"pool"}'; exit 1"#);
+        let err = run_fake(&dir, Duration::from_secs(30)).unwrap_err();
+        assert!(err.message.contains("no addresses left (pool)"), "{err:?}");
+    }
+
+    #[test]
+    fn a_hung_plugin_is_killed_with_what_it_started() {
+        // The plugin starts a child that would outlive it, then hangs.
+        let marker = tempfile::tempdir().unwrap();
+        let pid_file = marker.path().join("pid");
+        let dir = fake_plugin(&format!(
+            "sleep 300 & echo $! > {}; sleep 300",
+            pid_file.display()
+        ));
+        let started = Instant::now();
+        let err = run_fake(&dir, Duration::from_millis(500)).unwrap_err();
+        assert!(err.message.contains("did not finish within"), "{err:?}");
+        assert!(started.elapsed() < Duration::from_secs(20));
+        let pid: i32 = std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // The background child was killed with the group (it may linger as a zombie of init
+        // for a moment, so wait for it to be gone or dead).
+        let gone = |pid: i32| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map(|stat| stat.contains(") Z "))
+                .unwrap_or(true)
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !gone(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(gone(pid), "the plugin's child {pid} survived");
     }
 }
