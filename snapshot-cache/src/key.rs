@@ -49,7 +49,10 @@ impl Key {
 /// Whether `name` looks like an entry id (anything else in the cache directory is not ours to
 /// read as an entry).
 pub fn is_id(name: &str) -> bool {
-    name.len() == 32 && name.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    name.len() == 32
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
 }
 
 #[cfg(test)]

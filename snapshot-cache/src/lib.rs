@@ -254,9 +254,10 @@ impl Cache {
     fn remove_leftovers(&self, id: &str) {
         for item in fs::read_dir(&self.root).into_iter().flatten().flatten() {
             let name = item.file_name().to_string_lossy().into_owned();
-            let of_id = [BUILD_PREFIX, TRASH_PREFIX]
-                .iter()
-                .any(|prefix| name.strip_prefix(prefix).is_some_and(|rest| rest.starts_with(id)));
+            let of_id = [BUILD_PREFIX, TRASH_PREFIX].iter().any(|prefix| {
+                name.strip_prefix(prefix)
+                    .is_some_and(|rest| rest.starts_with(id))
+            });
             if of_id {
                 let _ = fs::remove_dir_all(item.path());
             }

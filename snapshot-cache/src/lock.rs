@@ -19,8 +19,7 @@ pub struct EntryLock {
 impl EntryLock {
     /// Waits for the lock at `path`.
     pub fn wait(path: &Path) -> io::Result<EntryLock> {
-        Self::take(path, true)?
-            .ok_or_else(|| io::Error::other("a blocking lock came back untaken"))
+        Self::take(path, true)?.ok_or_else(|| io::Error::other("a blocking lock came back untaken"))
     }
 
     /// Takes the lock at `path` if nobody holds it.

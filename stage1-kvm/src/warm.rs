@@ -196,10 +196,7 @@ fn mark_boot_macs(stage1_rootfs: &Path, nics: usize) -> Result<(), String> {
         .ok_or_else(|| format!("{} does not describe {nics} NIC(s)", path.display()))?;
     for (index, interface) in interfaces.iter_mut().enumerate() {
         if let Some(fields) = interface.as_object_mut() {
-            fields.insert(
-                "bootMac".into(),
-                placeholder_mac(index).to_string().into(),
-            );
+            fields.insert("bootMac".into(), placeholder_mac(index).to_string().into());
         }
     }
     let bytes = serde_json::to_vec_pretty(&network).map_err(|e| e.to_string())?;

@@ -401,7 +401,12 @@ mod tests {
             .to_string();
         assert!(err.contains("0a:00:00:00:00:02"), "{err}");
         assert_eq!(parse_mac("0A:00:00:00:00:01"), Some([10, 0, 0, 0, 0, 1]));
-        for bad in ["0a:00:00:00:00", "0a:00:00:00:00:01:02", "0a:0:00:00:00:01", "zz:00:00:00:00:01"] {
+        for bad in [
+            "0a:00:00:00:00",
+            "0a:00:00:00:00:01:02",
+            "0a:0:00:00:00:01",
+            "zz:00:00:00:00:01",
+        ] {
             assert_eq!(parse_mac(bad), None, "{bad}");
         }
         assert_eq!(mask(24).to_string(), "255.255.255.0");

@@ -42,16 +42,16 @@ pub fn run(globals: &GlobalOptions, command: SnapshotCommand) -> Result<(), RktE
 }
 
 fn list(cache: &Cache, args: &ListArgs) -> Result<(), RktError> {
-    let entries = cache
-        .list()
-        .map_err(|e| RktError::Message(e.to_string()))?;
+    let entries = cache.list().map_err(|e| RktError::Message(e.to_string()))?;
     let now = crate::store::unix_now();
     let mut rows = Vec::new();
     if !args.no_legend {
         rows.push(
-            ["ID", "STAGE1", "MEMORY", "VCPUS", "NICS", "SHARES", "DISK", "CREATED"]
-                .map(String::from)
-                .to_vec(),
+            [
+                "ID", "STAGE1", "MEMORY", "VCPUS", "NICS", "SHARES", "DISK", "CREATED",
+            ]
+            .map(String::from)
+            .to_vec(),
         );
     }
     for entry in &entries {
@@ -139,7 +139,11 @@ mod tests {
         let data = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(data.path().join("cas/tree/deps-sha512-kept")).unwrap();
         let cache = Cache::new(data.path());
-        for tree in ["deps-sha512-kept", "deps-sha512-gone", "../cas/tree/deps-sha512-kept"] {
+        for tree in [
+            "deps-sha512-kept",
+            "deps-sha512-gone",
+            "../cas/tree/deps-sha512-kept",
+        ] {
             cache.make(&key(tree), |_| Ok(())).unwrap();
         }
         remove_stale(data.path()).unwrap();
