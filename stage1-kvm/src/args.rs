@@ -271,6 +271,13 @@ mod tests {
         assert_eq!(args.uuid, UUID);
         let minimal: RunArgs = parse(&words(&[UUID])).unwrap();
         assert_eq!(minimal.net, "default");
+        assert!(
+            minimal.warm_start,
+            "warm start is on unless stage0 says otherwise"
+        );
+        let cold: RunArgs = parse(&words(&["--warm-start=false", UUID])).unwrap();
+        assert!(!cold.warm_start);
+        assert!(parse::<RunArgs>(&words(&["--warm-start=maybe", UUID])).is_err());
         let gc: GcArgs = parse(&words(&["--debug", "--local-config=/x", UUID])).unwrap();
         assert!(gc.debug);
     }

@@ -163,5 +163,12 @@ mod tests {
             .unwrap();
         assert_eq!(none.net, "none");
         assert_eq!(none.resolv.mode, ConfMode::Default);
+        assert!(!none.no_warm_start, "warm start is the default");
+        let cold = Cli::parse_from(["x", "--warm-start=false"])
+            .runtime
+            .run_options(&globals)
+            .unwrap();
+        assert!(cold.no_warm_start);
+        assert!(Cli::try_parse_from(["x", "--warm-start=perhaps"]).is_err());
     }
 }
