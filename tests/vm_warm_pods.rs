@@ -117,6 +117,8 @@ fn cold_and_warm_pods_agree_and_restored_pods_are_each_unique() {
     for line in second.stderr.lines().filter(|l| l.contains("timing")) {
         println!("warm: {line}");
     }
+    assert!(!first.stderr.contains("failed to restore"), "{first}");
+    assert!(!second.stderr.contains("failed to restore"), "{second}");
     assert!(!second.stderr.contains("made snapshot"), "{second}");
     assert!(
         second
@@ -341,6 +343,7 @@ fn warm_pods_on_the_default_network_get_their_own_mac_and_reach_their_gateway() 
             "{run}"
         );
         assert_eq!(run.stderr.contains("made snapshot"), round == 0, "{run}");
+        assert!(!run.stderr.contains("failed to restore"), "{run}");
         assert_eq!(value(&run, "ping"), "ok", "{run}");
         let uuid = uuid_from(&uuid_file);
         let described: serde_json::Value =

@@ -137,10 +137,10 @@ pub fn run(
         // Every snapshot error comes before guest-init took the pod's parameters: nothing
         // of the pod has run yet, so a cold boot runs it exactly once.
         Err(VmmError::Snapshot(err)) => {
-            eprintln!(
-                "stage1-kvm: warm start: snapshot {} failed to restore ({err}); booting cold and removing it",
+            note(format!(
+                "snapshot {} failed to restore ({err}); booting cold and removing it",
                 entry.id
-            );
+            ));
             let _ = cache.remove_opened(&entry);
             // The restore's socket, if its device did not get to remove it.
             if let Some(vsock) = &config.vsock {
