@@ -259,7 +259,14 @@ fn main() {
                 Ok(s)
             });
             match sample {
-                Ok(s) => samples[i].push(s),
+                Ok(s) => {
+                    // As it goes, so that a run cut short still shows its samples.
+                    eprintln!(
+                        "bench-pod: run {run} {name}: first output {:.3} s, exit {:.3} s",
+                        s.to_first_output, s.to_exit
+                    );
+                    samples[i].push(s)
+                }
                 Err(e) => {
                     eprintln!("bench-pod: {name}, run {run}: {e}");
                     std::process::exit(1);
