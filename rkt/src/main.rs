@@ -96,6 +96,9 @@ enum Command {
     Version,
     /// Print the configuration in effect (JSON, as rkt's config command).
     Config(commands::config::ConfigArgs),
+    /// List or clear the kvm stage1's warm-start snapshots (our extension).
+    #[command(subcommand)]
+    Snapshot(commands::snapshot::SnapshotCommand),
 }
 
 fn main() -> ExitCode {
@@ -129,6 +132,7 @@ fn main() -> ExitCode {
         Command::RunPrepared(_) => Some("run-prepared"),
         Command::Rm(_) => Some("rm"),
         Command::Gc(_) => Some("gc"),
+        Command::Snapshot(commands::snapshot::SnapshotCommand::Clear) => Some("snapshot clear"),
         _ => None,
     };
     if let Some(Err(err)) = needs_root.map(commands::superuser::ensure_superuser) {
@@ -151,6 +155,7 @@ fn main() -> ExitCode {
         Command::Enter(args) => commands::enter::run(&globals, args),
         Command::Version => commands::version::run(),
         Command::Config(args) => commands::config::run(&globals, args),
+        Command::Snapshot(command) => commands::snapshot::run(&globals, command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

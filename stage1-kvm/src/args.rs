@@ -48,6 +48,10 @@ pub struct RunArgs {
     /// The IPC namespace: `auto` and `private` both mean the VM's own.
     #[arg(long, value_parser = ["auto", "private", "parent"])]
     pub ipc: Option<String>,
+    /// Warm start (our extension, docs/stage1-kvm.md): restore the VM from a cached snapshot
+    /// of a booted guest; `--warm-start=false` boots the kernel.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub warm_start: bool,
     /// The pod's UUID.
     #[arg(value_parser = check_uuid)]
     pub uuid: String,
@@ -267,6 +271,13 @@ mod tests {
         assert_eq!(args.uuid, UUID);
         let minimal: RunArgs = parse(&words(&[UUID])).unwrap();
         assert_eq!(minimal.net, "default");
+        assert!(
+            minimal.warm_start,
+            "warm start is on unless stage0 says otherwise"
+        );
+        let cold: RunArgs = parse(&words(&["--warm-start=false", UUID])).unwrap();
+        assert!(!cold.warm_start);
+        assert!(parse::<RunArgs>(&words(&["--warm-start=maybe", UUID])).is_err());
         let gc: GcArgs = parse(&words(&["--debug", "--local-config=/x", UUID])).unwrap();
         assert!(gc.debug);
     }

@@ -18,7 +18,8 @@
 //! - `gc`: the `gc` entrypoint;
 //! - `control`: the vsock control channel to guest-init: the `enter` and `stop` entrypoints,
 //!   readiness and `--interactive` for `run`;
-//! - `image`: writing the stage1 image itself (`rkt-mkstage1`).
+//! - `image`: writing the stage1 image itself (`rkt-mkstage1`);
+//! - `warm`: warm start, restoring the pod's VM from a cached snapshot (`snapshot-cache`).
 
 pub mod args;
 pub mod control;
@@ -36,6 +37,7 @@ pub mod status;
 pub mod timing;
 pub mod volumes;
 pub mod vsock;
+pub mod warm;
 
 pub use error::Stage1Error;
 

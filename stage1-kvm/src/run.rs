@@ -104,7 +104,11 @@ pub fn run(args: &RunArgs) -> Result<i32, Stage1Error> {
         .then(|| control::attach::start(socket.path.clone(), Arc::clone(&vm_ended)));
     // The VMM opens its taps in the pod's namespace; its threads stay there.
     let in_pod_netns = network.as_ref().map(|n| n.enter()).transpose()?;
-    let outcome = vmm::run(config);
+    let outcome = if args.warm_start {
+        crate::warm::run(config, &pod, args.debug, &mut timeline)
+    } else {
+        vmm::run(config)
+    };
     drop(in_pod_netns);
     // CNI DEL, the namespace and the taps go now, before the statuses are read.
     drop(network);

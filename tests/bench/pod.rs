@@ -1,13 +1,15 @@
-//! Pod start-up benchmark: `rkt run --stage1=kvm` of a prefetched hello image against `crun
-//! run` of the same root file system and the bare VMM boot of the same kernel, side by side in
-//! one run. Not a test: it reports, it asserts nothing.
+//! Pod start-up benchmark: `rkt run --stage1=kvm` of a prefetched hello image, warm (restored
+//! from the stage1's snapshot cache, the default) and cold (`--warm-start=false`), against
+//! `crun run` of the same root file system and the bare VMM boot of the same kernel, side by
+//! side in one run. Not a test: it reports, it asserts nothing.
 //!
 //! For each run and each peer it measures, from spawning the command:
 //! - to first output: the hello line on stdout (the app has run);
 //! - to exit: the command has exited (pod torn down; `rkt gc` afterwards is not counted).
 //!
-//! Peers: `rkt run` (image in the store, `--pull-policy=never`, the installed kvm stage1,
-//! data dir on a fresh ext4 file system so that the pod's images are overlay-mounted);
+//! Peers: `rkt run` warm and cold (image in the store, `--pull-policy=never`, the installed
+//! kvm stage1, data dir on a fresh ext4 file system so that the pod's images are
+//! overlay-mounted; the warm-up run made the snapshot);
 //! `crun run` of a bundle whose rootfs is the same busybox tree (config from `crun spec`,
 //! args replaced, no terminal); `rkt-vmm` booting the stage1's kernel with the busybox
 //! initramfs and the same echo as the guest command. After the table, one `rkt run --debug`
@@ -61,6 +63,18 @@ fn rkt(setup: &Setup) -> Command {
 fn rkt_run(setup: &Setup) -> Command {
     let mut command = rkt(setup);
     command.args(["run", "--stage1=kvm", "--pull-policy=never", IMAGE]);
+    command
+}
+
+fn rkt_run_cold(setup: &Setup) -> Command {
+    let mut command = rkt(setup);
+    command.args([
+        "run",
+        "--stage1=kvm",
+        "--pull-policy=never",
+        "--warm-start=false",
+        IMAGE,
+    ]);
     command
 }
 
@@ -148,8 +162,8 @@ fn gc(setup: &Setup) -> Result<(), String> {
     Ok(())
 }
 
-/// The store holds the hello image and the stage1 (one warm-up run fetches the stage1); the
-/// crun bundle has the same busybox tree as rootfs.
+/// The store holds the hello image and the stage1 (one warm-up run fetches the stage1 and
+/// makes the warm-start snapshot); the crun bundle has the same busybox tree as rootfs.
 fn set_up() -> Result<Setup, String> {
     let scratch = ScratchFs::new();
     let root = tempfile::Builder::new()
@@ -228,8 +242,9 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let peers: [Peer; 3] = [
-        ("rkt run (kvm)", rkt_run),
+    let peers: [Peer; 4] = [
+        ("rkt run (kvm, warm)", rkt_run),
+        ("rkt run (kvm, cold)", rkt_run_cold),
         ("crun run", crun_run),
         ("bare rkt-vmm boot", bare_vmm),
     ];
@@ -238,13 +253,20 @@ fn main() {
         // Interleaved, so that drift in the machine's load hits every peer alike.
         for (i, (name, make)) in peers.iter().enumerate() {
             let sample = measure(make(&setup)).and_then(|s| {
-                if i == 0 {
+                if i < 2 {
                     gc(&setup)?;
                 }
                 Ok(s)
             });
             match sample {
-                Ok(s) => samples[i].push(s),
+                Ok(s) => {
+                    // As it goes, so that a run cut short still shows its samples.
+                    eprintln!(
+                        "bench-pod: run {run} {name}: first output {:.3} s, exit {:.3} s",
+                        s.to_first_output, s.to_exit
+                    );
+                    samples[i].push(s)
+                }
                 Err(e) => {
                     eprintln!("bench-pod: {name}, run {run}: {e}");
                     std::process::exit(1);
@@ -254,32 +276,32 @@ fn main() {
     }
     println!("pod start-up benchmark: {runs} runs each, interleaved; times in seconds");
     println!(
-        "{:<18} {:>27} {:>27} {:>27} {:>9} {:>9}",
-        "min / median / max", peers[0].0, peers[1].0, peers[2].0, "rkt/crun", "rkt/vmm"
+        "{:<16} {:<20} {:>27} {:>10} {:>10}",
+        "", "min / median / max", "", "/crun", "/cold rkt"
     );
     let metrics: [Metric; 2] = [
         ("to first output", |s| s.to_first_output),
         ("to exit", |s| s.to_exit),
     ];
     for (label, get) in metrics {
-        let mut cells = Vec::new();
-        let mut medians = Vec::new();
-        for peer in &samples {
-            let mut values: Vec<f64> = peer.iter().map(get).collect();
-            let (min, med, max) = min_median_max(&mut values);
-            cells.push(format!("{min:.3} / {med:.3} / {max:.3}"));
-            medians.push(med);
+        let stats: Vec<(f64, f64, f64)> = samples
+            .iter()
+            .map(|peer| {
+                let mut values: Vec<f64> = peer.iter().map(get).collect();
+                min_median_max(&mut values)
+            })
+            .collect();
+        let (crun_median, cold_median) = (stats[2].1, stats[1].1);
+        for ((name, _), (min, med, max)) in peers.iter().zip(&stats) {
+            println!(
+                "{label:<16} {name:<20} {:>27} {:>9.2}x {:>9.2}x",
+                format!("{min:.3} / {med:.3} / {max:.3}"),
+                med / crun_median,
+                med / cold_median
+            );
         }
-        println!(
-            "{label:<18} {:>27} {:>27} {:>27} {:>8.2}x {:>8.2}x",
-            cells[0],
-            cells[1],
-            cells[2],
-            medians[0] / medians[1],
-            medians[0] / medians[2]
-        );
     }
-    println!("ratios: median of rkt run / median of the peer");
+    println!("ratios: the peer's median / crun's median, and / cold rkt run's median");
 
     // Where rkt's time goes: one more run with --debug, its timing lines.
     println!("\none `rkt --debug run`, its timing lines (ms since the command started):");
@@ -293,7 +315,9 @@ fn main() {
             let text = String::from_utf8_lossy(&out.stderr).into_owned()
                 + &String::from_utf8_lossy(&out.stdout);
             for line in text.lines().filter(|l| {
-                l.contains("timing") || (l.contains("rkt-guest-init") && l.contains("]"))
+                l.contains("timing")
+                    || l.contains("warm start")
+                    || (l.contains("rkt-guest-init") && l.contains("]"))
             }) {
                 println!("  {line}");
             }

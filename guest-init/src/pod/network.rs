@@ -54,6 +54,10 @@ struct Description {
 #[derive(Debug, Deserialize)]
 struct Interface {
     mac: String,
+    /// A warm-started guest's NIC still has the MAC it booted with (the snapshot's): found by
+    /// it, the NIC is given `mac` (docs/networking.md).
+    #[serde(default, rename = "bootMac")]
+    boot_mac: Option<String>,
     mtu: u32,
     addresses: Vec<Address>,
     routes: Vec<Route>,
@@ -88,7 +92,19 @@ pub fn configure(share: &Path) -> Result<Vec<String>, NetworkError> {
     };
     let mut done = vec!["lo up".to_string()];
     for iface in &description.interfaces {
-        let ifname = interface_with_mac(Path::new(SYS_CLASS_NET), &iface.mac)?;
+        let ifname = match interface_with_mac(Path::new(SYS_CLASS_NET), &iface.mac) {
+            Ok(ifname) => ifname,
+            Err(not_found) => {
+                let Some(boot_mac) = &iface.boot_mac else {
+                    return Err(not_found);
+                };
+                let ifname = interface_with_mac(Path::new(SYS_CLASS_NET), boot_mac)?;
+                // Down still (nothing brought it up before the snapshot), so the change is
+                // the driver's alone.
+                socket.set_mac(&ifname, &iface.mac)?;
+                ifname
+            }
+        };
         if iface.mtu > 0 {
             socket.set_mtu(&ifname, iface.mtu)?;
         }
@@ -167,6 +183,17 @@ fn interface_with_mac(sys_class_net: &Path, mac: &str) -> Result<String, Network
         }
     }
     Err(NetworkError::NoSuchNic { mac: wanted })
+}
+
+/// `aa:bb:cc:dd:ee:ff` as bytes.
+fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let mut bytes = [0u8; 6];
+    let mut parts = text.trim().split(':');
+    for slot in &mut bytes {
+        let part = parts.next().filter(|p| p.len() == 2)?;
+        *slot = u8::from_str_radix(part, 16).ok()?;
+    }
+    parts.next().is_none().then_some(bytes)
 }
 
 /// `struct sockaddr` holding an IPv4 address (the ioctls take the generic type).
@@ -256,6 +283,24 @@ impl Socket {
         let flags = unsafe { request.ifr_ifru.ifru_flags };
         request.ifr_ifru.ifru_flags = flags | libc::IFF_UP as libc::c_short;
         self.ioctl(ifname, libc::SIOCSIFFLAGS, &mut request, "bringing it up")
+    }
+
+    fn set_mac(&self, ifname: &str, mac: &str) -> Result<(), NetworkError> {
+        let what = format!("setting MAC address {mac}");
+        let bytes = parse_mac(mac).ok_or_else(|| NetworkError::Ioctl {
+            ifname: ifname.into(),
+            what: what.clone(),
+            source: io::Error::from(io::ErrorKind::InvalidInput),
+        })?;
+        let mut request = Self::request(ifname)?;
+        // SAFETY: sockaddr is plain data; all zeroes is valid.
+        let mut address: libc::sockaddr = unsafe { std::mem::zeroed() };
+        address.sa_family = libc::ARPHRD_ETHER;
+        for (slot, byte) in address.sa_data.iter_mut().zip(bytes) {
+            *slot = byte as libc::c_char;
+        }
+        request.ifr_ifru.ifru_hwaddr = address;
+        self.ioctl(ifname, libc::SIOCSIFHWADDR, &mut request, &what)
     }
 
     fn set_mtu(&self, ifname: &str, mtu: u32) -> Result<(), NetworkError> {
@@ -355,6 +400,15 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("0a:00:00:00:00:02"), "{err}");
+        assert_eq!(parse_mac("0A:00:00:00:00:01"), Some([10, 0, 0, 0, 0, 1]));
+        for bad in [
+            "0a:00:00:00:00",
+            "0a:00:00:00:00:01:02",
+            "0a:0:00:00:00:01",
+            "zz:00:00:00:00:01",
+        ] {
+            assert_eq!(parse_mac(bad), None, "{bad}");
+        }
         assert_eq!(mask(24).to_string(), "255.255.255.0");
         assert_eq!(mask(0).to_string(), "0.0.0.0");
         let raw = sockaddr_v4(Ipv4Addr::new(10, 1, 2, 3));

@@ -102,6 +102,10 @@ pub fn run(globals: &GlobalOptions, args: GcArgs) -> Result<(), RktError> {
             sweep(&pod, globals, &mut note);
         }
     }
+    // Warm-start snapshots of stage1 images no longer in the store (our extension).
+    if let Err(err) = super::snapshot::remove_stale(&globals.dir) {
+        note(&"warm-start snapshots", err);
+    }
     finish(failures)
 }
 

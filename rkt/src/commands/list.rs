@@ -132,7 +132,7 @@ fn pod_rows(pod: &Pod, full: bool, now: i64) -> Result<Vec<Vec<String>>, RktErro
 /// Tab-aligned columns, as rkt's Go tabwriter printed them (tab width 8,
 /// padding 1, tabs as padding): each column starts at the first tab stop
 /// past its widest cell.
-fn print_table(rows: &[Vec<String>]) {
+pub fn print_table(rows: &[Vec<String>]) {
     let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
     let mut widths = vec![0usize; columns];
     for row in rows {

@@ -20,6 +20,7 @@ pub mod run;
 pub mod run_flags;
 pub mod run_prepared;
 pub mod running_pod;
+pub mod snapshot;
 pub mod stage1_image;
 pub mod status;
 pub mod stop;

@@ -45,6 +45,11 @@ pub struct RuntimeArgs {
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false",
           action = clap::ArgAction::Set, value_name = "BOOL")]
     pub mds_register: bool,
+    /// Start the pod's VM from a cached snapshot of a booted guest (the kvm stage1's warm
+    /// start; our extension, not in upstream rkt). `--warm-start=false` boots the kernel.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "true",
+          action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub warm_start: bool,
 }
 
 impl RuntimeArgs {
@@ -105,6 +110,7 @@ impl RuntimeArgs {
             disable_paths: globals.insecure.paths,
             disable_seccomp: globals.insecure.seccomp,
             ipc: self.ipc.clone(),
+            no_warm_start: !self.warm_start,
         })
     }
 }
@@ -157,5 +163,12 @@ mod tests {
             .unwrap();
         assert_eq!(none.net, "none");
         assert_eq!(none.resolv.mode, ConfMode::Default);
+        assert!(!none.no_warm_start, "warm start is the default");
+        let cold = Cli::parse_from(["x", "--warm-start=false"])
+            .runtime
+            .run_options(&globals)
+            .unwrap();
+        assert!(cold.no_warm_start);
+        assert!(Cli::try_parse_from(["x", "--warm-start=perhaps"]).is_err());
     }
 }

@@ -169,6 +169,16 @@ mod tests {
         assert!(command
             .get_envs()
             .any(|(k, v)| k == ENV_LOCK_FD && v == Some(lock_fd.as_ref())));
+        // --warm-start=false reaches the stage1 only when given.
+        let cold = run_invocation(
+            &pod,
+            &RunOptions {
+                no_warm_start: true,
+                ..options()
+            },
+        )
+        .unwrap();
+        assert!(cold.args.iter().any(|a| a == "--warm-start=false"));
         // The handover refuses a pod that is not prepared any more.
         let mut again = Pod::load(&pods, &pod.uuid).unwrap();
         assert!(hand_over(&mut again, Path::new("/nonexistent"), &options()).is_err());

@@ -83,6 +83,9 @@ pub struct RunOptions {
     pub disable_seccomp: bool,
     /// `--ipc` (v6): auto, private or parent.
     pub ipc: Option<String>,
+    /// `--warm-start=false` (our extension): passed on only when set, so
+    /// other stage1s never see the flag unless asked.
+    pub no_warm_start: bool,
 }
 
 /// What to exec for a pod's `run` entrypoint: `program` with `args`, in the
@@ -121,6 +124,9 @@ pub fn run_invocation(pod: &Pod, options: &RunOptions) -> Result<Stage1Invocatio
     args.push(format!("--net={net}"));
     if options.interactive {
         args.push("--interactive".to_string());
+    }
+    if options.no_warm_start {
+        args.push("--warm-start=false".to_string());
     }
     args.push(format!("--local-config={}", options.local_config.display()));
     if version >= 2 {

@@ -138,6 +138,9 @@ pub enum DeviceShape {
         /// The guest's CID.
         guest_cid: u64,
     },
+    /// virtio-net (the tap and the MAC are the restoring VM's own: the guest keeps the MAC it
+    /// read at boot until guest-init sets the pod's, see docs/foundation.md).
+    Net,
 }
 
 /// VM-wide KVM state.

@@ -35,7 +35,8 @@ pub fn file_sha256(path: &Path) -> Result<String, SnapshotError> {
     Ok(hex::encode(hasher.finalize()))
 }
 
-/// The shape of the VM `config` describes; NICs cannot be part of a snapshot yet.
+/// The shape of the VM `config` describes. A NIC counts by its place only: its tap and MAC
+/// are the restoring VM's own.
 pub fn shape_of(config: &VmConfig) -> Result<Shape, SnapshotError> {
     let mut devices = Vec::new();
     for kind in config.virtio_devices() {
@@ -54,7 +55,7 @@ pub fn shape_of(config: &VmConfig) -> Result<Shape, SnapshotError> {
             VirtioKind::Vsock => DeviceShape::Vsock {
                 guest_cid: config.vsock.as_ref().map_or(0, |v| v.guest_cid),
             },
-            VirtioKind::Net(_) => return Err(SnapshotError::NetUnsupported),
+            VirtioKind::Net(_) => DeviceShape::Net,
         });
     }
     Ok(Shape {

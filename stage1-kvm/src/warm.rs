@@ -1,0 +1,268 @@
+//! Warm start (docs/stage1-kvm.md, "Warm start"): instead of booting the guest kernel, restore
+//! a snapshot of a booted, idle guest from the cache under the rkt data directory
+//! (`snapshot-cache`), then hand guest-init this pod's parameters over vsock.
+//!
+//! The first pod of a VM shape makes the entry (a cold boot of a warm-mode guest, saved as soon
+//! as guest-init waits for its handover) and then restores it like every later pod, so that
+//! one code path serves every pod and a snapshot that cannot be restored shows up at once.
+//! Anything that goes wrong before the guest took this pod's parameters ends in a cold boot:
+//! a snapshot that could not be made, or one the VMM refuses (another kernel, VMM build or
+//! host CPU, a corrupted file) or whose guest does not answer the handover; a refused entry
+//! is removed, so the next pod of the shape makes a new one.
+//!
+//! Nothing of the pod is in a snapshot: it is made with this pod's shares (never mounted
+//! before the snapshot point), its own vsock socket (`warm` beside the pod's, so no readiness
+//! ping or app stream reaches it), this pod's taps (no frame crosses them: the guest's NICs
+//! are down) and placeholder MACs, which guest-init replaces with the pod's (`bootMac` in
+//! `rkt/network.json`).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use snapshot_cache::{Cache, Key, Made, ShareShape, CACHE_FORMAT};
+use vmm::config::MacAddr;
+use vmm::{SerialOutput, VmConfig, VmOutcome, VmmError};
+
+use crate::net::guest::GUEST_NETWORK_FILE;
+use crate::pod::{write_whole, PodPaths};
+use crate::timing::Timeline;
+
+/// What the snapshot's guest boots with: only what the kernel itself needs. guest-init waits
+/// in warm mode; its pod parameters arrive with the handover.
+pub const SNAPSHOT_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1 quiet rkt.warm=1";
+/// The kernel and initramfs inside an entry (copies of the stage1 image's: the VMM checks a
+/// snapshot against the files it is restored with, and unchanged files are not hashed again).
+const ENTRY_KERNEL: &str = "vmlinux";
+const ENTRY_INITRD: &str = "initramfs.cpio";
+/// The snapshot guest's console, in the pod's own directory (for when making one fails).
+const SNAPSHOT_CONSOLE: &str = "snapshot-console.log";
+
+/// NIC `index`'s MAC in a snapshot: locally administered, never a CNI interface's
+/// (those are random), the same in every snapshot so the key needs only the NIC count.
+pub fn placeholder_mac(index: usize) -> MacAddr {
+    MacAddr([0x02, 0x72, 0x6b, 0x74, 0x00, index.min(255) as u8])
+}
+
+/// Where warm start keeps its cache for the pod in `pod_dir` (`$dir/pods/run/<uuid>`): the
+/// rkt data directory is three levels up. None for a pod outside that layout.
+pub fn data_dir_of(pod_dir: &Path) -> Option<PathBuf> {
+    let run = pod_dir.parent()?;
+    let pods = run.parent()?;
+    (run.file_name()? == "run" && pods.file_name()? == "pods")
+        .then(|| pods.parent().map(Path::to_path_buf))
+        .flatten()
+}
+
+/// The cache key for `config` booted from the stage1 image tree `stage1_tree`.
+pub fn key_of(config: &VmConfig, stage1_tree: &str) -> Key {
+    Key {
+        format: CACHE_FORMAT,
+        stage1_tree: stage1_tree.to_string(),
+        cmdline: SNAPSHOT_CMDLINE.to_string(),
+        mem_mib: config.mem_mib,
+        vcpus: config.vcpus,
+        rng: config.rng,
+        shares: config
+            .shares
+            .iter()
+            .map(|s| ShareShape {
+                tag: s.tag.clone(),
+                read_only: s.read_only,
+            })
+            .collect(),
+        vsock_cid: config.vsock.as_ref().map_or(0, |v| v.guest_cid),
+        nics: config.nets.len(),
+    }
+}
+
+/// Runs the pod's VM from a snapshot when one can be had, else cold; the result is
+/// `vmm::run`'s. `config` is the pod's cold-boot configuration.
+pub fn run(
+    config: VmConfig,
+    pod: &PodPaths,
+    debug: bool,
+    timeline: &mut Timeline,
+) -> Result<VmOutcome, VmmError> {
+    let note = |line: String| {
+        if debug {
+            eprintln!("stage1-kvm: warm start: {line}");
+        }
+    };
+    let Some(cache) = data_dir_of(&pod.dir).map(|dir| Cache::new(&dir)) else {
+        note("the pod is not in an rkt data directory; booting cold".into());
+        return vmm::run(config);
+    };
+    let tree_file = pod.dir.join("stage1TreeStoreID");
+    let stage1_tree = match fs::read_to_string(&tree_file) {
+        Ok(tree) if !tree.trim().is_empty() => tree.trim().to_string(),
+        _ => {
+            note(format!("no {}; booting cold", tree_file.display()));
+            return vmm::run(config);
+        }
+    };
+    let key = key_of(&config, &stage1_tree);
+    if cache.open(&key).is_none() {
+        let started = Instant::now();
+        match cache.make(&key, |dir| make_snapshot(&config, pod, dir)) {
+            Ok(Made::Built) => {
+                note(format!(
+                    "made snapshot {} in {} ms",
+                    key.id(),
+                    started.elapsed().as_millis()
+                ));
+                timeline.mark("make the warm-start snapshot");
+            }
+            Ok(Made::Found) => {}
+            Err(err) => {
+                note(format!("{err}; booting cold"));
+                return vmm::run(config);
+            }
+        }
+    }
+    let Some(entry) = cache.open(&key) else {
+        note(format!("snapshot {} vanished; booting cold", key.id()));
+        return vmm::run(config);
+    };
+    if let Err(err) = mark_boot_macs(&pod.stage1_rootfs(), config.nets.len()) {
+        note(format!("{err}; booting cold"));
+        return vmm::run(config);
+    }
+    note(format!("restoring snapshot {}", entry.id));
+    let mut restoring = config.clone();
+    restoring.kernel.path = entry.dir.join(ENTRY_KERNEL);
+    restoring.kernel.initrd = Some(entry.dir.join(ENTRY_INITRD));
+    match vmm::snapshot::restore_from(restoring, &entry.dir) {
+        Ok(report) => Ok(report.outcome),
+        // Every snapshot error comes before guest-init took the pod's parameters: nothing
+        // of the pod has run yet, so a cold boot runs it exactly once.
+        Err(VmmError::Snapshot(err)) => {
+            note(format!(
+                "snapshot {} failed to restore ({err}); booting cold and removing it",
+                entry.id
+            ));
+            let _ = cache.remove_opened(&entry);
+            // The restore's socket, if its device did not get to remove it.
+            if let Some(vsock) = &config.vsock {
+                let _ = fs::remove_file(&vsock.uds_path);
+            }
+            vmm::run(config)
+        }
+        Err(other) => Err(other),
+    }
+}
+
+/// Fills the entry directory `dir`: the kernel and initramfs, then the VMM's snapshot of a
+/// warm-mode guest booted from them in the pod's VM shape.
+fn make_snapshot(config: &VmConfig, pod: &PodPaths, dir: &Path) -> Result<(), String> {
+    let kernel = dir.join(ENTRY_KERNEL);
+    let initrd = dir.join(ENTRY_INITRD);
+    let source_initrd = config.kernel.initrd.clone().unwrap_or_else(|| pod.initrd());
+    for (from, to) in [(&config.kernel.path, &kernel), (&source_initrd, &initrd)] {
+        fs::copy(from, to).map_err(|e| format!("copying {}: {e}", from.display()))?;
+    }
+    let mut snapshot = config.clone();
+    snapshot.kernel.path = kernel;
+    snapshot.kernel.initrd = Some(initrd);
+    snapshot.kernel.cmdline = SNAPSHOT_CMDLINE.to_string();
+    snapshot.serial = SerialOutput::File(pod.own_dir().join(SNAPSHOT_CONSOLE));
+    snapshot.collect_stats = false;
+    if let Some(vsock) = &mut snapshot.vsock {
+        vsock.uds_path = vsock.uds_path.with_file_name("warm");
+        let _ = fs::remove_file(&vsock.uds_path);
+    }
+    for (index, nic) in snapshot.nets.iter_mut().enumerate() {
+        nic.mac = placeholder_mac(index);
+    }
+    vmm::snapshot::snapshot_to(snapshot, dir)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// Tells guest-init, in `rkt/network.json`, which NIC had which MAC at boot: NIC i has
+/// [`placeholder_mac`]`(i)` until guest-init gives it the pod's.
+fn mark_boot_macs(stage1_rootfs: &Path, nics: usize) -> Result<(), String> {
+    if nics == 0 {
+        return Ok(());
+    }
+    let path = stage1_rootfs.join(GUEST_NETWORK_FILE);
+    let bytes = fs::read(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    let mut network: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    let interfaces = network
+        .get_mut("interfaces")
+        .and_then(serde_json::Value::as_array_mut)
+        .filter(|list| list.len() == nics)
+        .ok_or_else(|| format!("{} does not describe {nics} NIC(s)", path.display()))?;
+    for (index, interface) in interfaces.iter_mut().enumerate() {
+        if let Some(fields) = interface.as_object_mut() {
+            fields.insert("bootMac".into(), placeholder_mac(index).to_string().into());
+        }
+    }
+    let bytes = serde_json::to_vec_pretty(&network).map_err(|e| e.to_string())?;
+    write_whole(&path, &bytes).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vmm::{KernelConfig, ShareConfig, VsockConfig};
+
+    #[test]
+    fn the_data_dir_is_three_levels_above_a_running_pod() {
+        assert_eq!(
+            data_dir_of(Path::new("/var/lib/rkt/pods/run/2e1a")),
+            Some(PathBuf::from("/var/lib/rkt"))
+        );
+        assert_eq!(data_dir_of(Path::new("/tmp/pod")), None);
+        assert_eq!(data_dir_of(Path::new("/x/pods/prepared/2e1a")), None);
+    }
+
+    #[test]
+    fn the_key_is_the_shape_not_the_pod() {
+        let mut config = VmConfig::new(KernelConfig {
+            path: "/p1/vmlinux".into(),
+            cmdline: "rkt.pod=one".into(),
+            initrd: None,
+        });
+        config.shares.push(ShareConfig {
+            tag: "pod".into(),
+            host_dir: "/p1".into(),
+            read_only: false,
+        });
+        config.vsock = Some(VsockConfig {
+            guest_cid: 3,
+            uds_path: "/p1/vsock".into(),
+        });
+        let mut other_pod = config.clone();
+        other_pod.kernel.cmdline = "rkt.pod=two".into();
+        other_pod.shares[0].host_dir = "/p2".into();
+        other_pod.vsock.as_mut().unwrap().uds_path = "/p2/vsock".into();
+        assert_eq!(key_of(&config, "t").id(), key_of(&other_pod, "t").id());
+        let mut bigger = config.clone();
+        bigger.mem_mib = 256;
+        assert_ne!(key_of(&config, "t").id(), key_of(&bigger, "t").id());
+        assert_ne!(key_of(&config, "t").id(), key_of(&config, "u").id());
+        let mut with_nic = config.clone();
+        with_nic.nets.push(vmm::config::NetConfig::new("tap0"));
+        assert_eq!(key_of(&with_nic, "t").nics, 1);
+    }
+
+    #[test]
+    fn boot_macs_are_added_to_the_network_file() {
+        let rootfs = tempfile::tempdir().unwrap();
+        let path = rootfs.path().join(GUEST_NETWORK_FILE);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(
+            &path,
+            r#"{"interfaces":[{"mac":"0a:00:00:00:00:01","mtu":1500,"addresses":[],"routes":[]}]}"#,
+        )
+        .unwrap();
+        mark_boot_macs(rootfs.path(), 1).unwrap();
+        let written: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+        assert_eq!(written["interfaces"][0]["bootMac"], "02:72:6b:74:00:00");
+        assert_eq!(written["interfaces"][0]["mac"], "0a:00:00:00:00:01");
+        assert!(mark_boot_macs(rootfs.path(), 2).is_err(), "count mismatch");
+        assert!(!placeholder_mac(3).is_multicast());
+    }
+}
