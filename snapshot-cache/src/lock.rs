@@ -4,9 +4,8 @@
 //! once the file we hold is still the one at the path: otherwise a waiter could hold a
 //! deleted file while a newcomer locks a fresh one at the same path.
 
-use std::fs::{File, OpenOptions};
+use std::fs::{File, OpenOptions, TryLockError};
 use std::io;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -34,19 +33,21 @@ impl EntryLock {
                 .truncate(false)
                 .write(true)
                 .open(path)?;
-            let mode = if block {
-                libc::LOCK_EX
+            // std's file locks are flock(2) locks, as rkt's pod locks (rkt/src/pod/lock.rs).
+            let locked = if block {
+                file.lock()
             } else {
-                libc::LOCK_EX | libc::LOCK_NB
-            };
-            // SAFETY: flock on a descriptor we own; no memory is involved.
-            if unsafe { libc::flock(file.as_raw_fd(), mode) } != 0 {
-                let error = io::Error::last_os_error();
-                match error.raw_os_error() {
-                    Some(libc::EINTR) => continue,
-                    Some(libc::EWOULDBLOCK) if !block => return Ok(None),
-                    _ => return Err(error),
+                match file.try_lock() {
+                    Ok(()) => Ok(()),
+                    Err(TryLockError::WouldBlock) => return Ok(None),
+                    Err(TryLockError::Error(error)) => Err(error),
                 }
+            };
+            match locked {
+                Ok(()) => {}
+                // A signal arrived while we waited: wait again.
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                Err(error) => return Err(error),
             }
             let held = file.metadata()?;
             match std::fs::metadata(path) {
