@@ -59,21 +59,9 @@ pub fn is_id(name: &str) -> bool {
 mod tests {
     use super::*;
 
-    pub fn key() -> Key {
-        Key {
-            format: CACHE_FORMAT,
-            stage1_tree: "deps-sha512-aa".into(),
-            cmdline: "quiet rkt.warm=1".into(),
-            mem_mib: 128,
-            vcpus: 1,
-            rng: true,
-            shares: vec![ShareShape {
-                tag: "pod".into(),
-                read_only: false,
-            }],
-            vsock_cid: 3,
-            nics: 0,
-        }
+    /// The crate's test key, without NICs.
+    fn key() -> Key {
+        crate::tests::key(0)
     }
 
     #[test]

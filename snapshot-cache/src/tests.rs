@@ -1,6 +1,7 @@
 use super::*;
 
-fn key(nics: usize) -> Key {
+/// A key for the tests (also key.rs's), with `nics` NICs.
+pub(crate) fn key(nics: usize) -> Key {
     Key {
         format: CACHE_FORMAT,
         stage1_tree: "deps-sha512-aa".into(),
