@@ -6,7 +6,7 @@
 //! a newer rkt is refused instead of misread.
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -79,13 +79,44 @@ pub struct Index {
     conn: Connection,
 }
 
+/// How long one rkt waits for another's hold on the index before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Puts the database in WAL mode. The mode is stored in the file, so this is
+/// a read once any rkt has set it. Switching a new database needs an
+/// exclusive lock, and SQLite answers "database is locked" at once instead of
+/// calling the busy handler when another process holds the file then (several
+/// rkt processes opening a fresh store together), so the switch is retried
+/// here until `timeout`.
+fn use_wal(conn: &Connection, timeout: Duration) -> Result<(), IndexError> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get::<_, String>(0))
+        {
+            Ok(_) => return Ok(()),
+            Err(err) if is_busy(&err) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+            Err(err) => return Err(err.into()),
+        }
+    }
+}
+
+fn is_busy(err: &rusqlite::Error) -> bool {
+    matches!(
+        err.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
 impl Index {
     pub fn open(path: &Path) -> Result<Index, IndexError> {
         let conn = Connection::open(path)?;
         // Concurrent rkt processes wait for each other instead of failing.
-        conn.busy_timeout(Duration::from_secs(60))?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
         // WAL + FULL: readers never block the writer, and a commit survives a crash.
-        conn.pragma_update(None, "journal_mode", "WAL")?;
+        use_wal(&conn, BUSY_TIMEOUT)?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         let mut index = Index { conn };
         index.migrate()?;
@@ -292,7 +323,12 @@ impl Index {
     /// transaction; returns the tree IDs whose directories the caller should
     /// delete, and the digests no other image uses any more.
     pub fn remove_image(&mut self, id: &str) -> Result<(Vec<String>, Vec<String>), IndexError> {
-        let tx = self.conn.transaction()?;
+        // IMMEDIATE: this transaction reads before it writes, and a deferred
+        // one would fail at once ("database is locked") if another rkt
+        // committed between the read and the write.
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let trees = {
             let mut stmt = tx.prepare("SELECT tree_id FROM trees WHERE image_id = ?1")?;
             let rows = stmt.query_map(params![id], |row| row.get(0))?;
@@ -353,6 +389,26 @@ mod tests {
             source: "test".to_string(),
             signature_verified: false,
             format: "aci".to_string(),
+        }
+    }
+
+    #[test]
+    fn many_first_opens_of_one_fresh_index_all_succeed() {
+        // Several rkt processes starting on an empty --dir together: every
+        // one must open the index, none may fail with "database is locked".
+        for round in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("i.sqlite");
+            let openers: Vec<_> = (0..6)
+                .map(|_| {
+                    let path = path.clone();
+                    std::thread::spawn(move || Index::open(&path).map(|_| ()))
+                })
+                .collect();
+            for opener in openers {
+                let opened = opener.join().unwrap();
+                assert!(opened.is_ok(), "round {round}: {opened:?}");
+            }
         }
     }
 
