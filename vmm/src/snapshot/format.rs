@@ -29,7 +29,7 @@ use crate::devices::virtio::TransportState;
 /// The first bytes of every state file.
 pub const MAGIC: &[u8; 8] = b"RKTSNAP\n";
 /// Bumped whenever [`SnapshotState`] or its meaning changes; other versions are refused.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// Header size.
 pub const HEADER_LEN: usize = 8 + 4 + 4 + 8 + 32;
 /// The largest payload we read (a 254-vCPU VM needs about 10 MiB of JSON).
@@ -80,15 +80,16 @@ pub struct Identity {
     pub kernel_sha256: String,
     /// SHA-256 (hex) of the initramfs, if any.
     pub initrd_sha256: Option<String>,
-    /// SHA-256 (hex) of the VMM executable that made the snapshot.
-    pub vmm_sha256: String,
+    /// The VMM executable that made the snapshot: `gnu-build-id:<hex>` (the build ID its
+    /// linker wrote), or `sha256:<hex>` of the whole file when it has none.
+    pub vmm_build: String,
     /// The command line the guest kernel booted with (informational: warm guests take their
     /// real parameters from the handover).
     pub guest_cmdline: String,
     /// Memory, vCPUs and devices.
     pub shape: Shape,
-    /// Where the three files were when hashed (`kernel`, `initrd`, `vmm`): a file whose stamp
-    /// is unchanged at restore is not hashed again.
+    /// Where the hashed files were when hashed (`kernel`, `initrd`, and `vmm` when it had no
+    /// build ID): a file whose stamp is unchanged at restore is not hashed again.
     pub stamps: std::collections::BTreeMap<String, FileStamp>,
 }
 
@@ -360,11 +361,12 @@ mod tests {
             assert!(message.contains(want), "{bytes:?}: {message}");
         }
         let mut header = Vec::from(&MAGIC[..]);
-        header.extend_from_slice(&2u32.to_le_bytes());
+        header.extend_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
         header.extend_from_slice(&[0; HEADER_LEN - 12]);
         std::fs::write(&path, &header).unwrap();
         let message = read_state(&path).unwrap_err().to_string();
-        assert!(message.contains("format version 2"), "{message}");
+        let newer = format!("format version {}", FORMAT_VERSION + 1);
+        assert!(message.contains(&newer), "{message}");
         let mut huge = Vec::from(&MAGIC[..]);
         huge.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
         huge.extend_from_slice(&0u32.to_le_bytes());
