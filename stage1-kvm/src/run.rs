@@ -216,9 +216,10 @@ fn prepare_vm(
         .hostname
         .clone()
         .unwrap_or_else(|| format!("rkt-{}", args.uuid));
+    // cgroup.memory=nosocket: as in warm::SNAPSHOT_CMDLINE (why: there).
     let mut cmdline = format!(
-        "console=ttyS0 reboot=k panic=-1 quiet rkt.share={POD_SHARE_TAG} rkt.pod={} \
-         rkt.hostname={hostname}",
+        "console=ttyS0 reboot=k panic=-1 quiet cgroup.memory=nosocket rkt.share={POD_SHARE_TAG} \
+         rkt.pod={} rkt.hostname={hostname}",
         args.uuid
     );
     if args.debug {
@@ -312,8 +313,8 @@ mod tests {
         assert_eq!(
             config.kernel.cmdline,
             format!(
-                "console=ttyS0 reboot=k panic=-1 quiet rkt.share=pod rkt.pod={UUID} \
-                 rkt.hostname=box rkt.debug=1"
+                "console=ttyS0 reboot=k panic=-1 quiet cgroup.memory=nosocket rkt.share=pod \
+                 rkt.pod={UUID} rkt.hostname=box rkt.debug=1"
             )
         );
         assert_eq!(config.kernel.initrd, Some(pod.initrd()));

@@ -30,7 +30,12 @@ use crate::timing::Timeline;
 
 /// What the snapshot's guest boots with: only what the kernel itself needs. guest-init waits
 /// in warm mode; its pod parameters arrive with the handover.
-pub const SNAPSHOT_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1 quiet rkt.warm=1";
+/// `cgroup.memory=nosocket` (also on the cold command line, run.rs): the apps' network buffers
+/// are not charged to their memory cgroups. With the charge, a pod's TCP sender (app in a
+/// cgroup with a memory limit) ran at about half the rate of the same guest without one
+/// (docs/networking.md, "Separating the candidates"); the VM's size already bounds the pod.
+pub const SNAPSHOT_CMDLINE: &str =
+    "console=ttyS0 reboot=k panic=-1 quiet cgroup.memory=nosocket rkt.warm=1";
 /// The kernel and initramfs inside an entry (copies of the stage1 image's: the VMM checks a
 /// snapshot against the files it is restored with, and unchanged files are not hashed again).
 const ENTRY_KERNEL: &str = "vmlinux";
