@@ -261,10 +261,7 @@ pub fn write_state(path: &Path, state: &SnapshotState) -> Result<u64, SnapshotEr
     bytes.extend_from_slice(&Sha256::digest(&payload));
     bytes.extend_from_slice(&payload);
     let tmp = path.with_extension("tmp");
-    let io_err = |source| SnapshotError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
+    let io_err = SnapshotError::io(path);
     let mut file = File::create(&tmp).map_err(io_err)?;
     file.write_all(&bytes).map_err(io_err)?;
     file.sync_all().map_err(io_err)?;
@@ -274,10 +271,7 @@ pub fn write_state(path: &Path, state: &SnapshotState) -> Result<u64, SnapshotEr
 
 /// Reads and checks the state file at `path`.
 pub fn read_state(path: &Path) -> Result<SnapshotState, SnapshotError> {
-    let io_err = |source| SnapshotError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
+    let io_err = SnapshotError::io(path);
     let mut file = File::open(path).map_err(io_err)?;
     let file_len = file.metadata().map_err(io_err)?.len();
     let mut header = [0u8; HEADER_LEN];

@@ -19,10 +19,7 @@ use crate::devices::virtio::VirtioKind;
 
 /// SHA-256 (hex) of a file, read in 1 MiB pieces.
 pub fn file_sha256(path: &Path) -> Result<String, SnapshotError> {
-    let io_err = |source| SnapshotError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
+    let io_err = SnapshotError::io(path);
     let mut file = File::open(path).map_err(io_err)?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -67,10 +64,7 @@ pub fn shape_of(config: &VmConfig) -> Result<Shape, SnapshotError> {
 }
 
 fn stamp_of(path: &Path) -> Result<FileStamp, SnapshotError> {
-    let meta = std::fs::metadata(path).map_err(|source| SnapshotError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let meta = std::fs::metadata(path).map_err(SnapshotError::io(path))?;
     let ns = |secs: i64, nsec: i64| i128::from(secs) * 1_000_000_000 + i128::from(nsec);
     Ok(FileStamp {
         dev: meta.dev(),
@@ -107,10 +101,7 @@ fn hash_with_stamp(
 fn gnu_build_id(path: &Path) -> Result<Option<Vec<u8>>, SnapshotError> {
     use object::read::elf::ElfFile64;
     use object::{Endianness, Object, ReadCache};
-    let file = File::open(path).map_err(|source| SnapshotError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let file = File::open(path).map_err(SnapshotError::io(path))?;
     let cache = ReadCache::new(file);
     // An executable the ELF reader does not understand has no build ID we can use; the caller
     // then hashes the whole file.

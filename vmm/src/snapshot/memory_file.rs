@@ -16,10 +16,7 @@ const PAGE: usize = 4096;
 /// Writes guest memory to `path` (through a temporary file renamed into place); returns the
 /// number of bytes actually written (the non-zero pages).
 pub fn write_memory(path: &Path, memory: &GuestMemory) -> Result<u64, SnapshotError> {
-    let io_err = |source| SnapshotError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
+    let io_err = SnapshotError::io(path);
     let tmp = path.with_extension("tmp");
     let file = File::create(&tmp).map_err(io_err)?;
     let mut offset = 0u64;
@@ -49,10 +46,7 @@ pub fn write_memory(path: &Path, memory: &GuestMemory) -> Result<u64, SnapshotEr
 
 /// Opens the memory file, which must be exactly `expected` bytes long.
 pub fn open_memory(path: &Path, expected: u64) -> Result<File, SnapshotError> {
-    let io_err = |source| SnapshotError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
+    let io_err = SnapshotError::io(path);
     let file = File::open(path).map_err(io_err)?;
     let len = file.metadata().map_err(io_err)?.len();
     if len != expected {

@@ -148,6 +148,16 @@ pub enum SnapshotError {
     Handover(String),
 }
 
+impl SnapshotError {
+    /// Wraps an I/O error on the snapshot file `path` (for `map_err`).
+    pub fn io(path: &Path) -> impl Fn(std::io::Error) -> SnapshotError + Copy + '_ {
+        move |source| SnapshotError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
 /// A snapshot read and checked against the restoring VM.
 pub struct Loaded {
     /// The state file's contents.
@@ -176,10 +186,7 @@ pub fn snapshot_to(config: VmConfig, dir: &Path) -> Result<SavedReport, VmmError
     if config.vsock.is_none() {
         return Err(SnapshotError::NeedsVsock.into());
     }
-    std::fs::create_dir_all(dir).map_err(|source| SnapshotError::Io {
-        path: dir.to_path_buf(),
-        source,
-    })?;
+    std::fs::create_dir_all(dir).map_err(SnapshotError::io(dir))?;
     match run_vm(config, Mode::SnapshotTo(dir.to_path_buf()))? {
         Finished::Saved(report) => Ok(report),
         Finished::Ended(_) => {
@@ -362,11 +369,7 @@ pub(crate) fn save(
     let state_path = dir.join(STATE_FILE);
     match std::fs::remove_file(&state_path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            return Err(SnapshotError::Io {
-                path: state_path,
-                source: e,
-            }
-            .into())
+            return Err(SnapshotError::io(&state_path)(e).into())
         }
         _ => {}
     }
