@@ -26,6 +26,8 @@ pub enum FrameKind {
     Resize,
     /// Guest to host, last frame of a session: JSON `ExitReport`.
     Exit,
+    /// Guest to host, on the status stream (host port `STATUS_PORT`): JSON `AppStatus`.
+    Status,
 }
 
 impl FrameKind {
@@ -39,6 +41,7 @@ impl FrameKind {
             FrameKind::Stderr => 6,
             FrameKind::Resize => 7,
             FrameKind::Exit => 8,
+            FrameKind::Status => 9,
         }
     }
 
@@ -52,6 +55,7 @@ impl FrameKind {
             6 => FrameKind::Stderr,
             7 => FrameKind::Resize,
             8 => FrameKind::Exit,
+            9 => FrameKind::Status,
             _ => return None,
         })
     }

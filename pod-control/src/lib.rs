@@ -1,5 +1,7 @@
-//! The pod control channel: how the kvm stage1 on the host talks to guest-init inside the VM
-//! (docs/stage1-kvm.md, "The control channel"). One vsock stream per request: the host reaches
+//! The contract between the kvm stage1 on the host and guest-init inside the VM, defined once:
+//! the pod share's layout (`layout`), the vsock ports and which of them the guest may reach
+//! (`ports`), the exit-status reports (`status`), and the control channel (docs/stage1-kvm.md,
+//! "The control channel"). One vsock stream per request: the host reaches
 //! guest port [`CONTROL_PORT`] through the VMM's unix socket (`CONNECT 1\n`, `OK ...\n`), sends
 //! one [`Request`] frame, reads one [`Response`] frame, and for `enter` and `attach` the stream
 //! then carries the session: stdin, stdout, stderr, window sizes, and the exit code.
@@ -14,13 +16,15 @@
 //! the stream it arrived on.
 
 pub mod frame;
+pub mod layout;
 pub mod message;
+pub mod ports;
+pub mod status;
 
 pub use frame::{read_frame, write_frame, Frame, FrameError, FrameKind, MAX_FRAME};
 pub use message::{
     AppState, ExitReport, Request, RequestEnvelope, Response, ValidationError, WindowSize,
     PROTOCOL_VERSION,
 };
-
-/// The guest port guest-init's control server listens on (port 2 belongs to warm start).
-pub const CONTROL_PORT: u32 = 1;
+pub use ports::CONTROL_PORT;
+pub use status::AppStatus;

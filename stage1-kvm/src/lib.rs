@@ -27,6 +27,7 @@ pub mod dns;
 pub mod entrypoint;
 pub mod error;
 pub mod gc;
+pub mod guest_view;
 pub mod image;
 pub mod net;
 pub mod output;

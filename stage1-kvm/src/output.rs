@@ -24,11 +24,6 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use crate::error::Stage1Error;
 use crate::vsock::port_path;
 
-/// App i's stdout port; its stderr is the next one.
-pub fn stdout_port(app_index: usize) -> u32 {
-    1000 + 2 * app_index as u32
-}
-
 /// Where copied bytes go besides the log: our stdout or stderr (a test passes buffers).
 pub type Sink = Arc<Mutex<dyn Write + Send>>;
 
@@ -86,14 +81,19 @@ impl Router {
                 .map_err(Stage1Error::io(format!("creating {}", log_path.display())))?;
             let log = Arc::new(log);
             for stream in [Stream::Out, Stream::Err] {
-                let port = stdout_port(index) + u32::from(stream == Stream::Err);
+                let port = match stream {
+                    Stream::Out => pod_control::ports::stdout_port(index),
+                    Stream::Err => pod_control::ports::stderr_port(index),
+                }
+                .ok_or_else(|| Stage1Error::Unsupported(format!("app {app}: too many apps")))?;
                 let path = port_path(socket, port);
                 let _ = fs::remove_file(&path);
                 let listener = UnixListener::bind(&path)
                     .map_err(Stage1Error::io(format!("listening on {}", path.display())))?;
-                router.listener_paths.push(path);
+                router.listener_paths.push(path.clone());
                 let copier = Copier {
-                    listener,
+                    listener: Some(listener),
+                    listener_path: path,
                     wake: wake_read.clone(),
                     sink: match stream {
                         Stream::Out => stdout.clone(),
@@ -161,7 +161,8 @@ impl Router {
 
 /// One stream's thread.
 struct Copier {
-    listener: UnixListener,
+    listener: Option<UnixListener>,
+    listener_path: PathBuf,
     wake: Arc<OwnedFd>,
     sink: Sink,
     log: Arc<File>,
@@ -172,8 +173,13 @@ struct Copier {
 }
 
 impl Copier {
-    fn run(self) {
-        if let Some(stream) = self.accept_one() {
+    fn run(mut self) {
+        let accepted = self.accept_one();
+        // One connection per stream, made by guest-init before any app runs: once it is
+        // here nobody else may connect (an app must not take over another app's output).
+        self.listener = None;
+        let _ = fs::remove_file(&self.listener_path);
+        if let Some(stream) = accepted {
             self.connected_at
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -191,9 +197,10 @@ impl Copier {
 
     /// Waits for the guest's connection, or for the router to give up (None).
     fn accept_one(&self) -> Option<UnixStream> {
+        let listener = self.listener.as_ref()?;
         loop {
             let mut fds = [
-                PollFd::new(self.listener.as_fd(), PollFlags::POLLIN),
+                PollFd::new(listener.as_fd(), PollFlags::POLLIN),
                 PollFd::new(self.wake.as_fd(), PollFlags::POLLIN),
             ];
             match poll(&mut fds, PollTimeout::NONE) {
@@ -205,7 +212,7 @@ impl Copier {
                 return None;
             }
             if fds[0].any().unwrap_or(false) {
-                match self.listener.accept() {
+                match listener.accept() {
                     Ok((stream, _)) => return Some(stream),
                     Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
                     Err(_) => return None,
@@ -279,6 +286,13 @@ mod tests {
         let mut web_out = UnixStream::connect(port_path(&socket, 1000)).unwrap();
         let mut web_err = UnixStream::connect(port_path(&socket, 1001)).unwrap();
         let mut db_out = UnixStream::connect(port_path(&socket, 1002)).unwrap();
+        // Each stream is taken once: a second connection (an app posing as web) finds no
+        // listener once the first was accepted.
+        let waited = Instant::now();
+        while port_path(&socket, 1000).exists() && waited.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(UnixStream::connect(port_path(&socket, 1000)).is_err());
         web_out.write_all(b"hello from web\n").unwrap();
         web_out.flush().unwrap();
         std::thread::sleep(Duration::from_millis(50));

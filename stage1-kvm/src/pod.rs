@@ -85,14 +85,46 @@ impl PodPaths {
         self.stage1_rootfs().join(INITRD_FILE)
     }
 
-    /// Where guest-init leaves each app's exit status.
+    /// rkt's app status files, which this stage1 writes from guest-init's reports.
     pub fn status_dir(&self) -> PathBuf {
         self.stage1_rootfs().join("rkt/status")
     }
 
-    /// Where empty volumes live (guest-init bind-mounts them from the `pod` share).
+    /// Where empty volumes live (bind-mounted into the pod share, `guest_view`).
     pub fn empty_volume(&self, name: &str) -> PathBuf {
         self.stage1_rootfs().join("rkt/volumes").join(name)
+    }
+
+    /// App `name`'s root file system, as stage0 rendered or mounted it.
+    pub fn app_rootfs(&self, name: &str) -> PathBuf {
+        self.stage1_rootfs()
+            .join("opt/stage2")
+            .join(name)
+            .join("rootfs")
+    }
+
+    /// App `name`'s image manifest, as stage0 wrote it.
+    pub fn app_manifest(&self, name: &str) -> PathBuf {
+        self.stage1_rootfs()
+            .join("opt/stage2")
+            .join(name)
+            .join("manifest")
+    }
+
+    /// The guest's network description (written by `net`, copied into the pod share).
+    pub fn guest_network_file(&self) -> PathBuf {
+        self.stage1_rootfs()
+            .join(crate::net::guest::GUEST_NETWORK_FILE)
+    }
+
+    /// The apps' /etc/hosts, when stage0 (`--hosts-entry`) or `dns` wrote one.
+    pub fn hosts_file(&self) -> PathBuf {
+        self.stage1_rootfs().join("etc/rkt-hosts")
+    }
+
+    /// The apps' /etc/resolv.conf, when stage0 (`--dns`), `dns` or `net` wrote one.
+    pub fn resolv_file(&self) -> PathBuf {
+        self.stage1_rootfs().join("etc/rkt-resolv.conf")
     }
 
     /// Stage1's own directory (host-side only: logs, console, the vsock socket).

@@ -19,10 +19,11 @@ use crate::error::Stage1Error;
 use crate::output::Router;
 use crate::pod::{take_lock, PodPaths};
 use crate::resources::vm_size;
+use crate::status::StatusReceiver;
 use crate::timing::Timeline;
-use crate::volumes::{create_empty_volumes, shares, POD_SHARE_TAG};
-use crate::vsock::{self, SocketPlace, GUEST_CID, RUN_DIR};
-use crate::{dns, net, status};
+use crate::volumes::{create_empty_volumes, shares};
+use crate::vsock::{RunDir, GUEST_CID, RUN_DIR};
+use crate::{dns, guest_view, net, status};
 
 /// How long the apps' output may keep arriving after the VM has ended (the VMM closes the
 /// connections with the VM; this only bounds a copy that is somehow stuck).
@@ -46,8 +47,9 @@ pub fn run(args: &RunArgs) -> Result<i32, Stage1Error> {
         )));
     }
 
-    let (mut config, socket) = prepare_vm(args, &pod, &manifest)?;
-    let _cleanup = RunDirCleanup(socket.run_dir.clone());
+    let (mut config, run_dir) = prepare_vm(args, &pod, &manifest, Path::new(RUN_DIR))?;
+    let _cleanup = RunDirCleanup(run_dir.dir.clone());
+    let socket = &run_dir.socket;
     // Released when dropped, after the VM (and on any error from here on).
     let network = net::PodNetwork::setup(
         &net::NetRequest {
@@ -79,12 +81,13 @@ pub fn run(args: &RunArgs) -> Result<i32, Stage1Error> {
                 ))
                 .collect::<Vec<_>>()
                 .join(", "),
-            socket.path.display(),
+            socket.display(),
             config.kernel.cmdline
         );
     }
+    let statuses = StatusReceiver::start(socket, &apps, &pod.status_dir())?;
     let router = Router::start(
-        &socket.path,
+        socket,
         &apps,
         &pod.logs_dir(),
         Arc::new(Mutex::new(io::stdout())),
@@ -92,24 +95,21 @@ pub fn run(args: &RunArgs) -> Result<i32, Stage1Error> {
     )?;
     timeline.mark("set up the VM (layout, shares, sockets)");
     let vm_ended = Arc::new(AtomicBool::new(false));
-    control::ready::watch(
-        socket.path.clone(),
-        pod.stage1_rootfs(),
-        Arc::clone(&vm_ended),
-    );
+    control::ready::watch(socket.clone(), pod.stage1_rootfs(), Arc::clone(&vm_ended));
     // --interactive: the terminal is raw until we return, whichever way we return.
     let _raw = args.interactive.then(RawMode::enter).flatten();
     let attach = args
         .interactive
-        .then(|| control::attach::start(socket.path.clone(), Arc::clone(&vm_ended)));
-    // The VMM opens its taps in the pod's namespace; its threads stay there.
-    let in_pod_netns = network.as_ref().map(|n| n.enter()).transpose()?;
-    let outcome = if args.warm_start {
-        crate::warm::run(config, &pod, args.debug, &mut timeline)
-    } else {
-        vmm::run(config)
-    };
-    drop(in_pod_netns);
+        .then(|| control::attach::start(socket.clone(), Arc::clone(&vm_ended)));
+    let outcome = run_vm_thread(
+        config,
+        &pod,
+        &manifest,
+        &run_dir,
+        network.as_ref(),
+        args,
+        &mut timeline,
+    );
     // CNI DEL, the namespace and the taps go now, before the statuses are read.
     drop(network);
     vm_ended.store(true, Ordering::Relaxed);
@@ -125,7 +125,8 @@ pub fn run(args: &RunArgs) -> Result<i32, Stage1Error> {
             eprintln!("stage1-kvm: {err}");
         }
     }
-    let result = pod_result(args, &pod, &apps, outcome);
+    let statuses = statuses.finish(OUTPUT_DRAIN);
+    let result = pod_result(args, &pod, &apps, &statuses, outcome);
     timeline.mark("drain the output and read the statuses");
     if args.debug {
         eprintln!("{}", timeline.summary());
@@ -138,7 +139,8 @@ fn pod_result(
     args: &RunArgs,
     pod: &PodPaths,
     apps: &[String],
-    outcome: Result<VmOutcome, vmm::VmmError>,
+    statuses: &std::collections::BTreeMap<String, u8>,
+    outcome: Result<VmOutcome, Stage1Error>,
 ) -> Result<i32, Stage1Error> {
     let console_hint = if args.debug {
         "its console is above".to_string()
@@ -147,7 +149,7 @@ fn pod_result(
     };
     match outcome? {
         VmOutcome::GuestReportedExit(_) | VmOutcome::CleanStop => {
-            status::pod_exit_code(&pod.status_dir(), apps).map_err(|err| match err {
+            status::pod_exit_code(statuses, apps).map_err(|err| match err {
                 Stage1Error::Status(message) if !args.debug => {
                     Stage1Error::Status(format!("{message} ({console_hint})"))
                 }
@@ -181,12 +183,50 @@ fn check_options(args: &RunArgs) -> Result<(), Stage1Error> {
     Ok(())
 }
 
+/// The VM, in a thread of its own: that thread takes a mount namespace of its own, where it
+/// composes the pod share (`guest_view`), and enters the pod's network namespace (the VMM
+/// opens its taps there); the VMM's threads inherit both. This thread keeps the host's
+/// namespaces for everything else (the CNI DELs among them).
+fn run_vm_thread(
+    config: VmConfig,
+    pod: &PodPaths,
+    manifest: &PodManifest,
+    run_dir: &RunDir,
+    network: Option<&net::PodNetwork>,
+    args: &RunArgs,
+    timeline: &mut Timeline,
+) -> Result<VmOutcome, Stage1Error> {
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("vm".into())
+            .spawn_scoped(scope, || {
+                guest_view::enter_private_mount_namespace()?;
+                guest_view::compose(pod, manifest, &run_dir.view)?;
+                let _in_pod_netns = network.map(|n| n.enter()).transpose()?;
+                let outcome = if args.warm_start {
+                    crate::warm::run(config, pod, args.debug, timeline)
+                } else {
+                    vmm::run(config)
+                };
+                Ok(outcome?)
+            })
+            .map_err(Stage1Error::io("starting the VM thread"))?
+            .join()
+            .unwrap_or_else(|_| {
+                Err(Stage1Error::Guest(
+                    "the VM thread panicked; rerun with --debug".to_string(),
+                ))
+            })
+    })
+}
+
 /// Everything the guest needs on the host, and the VM's configuration.
 fn prepare_vm(
     args: &RunArgs,
     pod: &PodPaths,
     manifest: &PodManifest,
-) -> Result<(VmConfig, SocketPlace), Stage1Error> {
+    run_root: &Path,
+) -> Result<(VmConfig, RunDir), Stage1Error> {
     for dir in [pod.own_dir(), pod.logs_dir(), pod.status_dir()] {
         fs::create_dir_all(&dir).map_err(Stage1Error::io(format!("creating {}", dir.display())))?;
     }
@@ -209,8 +249,8 @@ fn prepare_vm(
     }
     let host_cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let size = vm_size(manifest, host_cpus)?;
-    let socket = vsock::place(&pod.own_dir(), &args.uuid, Path::new(RUN_DIR));
-    vsock::prepare(&socket)?;
+    let run_dir = RunDir::of(run_root, &args.uuid);
+    run_dir.create()?;
 
     let hostname = args
         .hostname
@@ -218,8 +258,9 @@ fn prepare_vm(
         .unwrap_or_else(|| format!("rkt-{}", args.uuid));
     // cgroup.memory=nosocket: as in warm::SNAPSHOT_CMDLINE (why: there).
     let mut cmdline = format!(
-        "console=ttyS0 reboot=k panic=-1 quiet cgroup.memory=nosocket rkt.share={POD_SHARE_TAG} \
+        "console=ttyS0 reboot=k panic=-1 quiet cgroup.memory=nosocket rkt.share={} \
          rkt.pod={} rkt.hostname={hostname}",
+        pod_control::layout::POD_SHARE_TAG,
         args.uuid
     );
     if args.debug {
@@ -241,22 +282,21 @@ fn prepare_vm(
     } else {
         SerialOutput::File(pod.console_log())
     };
-    config.shares = shares(pod, manifest)?;
+    config.shares = shares(&run_dir.view, manifest)?;
     config.vsock = Some(VsockConfig {
         guest_cid: GUEST_CID,
-        uds_path: socket.path.clone(),
+        uds_path: run_dir.socket.clone(),
+        host_ports: pod_control::ports::host_ports(manifest.apps.len()),
     });
-    Ok((config, socket))
+    Ok((config, run_dir))
 }
 
-/// Removes the pod's socket directory under /run when the run ends, however it ends.
-struct RunDirCleanup(Option<PathBuf>);
+/// Removes the pod's runtime directory under /run when the run ends, however it ends.
+struct RunDirCleanup(PathBuf);
 
 impl Drop for RunDirCleanup {
     fn drop(&mut self) {
-        if let Some(dir) = &self.0 {
-            let _ = fs::remove_dir_all(dir);
-        }
+        let _ = fs::remove_dir_all(&self.0);
     }
 }
 
@@ -308,8 +348,14 @@ mod tests {
             .as_bytes(),
         )
         .unwrap();
-        let (config, socket) =
-            prepare_vm(&args(&["--debug", "--hostname=box"]), &pod, &manifest).unwrap();
+        let run_root = dir.path().join("run");
+        let (config, run_dir) = prepare_vm(
+            &args(&["--debug", "--hostname=box"]),
+            &pod,
+            &manifest,
+            &run_root,
+        )
+        .unwrap();
         assert_eq!(
             config.kernel.cmdline,
             format!(
@@ -326,11 +372,14 @@ mod tests {
             .map(|s| (s.tag.as_str(), s.read_only))
             .collect();
         assert_eq!(tags, [("pod", false), ("vol1", true)]);
+        assert_eq!(config.shares[0].host_dir, run_dir.view);
         assert!(pod.empty_volume("e").is_dir());
         assert!(pod.status_dir().is_dir() && pod.logs_dir().is_dir());
-        assert_eq!(config.vsock.unwrap().uds_path, socket.path);
+        let vsock = config.vsock.unwrap();
+        assert_eq!(vsock.uds_path, run_root.join(UUID).join("vsock"));
+        assert_eq!(vsock.host_ports, vec![pod_control::ports::STATUS_PORT]);
 
-        let (quiet, _) = prepare_vm(&args(&[]), &pod, &manifest).unwrap();
+        let (quiet, _) = prepare_vm(&args(&[]), &pod, &manifest, &run_root).unwrap();
         assert!(quiet
             .kernel
             .cmdline
@@ -339,7 +388,7 @@ mod tests {
         assert_eq!(quiet.serial, SerialOutput::File(pod.console_log()));
 
         fs::remove_file(pod.kernel()).unwrap();
-        let err = prepare_vm(&args(&[]), &pod, &manifest)
+        let err = prepare_vm(&args(&[]), &pod, &manifest, &run_root)
             .unwrap_err()
             .to_string();
         assert!(err.contains("no guest kernel"), "{err}");

@@ -1,29 +1,175 @@
-//! The pod's exit code (contract items 5 and 7): guest-init leaves each app's status in
-//! `stage1/rootfs/rkt/status/<app>` (decimal and a newline); the pod exits with the first app
-//! (in manifest order) whose status is not 0, else 0. An app without a status file, or with
-//! one that is not a status, means the guest did not finish its job: a stage1 error (254).
+//! The apps' exit statuses (contract items 5 and 7; `pod_control::status`): guest-init
+//! connects to host port `STATUS_PORT` before any app starts and reports each app's status
+//! there; we write rkt's status file `stage1/rootfs/rkt/status/<app>` ourselves (the guest
+//! cannot reach it) as each report arrives, so `rkt status` sees apps end while the pod runs.
+//! The pod exits with the first app (in manifest order) whose status is not 0, else 0. An app
+//! without a report means the guest did not finish its job: a stage1 error (254).
+//!
+//! The guest is hostile: one connection is accepted and the listener is then closed (an app
+//! cannot connect later and forge a status); frames are bounded (`pod_control::frame`); a
+//! report for an app the pod does not have, or a second one for the same app, is ignored.
 
+use std::collections::BTreeMap;
 use std::fs;
-use std::path::Path;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use pod_control::{read_frame, AppStatus, FrameKind};
 
 use crate::error::Stage1Error;
+use crate::pod::write_whole;
+use crate::vsock::port_path;
 
-/// Longest status file we read: a status is at most "255\n"; the guest is not trusted.
-const MAX_STATUS_BYTES: u64 = 16;
+/// The statuses received so far, by app name.
+type Statuses = Arc<Mutex<BTreeMap<String, u8>>>;
 
-/// Reads every app's status from `status_dir` and decides the pod's exit code.
-pub fn pod_exit_code(status_dir: &Path, apps: &[String]) -> Result<i32, Stage1Error> {
-    let mut missing = Vec::new();
-    let mut first_failure = None;
-    for app in apps {
-        match read_status(&status_dir.join(app))? {
-            None => missing.push(app.as_str()),
-            Some(0) => {}
-            Some(code) => {
-                first_failure.get_or_insert(code);
+/// Receives guest-init's reports for the pod's lifetime.
+pub struct StatusReceiver {
+    thread: JoinHandle<()>,
+    statuses: Statuses,
+    /// Dropping it wakes the thread if it still waits for the connection.
+    wake: Option<OwnedFd>,
+    stream: Arc<Mutex<Option<UnixStream>>>,
+}
+
+impl StatusReceiver {
+    /// Listens on `<socket>_<STATUS_PORT>` (before the VM boots) for the reports of `apps`,
+    /// writing each into `status_dir`.
+    pub fn start(
+        socket: &Path,
+        apps: &[String],
+        status_dir: &Path,
+    ) -> Result<StatusReceiver, Stage1Error> {
+        fs::create_dir_all(status_dir).map_err(Stage1Error::io(format!(
+            "creating {}",
+            status_dir.display()
+        )))?;
+        let path = port_path(socket, pod_control::ports::STATUS_PORT);
+        let _ = fs::remove_file(&path);
+        let listener = UnixListener::bind(&path)
+            .map_err(Stage1Error::io(format!("listening on {}", path.display())))?;
+        let (wake_read, wake_write) = nix::unistd::pipe()
+            .map_err(|e| Stage1Error::io("creating a pipe")(io::Error::from(e)))?;
+        let statuses: Statuses = Arc::default();
+        let stream = Arc::new(Mutex::new(None));
+        let reader = Reader {
+            listener,
+            path,
+            wake: wake_read,
+            apps: apps.to_vec(),
+            status_dir: status_dir.to_path_buf(),
+            statuses: Arc::clone(&statuses),
+            stream: Arc::clone(&stream),
+        };
+        Ok(StatusReceiver {
+            thread: std::thread::spawn(move || reader.run()),
+            statuses,
+            wake: Some(wake_write),
+            stream,
+        })
+    }
+
+    /// Once the VM is gone: waits at most `grace` for the reports still in flight (the VMM
+    /// has closed the connection, so the thread reads to its end), then returns them.
+    pub fn finish(mut self, grace: Duration) -> BTreeMap<String, u8> {
+        self.wake = None;
+        let deadline = Instant::now() + grace;
+        while !self.thread.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if !self.thread.is_finished() {
+            if let Some(stream) = &*self.stream.lock().unwrap_or_else(|p| p.into_inner()) {
+                let _ = stream.shutdown(std::net::Shutdown::Both);
+            }
+        }
+        let _ = self.thread.join();
+        let statuses = self.statuses.lock().unwrap_or_else(|p| p.into_inner());
+        statuses.clone()
+    }
+}
+
+struct Reader {
+    listener: UnixListener,
+    path: PathBuf,
+    wake: OwnedFd,
+    apps: Vec<String>,
+    status_dir: PathBuf,
+    statuses: Statuses,
+    stream: Arc<Mutex<Option<UnixStream>>>,
+}
+
+impl Reader {
+    fn run(self) {
+        let accepted = self.accept_one();
+        // One connection only: nobody else may report.
+        drop(self.listener);
+        let _ = fs::remove_file(&self.path);
+        let Some(mut stream) = accepted else {
+            return;
+        };
+        if let Ok(clone) = stream.try_clone() {
+            *self.stream.lock().unwrap_or_else(|p| p.into_inner()) = Some(clone);
+        }
+        // A broken frame ends the stream: what arrived before it stands.
+        while let Ok(Some(frame)) = read_frame(&mut stream) {
+            if frame.kind != FrameKind::Status {
+                break;
+            }
+            let Some(report) = AppStatus::from_json(&frame.payload) else {
+                break;
+            };
+            if !self.apps.contains(&report.app) {
+                continue;
+            }
+            let mut statuses = self.statuses.lock().unwrap_or_else(|p| p.into_inner());
+            if statuses.contains_key(&report.app) {
+                continue;
+            }
+            statuses.insert(report.app.clone(), report.status);
+            drop(statuses);
+            let file = self.status_dir.join(&report.app);
+            if let Err(err) = write_whole(&file, format!("{}\n", report.status).as_bytes()) {
+                eprintln!("stage1-kvm: {err}");
             }
         }
     }
+
+    fn accept_one(&self) -> Option<UnixStream> {
+        loop {
+            let mut fds = [
+                PollFd::new(self.listener.as_fd(), PollFlags::POLLIN),
+                PollFd::new(self.wake.as_fd(), PollFlags::POLLIN),
+            ];
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) => {}
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => return None,
+            }
+            if fds[1].any().unwrap_or(true) {
+                return None;
+            }
+            match self.listener.accept() {
+                Ok((stream, _)) => return Some(stream),
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return None,
+            }
+        }
+    }
+}
+
+/// The pod's exit code from the statuses received for `apps` (manifest order).
+pub fn pod_exit_code(statuses: &BTreeMap<String, u8>, apps: &[String]) -> Result<i32, Stage1Error> {
+    let missing: Vec<&str> = apps
+        .iter()
+        .filter(|app| !statuses.contains_key(*app))
+        .map(String::as_str)
+        .collect();
     if !missing.is_empty() {
         return Err(Stage1Error::Status(format!(
             "the pod's VM ended without the exit status of app {} (the guest did not finish \
@@ -31,70 +177,94 @@ pub fn pod_exit_code(status_dir: &Path, apps: &[String]) -> Result<i32, Stage1Er
             missing.join(", ")
         )));
     }
-    Ok(first_failure.unwrap_or(0))
-}
-
-/// One app's status: None when there is no file yet.
-fn read_status(path: &Path) -> Result<Option<i32>, Stage1Error> {
-    use std::io::Read;
-    let file = match fs::File::open(path) {
-        Ok(file) => file,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(err) => {
-            return Err(Stage1Error::io(format!("reading {}", path.display()))(err));
-        }
-    };
-    let mut text = String::new();
-    file.take(MAX_STATUS_BYTES)
-        .read_to_string(&mut text)
-        .map_err(Stage1Error::io(format!("reading {}", path.display())))?;
-    text.trim()
-        .parse::<u8>()
-        .map(|code| Some(i32::from(code)))
-        .map_err(|_| Stage1Error::BadFile {
-            path: path.to_path_buf(),
-            problem: format!("{:?} is not an exit status (0 to 255)", text.trim()),
-        })
+    Ok(apps
+        .iter()
+        .filter_map(|app| statuses.get(app))
+        .find(|status| **status != 0)
+        .map_or(0, |status| i32::from(*status)))
 }
 
 #[cfg(test)]
 mod tests {
+    use std::io::Write;
+
+    use pod_control::write_frame;
+
     use super::*;
 
     fn apps(names: &[&str]) -> Vec<String> {
         names.iter().map(|n| n.to_string()).collect()
     }
 
-    #[test]
-    fn first_failing_app_in_manifest_order_wins() {
-        let dir = tempfile::tempdir().unwrap();
-        fs::write(dir.path().join("a"), "0\n").unwrap();
-        fs::write(dir.path().join("b"), "42\n").unwrap();
-        fs::write(dir.path().join("c"), "1\n").unwrap();
-        assert_eq!(
-            pod_exit_code(dir.path(), &apps(&["a", "b", "c"])).unwrap(),
-            42
-        );
-        assert_eq!(pod_exit_code(dir.path(), &apps(&["c", "b"])).unwrap(), 1);
-        assert_eq!(pod_exit_code(dir.path(), &apps(&["a"])).unwrap(), 0);
-        fs::write(dir.path().join("k"), "137").unwrap();
-        assert_eq!(pod_exit_code(dir.path(), &apps(&["a", "k"])).unwrap(), 137);
+    fn report(stream: &mut UnixStream, app: &str, status: u8) {
+        let payload = AppStatus {
+            app: app.into(),
+            status,
+        }
+        .to_json();
+        write_frame(stream, FrameKind::Status, &payload).unwrap();
     }
 
     #[test]
-    fn missing_or_garbled_statuses_are_errors() {
-        let dir = tempfile::tempdir().unwrap();
-        fs::write(dir.path().join("a"), "0\n").unwrap();
-        let err = pod_exit_code(dir.path(), &apps(&["a", "b", "c"]))
+    fn first_failing_app_in_manifest_order_wins() {
+        let statuses: BTreeMap<String, u8> = [("a", 0), ("b", 42), ("c", 1), ("k", 137)]
+            .iter()
+            .map(|(a, s)| (a.to_string(), *s))
+            .collect();
+        assert_eq!(
+            pod_exit_code(&statuses, &apps(&["a", "b", "c"])).unwrap(),
+            42
+        );
+        assert_eq!(pod_exit_code(&statuses, &apps(&["c", "b"])).unwrap(), 1);
+        assert_eq!(pod_exit_code(&statuses, &apps(&["a"])).unwrap(), 0);
+        assert_eq!(pod_exit_code(&statuses, &apps(&["a", "k"])).unwrap(), 137);
+        let err = pod_exit_code(&statuses, &apps(&["a", "x", "y"]))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("app b, c"), "{err}");
-        for garbage in ["", "256", "-1", "ok", "1234567890123456789012"] {
-            fs::write(dir.path().join("g"), garbage).unwrap();
-            assert!(
-                pod_exit_code(dir.path(), &apps(&["g"])).is_err(),
-                "{garbage:?}"
-            );
+        assert!(err.contains("app x, y"), "{err}");
+    }
+
+    #[test]
+    fn reports_become_status_files_and_forgeries_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("vsock");
+        let status_dir = dir.path().join("status");
+        let receiver = StatusReceiver::start(&socket, &apps(&["web", "db"]), &status_dir).unwrap();
+        let listener_path = port_path(&socket, pod_control::ports::STATUS_PORT);
+        let mut guest_init = UnixStream::connect(&listener_path).unwrap();
+        report(&mut guest_init, "web", 3);
+        // An app the pod does not have, and a second report for web: ignored.
+        report(&mut guest_init, "other", 9);
+        report(&mut guest_init, "web", 0);
+        let waited = Instant::now();
+        while !status_dir.join("web").exists() && waited.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(5));
         }
+        // A second connection (an app trying to forge) finds no listener.
+        assert!(UnixStream::connect(&listener_path).is_err());
+        report(&mut guest_init, "db", 0);
+        // Garbage ends the stream; nothing after it counts.
+        guest_init
+            .write_all(&[9, 0, 0, 0, 3, b'x', b'y', b'z'])
+            .unwrap();
+        drop(guest_init);
+        let statuses = receiver.finish(Duration::from_secs(5));
+        assert_eq!(statuses.get("web"), Some(&3));
+        assert_eq!(statuses.get("db"), Some(&0));
+        assert_eq!(statuses.len(), 2);
+        assert_eq!(fs::read_to_string(status_dir.join("web")).unwrap(), "3\n");
+        assert_eq!(fs::read_to_string(status_dir.join("db")).unwrap(), "0\n");
+        assert!(!status_dir.join("other").exists());
+    }
+
+    #[test]
+    fn finish_does_not_wait_for_a_guest_that_never_connected() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("vsock");
+        let receiver =
+            StatusReceiver::start(&socket, &apps(&["a"]), &dir.path().join("s")).unwrap();
+        let started = Instant::now();
+        assert!(receiver.finish(Duration::from_secs(5)).is_empty());
+        assert!(started.elapsed() < Duration::from_secs(2));
     }
 }

@@ -1,37 +1,33 @@
-//! What the guest gets to see (docs/stage1-kvm.md, contract item 1): the pod directory itself
-//! as share `pod`; each `host` volume as share `vol<i>` (i: its index among all the pod's
-//! volumes), read-only in the VMM when the volume says so; each `empty` volume as a directory
-//! under `stage1/rootfs/rkt/volumes/` that guest-init bind-mounts from the `pod` share.
+//! What the guest gets to see (docs/stage1-kvm.md, contract item 1): the pod share `pod` (the
+//! view `guest_view` composes: manifests, the apps' root file systems, the empty volumes);
+//! each `host` volume as share `vol<i>` (i: its index among all the pod's volumes), read-only
+//! in the VMM when the volume says so. Each `empty` volume is a directory under
+//! `stage1/rootfs/rkt/volumes/` that the pod share carries as `volumes/<name>`.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use appc::{PodManifest, Volume, VolumeKind};
+use pod_control::layout::{volume_share_tag, POD_SHARE_TAG};
 use vmm::ShareConfig;
 
 use crate::error::Stage1Error;
 use crate::pod::PodPaths;
 
-/// The pod directory's share tag.
-pub const POD_SHARE_TAG: &str = "pod";
-
-/// The share tag of the volume at `index` in the manifest's `volumes`.
-pub fn volume_tag(index: usize) -> String {
-    format!("vol{index}")
-}
-
-/// The VM's virtio-fs shares: `pod` first, then one per host volume, in manifest order.
-pub fn shares(pod: &PodPaths, manifest: &PodManifest) -> Result<Vec<ShareConfig>, Stage1Error> {
+/// The VM's virtio-fs shares: `pod` (the view at `view`, read-write in the VMM: the view's
+/// own read-only tmpfs and bind-mount flags decide what is writable) first, then one per host
+/// volume, in manifest order.
+pub fn shares(view: &Path, manifest: &PodManifest) -> Result<Vec<ShareConfig>, Stage1Error> {
     let mut shares = vec![ShareConfig {
         tag: POD_SHARE_TAG.to_string(),
-        host_dir: pod.dir.clone(),
+        host_dir: view.to_path_buf(),
         read_only: false,
     }];
     for (index, volume) in manifest.volumes.iter().enumerate() {
         if volume.kind == VolumeKind::Host {
             shares.push(ShareConfig {
-                tag: volume_tag(index),
+                tag: volume_share_tag(index),
                 host_dir: host_source(volume)?,
                 read_only: volume.read_only.unwrap_or(false),
             });
@@ -120,8 +116,7 @@ mod tests {
                {{"name":"data","kind":"host","source":"{src}","readOnly":true}},
                {{"name":"logs","kind":"host","source":"{src}"}}"#
         ));
-        let pod = PodPaths::new(PathBuf::from("/pods/u"));
-        let shares = shares(&pod, &m).unwrap();
+        let shares = shares(Path::new("/pods/u"), &m).unwrap();
         let seen: Vec<_> = shares
             .iter()
             .map(|s| (s.tag.as_str(), s.host_dir.clone(), s.read_only))
@@ -141,7 +136,7 @@ mod tests {
         let host = tempfile::tempdir().unwrap();
         let file = host.path().join("f");
         fs::write(&file, "x").unwrap();
-        let pod = PodPaths::new(PathBuf::from("/pods/u"));
+        let view = Path::new("/pods/u");
         for (source, says) in [
             (file.display().to_string(), "not a directory"),
             ("/nonexistent/x".to_string(), "create it"),
@@ -150,7 +145,7 @@ mod tests {
         ] {
             let mut m = manifest(r#"{"name":"v","kind":"host","source":"/"}"#);
             m.volumes[0].source = Some(source);
-            let err = shares(&pod, &m).unwrap_err().to_string();
+            let err = shares(view, &m).unwrap_err().to_string();
             assert!(err.contains(says), "{err}");
         }
     }

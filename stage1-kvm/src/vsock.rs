@@ -1,70 +1,101 @@
-//! Where the VM's vsock socket lives. The VMM creates it at `uds_path` and reaches host
-//! listeners at `<uds_path>_<port>`, so the path must leave room in `sun_path`
-//! (`vmm::devices::virtio::vsock::MAX_UDS_PATH_LEN`). It goes in the pod (`stage1-kvm/vsock`)
-//! when that fits, which needs no cleanup beyond the pod; else in a per-pod directory under
-//! [`RUN_DIR`], which the gc entrypoint removes if stage1 could not.
+//! The pod's runtime directory on the host, `/run/rkt-kvm/<uuid>/` (docs/security.md): the
+//! VM's vsock socket and the host listeners for guest connections (`<socket>_<port>`), and the
+//! mount point of the pod share (`guest_view`). It lives outside the pod directory and outside
+//! every share, root-only (0700 down to it), so the guest can neither plant a socket or a link
+//! where the VMM connects nor reach another pod's socket; other host users cannot either.
+//! `run` removes it when it ends; the gc entrypoint removes it if `run` was killed.
 
 use std::fs;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use vmm::devices::virtio::vsock::MAX_UDS_PATH_LEN;
 
 use crate::error::Stage1Error;
 
-/// Short socket directories for pods whose own path is too long.
+/// Where every pod's runtime directory lives.
 pub const RUN_DIR: &str = "/run/rkt-kvm";
 /// The guest's context ID (each VM has its own vsock device, so one CID serves all).
 pub const GUEST_CID: u64 = 3;
 
-/// The socket path for a pod, and whether it lives outside the pod (under [`RUN_DIR`]).
+/// One pod's runtime directory.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SocketPlace {
-    pub path: PathBuf,
-    /// The per-pod directory under [`RUN_DIR`] to remove afterwards, if used.
-    pub run_dir: Option<PathBuf>,
+pub struct RunDir {
+    /// `/run/rkt-kvm/<uuid>`.
+    pub dir: PathBuf,
+    /// The VM's vsock socket (the VMM binds it).
+    pub socket: PathBuf,
+    /// Where the pod share is mounted in the VM thread's mount namespace.
+    pub view: PathBuf,
 }
 
-/// Picks the socket path for the pod in `own_dir` (`P/stage1-kvm`) with `uuid`, under
-/// `run_root` when the pod's own path is too long.
-pub fn place(own_dir: &Path, uuid: &str, run_root: &Path) -> SocketPlace {
-    let in_pod = own_dir.join("vsock");
-    if in_pod.as_os_str().len() <= MAX_UDS_PATH_LEN {
-        return SocketPlace {
-            path: in_pod,
-            run_dir: None,
-        };
+impl RunDir {
+    /// The runtime directory of pod `uuid` under `run_root`.
+    pub fn of(run_root: &Path, uuid: &str) -> RunDir {
+        let dir = run_dir(run_root, uuid);
+        RunDir {
+            socket: dir.join("vsock"),
+            view: dir.join("pod"),
+            dir,
+        }
     }
-    let dir = run_dir(run_root, uuid);
-    SocketPlace {
-        path: dir.join("vsock"),
-        run_dir: Some(dir),
+
+    /// Creates it (and `run_root`) root-only, empty but for the view's mount point; refuses
+    /// a socket path too long for `sun_path` with its listener suffix.
+    pub fn create(&self) -> Result<(), Stage1Error> {
+        if self.socket.as_os_str().len() > MAX_UDS_PATH_LEN {
+            return Err(Stage1Error::Unsupported(format!(
+                "the vsock socket path {} is longer than {MAX_UDS_PATH_LEN} bytes",
+                self.socket.display()
+            )));
+        }
+        if let Some(root) = self.dir.parent() {
+            private_dir(root)?;
+        }
+        // Left over from a killed run of the same pod: nothing in it is worth keeping.
+        match fs::remove_dir_all(&self.dir) {
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => {
+                return Err(Stage1Error::io(format!("removing {}", self.dir.display()))(
+                    err,
+                ))
+            }
+        }
+        private_dir(&self.dir)?;
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&self.view)
+            .map_err(Stage1Error::io(format!("creating {}", self.view.display())))
     }
+}
+
+/// Creates `dir` 0700 if missing; an existing one must be a directory of root's (not a link),
+/// and is made 0700.
+fn private_dir(dir: &Path) -> Result<(), Stage1Error> {
+    match fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(err) => return Err(Stage1Error::io(format!("creating {}", dir.display()))(err)),
+    }
+    let meta = fs::symlink_metadata(dir)
+        .map_err(Stage1Error::io(format!("checking {}", dir.display())))?;
+    if !meta.is_dir() || meta.uid() != nix::unistd::geteuid().as_raw() {
+        return Err(Stage1Error::Unsupported(format!(
+            "{} is not a directory of ours; remove it and run again",
+            dir.display()
+        )));
+    }
+    if meta.mode() & 0o077 != 0 {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+            .map_err(Stage1Error::io(format!("restricting {}", dir.display())))?;
+    }
+    Ok(())
 }
 
 /// The per-pod directory under `run_root` (gc removes it by UUID alone).
 pub fn run_dir(run_root: &Path, uuid: &str) -> PathBuf {
     run_root.join(uuid)
-}
-
-/// Creates the socket's directory (0700: only root talks to the guest) and removes a stale
-/// socket left by an earlier attempt, so the VMM can bind.
-pub fn prepare(place: &SocketPlace) -> Result<(), Stage1Error> {
-    if let Some(dir) = place.path.parent() {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(Stage1Error::io(format!("creating {}", dir.display())))?;
-    }
-    match fs::remove_file(&place.path) {
-        Ok(()) => Ok(()),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(err) => Err(Stage1Error::io(format!(
-            "removing the stale socket {}",
-            place.path.display()
-        ))(err)),
-    }
 }
 
 /// The host listener path for guest connections to `port`.
@@ -81,39 +112,39 @@ mod tests {
     const UUID: &str = "2e1a7c3b-51f0-4f55-8a3e-0d9b5c7e6f10";
 
     #[test]
-    fn short_pods_keep_the_socket_inside() {
-        let own = PathBuf::from("/var/lib/rkt/pods/run")
-            .join(UUID)
-            .join("stage1-kvm");
-        let p = place(&own, UUID, Path::new(RUN_DIR));
-        assert_eq!(p.path, own.join("vsock"));
-        assert_eq!(p.run_dir, None);
-        assert_eq!(port_path(&p.path, 1001), own.join("vsock_1001"),);
+    fn everything_lives_under_run() {
+        let run = RunDir::of(Path::new(RUN_DIR), UUID);
+        assert_eq!(run.socket, Path::new(RUN_DIR).join(UUID).join("vsock"));
+        assert_eq!(run.view, Path::new(RUN_DIR).join(UUID).join("pod"));
+        assert!(port_path(&run.socket, 65535).as_os_str().len() <= MAX_UDS_PATH_LEN + 6);
+        assert_eq!(
+            port_path(&run.socket, 1001),
+            Path::new(RUN_DIR).join(UUID).join("vsock_1001")
+        );
     }
 
     #[test]
-    fn long_pod_paths_move_the_socket_under_run() {
-        let own = PathBuf::from(format!(
-            "/tmp/{}/pods/run/{UUID}/stage1-kvm",
-            "d".repeat(40)
-        ));
-        let p = place(&own, UUID, Path::new(RUN_DIR));
-        assert_eq!(p.path, Path::new(RUN_DIR).join(UUID).join("vsock"));
-        assert_eq!(p.run_dir, Some(Path::new(RUN_DIR).join(UUID)));
-        assert!(p.path.as_os_str().len() <= MAX_UDS_PATH_LEN);
-    }
-
-    #[test]
-    fn prepare_makes_the_directory_and_clears_a_stale_socket() {
+    fn create_makes_private_directories_and_clears_leftovers() {
         let root = tempfile::tempdir().unwrap();
-        let p = SocketPlace {
-            path: root.path().join("a/b/vsock"),
-            run_dir: None,
-        };
-        prepare(&p).unwrap();
-        fs::write(&p.path, "stale").unwrap();
-        prepare(&p).unwrap();
-        assert!(!p.path.exists());
-        assert!(p.path.parent().unwrap().is_dir());
+        let run_root = root.path().join("rkt-kvm");
+        let run = RunDir::of(&run_root, UUID);
+        run.create().unwrap();
+        fs::write(run.dir.join("vsock_7"), "stale").unwrap();
+        run.create().unwrap();
+        assert!(!run.dir.join("vsock_7").exists());
+        assert!(run.view.is_dir());
+        for dir in [&run_root, &run.dir, &run.view] {
+            assert_eq!(fs::metadata(dir).unwrap().mode() & 0o777, 0o700, "{dir:?}");
+        }
+        // A link where the root belongs is refused, not followed.
+        let other = tempfile::tempdir().unwrap();
+        let linked_root = root.path().join("linked");
+        std::os::unix::fs::symlink(other.path(), &linked_root).unwrap();
+        let err = RunDir::of(&linked_root, UUID)
+            .create()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not a directory of ours"), "{err}");
+        assert_eq!(fs::read_dir(other.path()).unwrap().count(), 0);
     }
 }

@@ -14,7 +14,7 @@
 //! before the snapshot point), its own vsock socket (`warm` beside the pod's, so no readiness
 //! ping or app stream reaches it), this pod's taps (no frame crosses them: the guest's NICs
 //! are down) and placeholder MACs, which guest-init replaces with the pod's (`bootMac` in
-//! `rkt/network.json`).
+//! the guest's `network.json`, written by `net` for every pod).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -24,8 +24,7 @@ use snapshot_cache::{Cache, Key, Made, ShareShape, CACHE_FORMAT};
 use vmm::config::MacAddr;
 use vmm::{SerialOutput, VmConfig, VmOutcome, VmmError};
 
-use crate::net::guest::GUEST_NETWORK_FILE;
-use crate::pod::{write_whole, PodPaths};
+use crate::pod::PodPaths;
 use crate::timing::Timeline;
 
 /// What the snapshot's guest boots with: only what the kernel itself needs. guest-init waits
@@ -129,10 +128,6 @@ pub fn run(
         note(format!("snapshot {} vanished; booting cold", key.id()));
         return vmm::run(config);
     };
-    if let Err(err) = mark_boot_macs(&pod.stage1_rootfs(), config.nets.len()) {
-        note(format!("{err}; booting cold"));
-        return vmm::run(config);
-    }
     note(format!("restoring snapshot {}", entry.id));
     let mut restoring = config.clone();
     restoring.kernel.path = entry.dir.join(ENTRY_KERNEL);
@@ -184,30 +179,6 @@ fn make_snapshot(config: &VmConfig, pod: &PodPaths, dir: &Path) -> Result<(), St
         .map_err(|e| e.to_string())
 }
 
-/// Tells guest-init, in `rkt/network.json`, which NIC had which MAC at boot: NIC i has
-/// [`placeholder_mac`]`(i)` until guest-init gives it the pod's.
-fn mark_boot_macs(stage1_rootfs: &Path, nics: usize) -> Result<(), String> {
-    if nics == 0 {
-        return Ok(());
-    }
-    let path = stage1_rootfs.join(GUEST_NETWORK_FILE);
-    let bytes = fs::read(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
-    let mut network: serde_json::Value =
-        serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
-    let interfaces = network
-        .get_mut("interfaces")
-        .and_then(serde_json::Value::as_array_mut)
-        .filter(|list| list.len() == nics)
-        .ok_or_else(|| format!("{} does not describe {nics} NIC(s)", path.display()))?;
-    for (index, interface) in interfaces.iter_mut().enumerate() {
-        if let Some(fields) = interface.as_object_mut() {
-            fields.insert("bootMac".into(), placeholder_mac(index).to_string().into());
-        }
-    }
-    let bytes = serde_json::to_vec_pretty(&network).map_err(|e| e.to_string())?;
-    write_whole(&path, &bytes).map_err(|e| e.to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -238,6 +209,7 @@ mod tests {
         config.vsock = Some(VsockConfig {
             guest_cid: 3,
             uds_path: "/p1/vsock".into(),
+            host_ports: vec![3],
         });
         let mut other_pod = config.clone();
         other_pod.kernel.cmdline = "rkt.pod=two".into();
@@ -251,23 +223,5 @@ mod tests {
         let mut with_nic = config.clone();
         with_nic.nets.push(vmm::config::NetConfig::new("tap0"));
         assert_eq!(key_of(&with_nic, "t").nics, 1);
-    }
-
-    #[test]
-    fn boot_macs_are_added_to_the_network_file() {
-        let rootfs = tempfile::tempdir().unwrap();
-        let path = rootfs.path().join(GUEST_NETWORK_FILE);
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        fs::write(
-            &path,
-            r#"{"interfaces":[{"mac":"0a:00:00:00:00:01","mtu":1500,"addresses":[],"routes":[]}]}"#,
-        )
-        .unwrap();
-        mark_boot_macs(rootfs.path(), 1).unwrap();
-        let written: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
-        assert_eq!(written["interfaces"][0]["bootMac"], "02:72:6b:74:00:00");
-        assert_eq!(written["interfaces"][0]["mac"], "0a:00:00:00:00:01");
-        assert!(mark_boot_macs(rootfs.path(), 2).is_err(), "count mismatch");
-        assert!(!placeholder_mac(3).is_multicast());
     }
 }

@@ -11,12 +11,12 @@ use std::path::{Path, PathBuf};
 use appc::{App, ImageManifest, PodApp, PodManifest, Volume, VolumeKind};
 use thiserror::Error;
 
-/// The reified pod manifest, relative to the share root (the pod directory).
-pub const POD_MANIFEST: &str = "pod";
-/// Where stage0 puts each app's image: `<this>/<app>/rootfs` and `<this>/<app>/manifest`.
-pub const STAGE2_DIR: &str = "stage1/rootfs/opt/stage2";
-/// Where the host stage1 creates the directories of `empty` volumes.
-pub const EMPTY_VOLUMES_DIR: &str = "stage1/rootfs/rkt/volumes";
+/// The reified pod manifest, relative to the share root (`pod_control::layout`).
+pub const POD_MANIFEST: &str = pod_control::layout::POD_MANIFEST;
+/// Each app's image: `<this>/<app>/rootfs` and `<this>/<app>/manifest`.
+pub const STAGE2_DIR: &str = pod_control::layout::APPS_DIR;
+/// The directories of `empty` volumes.
+pub const EMPTY_VOLUMES_DIR: &str = pod_control::layout::VOLUMES_DIR;
 /// Manifests are small; anything bigger than this is not one.
 const MANIFEST_LIMIT: u64 = 16 << 20;
 /// Mode of an empty volume's directory when the volume gives none (appc's default).
@@ -25,7 +25,7 @@ const DEFAULT_EMPTY_MODE: u32 = 0o755;
 #[derive(Debug, Error)]
 pub enum ManifestError {
     #[error(
-        "cannot read the pod manifest {}: {source}; the host must share the pod directory \
+        "cannot read the pod manifest {}: {source}; the host must share the pod view \
          (holding the reified `pod` file) with tag `pod`",
         path.display()
     )]

@@ -6,9 +6,11 @@
 //! (`manifest`), builds its root's file systems (`mounts`, inside the root via `rootfs`),
 //! resolves its user and groups in the image (`identity`), its environment (`env`) and its
 //! resource limits (`cgroup`), connects its stdout and stderr to the host over vsock, then
-//! starts it (`launch`). All apps run at once; `supervisor` tracks them through their event
-//! handlers while PID 1 reaps. Each app's exit status is written to
-//! `stage1/rootfs/rkt/status/<app>` as soon as it is known. The caller (main) then ends the
+//! starts it (`launch`). Every app's output streams, and the status stream to the host
+//! (`status`), are connected before the first app starts, so no app can take another's. All
+//! apps run at once; `supervisor` tracks them through their event handlers while PID 1 reaps.
+//! Each app's exit status is reported to the host as soon as it is known (the host writes
+//! rkt's status files; the guest cannot reach them). The caller (main) then ends the
 //! leftovers, prints the marker with the pod's status and reboots.
 //!
 //! A problem with one app (a bad user, a missing working directory, a failed mount) gives that
@@ -25,14 +27,13 @@ mod mounts;
 mod network;
 mod params;
 mod rootfs;
+mod status;
 mod supervisor;
 mod uptime;
 
-use std::ffi::OsStr;
-use std::fs::{self, File, OpenOptions};
+use std::fs;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -45,7 +46,7 @@ use thiserror::Error;
 use crate::error::{InitError, STATUS_SETUP_FAILED};
 use crate::reaper::{self, SystemWaiter};
 use crate::report::Reporter;
-use crate::share::{write_status_atomically, SHARE_MOUNT_POINT};
+use crate::share::SHARE_MOUNT_POINT;
 
 use cgroup::{CgroupError, Hierarchy};
 use control::{Control, EnterTarget, Event, PodView};
@@ -55,14 +56,11 @@ use manifest::{AppSpec, ManifestError};
 use mounts::{DnsFiles, MountError, VolumeShares};
 pub use params::{ParamError, PodParams};
 use rootfs::AppRoot;
+use status::StatusReporter;
 use supervisor::{AppPlan, Launcher, Phase, Supervisor};
 
-/// Where app statuses go, relative to the share root.
-pub const STATUS_DIR: &str = "stage1/rootfs/rkt/status";
 /// The host's vsock context ID (always 2).
-const HOST_CID: u32 = 2;
-/// App i's stdout goes to host port `STDOUT_PORT_BASE + 2 * i`, its stderr to the next one.
-pub const STDOUT_PORT_BASE: u32 = 1000;
+const HOST_CID: u32 = pod_control::ports::HOST_CID;
 /// How long an `--interactive` pod's terminal session may take to pass on the app's last
 /// output once the app has ended.
 const SESSION_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
@@ -73,12 +71,6 @@ const ID_DATABASE_LIMIT: u64 = 4 << 20;
 pub enum PodError {
     #[error(transparent)]
     Manifest(#[from] ManifestError),
-
-    #[error(
-        "cannot create the status directory {}: {source}; the pod share must be writable",
-        path.display()
-    )]
-    StatusDirectory { path: PathBuf, source: io::Error },
 
     #[error("cannot set the host name to {hostname:?}: {errno}; check rkt.hostname=")]
     Hostname { hostname: String, errno: Errno },
@@ -171,11 +163,18 @@ pub fn run(params: &PodParams, reporter: &Reporter) -> u8 {
         params.uuid,
         pod.apps.len()
     ));
-    let statuses = match StatusDirectory::open(share) {
-        Ok(statuses) => statuses,
-        Err(error) => {
-            log.error(&error);
-            return STATUS_SETUP_FAILED;
+    // First of all: every status, even of a pod that fails to set up, goes this way.
+    let mut statuses = match StatusReporter::connect() {
+        Ok(statuses) => Statuses { reporter: statuses },
+        Err(errno) => {
+            log.error(&format_args!(
+                "cannot connect the status stream to the host (vsock port {}): {errno}; the \
+                 host will report every app's status as missing",
+                pod_control::ports::STATUS_PORT
+            ));
+            Statuses {
+                reporter: StatusReporter::none(),
+            }
         }
     };
     if let Err(errno) = nix::unistd::sethostname(&params.hostname) {
@@ -186,6 +185,7 @@ pub fn run(params: &PodParams, reporter: &Reporter) -> u8 {
         for app in &pod.apps {
             statuses.write(app.name.as_str(), STATUS_SETUP_FAILED, &log);
         }
+        statuses.reporter.finish();
         return STATUS_SETUP_FAILED;
     }
 
@@ -201,6 +201,7 @@ pub fn run(params: &PodParams, reporter: &Reporter) -> u8 {
             for app in &pod.apps {
                 statuses.write(app.name.as_str(), STATUS_SETUP_FAILED, &log);
             }
+            statuses.reporter.finish();
             return STATUS_SETUP_FAILED;
         }
     }
@@ -217,20 +218,34 @@ pub fn run(params: &PodParams, reporter: &Reporter) -> u8 {
         cgroups: None,
         log,
     };
+    // Every app's output streams before any app is set up or runs: the host takes one
+    // connection per stream, so an app that starts early cannot take a later app's.
+    let mut streams: Vec<Option<AppStreams>> = pod
+        .apps
+        .iter()
+        .enumerate()
+        .map(|(index, app)| (!interactive).then(|| connect_app_streams(index, app, log)))
+        .collect();
     let apps: Vec<Option<PreparedApp>> = pod
         .apps
         .iter()
         .enumerate()
-        .map(|(index, app)| match setup.prepare(index, app) {
-            Ok(prepared) => Some(prepared),
-            Err(error) => {
-                log.error(&PodError::App {
-                    app: app.name.as_str().to_owned(),
-                    error,
-                });
-                None
-            }
+        .map(|(index, app)| {
+            let streams = streams.get_mut(index).and_then(Option::take);
+            (index, app, streams)
         })
+        .map(
+            |(index, app, streams)| match setup.prepare(index, app, streams) {
+                Ok(prepared) => Some(prepared),
+                Err(error) => {
+                    log.error(&PodError::App {
+                        app: app.name.as_str().to_owned(),
+                        error,
+                    });
+                    None
+                }
+            },
+        )
         .collect();
     let plans = apps
         .iter()
@@ -307,7 +322,31 @@ pub fn run(params: &PodParams, reporter: &Reporter) -> u8 {
     }
     let status = supervisor.pod_status();
     log.step(format_args!("pod {}: all apps ended", params.uuid));
+    launcher.statuses.reporter.finish();
     status
+}
+
+/// An app's stdout and stderr, each a vsock stream to the host or else the console.
+type AppStreams = (io::Result<Stream>, io::Result<Stream>);
+
+/// Connects app `index`'s output streams (`pod_control::ports`).
+fn connect_app_streams(index: usize, app: &PodApp, log: Log) -> AppStreams {
+    let name = app.name.as_str();
+    let port = |port: Option<u32>| port.unwrap_or(u32::MAX);
+    (
+        connect_stream(
+            port(pod_control::ports::stdout_port(index)),
+            log,
+            name,
+            "stdout",
+        ),
+        connect_stream(
+            port(pod_control::ports::stderr_port(index)),
+            log,
+            name,
+            "stderr",
+        ),
+    )
 }
 
 /// State shared by the set-up of all apps.
@@ -354,7 +393,12 @@ struct Stream {
 }
 
 impl PodSetup<'_> {
-    fn prepare(&mut self, index: usize, pod_app: &PodApp) -> Result<PreparedApp, AppError> {
+    fn prepare(
+        &mut self,
+        index: usize,
+        pod_app: &PodApp,
+        streams: Option<AppStreams>,
+    ) -> Result<PreparedApp, AppError> {
         let log = self.log;
         let spec = manifest::app_spec(self.share, self.pod, index, pod_app)?;
         let name = spec.name.as_str();
@@ -431,10 +475,10 @@ impl PodSetup<'_> {
                 }),
             )
         } else {
-            let port =
-                STDOUT_PORT_BASE.saturating_add(u32::try_from(index).unwrap_or(u32::MAX / 4) * 2);
-            let stdout = connect_stream(port, log, name, "stdout");
-            let stderr = connect_stream(port + 1, log, name, "stderr");
+            let (stdout, stderr) = streams.unwrap_or_else(|| {
+                let missing = || Err(io::Error::other("no output stream was connected"));
+                (missing(), missing())
+            });
             (stdout, stderr, None)
         };
         log.step(format_args!(
@@ -544,34 +588,19 @@ impl ImageFiles for ImageRoot<'_> {
     }
 }
 
-/// The directory of status files, held open.
-struct StatusDirectory {
-    directory: File,
+/// The apps' statuses on their way to the host.
+struct Statuses {
+    reporter: StatusReporter,
 }
 
-impl StatusDirectory {
-    fn open(share: &Path) -> Result<StatusDirectory, PodError> {
-        let path = share.join(STATUS_DIR);
-        let error = |source| PodError::StatusDirectory {
-            path: path.clone(),
-            source,
-        };
-        fs::create_dir_all(&path).map_err(error)?;
-        let directory = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC | libc::O_NOFOLLOW)
-            .open(&path)
-            .map_err(error)?;
-        Ok(StatusDirectory { directory })
-    }
-
-    /// Writes app `name`'s status; a failure is reported (the host then sees no file).
-    fn write(&self, name: &str, status: u8, log: &Log) {
-        match write_status_atomically(&self.directory, OsStr::new(name), status) {
-            Ok(()) => log.step(format_args!("app {name}: status {status} written")),
+impl Statuses {
+    /// Reports app `name`'s status; a failure is said on the console (the host then reports
+    /// the status as missing).
+    fn write(&mut self, name: &str, status: u8, log: &Log) {
+        match self.reporter.report(name, status) {
+            Ok(()) => log.step(format_args!("app {name}: status {status} reported")),
             Err(error) => log.error(&format_args!(
-                "app {name}: cannot write its status file {STATUS_DIR}/{name}: {error}; the pod \
-                 share must be writable"
+                "app {name}: cannot report its status {status} to the host: {error}"
             )),
         }
     }
@@ -582,7 +611,7 @@ struct PodLauncher<'a> {
     names: Vec<String>,
     /// `None`: set-up failed, or the app is over (its streams closed).
     apps: Vec<Option<PreparedApp>>,
-    statuses: StatusDirectory,
+    statuses: Statuses,
     log: Log<'a>,
 }
 
@@ -756,28 +785,6 @@ mod tests {
             handlers(&empty),
             Err(AppError::EmptyHandler { .. })
         ));
-    }
-
-    #[test]
-    fn status_files_are_written_whole_in_the_status_directory() {
-        let share = tempfile::tempdir().unwrap();
-        let statuses = StatusDirectory::open(share.path()).unwrap();
-        let reporter = Reporter::new(crate::report::Destination::StdStreams);
-        let log = Log {
-            reporter: &reporter,
-            debug: false,
-        };
-        statuses.write("web", 42, &log);
-        statuses.write("db", 0, &log);
-        let dir = share.path().join(STATUS_DIR);
-        assert_eq!(fs::read_to_string(dir.join("web")).unwrap(), "42\n");
-        assert_eq!(fs::read_to_string(dir.join("db")).unwrap(), "0\n");
-        let mut names: Vec<_> = fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        names.sort();
-        assert_eq!(names, ["db", "web"], "no temporary files left");
     }
 
     #[test]

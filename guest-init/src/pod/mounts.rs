@@ -43,9 +43,10 @@ pub const DEVICE_LINKS: [(&str, &str); 5] = [
     ("stderr", "/proc/self/fd/2"),
 ];
 
-/// The DNS files stage0 left in the stage1 rootfs for `--dns-conf-mode=...=stage0`.
-pub const STAGE0_HOSTS: &str = "stage1/rootfs/etc/rkt-hosts";
-pub const STAGE0_RESOLV: &str = "stage1/rootfs/etc/rkt-resolv.conf";
+/// The DNS files stage0 or the stage1 made for the apps (`--dns-conf-mode`, `--dns`,
+/// `--hosts-entry`), relative to the pod share.
+pub const STAGE0_HOSTS: &str = pod_control::layout::HOSTS_FILE;
+pub const STAGE0_RESOLV: &str = pod_control::layout::RESOLV_FILE;
 
 /// One thing to mount (or create) inside the app root, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -515,8 +516,8 @@ mod tests {
     #[test]
     fn stage0_dns_files_are_bound_and_read_only_root_comes_last() {
         let dns = DnsFiles {
-            hosts: Some("/rkt/share/stage1/rootfs/etc/rkt-hosts".into()),
-            resolv: Some("/rkt/share/stage1/rootfs/etc/rkt-resolv.conf".into()),
+            hosts: Some("/rkt/share/hosts".into()),
+            resolv: Some("/rkt/share/resolv.conf".into()),
         };
         let volumes = vec![
             empty("/data/sub", "sub"),

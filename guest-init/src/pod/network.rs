@@ -22,7 +22,7 @@ use serde::Deserialize;
 use thiserror::Error;
 
 /// The stage1's description of the guest's NICs, relative to the pod share.
-pub const NETWORK_FILE: &str = "stage1/rootfs/rkt/network.json";
+pub const NETWORK_FILE: &str = pod_control::layout::NETWORK_FILE;
 /// Where the kernel lists network interfaces.
 const SYS_CLASS_NET: &str = "/sys/class/net";
 /// More than this is not a network description.

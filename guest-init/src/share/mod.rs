@@ -23,7 +23,7 @@ use crate::error::STATUS_SETUP_FAILED;
 use crate::mounts::{self, MountError};
 
 pub use request::{SharePath, ShareRequest, PARAM_ROOT, PARAM_SHARE, PARAM_STATUS};
-pub use status_file::{write_status_atomically, StatusFile};
+pub use status_file::StatusFile;
 
 /// Where the share is mounted, in the initramfs root.
 pub const SHARE_MOUNT_POINT: &str = "/rkt/share";

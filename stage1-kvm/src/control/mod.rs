@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use crate::args::check_uuid;
 use crate::error::Stage1Error;
 use crate::pod::PodPaths;
-use crate::vsock::{self, RUN_DIR};
+use crate::vsock::{RunDir, RUN_DIR};
 
 /// The pod in the current directory (enter and stop run there, as stage0 calls them), its
 /// UUID (the directory's name) and its VM's vsock socket.
@@ -39,6 +39,6 @@ pub fn current_pod() -> Result<(PodPaths, String, PathBuf), Stage1Error> {
         ))
     })?;
     let pod = PodPaths::new(dir);
-    let socket = vsock::place(&pod.own_dir(), &uuid, Path::new(RUN_DIR)).path;
+    let socket = RunDir::of(Path::new(RUN_DIR), &uuid).socket;
     Ok((pod, uuid, socket))
 }

@@ -31,6 +31,10 @@ pub struct GuestInterface {
     pub addresses: Vec<GuestAddress>,
     /// In the order they must be added (on-link routes first).
     pub routes: Vec<GuestRoute>,
+    /// The MAC the NIC has when a warm-start guest is restored (`warm::placeholder_mac`):
+    /// guest-init finds the NIC by `mac` or else by this one, then gives it `mac`.
+    #[serde(rename = "bootMac", default, skip_serializing_if = "Option::is_none")]
+    pub boot_mac: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -105,6 +109,7 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("rkt")).unwrap();
         let network = GuestNetwork {
             interfaces: vec![GuestInterface {
+                boot_mac: None,
                 mac: "0a:00:00:00:00:01".into(),
                 mtu: 1500,
                 addresses: vec![GuestAddress {

@@ -203,6 +203,9 @@ impl PodNetwork {
                     conf.name, iface
                 );
             }
+            let mut iface = iface;
+            iface.boot_mac =
+                Some(crate::warm::placeholder_mac(guest_network.interfaces.len()).to_string());
             guest_network.interfaces.push(iface);
             network.nics.push(NetConfig { tap_name: tap, mac });
         }

@@ -222,6 +222,7 @@ fn guest_view(link: IpLink, addrs: Vec<IpAddrs>, routes: Vec<IpRoute>) -> GuestI
         mtu: link.mtu,
         addresses,
         routes: guest_routes,
+        boot_mac: None,
     }
 }
 

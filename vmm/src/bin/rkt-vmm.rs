@@ -140,6 +140,7 @@ fn main() -> ExitCode {
     let vsock = args.vsock.clone().map(|uds_path| VsockConfig {
         guest_cid: args.vsock_cid,
         uds_path,
+        host_ports: Vec::new(),
     });
     let config = VmConfig {
         mem_mib: args.mem_mib,
