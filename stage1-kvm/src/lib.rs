@@ -29,6 +29,7 @@ pub mod error;
 pub mod gc;
 pub mod guest_view;
 pub mod image;
+pub mod isolators;
 pub mod net;
 pub mod output;
 pub mod pod;

@@ -2,13 +2,15 @@
 //! `1000 + 2i` and its stderr to `1001 + 2i`; the VMM forwards each connection to the unix
 //! socket `<vsock socket>_<port>`. We listen on all of them before the VM boots, and copy what
 //! arrives to our own stdout / stderr (which are `rkt run`'s) and to the app's log
-//! `P/stage1-kvm/logs/<app>.log` (both streams, in arrival order).
+//! `P/stage1-kvm/logs/<app>.log` (both streams, in arrival order). The guest decides how much
+//! it writes, so each log is capped ([`log_limit`]): past the cap it is rotated once to
+//! `<app>.log.1`, and the copy itself goes through a fixed buffer.
 //!
 //! One thread per stream: it waits for its one connection (or for the end), then copies until
 //! the guest closes it. When the VM is gone the VMM has closed every connection; [`Router::finish`]
 //! wakes threads that never got one and, after a grace period, cuts off any still copying.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs;
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::os::fd::{AsFd, OwnedFd};
@@ -21,8 +23,28 @@ use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
+use vmm::log_file::RotatingFile;
+
 use crate::error::Stage1Error;
 use crate::vsock::port_path;
+
+/// The environment variable that overrides the cap of each app log file, in bytes.
+pub const LOG_LIMIT_ENV: &str = "RKT_STAGE1_KVM_LOG_MAX";
+/// Each app's log file holds at most this much (and one rotated file as much again).
+pub const DEFAULT_LOG_LIMIT: u64 = 8 << 20;
+
+/// The cap of each app log file: [`LOG_LIMIT_ENV`] when it is a positive number of bytes,
+/// else [`DEFAULT_LOG_LIMIT`].
+pub fn log_limit() -> u64 {
+    std::env::var(LOG_LIMIT_ENV)
+        .ok()
+        .and_then(|text| text.trim().parse::<u64>().ok())
+        .filter(|bytes| *bytes > 0)
+        .unwrap_or(DEFAULT_LOG_LIMIT)
+}
+
+/// An app's log, shared by its two streams.
+type Log = Arc<Mutex<RotatingFile>>;
 
 /// Where copied bytes go besides the log: our stdout or stderr (a test passes buffers).
 pub type Sink = Arc<Mutex<dyn Write + Send>>;
@@ -55,6 +77,7 @@ impl Router {
         socket: &Path,
         apps: &[String],
         logs_dir: &Path,
+        log_limit: u64,
         stdout: Sink,
         stderr: Sink,
     ) -> Result<Router, Stage1Error> {
@@ -74,12 +97,9 @@ impl Router {
         };
         for (index, app) in apps.iter().enumerate() {
             let log_path = logs_dir.join(format!("{app}.log"));
-            let log = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&log_path)
+            let log = RotatingFile::create(&log_path, log_limit)
                 .map_err(Stage1Error::io(format!("creating {}", log_path.display())))?;
-            let log = Arc::new(log);
+            let log: Log = Arc::new(Mutex::new(log));
             for stream in [Stream::Out, Stream::Err] {
                 let port = match stream {
                     Stream::Out => pod_control::ports::stdout_port(index),
@@ -165,7 +185,7 @@ struct Copier {
     listener_path: PathBuf,
     wake: Arc<OwnedFd>,
     sink: Sink,
-    log: Arc<File>,
+    log: Log,
     connections: Arc<Mutex<Vec<UnixStream>>>,
     connected_at: Arc<Mutex<Vec<(usize, Instant)>>>,
     app_index: usize,
@@ -240,7 +260,8 @@ impl Copier {
                 sink_ok = sink.write_all(chunk).and_then(|()| sink.flush()).is_ok();
             }
             if log_ok {
-                log_ok = (&*self.log).write_all(chunk).is_ok();
+                let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+                log_ok = log.write_all(chunk).is_ok();
             }
         }
     }
@@ -278,6 +299,7 @@ mod tests {
             &socket,
             &["web".to_string(), "db".to_string()],
             &logs,
+            DEFAULT_LOG_LIMIT,
             out.clone(),
             err.clone(),
         )
@@ -333,6 +355,7 @@ mod tests {
             &socket,
             &["app".to_string()],
             &dir.path().join("logs"),
+            DEFAULT_LOG_LIMIT,
             out.clone(),
             err,
         )
@@ -344,5 +367,38 @@ mod tests {
         router.finish(Duration::from_millis(200));
         assert!(started.elapsed() < Duration::from_secs(2));
         assert_eq!(text(&out), "partial");
+    }
+
+    #[test]
+    fn a_flood_keeps_at_most_two_capped_log_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("vsock");
+        let logs = dir.path().join("logs");
+        let out = Arc::new(Mutex::new(Buffer::default()));
+        let err = Arc::new(Mutex::new(Buffer::default()));
+        let router = Router::start(
+            &socket,
+            &["app".to_string()],
+            &logs,
+            64 * 1024,
+            out.clone(),
+            err,
+        )
+        .unwrap();
+        let mut stream = UnixStream::connect(port_path(&socket, 1000)).unwrap();
+        for _ in 0..100 {
+            stream.write_all(&[b'x'; 10_000]).unwrap();
+        }
+        stream.write_all(b"last line\n").unwrap();
+        drop(stream);
+        router.finish(Duration::from_secs(5));
+        assert_eq!(text(&out).len(), 1_000_000 + 10, "the sink gets everything");
+        let current = fs::read_to_string(logs.join("app.log")).unwrap();
+        assert!(current.ends_with("last line\n"));
+        let on_disk: u64 = fs::read_dir(&logs)
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .sum();
+        assert!(on_disk <= 2 * 64 * 1024, "{on_disk}");
     }
 }

@@ -38,6 +38,7 @@ pub fn run(args: &RunArgs) -> Result<i32, Stage1Error> {
     let _lock = take_lock(&pod.dir)?;
     check_options(args)?;
     let manifest = pod.read_manifest()?;
+    crate::isolators::warn_not_applied(&pod, &manifest);
     pod.write_pid()?;
     let apps: Vec<String> = manifest.apps.iter().map(|a| a.name.to_string()).collect();
     if args.interactive && apps.len() != 1 {
@@ -90,6 +91,7 @@ pub fn run(args: &RunArgs) -> Result<i32, Stage1Error> {
         socket,
         &apps,
         &pod.logs_dir(),
+        crate::output::log_limit(),
         Arc::new(Mutex::new(io::stdout())),
         Arc::new(Mutex::new(io::stderr())),
     )?;

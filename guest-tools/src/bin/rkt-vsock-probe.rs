@@ -56,6 +56,9 @@ enum Command {
     /// Accept connections forever and echo every byte back. Prints `listening PORT` once
     /// ready and `echoed connection=<i> bytes=<n>` as each connection ends.
     Echo { port: u32 },
+    /// Connect to CID:PORT and send standard input as it is (the hostile-guest tests forge
+    /// protocol frames with it). Prints `connected` or why not, then `sent bytes=<n>`.
+    Raw { cid: u32, port: u32 },
 }
 
 fn main() -> ExitCode {
@@ -70,6 +73,7 @@ fn main() -> ExitCode {
             streams,
         } => send(cid, port, bytes, seed, streams),
         Command::Echo { port } => echo(port),
+        Command::Raw { cid, port } => raw(cid, port),
     };
     if failures == 0 {
         ExitCode::SUCCESS
@@ -113,6 +117,27 @@ fn send(cid: u32, port: u32, bytes: u64, seed: u64, streams: u32) -> usize {
         },
     );
     results.iter().filter(|result| result.is_err()).count()
+}
+
+fn raw(cid: u32, port: u32) -> usize {
+    let mut stream = match VsockStream::connect(cid, port) {
+        Ok(stream) => stream,
+        Err(error) => {
+            print_error(&format!("connect to {cid}:{port} failed: {error}"));
+            return 1;
+        }
+    };
+    print_lines(&["connected".to_string()]);
+    match io::copy(&mut io::stdin().lock(), &mut stream) {
+        Ok(bytes) => {
+            print_lines(&[format!("sent bytes={bytes}")]);
+            0
+        }
+        Err(error) => {
+            print_error(&format!("sending to {cid}:{port} failed: {error}"));
+            1
+        }
+    }
 }
 
 fn echo(port: u32) -> usize {
