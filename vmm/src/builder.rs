@@ -426,6 +426,7 @@ fn create_virtio_device(
             let vsock_config = VsockDeviceConfig {
                 guest_cid: socket.guest_cid,
                 uds_path: socket.uds_path.clone(),
+                host_ports: socket.host_ports.clone(),
             };
             let vsock = Vsock::new(&vsock_config).map_err(|e| VmmError::VirtioDevice {
                 device: "vsock".to_string(),

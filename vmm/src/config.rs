@@ -83,13 +83,21 @@ pub struct ShareConfig {
 
 /// The guest's vsock device: the guest has context ID `guest_cid`; host processes connect to
 /// the unix socket `uds_path` and write `CONNECT <port>\n` to reach a guest listener, and guest
-/// connections to host port P are forwarded to the unix socket `<uds_path>_P`.
+/// connections to a host port P in `host_ports` are forwarded to the unix socket
+/// `<uds_path>_P` (which must be a socket itself, never a symlink).
+///
+/// On a warm-start restore the ports come from the restoring configuration like the socket
+/// path: they are not part of a snapshot's identity.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VsockConfig {
     /// The guest's context ID (3 or more; 0-2 are reserved).
     pub guest_cid: u64,
     /// Where the VMM listens; created at start, removed at exit; must not exist beforehand.
     pub uds_path: PathBuf,
+    /// The only host ports the guest may connect to; a connection to any other port is
+    /// refused (RST) without the VMM touching the file system. Empty: the guest reaches no
+    /// host socket.
+    pub host_ports: Vec<u32>,
 }
 
 /// A configuration that cannot describe a VM.
@@ -287,6 +295,7 @@ mod tests {
         c.vsock = Some(VsockConfig {
             guest_cid: 3,
             uds_path: PathBuf::from("/run/v"),
+            host_ports: vec![6000],
         });
         let kinds: Vec<_> = c
             .virtio_slots()

@@ -45,10 +45,14 @@ struct Args {
     #[arg(long, value_name = "TAG=DIR", value_parser = parse_share)]
     share_ro: Vec<(String, PathBuf)>,
     /// Give the guest a vsock device reached through this host unix socket (which must not
-    /// exist yet): connect and write `CONNECT <port>\n`; guest connections to host port P go to
-    /// the socket `<PATH>_P`.
+    /// exist yet): connect and write `CONNECT <port>\n`; guest connections to a host port P
+    /// registered with --vsock-port go to the socket `<PATH>_P`.
     #[arg(long, value_name = "PATH")]
     vsock: Option<PathBuf>,
+    /// Let the guest connect to host port N (forwarded to the socket `<PATH>_N`, which must be
+    /// a socket, not a symlink); connections to other ports are refused. Repeatable.
+    #[arg(long = "vsock-port", value_name = "N", requires = "vsock")]
+    vsock_port: Vec<u32>,
     /// The guest's vsock context ID.
     #[arg(long, value_name = "CID", default_value_t = 3, requires = "vsock",
           value_parser = clap::value_parser!(u64).range(3..u64::from(u32::MAX)))]
@@ -140,6 +144,7 @@ fn main() -> ExitCode {
     let vsock = args.vsock.clone().map(|uds_path| VsockConfig {
         guest_cid: args.vsock_cid,
         uds_path,
+        host_ports: args.vsock_port.clone(),
     });
     let config = VmConfig {
         mem_mib: args.mem_mib,
@@ -235,8 +240,13 @@ mod tests {
             "pod=/p",
             "--vsock",
             "/run/v.sock",
+            "--vsock-port",
+            "6000",
+            "--vsock-port",
+            "2",
         ])
         .unwrap();
+        assert_eq!(a.vsock_port, vec![6000, 2]);
         assert_eq!(
             shares(&a),
             vec![
@@ -256,7 +266,13 @@ mod tests {
             (a.vsock.as_deref(), a.vsock_cid),
             (Some("/run/v.sock".as_ref()), 3)
         );
-        for bad in [["--share", "=/p"], ["--share", "pod"], ["--vsock-cid", "2"]] {
+        for bad in [
+            ["--share", "=/p"],
+            ["--share", "pod"],
+            ["--vsock-cid", "2"],
+            ["--vsock-port", "-1"],
+            ["--vsock-port", "x"],
+        ] {
             let mut argv = vec![
                 "rkt-vmm",
                 "--kernel",
