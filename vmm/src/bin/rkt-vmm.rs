@@ -28,7 +28,8 @@ struct Args {
     /// Number of vCPUs.
     #[arg(long = "cpus", value_name = "N", default_value_t = 1)]
     cpus: u8,
-    /// Where the guest console goes: stdout, off, or a file path.
+    /// Where the guest console goes: stdout, off, or a file path (at most 4 MiB, then rotated
+    /// to FILE.1, so at most 8 MiB on disk).
     #[arg(long, value_name = "stdout|off|FILE", default_value = "stdout")]
     serial: String,
     /// Print KVM and VMM counters as key=value lines on stderr at exit.
@@ -155,6 +156,7 @@ fn main() -> ExitCode {
             initrd: args.initrd.clone(),
         },
         serial: serial_output(&args.serial),
+        console_max_bytes: vmm::config::DEFAULT_CONSOLE_MAX_BYTES,
         collect_stats: args.stats,
         rng: !args.no_rng,
         shares,
