@@ -4,8 +4,8 @@
 //! Host to guest: the host connects to the VMM's unix socket, writes `CONNECT 5000\n`, waits for
 //! `OK <port>\n` and sends a pattern; `rkt-vsock-probe listen` in the guest replies with the
 //! length and checksum it received. Guest to host: `rkt-vsock-probe send 2 6000` connects to
-//! host port 6000, which the VMM forwards to the unix socket `<socket>_6000` where this test
-//! listens, checks and replies. Needs ordinary KVM: run inside the emulated KVM host on
+//! host port 6000, registered with `--vsock-port 6000`, which the VMM forwards to the unix
+//! socket `<socket>_6000` where this test listens, checks and replies. Needs ordinary KVM: run inside the emulated KVM host on
 //! machines whose /dev/kvm is kvm_pvm.
 
 use std::ffi::OsStr;
@@ -119,6 +119,9 @@ fn vsock_streams_both_ways_arrive_intact() {
             OsStr::new(&share_arg),
             OsStr::new("--vsock"),
             socket.as_os_str(),
+            // Guest connections reach only registered host ports.
+            OsStr::new("--vsock-port"),
+            OsStr::new(&HOST_PORT.to_string()),
         ],
     );
     assert_eq!(run.code(), 0, "{run}");
@@ -200,6 +203,9 @@ fn vsock_connections_to_closed_ports_are_refused() {
             OsStr::new(&share_arg),
             OsStr::new("--vsock"),
             socket.as_os_str(),
+            // Guest connections reach only registered host ports.
+            OsStr::new("--vsock-port"),
+            OsStr::new(&HOST_PORT.to_string()),
         ],
     );
     let (refused_before, reply, refused_after, bad_answer) = host.join().unwrap();

@@ -29,6 +29,7 @@ use crate::devices::virtio::TransportState;
 use crate::devices::virtio::{Interrupt, MmioTransport, VirtioDevice, VirtioKind};
 use crate::error::VmmError;
 use crate::host_checks::open_host;
+use crate::log_file::RotatingFile;
 use crate::stats::{
     open_stats_fd, process_guest_time, process_usage, read_stats, ExitCounters, VmStats,
 };
@@ -151,6 +152,7 @@ pub(crate) fn run_vm(config: VmConfig, mode: Mode) -> Result<Finished, VmmError>
     let serial = Arc::new(Mutex::new(build_serial(
         &vm,
         &config.serial,
+        config.console_max_bytes,
         events_tx.clone(),
         restoring.map(|l| &l.serial),
     )?));
@@ -285,6 +287,7 @@ pub(crate) fn run_vm(config: VmConfig, mode: Mode) -> Result<Finished, VmmError>
 fn build_serial(
     vm: &Vm,
     output: &SerialOutput,
+    console_max_bytes: u64,
     events: mpsc::Sender<VmEvent>,
     restore: Option<&vm_superio::serial::SerialState>,
 ) -> Result<SerialPort, VmmError> {
@@ -292,10 +295,13 @@ fn build_serial(
         SerialOutput::Stdout => ConsoleSink::stdout(),
         SerialOutput::Off => ConsoleSink::discard(),
         SerialOutput::File(path) => {
-            ConsoleSink::file(File::create(path).map_err(|source| VmmError::SerialFile {
-                path: path.clone(),
-                source,
-            })?)
+            let file = RotatingFile::create(path, console_max_bytes).map_err(|source| {
+                VmmError::SerialFile {
+                    path: path.clone(),
+                    source,
+                }
+            })?;
+            ConsoleSink::file(file)
         }
     };
     let events = Mutex::new(events);
@@ -426,6 +432,7 @@ fn create_virtio_device(
             let vsock_config = VsockDeviceConfig {
                 guest_cid: socket.guest_cid,
                 uds_path: socket.uds_path.clone(),
+                host_ports: socket.host_ports.clone(),
             };
             let vsock = Vsock::new(&vsock_config).map_err(|e| VmmError::VirtioDevice {
                 device: "vsock".to_string(),

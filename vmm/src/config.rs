@@ -23,12 +23,18 @@ pub const MAX_VCPUS: u8 = 254;
 /// x86 Linux copies at most `COMMAND_LINE_SIZE` (2048) bytes including the terminating NUL.
 pub const MAX_CMDLINE_LEN: usize = 2047;
 
+/// The default cap of the console file ([`VmConfig::console_max_bytes`]): 4 MiB, so at most
+/// 8 MiB of console per VM are on disk.
+pub const DEFAULT_CONSOLE_MAX_BYTES: u64 = 4 << 20;
+
 /// Where the guest's serial console (ttyS0) goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SerialOutput {
     /// The VMM's standard output.
     Stdout,
-    /// A file, created or truncated.
+    /// A file, created anew (whatever was at the path is replaced, never written through),
+    /// capped at [`VmConfig::console_max_bytes`] and rotated to `<path>.1` when full
+    /// ([`crate::log_file::RotatingFile`]).
     File(PathBuf),
     /// Discarded; the VMM still scans it for the exit marker and kernel panics.
     Off,
@@ -56,6 +62,10 @@ pub struct VmConfig {
     pub kernel: KernelConfig,
     /// Where ttyS0 goes.
     pub serial: SerialOutput,
+    /// With [`SerialOutput::File`]: the most bytes the console file holds before it is
+    /// rotated to `<path>.1` (replacing an older one), so a guest printing forever keeps at
+    /// most twice this on the host's disk. Not 0. Default [`DEFAULT_CONSOLE_MAX_BYTES`] (4 MiB).
+    pub console_max_bytes: u64,
     /// Collect KVM's and the VMM's counters for `--stats` (costs a few reads at the end).
     pub collect_stats: bool,
     /// Give the guest a virtio-rng device fed from the host's getrandom.
@@ -133,6 +143,9 @@ pub enum ConfigError {
     /// More virtio devices than the MMIO window or the IOAPIC pins have room for.
     #[error("{0} virtio devices requested, more than the VM has slots for: configure fewer")]
     TooManyVirtioDevices(usize),
+    /// A console file capped at 0 bytes could hold nothing.
+    #[error("the console file cap (console_max_bytes) is 0: give it room, e.g. 4 MiB")]
+    ConsoleMaxBytesZero,
     /// Two shares with one tag: the guest could mount only one of them.
     #[error("two shares are tagged {0:?}: give each share its own tag")]
     DuplicateShareTag(String),
@@ -146,6 +159,7 @@ impl VmConfig {
             vcpus: 1,
             kernel,
             serial: SerialOutput::Stdout,
+            console_max_bytes: DEFAULT_CONSOLE_MAX_BYTES,
             collect_stats: false,
             rng: true,
             shares: Vec::new(),
@@ -197,6 +211,9 @@ impl VmConfig {
             return Err(ConfigError::MemorySize {
                 requested: self.mem_mib,
             });
+        }
+        if self.console_max_bytes == 0 {
+            return Err(ConfigError::ConsoleMaxBytesZero);
         }
         for (n, share) in self.shares.iter().enumerate() {
             if self.shares[..n]
@@ -389,6 +406,10 @@ mod tests {
             })
         );
         c.vcpus = 1;
+        assert_eq!(c.console_max_bytes, DEFAULT_CONSOLE_MAX_BYTES);
+        c.console_max_bytes = 0;
+        assert_eq!(c.validate(8), Err(ConfigError::ConsoleMaxBytesZero));
+        c.console_max_bytes = 1;
         c.mem_mib = 8;
         assert!(matches!(c.validate(8), Err(ConfigError::MemorySize { .. })));
         let msg = ConfigError::MemorySize { requested: 8 }.to_string();

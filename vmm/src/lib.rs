@@ -4,7 +4,8 @@
 //! of rust-vmm's reference VMM: `config` (what the VM looks like), `host_checks` (can this host
 //! run it), `memory` (guest RAM), `arch` (x86_64 boot state), `kernel` (kernel + initramfs),
 //! `vm` (KVM VM setup), `vcpu` (vCPU threads), `devices` (buses, serial, i8042, CMOS),
-//! `builder` (running it all and deciding the outcome), `stats` (`--stats`).
+//! `builder` (running it all and deciding the outcome), `stats` (`--stats`), `log_file` (a
+//! size-capped, rotating log file for guest-controlled output).
 
 pub mod arch;
 pub mod builder;
@@ -13,6 +14,7 @@ pub mod devices;
 pub mod error;
 pub mod host_checks;
 pub mod kernel;
+pub mod log_file;
 pub mod memory;
 pub mod snapshot;
 pub mod stats;

@@ -28,7 +28,8 @@ struct Args {
     /// Number of vCPUs.
     #[arg(long = "cpus", value_name = "N", default_value_t = 1)]
     cpus: u8,
-    /// Where the guest console goes: stdout, off, or a file path.
+    /// Where the guest console goes: stdout, off, or a file path (at most 4 MiB, then rotated
+    /// to FILE.1, so at most 8 MiB on disk).
     #[arg(long, value_name = "stdout|off|FILE", default_value = "stdout")]
     serial: String,
     /// Print KVM and VMM counters as key=value lines on stderr at exit.
@@ -45,10 +46,14 @@ struct Args {
     #[arg(long, value_name = "TAG=DIR", value_parser = parse_share)]
     share_ro: Vec<(String, PathBuf)>,
     /// Give the guest a vsock device reached through this host unix socket (which must not
-    /// exist yet): connect and write `CONNECT <port>\n`; guest connections to host port P go to
-    /// the socket `<PATH>_P`.
+    /// exist yet): connect and write `CONNECT <port>\n`; guest connections to a host port P
+    /// registered with --vsock-port go to the socket `<PATH>_P`.
     #[arg(long, value_name = "PATH")]
     vsock: Option<PathBuf>,
+    /// Let the guest connect to host port N (forwarded to the socket `<PATH>_N`, which must be
+    /// a socket, not a symlink); connections to other ports are refused. Repeatable.
+    #[arg(long = "vsock-port", value_name = "N", requires = "vsock")]
+    vsock_port: Vec<u32>,
     /// The guest's vsock context ID.
     #[arg(long, value_name = "CID", default_value_t = 3, requires = "vsock",
           value_parser = clap::value_parser!(u64).range(3..u64::from(u32::MAX)))]
@@ -140,7 +145,7 @@ fn main() -> ExitCode {
     let vsock = args.vsock.clone().map(|uds_path| VsockConfig {
         guest_cid: args.vsock_cid,
         uds_path,
-        host_ports: Vec::new(),
+        host_ports: args.vsock_port.clone(),
     });
     let config = VmConfig {
         mem_mib: args.mem_mib,
@@ -151,6 +156,7 @@ fn main() -> ExitCode {
             initrd: args.initrd.clone(),
         },
         serial: serial_output(&args.serial),
+        console_max_bytes: vmm::config::DEFAULT_CONSOLE_MAX_BYTES,
         collect_stats: args.stats,
         rng: !args.no_rng,
         shares,
@@ -236,8 +242,13 @@ mod tests {
             "pod=/p",
             "--vsock",
             "/run/v.sock",
+            "--vsock-port",
+            "6000",
+            "--vsock-port",
+            "2",
         ])
         .unwrap();
+        assert_eq!(a.vsock_port, vec![6000, 2]);
         assert_eq!(
             shares(&a),
             vec![
@@ -257,7 +268,13 @@ mod tests {
             (a.vsock.as_deref(), a.vsock_cid),
             (Some("/run/v.sock".as_ref()), 3)
         );
-        for bad in [["--share", "=/p"], ["--share", "pod"], ["--vsock-cid", "2"]] {
+        for bad in [
+            ["--share", "=/p"],
+            ["--share", "pod"],
+            ["--vsock-cid", "2"],
+            ["--vsock-port", "-1"],
+            ["--vsock-port", "x"],
+        ] {
             let mut argv = vec![
                 "rkt-vmm",
                 "--kernel",

@@ -1,7 +1,6 @@
 //! The 8250/16550 UART at 0x3f8 (ttyS0), emulated by vm-superio, raising IRQ 4 through an
 //! irqfd. Its output goes to stdout, a file or nowhere, and always through the console scanner.
 
-use std::fs::File;
 use std::io::{self, Write};
 
 use vm_superio::serial::NoEvents;
@@ -10,6 +9,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 use super::console_scan::{ConsoleReport, ConsoleScanner};
 use crate::devices::bus::{BusAction, BusDevice};
+use crate::log_file::RotatingFile;
 
 /// COM1's port base.
 pub const COM1_PORT: u64 = 0x3f8;
@@ -57,8 +57,9 @@ impl ConsoleSink {
         Self::with_output(Some(Box::new(io::stdout())))
     }
 
-    /// Output to a file.
-    pub fn file(file: File) -> Self {
+    /// Output to a size-capped file: a guest printing forever costs old lines, not the
+    /// host's disk.
+    pub fn file(file: RotatingFile) -> Self {
         Self::with_output(Some(Box::new(file)))
     }
 

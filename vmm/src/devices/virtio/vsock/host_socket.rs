@@ -1,10 +1,13 @@
 //! The unix stream of one connection as the device needs it: connected without ever
-//! blocking the worker, and written without SIGPIPE.
+//! blocking the worker, and written without SIGPIPE; and [`PortSockets`], the only way a guest
+//! connection reaches a host socket (registered ports, no symlink ever followed).
 
+use std::collections::BTreeSet;
+use std::ffi::{CString, OsString};
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::Shutdown;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
@@ -112,6 +115,117 @@ pub fn connect_nonblocking(path: &Path) -> io::Result<HostSocket> {
         return Err(io::Error::last_os_error());
     }
     Ok(HostSocket(UnixStream::from(owned)))
+}
+
+/// The host sockets guest connections may reach: `<uds_path>_<port>` for the registered ports
+/// only, looked up in the directory of `uds_path` as it was when the device was created.
+///
+/// The guest chooses the port of every REQUEST, and the socket directory may be reachable by
+/// others (a guest once planted `<uds_path>_7 -> /tmp/hostsecret.sock` through a share and so
+/// reached a root-only host socket), so:
+/// - a port that is not registered is refused before anything touches the file system;
+/// - the directory is opened once, at creation, so swapping a directory on the way later
+///   redirects nothing;
+/// - the socket's name is opened `O_PATH | O_NOFOLLOW`, which never follows a final symlink
+///   (it opens the link itself), and what was opened must be a socket;
+/// - the connection is made to exactly that inode, through `/proc/self/fd/<n>`: connect(2)
+///   takes only a path (there is no connectat with AT_EMPTY_PATH for unix sockets), and the
+///   magic link names the inode behind our descriptor without walking any name again, so
+///   nothing can be swapped between the check and the connect. This needs /proc mounted in the
+///   VMM's mount namespace, as the virtio-fs passthrough does.
+#[derive(Debug)]
+pub struct PortSockets {
+    /// The directory of the VM's socket (`O_PATH`).
+    dir: OwnedFd,
+    /// The VM socket's file name; port sockets are `<base>_<port>` next to it.
+    base: OsString,
+    ports: BTreeSet<u32>,
+}
+
+impl PortSockets {
+    /// Opens the directory of `uds_path` (following symlinks: the path is the host's
+    /// configuration) and remembers the `ports` the guest may connect to.
+    pub fn new(uds_path: &Path, ports: &[u32]) -> io::Result<PortSockets> {
+        let base = uds_path
+            .file_name()
+            .ok_or_else(|| io::Error::new(ErrorKind::InvalidInput, "socket path has no name"))?
+            .to_os_string();
+        let dir = match uds_path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        let dir = CString::new(dir.as_os_str().as_bytes())
+            .map_err(|_| io::Error::new(ErrorKind::InvalidInput, "socket path contains NUL"))?;
+        // SAFETY: `dir` is a NUL-terminated string that outlives the call; the result is
+        // checked below.
+        let fd = unsafe {
+            libc::open(
+                dir.as_ptr(),
+                libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just opened and nothing else owns it.
+        let dir = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(PortSockets {
+            dir,
+            base,
+            ports: ports.iter().copied().collect(),
+        })
+    }
+
+    /// Whether the guest may connect to host port `port` at all.
+    pub fn is_registered(&self, port: u32) -> bool {
+        self.ports.contains(&port)
+    }
+
+    /// Connects to the socket of registered port `port` without blocking; an unregistered
+    /// port (PermissionDenied, with no file system access), a name that is a symlink or
+    /// anything but a socket (PermissionDenied), or no listener is an error.
+    pub fn connect(&self, port: u32) -> io::Result<HostSocket> {
+        if !self.is_registered(port) {
+            return Err(io::Error::new(
+                ErrorKind::PermissionDenied,
+                "host port not registered",
+            ));
+        }
+        let mut name = self.base.clone();
+        name.push(format!("_{port}"));
+        let name = CString::new(name.into_vec())
+            .map_err(|_| io::Error::new(ErrorKind::InvalidInput, "socket name contains NUL"))?;
+        // SAFETY: `self.dir` is an open directory descriptor and `name` a NUL-terminated string
+        // that outlives the call; the result is checked below.
+        let fd = unsafe {
+            libc::openat(
+                self.dir.as_raw_fd(),
+                name.as_ptr(),
+                libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just opened and nothing else owns it; OwnedFd closes it.
+        let socket_path = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: stat is plain old data, for which all zeroes is a valid value.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: fstat only writes the `stat` we pass, which outlives the call; the descriptor
+        // is open (fstat works on O_PATH descriptors).
+        if unsafe { libc::fstat(socket_path.as_raw_fd(), &mut st) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+            // With O_NOFOLLOW a symlink is opened as itself, so it ends here too.
+            return Err(io::Error::new(
+                ErrorKind::PermissionDenied,
+                "not a socket (or a symlink)",
+            ));
+        }
+        let through_proc = format!("/proc/self/fd/{}", socket_path.as_raw_fd());
+        connect_nonblocking(Path::new(&through_proc))
+    }
 }
 
 #[cfg(test)]

@@ -5,7 +5,9 @@
 //!   `CONNECT <port>\n`, and once the guest's listener on that port accepts, reads
 //!   `OK <host port>\n`; from then on the unix stream carries the connection's bytes.
 //! - Guest to host: a guest connecting to CID 2 (the host), port P, is connected to the unix
-//!   socket `<uds_path>_P`; if nobody listens there the guest gets "connection refused".
+//!   socket `<uds_path>_P` if P is one of the configured `host_ports` and that name is a
+//!   socket, never through a symlink (`host_socket::PortSockets`); otherwise, or if nobody
+//!   listens there, the guest gets "connection refused" (RST).
 //!
 //! Modules: `packet` reads and writes packets in descriptor chains, `connection` is one
 //! stream's state and credit accounting, `host_socket` is the unix stream under it, `muxer`
@@ -33,6 +35,7 @@ use super::mmio::{ActivateError, ActiveQueue, Interrupt, VirtioDevice, VIRTIO_F_
 use super::read_config_space;
 use super::worker_thread::WorkerThread;
 use crate::memory::GuestMemory;
+use host_socket::PortSockets;
 use muxer::Muxer;
 use worker::{Queues, Worker};
 
@@ -56,6 +59,9 @@ pub struct VsockConfig {
     /// Where the VM's unix socket is created; guest-initiated connections to host port P go
     /// to `<uds_path>_P`.
     pub uds_path: PathBuf,
+    /// The host ports guest connections may reach; a REQUEST to any other port is answered
+    /// with RST without touching the file system.
+    pub host_ports: Vec<u32>,
 }
 
 /// The vsock device could not be created.
@@ -80,6 +86,14 @@ pub enum VsockError {
          directory)"
     )]
     PathTooLong(PathBuf),
+    /// The directory of the socket path cannot be opened for the per-port sockets.
+    #[error("cannot open the directory of the vsock socket {path}: {source}")]
+    Directory {
+        /// The socket path.
+        path: PathBuf,
+        /// Why open failed.
+        source: io::Error,
+    },
     /// The socket could not be created there.
     #[error(
         "cannot create the vsock socket {path}: {source} (the directory must exist and be \
@@ -97,6 +111,7 @@ pub enum VsockError {
 pub struct Vsock {
     config: VsockConfig,
     listener: Arc<UnixListener>,
+    ports: Arc<PortSockets>,
     worker: Option<WorkerThread>,
 }
 
@@ -124,9 +139,20 @@ impl Vsock {
             let _ = std::fs::remove_file(path);
             return Err(bind_err(e));
         }
+        let ports = match PortSockets::new(path, &config.host_ports) {
+            Ok(ports) => ports,
+            Err(source) => {
+                let _ = std::fs::remove_file(path);
+                return Err(VsockError::Directory {
+                    path: path.clone(),
+                    source,
+                });
+            }
+        };
         Ok(Vsock {
             config: config.clone(),
             listener: Arc::new(listener),
+            ports: Arc::new(ports),
             worker: None,
         })
     }
@@ -170,8 +196,8 @@ impl VirtioDevice for Vsock {
         let stop = WorkerThread::stop_event()?;
         let muxer = Muxer::new(
             self.config.guest_cid,
-            &self.config.uds_path,
             self.listener.clone(),
+            self.ports.clone(),
         );
         let worker = Worker::new(memory, Queues { rx, tx, event }, interrupt, muxer, &stop)?;
         self.worker = Some(WorkerThread::start("virtio-vsock", stop, move || {

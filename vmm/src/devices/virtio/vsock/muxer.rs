@@ -12,18 +12,16 @@
 //! receive buffers, one 64 KiB scratch buffer.
 
 use std::collections::{HashMap, VecDeque};
-use std::ffi::OsString;
 use std::io::{self, ErrorKind, Read};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixListener;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 
 use super::connection::{Connection, Phase, RxItem, Verdict};
-use super::host_socket::{connect_nonblocking, HostSocket};
+use super::host_socket::{HostSocket, PortSockets};
 use super::packet::{op, Header, PacketError, TxPacket, HOST_CID, MAX_PAYLOAD, TYPE_STREAM};
 
 /// Unix streams (handshaking or connected) per VM; more are refused.
@@ -75,7 +73,8 @@ pub enum TxOutcome {
 /// The connections of one VM.
 pub struct Muxer {
     guest_cid: u64,
-    uds_path: PathBuf,
+    /// The only host sockets guest connections can reach.
+    ports: Arc<PortSockets>,
     listener: Arc<UnixListener>,
     handshakes: HashMap<StreamId, Handshake>,
     slots: HashMap<StreamId, Slot>,
@@ -92,12 +91,12 @@ pub struct Muxer {
 }
 
 impl Muxer {
-    /// A muxer for the guest `guest_cid`, accepting host connections on `listener` (bound at
-    /// `uds_path`, non-blocking) and reaching host listeners at `<uds_path>_<port>`.
-    pub fn new(guest_cid: u64, uds_path: &Path, listener: Arc<UnixListener>) -> Muxer {
+    /// A muxer for the guest `guest_cid`, accepting host connections on `listener`
+    /// (non-blocking) and reaching host listeners of registered ports through `ports`.
+    pub fn new(guest_cid: u64, listener: Arc<UnixListener>, ports: Arc<PortSockets>) -> Muxer {
         Muxer {
             guest_cid,
-            uds_path: uds_path.to_path_buf(),
+            ports,
             listener,
             handshakes: HashMap::new(),
             slots: HashMap::new(),
@@ -283,15 +282,14 @@ impl Muxer {
         }
     }
 
-    /// The guest wants host port P: connect to `<uds_path>_P`.
+    /// The guest wants host port P: connect to `<uds_path>_P` if P is registered and that is
+    /// a socket (never through a symlink); anything else is answered with RST.
     fn connect_to_host(&mut self, request: &Header, poll: &Epoll) {
         if self.stream_count() >= MAX_CONNECTIONS {
             self.refuse(request);
             return;
         }
-        let mut path = OsString::from(self.uds_path.as_os_str());
-        path.push(format!("_{}", request.dst_port));
-        let stream = match connect_nonblocking(Path::new(&path)) {
+        let stream = match self.ports.connect(request.dst_port) {
             Ok(stream) => stream,
             Err(_) => {
                 self.refuse(request);

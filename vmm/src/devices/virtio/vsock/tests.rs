@@ -271,12 +271,21 @@ struct Rig {
     _dir: TempDir,
 }
 
+/// The host ports the rig's guest may connect to (the tests' listeners, and 4321 where
+/// nobody listens).
+const RIG_HOST_PORTS: [u32; 4] = [80, 1234, 4321, 7000];
+
 impl Rig {
     fn new() -> Rig {
+        Rig::with_host_ports(&RIG_HOST_PORTS)
+    }
+
+    fn with_host_ports(host_ports: &[u32]) -> Rig {
         let dir = TempDir::new();
         let config = VsockConfig {
             guest_cid: GUEST_CID,
             uds_path: dir.0.join("vm.sock"),
+            host_ports: host_ports.to_vec(),
         };
         let device = Vsock::new(&config).unwrap();
         let mem = GuestMemory::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).unwrap();
@@ -301,7 +310,7 @@ impl Rig {
                 notify: notify(),
             },
         };
-        let muxer = Muxer::new(GUEST_CID, &config.uds_path, device.listener.clone());
+        let muxer = Muxer::new(GUEST_CID, device.listener.clone(), device.ports.clone());
         let stop = notify();
         let worker = Worker::new(mem.clone(), queues, interrupt, muxer, &stop).unwrap();
         Rig {
@@ -400,6 +409,7 @@ fn identity_config_space_and_features() {
     let config = VsockConfig {
         guest_cid: 0x1_0000_0042,
         uds_path: dir.0.join("vm.sock"),
+        host_ports: Vec::new(),
     };
     assert!(matches!(
         Vsock::new(&config),
@@ -437,6 +447,7 @@ fn new_refuses_reserved_cids_and_existing_paths() {
         let config = VsockConfig {
             guest_cid: cid,
             uds_path: path.clone(),
+            host_ports: Vec::new(),
         };
         let err = Vsock::new(&config).err().unwrap();
         assert!(matches!(err, VsockError::BadCid(c) if c == cid));
@@ -446,6 +457,7 @@ fn new_refuses_reserved_cids_and_existing_paths() {
     let config = VsockConfig {
         guest_cid: 3,
         uds_path: path.clone(),
+        host_ports: Vec::new(),
     };
     let err = Vsock::new(&config).err().unwrap();
     assert!(matches!(err, VsockError::SocketExists(_)));
@@ -454,6 +466,7 @@ fn new_refuses_reserved_cids_and_existing_paths() {
     let config = VsockConfig {
         guest_cid: 3,
         uds_path: dir.0.join("x".repeat(MAX_UDS_PATH_LEN)),
+        host_ports: Vec::new(),
     };
     let err = Vsock::new(&config).err().unwrap();
     assert!(matches!(err, VsockError::PathTooLong(_)));
@@ -461,6 +474,7 @@ fn new_refuses_reserved_cids_and_existing_paths() {
     let config = VsockConfig {
         guest_cid: 3,
         uds_path: dir.0.join("missing-dir").join("vm.sock"),
+        host_ports: Vec::new(),
     };
     assert!(matches!(Vsock::new(&config), Err(VsockError::Bind { .. })));
 }
@@ -624,6 +638,97 @@ fn guest_initiated_connection_reaches_the_port_socket() {
     assert_eq!(packets.len(), 1);
     let rst = packets[0].0;
     assert_eq!((rst.op, rst.src_port, rst.dst_port), (op::RST, 4321, 5001));
+}
+
+impl Rig {
+    /// The path of host port `port`'s socket, `<uds>_<port>`.
+    fn port_path(&self, port: u32) -> PathBuf {
+        let mut path = self.uds().as_os_str().to_owned();
+        path.push(format!("_{port}"));
+        PathBuf::from(path)
+    }
+
+    /// The guest asks for host port `port` from its port `src`; returns what it got back.
+    fn guest_request(&mut self, src: u32, port: u32) -> Header {
+        self.guest.top_up_rx(8);
+        self.guest.send(guest_header(op::REQUEST, src, port), &[]);
+        self.pump();
+        let packets = self.guest.received();
+        assert_eq!(packets.len(), 1, "{packets:?}");
+        packets[0].0
+    }
+}
+
+/// A listener that must never see a connection.
+fn assert_never_connected(listener: &UnixListener, why: &str) {
+    listener.set_nonblocking(true).unwrap();
+    match listener.accept() {
+        Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+        Ok(_) => panic!("{why}: the host socket was connected to"),
+        Err(e) => panic!("{why}: accept: {e}"),
+    }
+}
+
+#[test]
+fn an_unregistered_host_port_is_reset_without_a_connection() {
+    let mut rig = Rig::with_host_ports(&[1234]);
+    // A socket at `<uds>_7`, as a guest could plant through a share: never reached.
+    let listener = UnixListener::bind(rig.port_path(7)).unwrap();
+    let rst = rig.guest_request(5000, 7);
+    assert_eq!(
+        (rst.op, rst.src_cid, rst.dst_cid, rst.src_port, rst.dst_port),
+        (op::RST, HOST_CID, GUEST_CID, 7, 5000)
+    );
+    assert_never_connected(&listener, "unregistered port 7");
+    assert_eq!(rig.worker_streams(), 0);
+    // Data for the refused connection is answered with RST too, and reaches nobody.
+    rig.guest.send(guest_header(op::RW, 5000, 7), b"secret");
+    rig.pump();
+    assert_eq!(rig.guest.received()[0].0.op, op::RST);
+    assert_never_connected(&listener, "unregistered port 7");
+}
+
+#[test]
+fn a_registered_port_that_is_a_symlink_is_reset_without_a_connection() {
+    let mut rig = Rig::with_host_ports(&[7, 8, 9]);
+    let dir = TempDir::new();
+    // A real listening socket elsewhere (the host's secret), and a symlink to it at the port's
+    // name, absolute for port 7 and relative for port 8.
+    let secret_path = dir.0.join("hostsecret.sock");
+    let secret = UnixListener::bind(&secret_path).unwrap();
+    std::os::unix::fs::symlink(&secret_path, rig.port_path(7)).unwrap();
+    let relative = Path::new("..").join(secret_path.strip_prefix(dir.0.parent().unwrap()).unwrap());
+    std::os::unix::fs::symlink(&relative, rig.port_path(8)).unwrap();
+    assert!(
+        UnixStream::connect(rig.port_path(8)).is_ok(),
+        "the relative symlink works for a path-following connect"
+    );
+    let _ = secret.accept().unwrap();
+    for port in [7, 8] {
+        let rst = rig.guest_request(5000 + port, port);
+        assert_eq!((rst.op, rst.src_port), (op::RST, port), "port {port}");
+    }
+    assert_never_connected(&secret, "a symlink to a host socket");
+    // Something other than a socket at a registered port is refused as well.
+    std::fs::write(rig.port_path(9), b"not a socket").unwrap();
+    assert_eq!(rig.guest_request(5009, 9).op, op::RST);
+    assert_eq!(rig.worker_streams(), 0);
+}
+
+#[test]
+fn a_registered_port_reaches_its_real_socket() {
+    let mut rig = Rig::with_host_ports(&[7]);
+    let listener = UnixListener::bind(rig.port_path(7)).unwrap();
+    let response = rig.guest_request(5000, 7);
+    assert_eq!(
+        (response.op, response.src_port, response.dst_port),
+        (op::RESPONSE, 7, 5000)
+    );
+    let (mut host, _) = listener.accept().unwrap();
+    host.set_nonblocking(true).unwrap();
+    rig.guest.send(guest_header(op::RW, 5000, 7), b"registered");
+    rig.pump();
+    assert_eq!(read_available(&mut host).0, b"registered");
 }
 
 #[test]
@@ -979,6 +1084,7 @@ fn activation_runs_a_worker_thread_that_reset_stops() {
     let config = VsockConfig {
         guest_cid: GUEST_CID,
         uds_path: dir.0.join("vm.sock"),
+        host_ports: Vec::new(),
     };
     let mut device = Vsock::new(&config).unwrap();
     let mem = GuestMemory::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).unwrap();
