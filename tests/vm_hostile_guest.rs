@@ -127,14 +127,16 @@ fn a_hostile_pod_cannot_write_host_state_forge_reports_or_reach_host_sockets() {
     let uuid = uuid_from(&uuid_file);
     let out = &run.stdout;
     // The attack ran and tried everything.
-    assert!(out.contains("attack-ran") && out.contains("attacks-done"), "{run}");
+    assert!(
+        out.contains("attack-ran") && out.contains("attacks-done"),
+        "{run}"
+    );
     // No host file was writable through the share; nothing of the host is in it.
     assert!(!out.contains("wrote "), "{run}");
     assert_eq!(out.matches("refused ").count(), 6, "{run}");
     for host_only in ["stage1", "pid", "stage1-kvm", "net-info.json"] {
         assert!(
-            !out
-                .lines()
+            !out.lines()
                 .any(|l| l.starts_with("share:") && l.split(' ').any(|w| w == host_only)),
             "{host_only} visible to the guest: {run}"
         );
@@ -142,22 +144,38 @@ fn a_hostile_pod_cannot_write_host_state_forge_reports_or_reach_host_sockets() {
     // Forged status and stolen output stream: refused; the victim's own status stands.
     assert!(out.contains("forge-status=1"), "{run}");
     assert!(out.contains("grab-stdout=1"), "{run}");
-    assert!(out.contains("victim-out") && !out.contains("fake-victim-line"), "{run}");
-    assert_eq!(run.code(), 5, "the victim's status, not the forged 0: {run}");
+    assert!(
+        out.contains("victim-out") && !out.contains("fake-victim-line"),
+        "{run}"
+    );
+    assert_eq!(
+        run.code(),
+        5,
+        "the victim's status, not the forged 0: {run}"
+    );
     let st = status(&world, &uuid);
     assert_eq!(value(&st, "app-victim"), Some("5"), "{st:?}");
     assert_eq!(value(&st, "app-attacker"), Some("0"), "{st:?}");
     // An unregistered host port is refused, and the planted link was never followed.
     assert!(out.contains("port7=1"), "{run}");
-    assert!(secret.accept().is_err(), "the host's secret socket got a connection");
+    assert!(
+        secret.accept().is_err(),
+        "the host's secret socket got a connection"
+    );
     // Set-id bits made in a host volume do not exist on the host.
-    assert!(out.contains("suid-made") && out.contains("sgid-made"), "{run}");
+    assert!(
+        out.contains("suid-made") && out.contains("sgid-made"),
+        "{run}"
+    );
     assert!(out.contains("chmod-suid-made"), "{run}");
     for name in ["suid", "sgid", "later"] {
         let mode = fs::metadata(volume.join(name)).unwrap().mode();
         assert_eq!(mode & 0o6000, 0, "{name} has mode {mode:o} on the host");
     }
-    assert!(out.contains("links-planted") && out.contains("junk-planted"), "{run}");
+    assert!(
+        out.contains("links-planted") && out.contains("junk-planted"),
+        "{run}"
+    );
 
     // Host commands answer promptly over the planted links, FIFO and sparse file, and
     // removing the pod follows none of them.
@@ -168,7 +186,10 @@ fn a_hostile_pod_cannot_write_host_state_forge_reports_or_reach_host_sockets() {
     ] {
         let started = Instant::now();
         world.ok(args);
-        assert!(started.elapsed() < Duration::from_secs(30), "{args:?} was slow");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{args:?} was slow"
+        );
     }
     assert_all_cleaned(&world);
     assert_eq!(
@@ -216,7 +237,11 @@ while :; do sleep 1; done"#,
     let started = Instant::now();
     let output = || fs::read_to_string(&out_path).unwrap_or_default();
     while !output().contains("attacks-done") {
-        assert!(started.elapsed() < POD_LIMIT, "the attack did not finish: {}", output());
+        assert!(
+            started.elapsed() < POD_LIMIT,
+            "the attack did not finish: {}",
+            output()
+        );
         if let Some(status) = child.try_wait().unwrap() {
             panic!("rkt run ended early ({status}): {}", output());
         }

@@ -1,5 +1,5 @@
 //! The contract between the kvm stage1 on the host and guest-init inside the VM, defined once:
-//! the pod share's layout (`layout`), the vsock ports and which of them the guest may reach
+//! the pod share's layout (`layout`), the network description (`network`), the vsock ports and which of them the guest may reach
 //! (`ports`), the exit-status reports (`status`), and the control channel (docs/stage1-kvm.md,
 //! "The control channel"). One vsock stream per request: the host reaches
 //! guest port [`CONTROL_PORT`] through the VMM's unix socket (`CONNECT 1\n`, `OK ...\n`), sends
@@ -18,6 +18,7 @@
 pub mod frame;
 pub mod layout;
 pub mod message;
+pub mod network;
 pub mod ports;
 pub mod status;
 

@@ -18,7 +18,6 @@ use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
 use thiserror::Error;
 
 /// The stage1's description of the guest's NICs, relative to the pod share.
@@ -46,35 +45,7 @@ pub enum NetworkError {
     },
 }
 
-#[derive(Debug, Deserialize)]
-struct Description {
-    interfaces: Vec<Interface>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Interface {
-    mac: String,
-    /// A warm-started guest's NIC still has the MAC it booted with (the snapshot's): found by
-    /// it, the NIC is given `mac` (docs/networking.md).
-    #[serde(default, rename = "bootMac")]
-    boot_mac: Option<String>,
-    mtu: u32,
-    addresses: Vec<Address>,
-    routes: Vec<Route>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Address {
-    address: Ipv4Addr,
-    prefix: u8,
-}
-
-#[derive(Debug, Deserialize)]
-struct Route {
-    dst: Ipv4Addr,
-    prefix: u8,
-    gateway: Option<Ipv4Addr>,
-}
+use pod_control::network::{GuestNetwork as Description, GuestRoute as Route};
 
 /// Brings loopback up and configures the NICs the stage1 described (none without its file:
 /// `--net=none`). Returns a line per interface for the debug log.
