@@ -524,6 +524,8 @@ fn entry_files(dir: &Path) -> Result<Vec<String>, String> {
 }
 
 /// After the build: every file 0600 and the directory 0700, then the record of each file.
+/// A file already 0600 is left alone (its ctime unchanged): the stage1 sets the kernel's and
+/// initramfs's modes before the VMM stamps them, so restores can trust those stamps.
 fn seal_files(dir: &Path) -> Result<Vec<FileRecord>, CacheError> {
     let handle = open_dir_nofollow(dir).map_err(io_error(dir))?;
     set_mode(&handle, DIR_MODE, false).map_err(io_error(dir))?;

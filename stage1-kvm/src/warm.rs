@@ -18,6 +18,7 @@
 //! `rkt/network.json`).
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -177,6 +178,11 @@ fn make_snapshot(config: &VmConfig, pod: &PodPaths, dir: &Path) -> Result<(), St
     let source_initrd = config.kernel.initrd.clone().unwrap_or_else(|| pod.initrd());
     for (from, to) in [(&config.kernel.path, &kernel), (&source_initrd, &initrd)] {
         fs::copy(from, to).map_err(|e| format!("copying {}: {e}", from.display()))?;
+        // Root's alone, as every file of the cache (snapshot-cache, "Modes"), and set now:
+        // a chmod after the VMM stamped the file for the snapshot would change its ctime, and
+        // every restore would then hash the kernel and initramfs again.
+        fs::set_permissions(to, fs::Permissions::from_mode(0o600))
+            .map_err(|e| format!("setting the mode of {}: {e}", to.display()))?;
     }
     let mut snapshot = config.clone();
     snapshot.kernel.path = kernel;
