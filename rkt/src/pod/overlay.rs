@@ -174,7 +174,17 @@ pub fn mount_pod(pod_dir: &Path, tree_dir: &Path, apps: &[String]) -> Result<(),
             if index > 0 {
                 let app = &apps[index - 1];
                 let manifest = layout::app_dir(pod_dir, app).join("manifest");
-                fs::copy(layout::app_image_manifest(pod_dir, app), &manifest)
+                // Read as every pod file is (safe_read: no links, capped), written whole.
+                let dir = safe_read::open_host_dir(pod_dir)
+                    .map_err(PodError::io(format!("opening {}", pod_dir.display())))?;
+                let rel = layout::app_image_manifest(Path::new(""), app);
+                let bytes = safe_read::read(dir.as_fd(), &rel, safe_read::cap::MANIFEST).map_err(
+                    |source| PodError::PodFile {
+                        context: format!("reading the image manifest of app {app}"),
+                        source,
+                    },
+                )?;
+                fs::write(&manifest, bytes)
                     .map_err(PodError::io(format!("writing {}", manifest.display())))?;
             }
         }
