@@ -769,3 +769,63 @@ fn pod_manifest_files_are_prepared_as_given() {
     expected.sort();
     assert_eq!(pods.all_pods(), expected);
 }
+
+/// What a hostile guest could leave in its pod directory (a FIFO for a status file, a link
+/// to the host for `pid`, a 2 GiB `net-info.json`, links to a host directory): `status`
+/// and `list` answer at once and name the pod and the file, and `rm` removes the pod without
+/// touching what the links point at.
+#[test]
+fn planted_files_in_an_exited_pod_get_prompt_clear_answers() {
+    let pods = Pods::new();
+    let uuid = pods.prepare(&["--no-overlay", &pods.app]);
+    let dir = pods.simulate_run(&uuid, Some(0));
+    let canary = pods.env.work.join("canary");
+    fs::create_dir_all(&canary).unwrap();
+    fs::write(canary.join("pid"), "1").unwrap();
+    fs::write(canary.join("keep"), "host data").unwrap();
+
+    let status = dir.join("stage1/rootfs/rkt/status/busybox");
+    fs::remove_file(&status).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&status)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    fs::remove_file(dir.join("pid")).unwrap();
+    std::os::unix::fs::symlink(canary.join("pid"), dir.join("pid")).unwrap();
+    File::create(dir.join("net-info.json"))
+        .unwrap()
+        .set_len(2 << 30)
+        .unwrap();
+    std::os::unix::fs::symlink(&canary, dir.join("stage1/rootfs/escape")).unwrap();
+    std::os::unix::fs::symlink(&canary, dir.join("appsinfo/busybox/escape")).unwrap();
+
+    let started = std::time::Instant::now();
+    let err = pods.env.fails(254, &["status", &uuid]);
+    assert!(err.contains(&uuid) && err.contains("pid"), "{err}");
+    assert!(err.contains("symbolic link"), "{err}");
+    let out = pods.env.command(&["list", "--full"]).output().unwrap();
+    assert!(out.status.success());
+    let listed = String::from_utf8_lossy(&out.stderr);
+    assert!(listed.contains(&uuid), "{listed}");
+    // The FIFO, reached once the pid is readable again.
+    fs::remove_file(dir.join("pid")).unwrap();
+    fs::write(dir.join("pid"), "4242").unwrap();
+    let err = pods.env.fails(254, &["status", &uuid]);
+    assert!(
+        err.contains("rkt/status/busybox") && err.contains("FIFO"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "something blocked"
+    );
+
+    pods.env.ok(&["rm", &uuid]);
+    assert!(pods.all_pods().is_empty());
+    assert_eq!(
+        fs::read_to_string(canary.join("keep")).unwrap(),
+        "host data"
+    );
+    assert_eq!(fs::read_to_string(canary.join("pid")).unwrap(), "1");
+}

@@ -6,8 +6,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// Bumped whenever the cache's layout or what a key means changes: old entries then simply
-/// stop matching (and `rkt gc` removes them).
-pub const CACHE_FORMAT: u32 = 1;
+/// stop matching (and `rkt gc` removes them). 2: `info.json` records each file's identity
+/// (format-1 entries have no such record and could have been made with looser modes).
+pub const CACHE_FORMAT: u32 = 2;
 
 /// One share as the guest saw it at boot (the host directory is each pod's own).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

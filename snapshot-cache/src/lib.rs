@@ -11,6 +11,21 @@
 //! - `.<id>.lock`: held while the entry is made or removed, so two pods of one shape never
 //!   both build it and a removal never races a build.
 //!
+//! Modes: the cache directory (and `$dir/stage1-kvm` above it) are 0700, every entry
+//! directory 0700 and every file in one 0600, root's alone: a snapshot's memory holds a
+//! booted guest (its kernel's randomness included), and another host user must neither read
+//! nor change it. Looser directories made by older versions are tightened on use.
+//!
+//! Integrity: `info.json` records, for every other file of the entry, its size, inode, mtime
+//! and ctime, and for every file up to [`HASHED_UP_TO`] bytes (the VMM's `state`, the kernel,
+//! the initramfs) its SHA-256. [`Cache::open_checked`] refuses an entry whose files do not
+//! match (one added, missing, replaced, written, chmod-ed, or readable by others); the
+//! stage1 then boots cold and removes it, as for a snapshot the VMM refuses. The memory file
+//! (30 MB or more, sparse) is identified by its metadata only: any write through the file
+//! system, `utimes` included, sets its ctime to the current time, which no call can set
+//! back, so a changed memory file is refused without reading it; hashing it would cost
+//! every warm start a full read (see the `hash_cost` test for the figure).
+//!
 //! Users of an entry take no lock: they open the entry directory once and read everything
 //! through that descriptor (`/proc/self/fd/N/...`), so they never mix files of two entries; a
 //! removal while they open files is a clean failure (which the stage1 answers with a cold
@@ -19,14 +34,15 @@
 mod key;
 mod lock;
 
-use std::fs::{self, File};
-use std::io;
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 pub use key::{is_id, Key, ShareShape, CACHE_FORMAT};
@@ -36,6 +52,16 @@ pub use lock::EntryLock;
 pub const CACHE_DIR: &str = "stage1-kvm/snapshots";
 /// Every entry's description.
 pub const INFO_FILE: &str = "info.json";
+/// Files up to this size get a SHA-256 in `info.json` (the VMM's state, kernel, initramfs);
+/// larger ones (the guest memory) are identified by their metadata.
+pub const HASHED_UP_TO: u64 = 16 << 20;
+/// Modes of the cache's directories and files: root's alone.
+const DIR_MODE: u32 = 0o700;
+const FILE_MODE: u32 = 0o600;
+/// More than one tick of the kernel's coarse clock for file times (1/HZ, HZ >= 100).
+const CLOCK_TICK: std::time::Duration = std::time::Duration::from_millis(20);
+/// `info.json` larger than this is not ours.
+const INFO_CAP: u64 = 1 << 20;
 
 const BUILD_PREFIX: &str = ".build-";
 const TRASH_PREFIX: &str = ".trash-";
@@ -47,6 +73,9 @@ pub enum CacheError {
     Io { path: PathBuf, source: io::Error },
     #[error("making the snapshot failed: {0}")]
     Build(String),
+    /// The entry's files are not what was recorded when it was made.
+    #[error("snapshot {id} refused: {why}")]
+    Refused { id: String, why: String },
 }
 
 fn io_error(path: &Path) -> impl FnOnce(io::Error) -> CacheError + '_ {
@@ -64,6 +93,24 @@ pub struct Info {
     pub created: u64,
     /// Bytes the entry takes on disk (sparse files counted by their blocks).
     pub disk_bytes: u64,
+    /// What each of the entry's other files was when the entry was made (sorted by name).
+    /// Absent in entries of cache format 1, which are never used (their keys differ).
+    #[serde(default)]
+    pub files: Vec<FileRecord>,
+}
+
+/// What identifies one file of an entry (see the crate's "Integrity").
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRecord {
+    pub name: String,
+    pub size: u64,
+    pub inode: u64,
+    /// Nanoseconds since the epoch.
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+    /// Hex SHA-256 of the contents, for files up to [`HASHED_UP_TO`] bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
 }
 
 /// One entry found by [`Cache::list`].
@@ -114,21 +161,78 @@ impl Cache {
         self.root.join(format!(".{id}.lock"))
     }
 
-    /// Opens the complete entry for `key`, if there is one.
+    /// Opens the complete entry for `key`, if there is one whose files are as recorded
+    /// (a refused entry reads as none: see [`Cache::open_checked`] for why).
     pub fn open(&self, key: &Key) -> Option<OpenEntry> {
+        self.open_checked(key).ok().flatten()
+    }
+
+    /// Opens the entry for `key`: `Ok(None)` if there is none (or it is another key's or
+    /// unreadable, as before), `Err(Refused)` if its files changed since it was made (see
+    /// the crate's "Integrity"); the caller boots cold and removes it
+    /// ([`Cache::remove_refused`]).
+    pub fn open_checked(&self, key: &Key) -> Result<Option<OpenEntry>, CacheError> {
+        self.tighten_dirs();
         let id = key.id();
         let dir = self.root.join(&id);
-        let handle = File::open(&dir).ok()?;
-        if !handle.metadata().ok()?.is_dir() {
-            return None;
+        let Ok(handle) = open_dir_nofollow(&dir) else {
+            return Ok(None);
+        };
+        let Ok(meta) = handle.metadata() else {
+            return Ok(None);
+        };
+        if !meta.is_dir() {
+            return Ok(None);
         }
         let proc_dir = PathBuf::from(format!("/proc/self/fd/{}", handle.as_raw_fd()));
-        let info = read_info(&proc_dir.join(INFO_FILE))?;
-        (info.key == *key).then_some(OpenEntry {
+        let Some(info) = read_info(&proc_dir.join(INFO_FILE)) else {
+            return Ok(None);
+        };
+        if info.key != *key {
+            return Ok(None);
+        }
+        let refused = |why: String| CacheError::Refused {
+            id: id.clone(),
+            why,
+        };
+        if meta.mode() & 0o077 != 0 {
+            return Err(refused(format!(
+                "its directory is open to other users (mode {:o})",
+                meta.mode() & 0o7777
+            )));
+        }
+        verify_files(&proc_dir, &info.files).map_err(refused)?;
+        Ok(Some(OpenEntry {
             handle,
             dir: proc_dir,
             id,
-        })
+        }))
+    }
+
+    /// Removes the entry for `key` if it is (still) refused by [`Cache::open_checked`], under
+    /// its lock; an entry made meanwhile that checks out is kept.
+    pub fn remove_refused(&self, key: &Key) -> Result<(), CacheError> {
+        let id = key.id();
+        let lock_path = self.lock_path(&id);
+        let _lock = EntryLock::wait(&lock_path).map_err(io_error(&lock_path))?;
+        if let Err(CacheError::Refused { .. }) = self.open_checked(key) {
+            self.discard(&self.root.join(&id));
+        }
+        Ok(())
+    }
+
+    /// `$dir/stage1-kvm` and the cache directory: 0700 (see the crate's "Modes"), tightened
+    /// if an older version made them looser. Best effort: a directory we cannot fix is
+    /// another user's, and then nothing of ours works there anyway.
+    fn tighten_dirs(&self) {
+        for dir in [self.root.parent(), Some(self.root.as_path())]
+            .into_iter()
+            .flatten()
+        {
+            if let Ok(handle) = open_dir_nofollow(dir) {
+                let _ = set_mode(&handle, DIR_MODE, true);
+            }
+        }
     }
 
     /// Makes the entry for `key` unless it exists: waits for the entry's lock, clears what an
@@ -138,7 +242,12 @@ impl Cache {
     where
         F: FnOnce(&Path) -> Result<(), String>,
     {
-        fs::create_dir_all(&self.root).map_err(io_error(&self.root))?;
+        DirBuilder::new()
+            .recursive(true)
+            .mode(DIR_MODE)
+            .create(&self.root)
+            .map_err(io_error(&self.root))?;
+        self.tighten_dirs();
         let id = key.id();
         let lock_path = self.lock_path(&id);
         let _lock = EntryLock::wait(&lock_path).map_err(io_error(&lock_path))?;
@@ -150,21 +259,31 @@ impl Cache {
             .root
             .join(format!("{BUILD_PREFIX}{id}-{}", std::process::id()));
         let result = (|| {
-            fs::create_dir(&building).map_err(io_error(&building))?;
+            DirBuilder::new()
+                .mode(DIR_MODE)
+                .create(&building)
+                .map_err(io_error(&building))?;
             build(&building).map_err(CacheError::Build)?;
+            // Modes first (a chmod changes the ctime recorded next).
+            let files = seal_files(&building)?;
+            // File times come from a clock that ticks every few milliseconds (1/HZ): a write
+            // in the same tick as the sealing would leave mtime and ctime as recorded. Wait
+            // out that tick before the entry can be used, so any later change shows.
+            std::thread::sleep(CLOCK_TICK);
             let info = Info {
                 key: key.clone(),
                 created: SystemTime::now()
                     .duration_since(UNIX_EPOCH)
                     .map_or(0, |d| d.as_secs()),
                 disk_bytes: disk_usage(&building),
+                files,
             };
             let info_path = building.join(INFO_FILE);
             let json = serde_json::to_vec_pretty(&info).map_err(|e| CacheError::Io {
                 path: info_path.clone(),
                 source: io::Error::other(e),
             })?;
-            fs::write(&info_path, json).map_err(io_error(&info_path))?;
+            write_private(&info_path, &json).map_err(io_error(&info_path))?;
             let entry = self.root.join(&id);
             // A broken entry (no readable info.json) may sit there: out of the way first.
             self.discard(&entry);
@@ -183,7 +302,7 @@ impl Cache {
         let _lock = EntryLock::wait(&lock_path).map_err(io_error(&lock_path))?;
         let entry = self.root.join(&opened.id);
         let ours = opened.handle.metadata().map_err(io_error(&entry))?;
-        match fs::metadata(&entry) {
+        match fs::symlink_metadata(&entry) {
             Ok(now) if now.dev() == ours.dev() && now.ino() == ours.ino() => {
                 self.discard(&entry);
                 Ok(())
@@ -285,8 +404,198 @@ impl Cache {
 }
 
 fn read_info(path: &Path) -> Option<Info> {
-    let bytes = fs::read(path).ok()?;
+    let file = open_file_nofollow(path).ok()?;
+    let meta = file.metadata().ok()?;
+    if !meta.is_file() || meta.len() > INFO_CAP {
+        return None;
+    }
+    let mut bytes = Vec::new();
+    file.take(INFO_CAP).read_to_end(&mut bytes).ok()?;
     serde_json::from_slice(&bytes).ok()
+}
+
+/// Opens directory `path` without following a link at its last component.
+fn open_dir_nofollow(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+}
+
+/// Opens `path` for reading without following a link at its last component and without
+/// blocking on a FIFO (whatever it is, the caller checks it is a regular file).
+fn open_file_nofollow(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(path)
+}
+
+/// Writes a new file readable and writable by its owner only.
+fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(FILE_MODE)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+/// Sets `file`'s permission bits to `mode` (with `only_tighten`, only takes bits away);
+/// through the descriptor (fchmod), and only when they differ.
+fn set_mode(file: &File, mode: u32, only_tighten: bool) -> io::Result<()> {
+    let meta = file.metadata()?;
+    let current = meta.mode() & 0o7777;
+    let wanted = if only_tighten { current & mode } else { mode };
+    if current != wanted && meta.uid() == current_uid() {
+        file.set_permissions(fs::Permissions::from_mode(wanted))?;
+    }
+    Ok(())
+}
+
+fn current_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+fn nanos(seconds: i64, nanoseconds: i64) -> i64 {
+    seconds
+        .saturating_mul(1_000_000_000)
+        .saturating_add(nanoseconds)
+}
+
+/// SHA-256 of `file` from its start, which must be `size` bytes long.
+fn sha256_of(file: &File, size: u64) -> io::Result<String> {
+    let mut hasher = Sha256::new();
+    let mut reader = file.take(size + 1);
+    let mut buffer = vec![0u8; 1 << 16];
+    let mut total = 0u64;
+    loop {
+        let read = reader.read(&mut buffer)?;
+        if read == 0 {
+            break;
+        }
+        total += read as u64;
+        hasher.update(&buffer[..read]);
+    }
+    if total != size {
+        return Err(io::Error::other(format!(
+            "read {total} bytes where {size} were expected"
+        )));
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// What identifies `file` now (`name` is its name in the entry).
+fn record_of(name: &str, file: &File) -> io::Result<FileRecord> {
+    let meta = file.metadata()?;
+    Ok(FileRecord {
+        name: name.to_string(),
+        size: meta.len(),
+        inode: meta.ino(),
+        mtime_ns: nanos(meta.mtime(), meta.mtime_nsec()),
+        ctime_ns: nanos(meta.ctime(), meta.ctime_nsec()),
+        sha256: (meta.len() <= HASHED_UP_TO)
+            .then(|| sha256_of(file, meta.len()))
+            .transpose()?,
+    })
+}
+
+/// The regular files directly in `dir` other than `info.json`, by name; anything else there
+/// (a directory, a link, a FIFO) is an error: an entry holds plain files only.
+fn entry_files(dir: &Path) -> Result<Vec<String>, String> {
+    let mut names = Vec::new();
+    let listing = fs::read_dir(dir).map_err(|e| format!("listing it: {e}"))?;
+    for item in listing {
+        let item = item.map_err(|e| format!("listing it: {e}"))?;
+        let name = item.file_name().to_string_lossy().into_owned();
+        if name == INFO_FILE {
+            continue;
+        }
+        match item.file_type() {
+            Ok(kind) if kind.is_file() => names.push(name),
+            _ => return Err(format!("{name} is not a regular file")),
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// After the build: every file 0600 and the directory 0700, then the record of each file.
+/// A file already 0600 is left alone (its ctime unchanged): the stage1 sets the kernel's and
+/// initramfs's modes before the VMM stamps them, so restores can trust those stamps.
+fn seal_files(dir: &Path) -> Result<Vec<FileRecord>, CacheError> {
+    let handle = open_dir_nofollow(dir).map_err(io_error(dir))?;
+    set_mode(&handle, DIR_MODE, false).map_err(io_error(dir))?;
+    let names = entry_files(dir).map_err(CacheError::Build)?;
+    let mut records = Vec::new();
+    for name in names {
+        let path = dir.join(&name);
+        let file = open_file_nofollow(&path).map_err(io_error(&path))?;
+        set_mode(&file, FILE_MODE, false).map_err(io_error(&path))?;
+        records.push(record_of(&name, &file).map_err(io_error(&path))?);
+    }
+    Ok(records)
+}
+
+/// Whether the files in `dir` (an opened entry) are exactly those `recorded`, unchanged;
+/// `Err` says what differs.
+fn verify_files(dir: &Path, recorded: &[FileRecord]) -> Result<(), String> {
+    let present = entry_files(dir)?;
+    let expected: Vec<&str> = recorded.iter().map(|r| r.name.as_str()).collect();
+    if present != expected {
+        return Err(format!(
+            "it holds {present:?} where {expected:?} were recorded"
+        ));
+    }
+    for record in recorded {
+        let file = open_file_nofollow(&dir.join(&record.name))
+            .map_err(|e| format!("{}: {e}", record.name))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| format!("{}: {e}", record.name))?;
+        if !meta.is_file() {
+            return Err(format!("{} is no longer a regular file", record.name));
+        }
+        if meta.mode() & 0o077 != 0 {
+            return Err(format!(
+                "{} is open to other users (mode {:o})",
+                record.name,
+                meta.mode() & 0o7777
+            ));
+        }
+        let now = FileRecord {
+            name: record.name.clone(),
+            size: meta.len(),
+            inode: meta.ino(),
+            mtime_ns: nanos(meta.mtime(), meta.mtime_nsec()),
+            ctime_ns: nanos(meta.ctime(), meta.ctime_nsec()),
+            sha256: None,
+        };
+        let same_metadata = now.size == record.size
+            && now.inode == record.inode
+            && now.mtime_ns == record.mtime_ns
+            && now.ctime_ns == record.ctime_ns;
+        if !same_metadata {
+            return Err(format!(
+                "{} changed since the snapshot was made (size, inode or times differ)",
+                record.name
+            ));
+        }
+        if let Some(wanted) = &record.sha256 {
+            let actual =
+                sha256_of(&file, record.size).map_err(|e| format!("{}: {e}", record.name))?;
+            if actual != *wanted {
+                return Err(format!(
+                    "{}'s SHA-256 differs from the recorded one",
+                    record.name
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Bytes of disk the files directly in `dir` take (512-byte blocks: sparse holes are free).

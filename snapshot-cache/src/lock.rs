@@ -6,7 +6,7 @@
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// A held lock; released when dropped (the descriptor closes).
@@ -28,10 +28,13 @@ impl EntryLock {
 
     fn take(path: &Path, block: bool) -> io::Result<Option<EntryLock>> {
         loop {
+            // Root's alone (0600), never through a link.
             let file = OpenOptions::new()
                 .create(true)
                 .truncate(false)
                 .write(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
                 .open(path)?;
             // std's file locks are flock(2) locks, as rkt's pod locks (rkt/src/pod/lock.rs).
             let locked = if block {
@@ -50,7 +53,7 @@ impl EntryLock {
                 Err(error) => return Err(error),
             }
             let held = file.metadata()?;
-            match std::fs::metadata(path) {
+            match std::fs::symlink_metadata(path) {
                 Ok(now) if now.dev() == held.dev() && now.ino() == held.ino() => {
                     return Ok(Some(EntryLock {
                         _file: file,

@@ -1,4 +1,5 @@
 use super::*;
+use std::os::unix::fs::PermissionsExt;
 
 /// A key for the tests (also key.rs's), with `nics` NICs.
 pub(crate) fn key(nics: usize) -> Key {
@@ -114,4 +115,157 @@ fn remove_where_picks_entries() {
         .unwrap();
     assert_eq!(removed, [key(1).id()]);
     assert!(cache.open(&key(0)).is_some());
+}
+
+/// Builds the test key's entry with a small `state` and a sparse `memory`.
+fn made(cache: &Cache) -> PathBuf {
+    cache
+        .make(&key(0), |dir| {
+            fs::write(dir.join("state"), b"vcpu registers").map_err(|e| e.to_string())?;
+            let memory = File::create(dir.join("memory")).map_err(|e| e.to_string())?;
+            memory
+                .set_len(HASHED_UP_TO + 4096)
+                .map_err(|e| e.to_string())
+        })
+        .unwrap();
+    cache.root().join(key(0).id())
+}
+
+fn mode(path: &Path) -> u32 {
+    fs::symlink_metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+#[test]
+fn entries_are_root_only_and_record_their_files() {
+    let data = tempfile::tempdir().unwrap();
+    let cache = Cache::new(data.path());
+    let entry = made(&cache);
+    assert_eq!(mode(cache.root()), 0o700);
+    assert_eq!(mode(cache.root().parent().unwrap()), 0o700);
+    assert_eq!(mode(&entry), 0o700);
+    for name in ["state", "memory", INFO_FILE] {
+        assert_eq!(mode(&entry.join(name)), 0o600, "{name}");
+    }
+    let lock = cache.root().join(format!(".{}.lock", key(0).id()));
+    assert_eq!(mode(&lock), 0o600);
+    let info = cache.list().unwrap().remove(0).info.unwrap();
+    let names: Vec<&str> = info.files.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(names, ["memory", "state"]);
+    assert!(
+        info.files[0].sha256.is_none(),
+        "the memory file is not hashed"
+    );
+    assert_eq!(
+        info.files[1].sha256.as_deref(),
+        Some(hex::encode(Sha256::digest(b"vcpu registers")).as_str())
+    );
+    assert!(cache.open_checked(&key(0)).unwrap().is_some());
+}
+
+#[test]
+fn looser_cache_directories_are_tightened_on_use() {
+    let data = tempfile::tempdir().unwrap();
+    let cache = Cache::new(data.path());
+    fs::create_dir_all(cache.root()).unwrap();
+    fs::set_permissions(cache.root(), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(
+        cache.root().parent().unwrap(),
+        fs::Permissions::from_mode(0o775),
+    )
+    .unwrap();
+    assert!(cache.open(&key(0)).is_none());
+    assert_eq!(mode(cache.root()), 0o700);
+    assert_eq!(mode(cache.root().parent().unwrap()), 0o700);
+}
+
+/// Each way a file of an entry can change gets the entry refused, and `remove_refused` then
+/// takes it away so the next pod makes a new one.
+#[test]
+fn a_snapshot_whose_files_changed_is_refused_and_replaced() {
+    use std::os::unix::fs::FileExt;
+    type Tamper = fn(&Path);
+    let tampers: [(&str, Tamper); 6] = [
+        ("state rewritten, same size and mtime", |entry| {
+            let state = entry.join("state");
+            let before = fs::metadata(&state).unwrap().modified().unwrap();
+            let file = OpenOptions::new().write(true).open(&state).unwrap();
+            file.write_at(b"V", 0).unwrap();
+            file.set_modified(before).unwrap();
+        }),
+        ("memory written in place", |entry| {
+            let file = OpenOptions::new()
+                .write(true)
+                .open(entry.join("memory"))
+                .unwrap();
+            file.write_at(b"\x01", 4096).unwrap();
+        }),
+        ("memory replaced by a copy", |entry| {
+            fs::copy(entry.join("memory"), entry.join("copy")).unwrap();
+            fs::rename(entry.join("copy"), entry.join("memory")).unwrap();
+        }),
+        ("a file added", |entry| {
+            fs::write(entry.join("extra"), b"x").unwrap();
+        }),
+        ("state made readable by others", |entry| {
+            fs::set_permissions(entry.join("state"), fs::Permissions::from_mode(0o644)).unwrap();
+        }),
+        ("state replaced by a symlink", |entry| {
+            fs::remove_file(entry.join("state")).unwrap();
+            std::os::unix::fs::symlink("/etc/hostname", entry.join("state")).unwrap();
+        }),
+    ];
+    for (what, tamper) in tampers {
+        let data = tempfile::tempdir().unwrap();
+        let cache = Cache::new(data.path());
+        let entry = made(&cache);
+        tamper(&entry);
+        let refused = cache.open_checked(&key(0));
+        assert!(
+            matches!(refused, Err(CacheError::Refused { .. })),
+            "{what}: {:?}",
+            refused.as_ref().map(|o| o.is_some())
+        );
+        assert!(cache.open(&key(0)).is_none(), "{what}");
+        cache.remove_refused(&key(0)).unwrap();
+        assert!(!entry.exists(), "{what}: removed");
+        made(&cache);
+        assert!(cache.open_checked(&key(0)).unwrap().is_some(), "{what}");
+    }
+}
+
+/// What checking an entry costs, and what hashing a 30 MB memory file would add
+/// (`cargo test --release -p snapshot-cache hash_cost -- --ignored --nocapture`).
+#[test]
+#[ignore]
+fn hash_cost() {
+    use std::time::Instant;
+    let data = tempfile::tempdir().unwrap();
+    let cache = Cache::new(data.path());
+    cache
+        .make(&key(0), |dir| {
+            fs::write(dir.join("state"), vec![7u8; 64 << 10]).map_err(|e| e.to_string())?;
+            // 30 MB, 6 MB of it data (a booted idle guest's pages), the rest holes.
+            let memory = File::create(dir.join("memory")).map_err(|e| e.to_string())?;
+            memory.set_len(30 << 20).map_err(|e| e.to_string())?;
+            use std::os::unix::fs::FileExt;
+            for chunk in 0..6u64 {
+                memory
+                    .write_at(&vec![chunk as u8 + 1; 1 << 20], chunk * (5 << 20))
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    let started = Instant::now();
+    assert!(cache.open_checked(&key(0)).unwrap().is_some());
+    let check = started.elapsed();
+    let memory = File::open(cache.root().join(key(0).id()).join("memory")).unwrap();
+    let started = Instant::now();
+    sha256_of(&memory, 30 << 20).unwrap();
+    let hash = started.elapsed();
+    println!(
+        "checking the entry: {} us; hashing a 30 MB memory file: {} ms",
+        check.as_micros(),
+        hash.as_millis()
+    );
 }

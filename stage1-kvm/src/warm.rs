@@ -6,7 +6,8 @@
 //! as guest-init waits for its handover) and then restores it like every later pod, so that
 //! one code path serves every pod and a snapshot that cannot be restored shows up at once.
 //! Anything that goes wrong before the guest took this pod's parameters ends in a cold boot:
-//! a snapshot that could not be made, or one the VMM refuses (another kernel, VMM build or
+//! a snapshot that could not be made, one whose files changed since it was made (the cache
+//! checks them against its `info.json`), or one the VMM refuses (another kernel, VMM build or
 //! host CPU, a corrupted file) or whose guest does not answer the handover; a refused entry
 //! is removed, so the next pod of the shape makes a new one.
 //!
@@ -17,6 +18,7 @@
 //! the guest's `network.json`, written by `net` for every pod).
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -106,7 +108,18 @@ pub fn run(
         }
     };
     let key = key_of(&config, &stage1_tree);
-    if cache.open(&key).is_none() {
+    let found = match cache.open_checked(&key) {
+        Ok(found) => found.is_some(),
+        // Its files changed since it was made (snapshot-cache, "Integrity"): as for a
+        // snapshot the VMM refuses, this pod boots cold and the entry goes, so the next pod
+        // of the shape makes a new one.
+        Err(refused) => {
+            note(format!("{refused}; booting cold and removing it"));
+            let _ = cache.remove_refused(&key);
+            return vmm::run(config);
+        }
+    };
+    if !found {
         let started = Instant::now();
         match cache.make(&key, |dir| make_snapshot(&config, pod, dir)) {
             Ok(Made::Built) => {
@@ -160,6 +173,11 @@ fn make_snapshot(config: &VmConfig, pod: &PodPaths, dir: &Path) -> Result<(), St
     let source_initrd = config.kernel.initrd.clone().unwrap_or_else(|| pod.initrd());
     for (from, to) in [(&config.kernel.path, &kernel), (&source_initrd, &initrd)] {
         fs::copy(from, to).map_err(|e| format!("copying {}: {e}", from.display()))?;
+        // Root's alone, as every file of the cache (snapshot-cache, "Modes"), and set now:
+        // a chmod after the VMM stamped the file for the snapshot would change its ctime, and
+        // every restore would then hash the kernel and initramfs again.
+        fs::set_permissions(to, fs::Permissions::from_mode(0o600))
+            .map_err(|e| format!("setting the mode of {}: {e}", to.display()))?;
     }
     let mut snapshot = config.clone();
     snapshot.kernel.path = kernel;

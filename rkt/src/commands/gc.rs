@@ -34,9 +34,12 @@ pub struct GcArgs {
 /// older than this was left by a crash at that very moment.
 const STALE_EMBRYO: Duration = Duration::from_secs(60);
 
-/// Nanoseconds since the pod directory's ctime (the last state rename).
+/// Nanoseconds since the pod directory's ctime (the last state rename), from `fstat` of the
+/// descriptor the pod was loaded with (never a path lookup).
 fn age(pod: &Pod) -> Result<Duration, RktError> {
-    let meta = std::fs::symlink_metadata(pod.path())
+    let meta = pod
+        .lock()
+        .metadata()
         .map_err(RktError::io(format!("reading pod {}", pod.uuid)))?;
     let changed = meta.ctime() * 1_000_000_000 + meta.ctime_nsec();
     let nanos = (now_nanos() - changed).max(0);

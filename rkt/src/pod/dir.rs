@@ -9,7 +9,7 @@
 use std::collections::BTreeSet;
 use std::fs::{self, DirBuilder};
 use std::io;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::uuid::PodUuid;
@@ -54,6 +54,38 @@ impl StateDir {
     }
 }
 
+/// The mode of `pods/`, the state directories and every pod directory: the owner only.
+pub const POD_DIR_MODE: u32 = 0o700;
+
+/// Takes group and other permissions off directory `path` if it has any and we own it
+/// (another user's directory is not ours to change; reading it then fails on its own).
+/// Through a descriptor opened without following a link, with `fchmod`.
+fn tighten(path: &Path) -> Result<(), PodError> {
+    let dir = match super::safe_read::open_host_dir(path) {
+        Ok(dir) => dir,
+        // Not ours to open: leave it (the command fails later with its own message).
+        Err(err) if err.kind() == io::ErrorKind::PermissionDenied => return Ok(()),
+        Err(source) => {
+            return Err(PodError::Io {
+                context: format!("opening {}", path.display()),
+                source,
+            })
+        }
+    };
+    let meta = dir
+        .metadata()
+        .map_err(PodError::io(format!("reading {}", path.display())))?;
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o077 == 0 || meta.uid() != nix::unistd::geteuid().as_raw() {
+        return Ok(());
+    }
+    dir.set_permissions(fs::Permissions::from_mode(mode & 0o700))
+        .map_err(PodError::io(format!(
+            "taking group and other permissions off {}",
+            path.display()
+        )))
+}
+
 /// `<dir>/pods`.
 #[derive(Debug, Clone)]
 pub struct PodsDir {
@@ -63,16 +95,25 @@ pub struct PodsDir {
 impl PodsDir {
     /// The pods directory under the data directory `data_dir` (`--dir`),
     /// creating the state directories if needed.
+    ///
+    /// Modes: `pods/` and every state directory are 0700 (pod directories
+    /// too, see `Pod::create`). rkt used 0750 with group `rkt`, so that
+    /// members of that group could run `rkt list`/`status` without root; we
+    /// never set up such a group (the directories would carry root's own
+    /// group, or whatever the data directory gives them), and a pod directory
+    /// holds what its guest wrote, its manifest (environment, volumes) and
+    /// sockets, none of which another host user should read or reach. So
+    /// only the owner (root) gets in. Existing directories made with looser
+    /// modes by older versions are tightened here, on every use.
     pub fn open(data_dir: &Path) -> Result<PodsDir, PodError> {
         let pods = PodsDir {
             root: data_dir.join("pods"),
         };
         for state in StateDir::ALL {
             let path = pods.state_dir(state);
-            // rkt's modes: pods are for root (and, in rkt, its `rkt` group).
             DirBuilder::new()
                 .recursive(true)
-                .mode(0o750)
+                .mode(POD_DIR_MODE)
                 .create(&path)
                 .map_err(|source| PodError::Io {
                     context: format!(
@@ -81,7 +122,9 @@ impl PodsDir {
                     ),
                     source,
                 })?;
+            tighten(&path)?;
         }
+        tighten(&pods.root)?;
         Ok(pods)
     }
 
@@ -196,5 +239,20 @@ mod tests {
         ));
         assert!(matches!(pods.resolve("4"), Err(PodError::NoSuchPod { .. })));
         assert!(matches!(pods.resolve(""), Err(PodError::NoSuchPod { .. })));
+    }
+
+    #[test]
+    fn pod_directories_are_the_owners_only_and_old_modes_are_tightened() {
+        let data = tempfile::tempdir().unwrap();
+        let pods_root = data.path().join("pods");
+        fs::create_dir_all(pods_root.join("run")).unwrap();
+        fs::set_permissions(&pods_root, fs::Permissions::from_mode(0o755)).unwrap();
+        fs::set_permissions(pods_root.join("run"), fs::Permissions::from_mode(0o750)).unwrap();
+        let pods = PodsDir::open(data.path()).unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode(&pods_root), 0o700);
+        for state in StateDir::ALL {
+            assert_eq!(mode(&pods.state_dir(state)), 0o700, "{}", state.name());
+        }
     }
 }

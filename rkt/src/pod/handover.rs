@@ -26,7 +26,14 @@ pub fn hand_over(
     pod.mark_running()?;
     let dir = pod.path();
     let result = (|| {
-        if dir.join(layout::OVERLAY_PREPARED).exists() {
+        // lstat through the pod's descriptor: a link planted there is not followed.
+        let overlay =
+            super::safe_read::metadata(pod.lock().as_fd(), Path::new(layout::OVERLAY_PREPARED))
+                .map_err(|source| PodError::PodFile {
+                    context: format!("checking the overlay marker of pod {}", pod.uuid),
+                    source,
+                })?;
+        if overlay.is_some() {
             let apps: Vec<String> = pod
                 .manifest()?
                 .map(|m| m.apps.iter().map(|a| a.name.to_string()).collect())

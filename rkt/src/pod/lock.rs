@@ -9,7 +9,7 @@
 
 use std::fs::{File, TryLockError};
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::path::Path;
 
 use nix::fcntl::{fcntl, FcntlArg, FdFlag};
@@ -31,7 +31,8 @@ pub enum Attempt {
 impl DirLock {
     /// Opens `path` (a directory) without locking it.
     pub fn open(path: &Path) -> io::Result<DirLock> {
-        let dir = File::open(path)?;
+        // O_NOFOLLOW|O_DIRECTORY: a pod directory is never reached through a link.
+        let dir = super::safe_read::open_host_dir(path)?;
         if !dir.metadata()?.is_dir() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -63,6 +64,16 @@ impl DirLock {
                 Ok(false)
             }
         }
+    }
+
+    /// The pod directory's descriptor, for lookups relative to it (`safe_read`).
+    pub fn as_fd(&self) -> BorrowedFd<'_> {
+        self.dir.as_fd()
+    }
+
+    /// `fstat` of the pod directory itself (its ctime is the last state rename).
+    pub fn metadata(&self) -> io::Result<std::fs::Metadata> {
+        self.dir.metadata()
     }
 
     pub fn fd(&self) -> RawFd {

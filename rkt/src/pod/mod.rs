@@ -16,7 +16,9 @@
 //! - `dns`: `etc/rkt-resolv.conf`, `etc/rkt-hosts` and their modes;
 //! - `handover`: from a prepared pod to the stage1 exec (`rkt run`);
 //! - `mounts`: unmounting everything under a pod before deletion;
-//! - `remove`: gc's deletion of one pod.
+//! - `remove`: gc's deletion of one pod;
+//! - `safe_read`: every read of a pod file: beneath the pod's descriptor, no links, no
+//!   blocking, regular files only, capped.
 
 pub mod checks;
 pub mod dir;
@@ -31,6 +33,7 @@ pub mod overlay;
 pub mod prepare;
 pub mod remove;
 pub mod render;
+pub mod safe_read;
 pub mod stage1;
 pub mod state;
 pub mod uuid;
@@ -66,6 +69,13 @@ pub enum PodError {
         "pod {uuid}: its manifest is damaged ({problem}); remove the pod with `rkt rm {uuid}`"
     )]
     BadManifest { uuid: String, problem: String },
+    /// A pod file that stage0 refused to read (a link, a FIFO, a device, too large, ...).
+    #[error("{context}: {source}")]
+    PodFile {
+        context: String,
+        #[source]
+        source: safe_read::SafeReadError,
+    },
     #[error("{}: {problem}", path.display())]
     BadFile { path: PathBuf, problem: String },
     /// A complete message about what the user asked for.

@@ -10,13 +10,14 @@
 //! while a prepared pod should. [`mount_pod`] is that run-time step.
 
 use std::fs::{self, DirBuilder};
+use std::os::fd::AsFd;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
-use super::layout;
 use super::PodError;
+use super::{layout, safe_read};
 
 /// Whether overlayfs works for pods under `data_dir`: root, and a test
 /// mount in a scratch directory there succeeds (the file system below must
@@ -91,10 +92,18 @@ pub fn planned_mounts(
     tree_dir: &Path,
     apps: &[String],
 ) -> Result<Vec<OverlayMount>, PodError> {
-    let read_id = |path: PathBuf| -> Result<String, PodError> {
-        let id = fs::read_to_string(&path)
-            .map_err(PodError::io(format!("reading {}", path.display())))?;
-        let id = id.trim().to_string();
+    // The IDs are pod files: read through the pod's descriptor, no links, capped.
+    let dir = safe_read::open_host_dir(pod_dir)
+        .map_err(PodError::io(format!("opening {}", pod_dir.display())))?;
+    let read_id = |rel: PathBuf| -> Result<String, PodError> {
+        let path = pod_dir.join(&rel);
+        let bytes = safe_read::read(dir.as_fd(), &rel, safe_read::cap::LINE).map_err(|source| {
+            PodError::PodFile {
+                context: format!("reading a tree ID of {}", pod_dir.display()),
+                source,
+            }
+        })?;
+        let id = String::from_utf8_lossy(&bytes).trim().to_string();
         // It names a directory under the store: never a path.
         if id.is_empty() || id.contains('/') || id.starts_with('.') {
             return Err(PodError::BadFile {
@@ -110,10 +119,10 @@ pub fn planned_mounts(
         work: layout::overlay_work(pod_dir, tree, app),
         target,
     };
-    let stage1_tree = read_id(pod_dir.join(layout::STAGE1_TREE_STORE_ID))?;
+    let stage1_tree = read_id(PathBuf::from(layout::STAGE1_TREE_STORE_ID))?;
     let mut mounts = vec![plan(&stage1_tree, "", layout::stage1_rootfs(pod_dir))];
     for app in apps {
-        let tree = read_id(layout::app_tree_store_id(pod_dir, app))?;
+        let tree = read_id(layout::app_tree_store_id(Path::new(""), app))?;
         mounts.push(plan(&tree, app, layout::app_rootfs(pod_dir, app)));
     }
     Ok(mounts)
@@ -165,7 +174,17 @@ pub fn mount_pod(pod_dir: &Path, tree_dir: &Path, apps: &[String]) -> Result<(),
             if index > 0 {
                 let app = &apps[index - 1];
                 let manifest = layout::app_dir(pod_dir, app).join("manifest");
-                fs::copy(layout::app_image_manifest(pod_dir, app), &manifest)
+                // Read as every pod file is (safe_read: no links, capped), written whole.
+                let dir = safe_read::open_host_dir(pod_dir)
+                    .map_err(PodError::io(format!("opening {}", pod_dir.display())))?;
+                let rel = layout::app_image_manifest(Path::new(""), app);
+                let bytes = safe_read::read(dir.as_fd(), &rel, safe_read::cap::MANIFEST).map_err(
+                    |source| PodError::PodFile {
+                        context: format!("reading the image manifest of app {app}"),
+                        source,
+                    },
+                )?;
+                fs::write(&manifest, bytes)
                     .map_err(PodError::io(format!("writing {}", manifest.display())))?;
             }
         }

@@ -2,15 +2,15 @@
 //! `stage1/manifest`), the argument list `rkt run` execs the `run`
 //! entrypoint with (stage1 interface version 6), and the gc hook.
 
-use std::fs;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use appc::ImageManifest;
 
 use super::dns::{ConfMode, Hosts, Resolv};
-use super::layout;
 use super::state::{Pod, PodState};
 use super::PodError;
+use super::{layout, safe_read};
 
 /// Annotations a stage1 image names its entrypoints with.
 pub const ENTRYPOINT_RUN: &str = "coreos.com/rkt/stage1/run";
@@ -29,7 +29,16 @@ pub fn is_stage1(manifest: &ImageManifest) -> bool {
 /// The stage1 image manifest copied into the pod at prepare.
 pub fn stage1_manifest(pod_dir: &Path) -> Result<ImageManifest, PodError> {
     let path = layout::stage1_manifest(pod_dir);
-    let bytes = fs::read(&path).map_err(PodError::io(format!("reading {}", path.display())))?;
+    // Through the pod directory's descriptor, no links followed, size capped (safe_read).
+    let dir = safe_read::open_host_dir(pod_dir)
+        .map_err(PodError::io(format!("opening {}", pod_dir.display())))?;
+    let rel = layout::stage1_manifest(Path::new(""));
+    let bytes = safe_read::read(dir.as_fd(), &rel, safe_read::cap::MANIFEST).map_err(|source| {
+        PodError::PodFile {
+            context: format!("reading the stage1 manifest of {}", pod_dir.display()),
+            source,
+        }
+    })?;
     ImageManifest::from_json(&bytes).map_err(|err| PodError::BadFile {
         path,
         problem: err.to_string(),

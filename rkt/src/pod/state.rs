@@ -91,8 +91,9 @@ impl Pod {
     pub fn create(pods: &PodsDir) -> Result<Pod, PodError> {
         let uuid = PodUuid::new_random().map_err(io_err("drawing a random pod UUID".into()))?;
         let embryo = pods.pod_path(StateDir::Embryo, &uuid);
+        // The owner only (super::dir::POD_DIR_MODE says why).
         DirBuilder::new()
-            .mode(0o750)
+            .mode(super::dir::POD_DIR_MODE)
             .create(&embryo)
             .map_err(io_err(format!("creating {}", embryo.display())))?;
         let lock = match DirLock::open(&embryo) {
