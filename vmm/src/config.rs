@@ -33,7 +33,7 @@ pub const DEFAULT_CONSOLE_MAX_BYTES: u64 = 4 << 20;
 pub enum SerialOutput {
     /// The VMM's standard output.
     Stdout,
-    /// A file, created anew (whatever was at the path is replaced, never written through),
+    /// A file, created or emptied (it must be a regular file with one link, never a symlink),
     /// capped at [`VmConfig::console_max_bytes`] and rotated to `<path>.1` when full
     /// ([`crate::log_file::RotatingFile`]).
     File(PathBuf),
