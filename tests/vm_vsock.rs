@@ -153,13 +153,17 @@ fn vsock_streams_both_ways_arrive_intact() {
 }
 
 /// A connection to a port nobody listens on is refused both ways: the host's CONNECT gets its
-/// stream closed without `OK`, the guest's connect fails, and the VM carries on.
+/// stream closed without `OK`, the guest's connect fails, and the VM carries on. The guest's
+/// port 7777 has a listener at `<socket>_7777` but is not registered (only 6000 is): the guest
+/// is refused and the listener never sees a connection.
 #[test]
 fn vsock_connections_to_closed_ports_are_refused() {
     let share = ScratchFs::new();
     populate_guest_root(&share.path().join("root"));
     let sockets = tempfile::tempdir().unwrap();
     let socket = sockets.path().join("vsock");
+    let unregistered = UnixListener::bind(format!("{}_7777", socket.display())).unwrap();
+    unregistered.set_nonblocking(true).unwrap();
     let script = "rkt-vsock-probe send 2 7777 1K; echo guest-connect-status=$?; \
                   rkt-vsock-probe listen 5001 --count 1";
     let share_arg = format!("pod={}", share.path().display());
@@ -203,7 +207,7 @@ fn vsock_connections_to_closed_ports_are_refused() {
             OsStr::new(&share_arg),
             OsStr::new("--vsock"),
             socket.as_os_str(),
-            // Guest connections reach only registered host ports.
+            // 7777, where a socket listens, is deliberately not registered.
             OsStr::new("--vsock-port"),
             OsStr::new(&HOST_PORT.to_string()),
         ],
@@ -211,6 +215,10 @@ fn vsock_connections_to_closed_ports_are_refused() {
     let (refused_before, reply, refused_after, bad_answer) = host.join().unwrap();
     assert_eq!(run.code(), 0, "{run}");
     assert!(run.stdout.contains("guest-connect-status=1"), "{run}");
+    assert!(
+        matches!(unregistered.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the guest reached the socket of an unregistered port"
+    );
     assert!(!refused_before.starts_with("OK"), "{refused_before:?}");
     assert!(!refused_after.starts_with("OK"), "{refused_after:?}");
     assert!(!bad_answer.starts_with("OK"), "{bad_answer:?}");

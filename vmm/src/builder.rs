@@ -414,6 +414,7 @@ fn create_virtio_device(
                 tag: share.tag.clone(),
                 host_dir: share.host_dir.clone(),
                 read_only: share.read_only,
+                max_inodes: share.max_inodes,
             };
             let fs = Fs::new(&fs_config).map_err(|e| VmmError::VirtioDevice {
                 device: format!("share {:?}", share.tag),

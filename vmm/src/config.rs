@@ -7,6 +7,7 @@ use thiserror::Error;
 
 use crate::devices::virtio::{MmioSlot, VirtioKind};
 
+pub use crate::devices::virtio::fs::DEFAULT_MAX_INODES;
 pub use crate::devices::virtio::net::{MacAddr, NetConfig};
 
 /// Smallest guest RAM we accept. A tiny kernel plus initramfs needs more than this anyway; the
@@ -32,7 +33,7 @@ pub const DEFAULT_CONSOLE_MAX_BYTES: u64 = 4 << 20;
 pub enum SerialOutput {
     /// The VMM's standard output.
     Stdout,
-    /// A file, created anew (whatever was at the path is replaced, never written through),
+    /// A file, created or emptied (it must be a regular file with one link, never a symlink),
     /// capped at [`VmConfig::console_max_bytes`] and rotated to `<path>.1` when full
     /// ([`crate::log_file::RotatingFile`]).
     File(PathBuf),
@@ -89,6 +90,25 @@ pub struct ShareConfig {
     pub host_dir: PathBuf,
     /// Every modifying request is refused with EROFS by the VMM itself.
     pub read_only: bool,
+    /// The most inodes the guest may hold at once in this share (besides its root; not 0).
+    /// The VMM keeps a host file descriptor per inode the guest has looked up and not yet
+    /// forgotten, so this bounds the descriptors one share can pin: beyond it a lookup or
+    /// creation of another inode fails with ENFILE, while inodes already held keep working and
+    /// the guest's FORGETs (its kernel evicting inodes) make room. Default
+    /// [`DEFAULT_MAX_INODES`] (65536).
+    pub max_inodes: usize,
+}
+
+impl ShareConfig {
+    /// A share of `host_dir` under `tag` with the default inode cap.
+    pub fn new(tag: impl Into<String>, host_dir: impl Into<PathBuf>, read_only: bool) -> Self {
+        ShareConfig {
+            tag: tag.into(),
+            host_dir: host_dir.into(),
+            read_only,
+            max_inodes: DEFAULT_MAX_INODES,
+        }
+    }
 }
 
 /// The guest's vsock device: the guest has context ID `guest_cid`; host processes connect to
@@ -301,6 +321,7 @@ mod tests {
             tag: tag.to_string(),
             host_dir: PathBuf::from("/srv"),
             read_only: false,
+            max_inodes: DEFAULT_MAX_INODES,
         }
     }
 

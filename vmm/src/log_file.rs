@@ -5,17 +5,19 @@
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
 use std::io::{self, ErrorKind, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// A write-only log file of at most `max_bytes`: when a write would take it past that, the
 /// file is renamed to `<path>.1` (replacing an older one) and a new, empty file is started at
 /// `path`. So at most `2 * max_bytes` are on disk, the newest output in `path`.
 ///
-/// Every file is created anew (`O_CREAT|O_EXCL|O_NOFOLLOW|O_CLOEXEC`, mode 0600): never
-/// opened through a symlink, never truncating or appending to a file (or hard link) someone
-/// else put there, and never inherited by a process the VMM starts. A write that fits in an
-/// empty file is never split across the two files; a longer one is cut at `max_bytes`.
+/// Files are opened `O_NOFOLLOW|O_CLOEXEC` and created with mode 0600: never written through
+/// a symlink, never inherited by a process the VMM starts. At creation an existing file is
+/// truncated only if it is a regular file with no other hard link (so nothing else is ever
+/// emptied through it); each file started by a rotation is created exclusively (`O_EXCL`), so
+/// nothing placed at `path` in between is written to. A write that fits in an empty file is
+/// never split across the two files; a longer one is cut at `max_bytes`.
 #[derive(Debug)]
 pub struct RotatingFile {
     path: PathBuf,
@@ -26,8 +28,9 @@ pub struct RotatingFile {
 }
 
 impl RotatingFile {
-    /// Creates `path` afresh (whatever was there is removed first; a directory is an error)
-    /// and caps it at `max_bytes`, which must not be 0.
+    /// Creates `path`, or empties the regular file there, and caps it at `max_bytes`, which
+    /// must not be 0. A symlink, anything but a regular file (a directory, a device, a FIFO)
+    /// or a file with other hard links at `path` is an error, and left alone.
     pub fn create(path: impl AsRef<Path>, max_bytes: u64) -> io::Result<RotatingFile> {
         if max_bytes == 0 {
             return Err(io::Error::new(
@@ -38,7 +41,7 @@ impl RotatingFile {
         let path = path.as_ref().to_path_buf();
         let mut rotated = OsString::from(path.as_os_str());
         rotated.push(".1");
-        let file = fresh_file(&path)?;
+        let file = open_existing_or_new(&path)?;
         Ok(RotatingFile {
             path,
             rotated: PathBuf::from(rotated),
@@ -56,27 +59,48 @@ impl RotatingFile {
             Err(e) if e.kind() == ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
-        self.file = fresh_file(&self.path)?;
+        // O_EXCL: if anything appeared at `path` since the rename, fail rather than write
+        // into it (the next write tries again).
+        self.file = options().create_new(true).open(&self.path)?;
         self.written = 0;
         Ok(())
     }
 }
 
-/// Removes whatever is at `path` (not following a symlink) and creates an empty file there.
-fn fresh_file(path: &Path) -> io::Result<File> {
-    match std::fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
-    // O_EXCL: if anything appeared in between, fail rather than write into it (with O_CREAT it
-    // also refuses a symlink at `path`; O_NOFOLLOW says so explicitly).
-    OpenOptions::new()
+/// Write-only, 0600 when created, never through a symlink, close-on-exec.
+fn options() -> OpenOptions {
+    let mut options = OpenOptions::new();
+    options
         .write(true)
-        .create_new(true)
         .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
+    options
+}
+
+/// Opens `path` for writing, creating it, and empties it if it is a regular file with one
+/// link; anything else is an error. O_NONBLOCK keeps a FIFO at `path` from blocking the
+/// open (it fails with ENXIO without a reader, or is refused below); it means nothing for
+/// regular files.
+fn open_existing_or_new(path: &Path) -> io::Result<File> {
+    let file = options()
+        .create(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.file_type().is_file() {
+        return Err(io::Error::new(
+            ErrorKind::InvalidInput,
+            "not a regular file: a log file must be one",
+        ));
+    }
+    if meta.nlink() != 1 {
+        return Err(io::Error::new(
+            ErrorKind::InvalidInput,
+            "the file has other hard links: emptying it would empty them too",
+        ));
+    }
+    file.set_len(0)?;
+    Ok(file)
 }
 
 impl Write for RotatingFile {
@@ -105,7 +129,8 @@ impl Write for RotatingFile {
 
 #[cfg(test)]
 mod tests {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::PermissionsExt;
 
     use vmm_sys_util::tempdir::TempDir;
 
@@ -165,27 +190,42 @@ mod tests {
     }
 
     #[test]
-    fn files_are_created_anew_private_and_never_through_a_symlink() {
+    fn files_are_private_and_never_written_through_a_symlink_or_a_hard_link() {
         let dir = dir();
         let target = dir.as_path().join("target");
         std::fs::write(&target, b"precious").unwrap();
-        // A symlink at the log's path is replaced, not followed.
+        // A symlink at the log's path is refused, not followed.
         let path = dir.as_path().join("log");
         std::os::unix::fs::symlink(&target, &path).unwrap();
-        let mut log = RotatingFile::create(&path, 8).unwrap();
-        log.write_all(b"mine").unwrap();
+        assert!(RotatingFile::create(&path, 8).is_err());
         assert_eq!(std::fs::read(&target).unwrap(), b"precious");
-        let meta = std::fs::symlink_metadata(&path).unwrap();
-        assert!(meta.is_file());
-        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
-        // A hard link at the log's path is replaced, not truncated.
+        std::fs::remove_file(&path).unwrap();
+        // A hard link at the log's path is refused, not emptied.
         let linked = dir.as_path().join("linked");
         std::fs::hard_link(&target, &linked).unwrap();
-        let mut log2 = RotatingFile::create(&linked, 8).unwrap();
-        log2.write_all(b"x").unwrap();
+        assert!(RotatingFile::create(&linked, 8).is_err());
         assert_eq!(std::fs::read(&target).unwrap(), b"precious");
-        assert_eq!(std::fs::metadata(&target).unwrap().nlink(), 1);
-        // A symlink planted where the new file goes after a rotation is not followed either.
+        // A FIFO or a directory is refused, and left alone (the FIFO without blocking).
+        let fifo = dir.as_path().join("fifo");
+        let fifo_c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a NUL-terminated path that outlives the call.
+        assert_eq!(unsafe { libc::mkfifo(fifo_c.as_ptr(), 0o600) }, 0);
+        assert!(RotatingFile::create(&fifo, 8).is_err());
+        let sub = dir.as_path().join("sub");
+        std::fs::create_dir(&sub).unwrap();
+        assert!(RotatingFile::create(&sub, 8).is_err());
+        assert!(sub.is_dir());
+        // An old log of our own is emptied; a new one is 0600.
+        std::fs::write(&path, b"old run").unwrap();
+        let mut log = RotatingFile::create(&path, 8).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"");
+        log.write_all(b"mine").unwrap();
+        let fresh = dir.as_path().join("fresh");
+        let _fresh_log = RotatingFile::create(&fresh, 8).unwrap();
+        let mode = std::fs::metadata(&fresh).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // A symlink planted where the new file goes after a rotation is not followed: the
+        // rotation renames the link away and creates a file of its own.
         log.write_all(b"full!").unwrap();
         assert_eq!(std::fs::read(dir.as_path().join("log.1")).unwrap(), b"mine");
         std::fs::remove_file(&path).unwrap();
@@ -193,15 +233,12 @@ mod tests {
         log.write_all(b"12345678").unwrap();
         assert_eq!(std::fs::read(&target).unwrap(), b"precious");
         assert!(std::fs::symlink_metadata(&path).unwrap().is_file());
+        assert_eq!(std::fs::read(&path).unwrap(), b"12345678");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
         // The descriptor is close-on-exec.
-        use std::os::fd::AsRawFd;
         // SAFETY: F_GETFD on a descriptor the File owns; no memory is involved.
         let flags = unsafe { libc::fcntl(log.file.as_raw_fd(), libc::F_GETFD) };
         assert_eq!(flags & libc::FD_CLOEXEC, libc::FD_CLOEXEC);
-        // A directory at the path is an error, and left alone.
-        let sub = dir.as_path().join("sub");
-        std::fs::create_dir(&sub).unwrap();
-        assert!(RotatingFile::create(&sub, 8).is_err());
-        assert!(sub.is_dir());
     }
 }

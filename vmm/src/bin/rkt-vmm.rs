@@ -113,11 +113,7 @@ fn shares(args: &Args) -> Vec<ShareConfig> {
     let read_only = args.share_ro.iter().map(|share| (share, true));
     writable
         .chain(read_only)
-        .map(|((tag, dir), read_only)| ShareConfig {
-            tag: tag.clone(),
-            host_dir: dir.clone(),
-            read_only,
-        })
+        .map(|((tag, dir), read_only)| ShareConfig::new(tag.clone(), dir.clone(), read_only))
         .collect()
 }
 
@@ -252,16 +248,8 @@ mod tests {
         assert_eq!(
             shares(&a),
             vec![
-                ShareConfig {
-                    tag: "pod".into(),
-                    host_dir: "/p".into(),
-                    read_only: false
-                },
-                ShareConfig {
-                    tag: "ro".into(),
-                    host_dir: "/srv/a=b".into(),
-                    read_only: true
-                },
+                ShareConfig::new("pod", "/p", false),
+                ShareConfig::new("ro", "/srv/a=b", true),
             ]
         );
         assert_eq!(

@@ -127,14 +127,16 @@ pub struct Shape {
 pub enum DeviceShape {
     /// virtio-rng.
     Rng,
-    /// virtio-fs with this tag (the host directory is the restoring VM's own).
+    /// virtio-fs with this tag (the host directory and the inode cap are the restoring VM's
+    /// own).
     Fs {
         /// Its tag.
         tag: String,
         /// Served read-only.
         read_only: bool,
     },
-    /// virtio-vsock with this guest CID (the socket path is the restoring VM's own).
+    /// virtio-vsock with this guest CID (the socket path and the registered host ports are the
+    /// restoring VM's own).
     Vsock {
         /// The guest's CID.
         guest_cid: u64,

@@ -10,8 +10,9 @@
 //! kernel, initramfs, VMM build and VM shape, then the host's CPUID per vCPU), guest RAM is
 //! the memory file mapped private and copy-on-write, KVM and device state is put back, the
 //! vCPUs resume, and the VMM hands guest-init its parameters, the wall clock and fresh entropy
-//! over vsock (`handover`). Everything per pod (the shares' host directories, the vsock socket
-//! path) comes from the restoring `VmConfig`, never from the snapshot.
+//! over vsock (`handover`). Everything per pod (the shares' host directories and inode caps,
+//! the vsock socket path and the host ports the guest may reach, the console file and its
+//! cap) comes from the restoring `VmConfig`, never from the snapshot.
 //!
 //! "Idle" is what makes the device part small: a snapshot is refused if a virtio-fs device
 //! ever served a request (a share was mounted) or the vsock device ever carried a packet, so

@@ -12,18 +12,26 @@
 //!   its own files;
 //! - clamps the buffer sizes a request names (readdir, getxattr, listxattr) so that the
 //!   passthrough never allocates more than a fixed amount per request, and caps the number of
-//!   open handles (each one is a host file descriptor);
+//!   open handles and of inodes the guest holds (each one is a host file descriptor);
+//! - never lets the guest manufacture privileges on the host: the server runs as root, so
+//!   set-user-ID is stripped from every mode the guest gives (create, mkdir, mknod, chmod) and
+//!   set-group-ID from every mode but a directory's; and, as the kernel's "killpriv" does for
+//!   an unprivileged writer, set-user-ID and set-group-ID are cleared from a regular file
+//!   before the guest writes to it, truncates it, allocates in it or changes its owner (the
+//!   server has CAP_FSETID, so the host kernel would keep them);
 //! - keeps DAX off and asks the guest for 1 MiB reads and writes in INIT.
 
+use std::collections::HashMap;
 use std::ffi::CStr;
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use fuse_backend_rs::abi::fuse_abi::CreateIn;
 use fuse_backend_rs::api::filesystem::{
     Context, DirEntry, Entry, FileSystem, FsOptions, GetxattrReply, ListxattrReply, OpenOptions,
-    SetattrValid, ZeroCopyReader, ZeroCopyWriter,
+    SetattrValid, ZeroCopyReader, ZeroCopyWriter, ROOT_ID,
 };
 
 /// Largest directory listing buffer handed to the passthrough per READDIR(PLUS); the guest asks
@@ -33,6 +41,29 @@ pub const MAX_READDIR_BYTES: u32 = 128 * 1024;
 pub const MAX_XATTR_BYTES: u32 = 64 * 1024;
 /// Open files and directories per share; each is a host file descriptor.
 pub const MAX_OPEN_HANDLES: usize = 16 * 1024;
+/// Inodes the guest may hold per share unless configured otherwise (`FsConfig::max_inodes`):
+/// the passthrough keeps an `O_PATH` host descriptor for each inode the guest has looked up
+/// and not forgotten.
+pub const DEFAULT_MAX_INODES: usize = 65536;
+
+/// The mode bits that make an executable run with its owner's or group's rights.
+const SET_ID_BITS: u32 = libc::S_ISUID | libc::S_ISGID;
+
+/// The mode a guest may give an inode: never set-user-ID; set-group-ID only on a directory,
+/// where it only makes new entries inherit the directory's group (and new subdirectories the
+/// bit), which grants nothing: the guest can give its files any group anyway (the server is
+/// root), and files created there still lose set-group-ID here.
+fn unprivileged_mode(mode: u32, is_dir: bool) -> u32 {
+    if is_dir {
+        mode & !libc::S_ISUID
+    } else {
+        mode & !SET_ID_BITS
+    }
+}
+
+fn is_dir(mode: u32) -> bool {
+    mode & libc::S_IFMT == libc::S_IFDIR
+}
 
 /// Extended attribute namespaces a guest may not write: `trusted.` is host-root metadata (host
 /// overlayfs uses it), `security.` holds file capabilities and LSM labels the host honours.
@@ -82,12 +113,58 @@ fn xattr_is_privileged(name: &CStr) -> bool {
         .any(|prefix| bytes.starts_with(prefix))
 }
 
+/// The inodes the guest holds: each one's lookup count as the passthrough keeps it (one per
+/// entry handed to the guest, minus what FORGET gives back; at 0 the passthrough closes the
+/// inode's descriptor), plus the slots reserved by requests that are creating an inode now.
+#[derive(Debug, Default)]
+struct InodeRefs {
+    counts: HashMap<u64, u64>,
+    reserved: usize,
+}
+
+impl InodeRefs {
+    fn in_use(&self) -> usize {
+        self.counts.len() + self.reserved
+    }
+
+    /// Counts one more reference to `inode`, which takes a new slot unless the guest already
+    /// holds it; false (nothing counted) when that would go past `max`. The root is always
+    /// there and never counts.
+    fn admit(&mut self, inode: u64, max: usize) -> bool {
+        if inode == ROOT_ID {
+            return true;
+        }
+        if let Some(count) = self.counts.get_mut(&inode) {
+            *count = count.saturating_add(1);
+            return true;
+        }
+        if self.in_use() >= max {
+            return false;
+        }
+        self.counts.insert(inode, 1);
+        true
+    }
+
+    /// The guest gave back `count` references (FORGET): as the passthrough does, saturating,
+    /// and the slot is free at 0.
+    fn forget(&mut self, inode: u64, count: u64) {
+        if let Some(held) = self.counts.get_mut(&inode) {
+            *held = held.saturating_sub(count);
+            if *held == 0 {
+                self.counts.remove(&inode);
+            }
+        }
+    }
+}
+
 /// The VMM's policy in front of a file system (see the module documentation).
 pub struct GuardedFs<F> {
     inner: F,
     read_only: bool,
     open_handles: AtomicUsize,
     max_handles: usize,
+    inodes: Mutex<InodeRefs>,
+    max_inodes: usize,
 }
 
 impl<F> GuardedFs<F> {
@@ -98,6 +175,8 @@ impl<F> GuardedFs<F> {
             read_only,
             open_handles: AtomicUsize::new(0),
             max_handles: MAX_OPEN_HANDLES,
+            inodes: Mutex::new(InodeRefs::default()),
+            max_inodes: DEFAULT_MAX_INODES,
         }
     }
 
@@ -105,6 +184,41 @@ impl<F> GuardedFs<F> {
     pub fn with_max_handles(mut self, max: usize) -> Self {
         self.max_handles = max;
         self
+    }
+
+    /// The same guard letting the guest hold at most `max` inodes (besides the root) instead
+    /// of [`DEFAULT_MAX_INODES`]: a lookup or creation that would take one more is refused
+    /// with ENFILE; inodes already held keep working and FORGET makes room.
+    pub fn with_max_inodes(mut self, max: usize) -> Self {
+        self.max_inodes = max;
+        self
+    }
+
+    /// The inode table. A panic elsewhere cannot leave it inconsistent (every change is one
+    /// map operation), so a poisoned lock is used as it is.
+    fn inode_refs(&self) -> MutexGuard<'_, InodeRefs> {
+        self.inodes.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Reserves room for an inode a request is about to create (ENFILE when there is none).
+    fn reserve_inode(&self) -> io::Result<()> {
+        let mut refs = self.inode_refs();
+        if refs.in_use() >= self.max_inodes {
+            return Err(error(libc::ENFILE));
+        }
+        refs.reserved += 1;
+        Ok(())
+    }
+
+    /// Ends a reservation: the created inode, if any, is counted in its place (it always fits,
+    /// the reservation held its room).
+    fn finish_inode(&self, created: Option<u64>) {
+        let mut refs = self.inode_refs();
+        refs.reserved = refs.reserved.saturating_sub(1);
+        if let Some(inode) = created {
+            // Cannot fail: the slot was reserved, so the cap is not consulted again.
+            refs.admit(inode, usize::MAX);
+        }
     }
 
     fn writable(&self) -> io::Result<()> {
@@ -143,6 +257,44 @@ impl<F> GuardedFs<F> {
     }
 }
 
+impl<F: FileSystem<Inode = u64, Handle = u64>> GuardedFs<F> {
+    /// Counts the reference an inner request returned with `entry`; past the cap the inner
+    /// file system forgets it again (closing its descriptor) and the request fails with ENFILE.
+    fn admit_entry(&self, ctx: &Context, entry: Entry) -> io::Result<Entry> {
+        if self.inode_refs().admit(entry.inode, self.max_inodes) {
+            return Ok(entry);
+        }
+        self.inner.forget(ctx, entry.inode, 1);
+        Err(error(libc::ENFILE))
+    }
+
+    /// Runs a request that creates a new inode in a reserved inode slot.
+    fn with_inode_slot(&self, create: impl FnOnce() -> io::Result<Entry>) -> io::Result<Entry> {
+        self.reserve_inode()?;
+        let result = create();
+        self.finish_inode(result.as_ref().ok().map(|entry| entry.inode));
+        result
+    }
+
+    /// Clears set-user-ID and set-group-ID on `inode` if it is a regular file, before the
+    /// guest modifies it: the kernel does this for a writer without CAP_FSETID, but the server
+    /// has it, so a guest could otherwise rewrite a set-user-ID host binary in place and keep
+    /// the bit. Done before the change, as the kernel does, so no one can run a half-changed
+    /// privileged file; a failure fails the request.
+    fn kill_set_id(&self, ctx: &Context, inode: u64) -> io::Result<()> {
+        let (st, _) = self.inner.getattr(ctx, inode, None)?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG || st.st_mode & SET_ID_BITS == 0 {
+            return Ok(());
+        }
+        // SAFETY: stat64 is plain integers, for which all-zero is a valid value.
+        let mut attr: libc::stat64 = unsafe { std::mem::zeroed() };
+        attr.st_mode = st.st_mode & 0o7777 & !SET_ID_BITS;
+        self.inner
+            .setattr(ctx, inode, attr, None, SetattrValid::MODE)
+            .map(|_| ())
+    }
+}
+
 impl<F: FileSystem<Inode = u64, Handle = u64>> FileSystem for GuardedFs<F> {
     type Inode = u64;
     type Handle = u64;
@@ -160,18 +312,27 @@ impl<F: FileSystem<Inode = u64, Handle = u64>> FileSystem for GuardedFs<F> {
     fn destroy(&self) {
         self.inner.destroy();
         self.open_handles.store(0, Ordering::Release);
+        *self.inode_refs() = InodeRefs::default();
     }
 
     fn lookup(&self, ctx: &Context, parent: u64, name: &CStr) -> io::Result<Entry> {
         check_name(name)?;
-        self.inner.lookup(ctx, parent, name)
+        let entry = self.inner.lookup(ctx, parent, name)?;
+        self.admit_entry(ctx, entry)
     }
 
     fn forget(&self, ctx: &Context, inode: u64, count: u64) {
+        self.inode_refs().forget(inode, count);
         self.inner.forget(ctx, inode, count)
     }
 
     fn batch_forget(&self, ctx: &Context, requests: Vec<(u64, u64)>) {
+        {
+            let mut refs = self.inode_refs();
+            for &(inode, count) in &requests {
+                refs.forget(inode, count);
+            }
+        }
         self.inner.batch_forget(ctx, requests)
     }
 
@@ -193,6 +354,17 @@ impl<F: FileSystem<Inode = u64, Handle = u64>> FileSystem for GuardedFs<F> {
         valid: SetattrValid,
     ) -> io::Result<(libc::stat64, Duration)> {
         self.writable()?;
+        let mut attr = attr;
+        if valid.contains(SetattrValid::MODE) {
+            // The file type comes from the host, never from the guest's mode; it is only
+            // needed when set-group-ID is asked for.
+            let dir = attr.st_mode & libc::S_ISGID != 0
+                && is_dir(self.inner.getattr(ctx, inode, None)?.0.st_mode);
+            attr.st_mode = unprivileged_mode(attr.st_mode, dir);
+        }
+        if valid.intersects(SetattrValid::SIZE | SetattrValid::UID | SetattrValid::GID) {
+            self.kill_set_id(ctx, inode)?;
+        }
         self.inner.setattr(ctx, inode, attr, handle, valid)
     }
 
@@ -211,7 +383,7 @@ impl<F: FileSystem<Inode = u64, Handle = u64>> FileSystem for GuardedFs<F> {
         check_name(name)?;
         // The target is stored, never followed on the host: every host-side lookup is one
         // component with O_NOFOLLOW, so `/etc` or `../..` here only means something in the guest.
-        self.inner.symlink(ctx, linkname, parent, name)
+        self.with_inode_slot(|| self.inner.symlink(ctx, linkname, parent, name))
     }
 
     fn mknod(
@@ -228,7 +400,9 @@ impl<F: FileSystem<Inode = u64, Handle = u64>> FileSystem for GuardedFs<F> {
         if !mknod_allowed(mode, rdev) {
             return Err(error(libc::EPERM));
         }
-        self.inner.mknod(ctx, parent, name, mode, rdev, umask)
+        // Never a directory (mknod_allowed), so neither set-ID bit stays.
+        let mode = unprivileged_mode(mode, false);
+        self.with_inode_slot(|| self.inner.mknod(ctx, parent, name, mode, rdev, umask))
     }
 
     fn mkdir(
@@ -241,7 +415,8 @@ impl<F: FileSystem<Inode = u64, Handle = u64>> FileSystem for GuardedFs<F> {
     ) -> io::Result<Entry> {
         self.writable()?;
         check_name(name)?;
-        self.inner.mkdir(ctx, parent, name, mode, umask)
+        let mode = unprivileged_mode(mode, true);
+        self.with_inode_slot(|| self.inner.mkdir(ctx, parent, name, mode, umask))
     }
 
     fn unlink(&self, ctx: &Context, parent: u64, name: &CStr) -> io::Result<()> {
@@ -275,7 +450,9 @@ impl<F: FileSystem<Inode = u64, Handle = u64>> FileSystem for GuardedFs<F> {
     fn link(&self, ctx: &Context, inode: u64, newparent: u64, newname: &CStr) -> io::Result<Entry> {
         self.writable()?;
         check_name(newname)?;
-        self.inner.link(ctx, inode, newparent, newname)
+        // The entry is the inode the guest already holds, so it takes no new slot.
+        let entry = self.inner.link(ctx, inode, newparent, newname)?;
+        self.admit_entry(ctx, entry)
     }
 
     fn open(
@@ -287,6 +464,9 @@ impl<F: FileSystem<Inode = u64, Handle = u64>> FileSystem for GuardedFs<F> {
     ) -> io::Result<(Option<u64>, OpenOptions, Option<u32>)> {
         if open_modifies(flags) {
             self.writable()?;
+        }
+        if flags as i32 & libc::O_TRUNC != 0 {
+            self.kill_set_id(ctx, inode)?;
         }
         self.with_handle_slot(|| self.inner.open(ctx, inode, flags, fuse_flags))
     }
@@ -303,7 +483,46 @@ impl<F: FileSystem<Inode = u64, Handle = u64>> FileSystem for GuardedFs<F> {
         // The passthrough opens new files with the guest's flags only; keep the host
         // descriptor out of any process the VMM might start.
         args.flags |= libc::O_CLOEXEC as u32;
-        self.with_handle_slot(|| self.inner.create(ctx, parent, name, args))
+        args.mode = unprivileged_mode(args.mode, false);
+        let exclusive = args.flags as i32 & libc::O_EXCL != 0;
+        // The inner create is always exclusive, for the inode count: when the name exists and
+        // its open then fails, the passthrough keeps the reference its lookup took, which the
+        // guest never learns of and so never forgets (a guest could pin host descriptors
+        // without limit that way). An existing name is opened below, as OPEN would.
+        let room = self.reserve_inode().is_ok();
+        if room {
+            let mut new_file = args;
+            new_file.flags |= libc::O_EXCL as u32;
+            let result = self.with_handle_slot(|| self.inner.create(ctx, parent, name, new_file));
+            self.finish_inode(result.as_ref().ok().map(|created| created.0.inode));
+            match result {
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) && !exclusive => {}
+                other => return other,
+            }
+        } else if exclusive {
+            return Err(error(libc::ENFILE));
+        }
+        let entry = match self.lookup(ctx, parent, name) {
+            // No room to create it.
+            Err(e) if !room && e.raw_os_error() == Some(libc::ENOENT) => {
+                return Err(error(libc::ENFILE))
+            }
+            other => other?,
+        };
+        let flags = args.flags & !((libc::O_CREAT | libc::O_EXCL) as u32);
+        let opened = (|| {
+            if flags as i32 & libc::O_TRUNC != 0 {
+                self.kill_set_id(ctx, entry.inode)?;
+            }
+            self.with_handle_slot(|| self.inner.open(ctx, entry.inode, flags, args.fuse_flags))
+        })();
+        match opened {
+            Ok((handle, options, passthrough)) => Ok((entry, handle, options, passthrough)),
+            Err(e) => {
+                self.forget(ctx, entry.inode, 1);
+                Err(e)
+            }
+        }
     }
 
     fn read(
@@ -335,6 +554,7 @@ impl<F: FileSystem<Inode = u64, Handle = u64>> FileSystem for GuardedFs<F> {
         fuse_flags: u32,
     ) -> io::Result<usize> {
         self.writable()?;
+        self.kill_set_id(ctx, inode)?;
         self.inner.write(
             ctx,
             inode,
@@ -367,6 +587,8 @@ impl<F: FileSystem<Inode = u64, Handle = u64>> FileSystem for GuardedFs<F> {
         length: u64,
     ) -> io::Result<()> {
         self.writable()?;
+        // Allocating, punching holes and zeroing ranges change the file too.
+        self.kill_set_id(ctx, inode)?;
         self.inner
             .fallocate(ctx, inode, handle, mode, offset, length)
     }
@@ -467,14 +689,46 @@ impl<F: FileSystem<Inode = u64, Handle = u64>> FileSystem for GuardedFs<F> {
         offset: u64,
         add_entry: &mut dyn FnMut(DirEntry, Entry) -> io::Result<usize>,
     ) -> io::Result<()> {
+        // Every entry listed is a lookup (a reference the guest must forget), so each is
+        // counted against the cap like LOOKUP. The passthrough forgets an entry itself when
+        // `add_entry` answers 0 (no room: the listing ends there and the guest asks again from
+        // that offset), but not when it fails, so that case is forgotten here.
+        let mut full = false;
+        let mut listed = 0usize;
         self.inner.readdirplus(
             ctx,
             inode,
             handle,
             size.min(MAX_READDIR_BYTES),
             offset,
-            add_entry,
-        )
+            &mut |dir_entry, entry| {
+                let ino = entry.inode;
+                if !self.inode_refs().admit(ino, self.max_inodes) {
+                    full = true;
+                    return Ok(0);
+                }
+                match add_entry(dir_entry, entry) {
+                    Ok(0) => {
+                        self.inode_refs().forget(ino, 1);
+                        Ok(0)
+                    }
+                    Ok(n) => {
+                        listed += 1;
+                        Ok(n)
+                    }
+                    Err(e) => {
+                        self.inode_refs().forget(ino, 1);
+                        self.inner.forget(ctx, ino, 1);
+                        Err(e)
+                    }
+                }
+            },
+        )?;
+        // A listing cut short by the cap says so instead of looking like the directory's end.
+        if full && listed == 0 {
+            return Err(error(libc::ENFILE));
+        }
+        Ok(())
     }
 
     fn fsyncdir(&self, ctx: &Context, inode: u64, datasync: bool, handle: u64) -> io::Result<()> {

@@ -16,7 +16,8 @@
 //! - `request`: the checks its server lacks before a request is trusted (complete header,
 //!   consistent and bounded length, served opcode).
 //! - `guard`: the VMM's policy (read-only shares answered EROFS, names that are one plain
-//!   component, no host device nodes or privileged xattrs, bounded buffers and handles).
+//!   component, no host device nodes, set-ID bits or privileged xattrs, bounded buffers,
+//!   handles and inodes).
 //! - `worker`: the thread serving the queues, as for every device of this VMM.
 //!
 //! # The jail
@@ -53,7 +54,9 @@ use fuse_backend_rs::passthrough::{CachePolicy, Config as PassthroughConfig, Pas
 use thiserror::Error;
 use virtio_bindings::bindings::virtio_ring::VIRTIO_RING_F_INDIRECT_DESC;
 
-pub use guard::{GuardedFs, MAX_OPEN_HANDLES, MAX_READDIR_BYTES, MAX_XATTR_BYTES};
+pub use guard::{
+    GuardedFs, DEFAULT_MAX_INODES, MAX_OPEN_HANDLES, MAX_READDIR_BYTES, MAX_XATTR_BYTES,
+};
 pub use request::MAX_REQUEST_BYTES;
 
 use super::mmio::{ActivateError, ActiveQueue, Interrupt, VirtioDevice, VIRTIO_F_VERSION_1};
@@ -81,6 +84,8 @@ pub struct FsConfig {
     pub host_dir: PathBuf,
     /// Refuse every modifying request with EROFS.
     pub read_only: bool,
+    /// The most inodes the guest may hold at once (see `ShareConfig::max_inodes`); at least 1.
+    pub max_inodes: usize,
 }
 
 /// Why a share cannot be set up.
@@ -103,6 +108,14 @@ pub enum FsError {
     /// The tag contains a NUL byte, which would end it early in the guest.
     #[error("virtio-fs tag {tag:?} contains a NUL byte: remove it")]
     TagHasNul {
+        /// The tag.
+        tag: String,
+    },
+    /// A share that may hold no inode could serve nothing but its root.
+    #[error(
+        "virtio-fs share {tag:?} allows 0 inodes: allow at least 1 (default {DEFAULT_MAX_INODES})"
+    )]
+    NoInodes {
         /// The tag.
         tag: String,
     },
@@ -146,6 +159,7 @@ pub struct Fs {
     /// The canonical root (no symlinks in it), as the passthrough opens it at FUSE_INIT.
     root: String,
     read_only: bool,
+    max_inodes: usize,
     config_space: [u8; CONFIG_SPACE_LEN],
     worker: Option<Worker>,
 }
@@ -154,6 +168,11 @@ impl Fs {
     /// Checks `config` and prepares the device (nothing is served before the guest activates it).
     pub fn new(config: &FsConfig) -> Result<Fs, FsError> {
         let tag = validate_tag(config)?;
+        if config.max_inodes == 0 {
+            return Err(FsError::NoInodes {
+                tag: config.tag.clone(),
+            });
+        }
         let root = resolve_root(&config.host_dir)?;
         // Fail now, with a message, rather than at guest mount time.
         new_passthrough(&root).map_err(|source| FsError::Passthrough {
@@ -167,6 +186,7 @@ impl Fs {
         Ok(Fs {
             root,
             read_only: config.read_only,
+            max_inodes: config.max_inodes,
             config_space,
             worker: None,
         })
@@ -238,8 +258,9 @@ fn passthrough_config(root: &str) -> PassthroughConfig {
         // Every OPEN/OPENDIR gets a real handle (no_open needs cache=always).
         no_open: false,
         no_opendir: false,
-        // The guest kernel clears setuid bits itself (with a SETATTR); killpriv_v2 would have
-        // the server drop CAP_FSETID per write instead.
+        // A well-behaved guest kernel clears setuid bits itself (with a SETATTR), and `guard`
+        // clears them before every write, truncation, fallocate and chown whatever the guest
+        // sends; killpriv_v2 would only do it when the guest asks.
         killpriv_v2: false,
         // O_PATH descriptors, not file handles: open_by_handle_at needs CAP_DAC_READ_SEARCH and
         // a mount descriptor per file system, for no gain here.
@@ -346,7 +367,9 @@ impl VirtioDevice for Fs {
         }
         // A fresh file system per activation: a reset forgets every inode and handle.
         let passthrough = new_passthrough(&self.root)?;
-        let server = Server::new(GuardedFs::new(passthrough, self.read_only));
+        let server = Server::new(
+            GuardedFs::new(passthrough, self.read_only).with_max_inodes(self.max_inodes),
+        );
         self.worker = Some(Worker::spawn(server, fuse_memory, served, interrupt)?);
         Ok(())
     }

@@ -823,6 +823,7 @@ mod device {
             tag: tag.to_owned(),
             host_dir: host_dir.to_path_buf(),
             read_only: false,
+            max_inodes: crate::devices::virtio::fs::DEFAULT_MAX_INODES,
         }
     }
 
@@ -853,6 +854,9 @@ mod device {
             Err(FsError::NotADirectory { .. })
         ));
         assert!(Fs::new(&config(&"t".repeat(36), dir)).is_ok());
+        let mut no_inodes = config("pod", dir);
+        no_inodes.max_inodes = 0;
+        assert!(matches!(Fs::new(&no_inodes), Err(FsError::NoInodes { .. })));
     }
 
     #[test]
@@ -957,5 +961,465 @@ mod device {
         kick.write(1).unwrap();
         std::thread::sleep(Duration::from_millis(50));
         assert_eq!(used(&ram, REQUEST_BASE, QUEUE_SIZE).0, 1);
+    }
+}
+
+/// Set-user-ID and set-group-ID: the guest can neither create them nor keep them on a file it
+/// modifies (the server runs as root, with CAP_FSETID, so the host kernel would not clear them).
+mod set_id {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    use fuse_backend_rs::abi::fuse_abi::{FallocateIn, MknodIn};
+
+    use super::*;
+
+    const SET_ID: u32 = libc::S_ISUID | libc::S_ISGID;
+
+    fn host_mode(guest: &Guest, name: &str) -> u32 {
+        std::fs::symlink_metadata(guest.host(name)).unwrap().mode() & 0o7777
+    }
+
+    /// A host file `name` with set-user-ID and set-group-ID (as a host binary could be), looked
+    /// up by the guest.
+    fn set_id_file(guest: &mut Guest, name: &str) -> u64 {
+        std::fs::write(guest.host(name), b"#!/bin/sh\necho privileged\n").unwrap();
+        std::fs::set_permissions(guest.host(name), std::fs::Permissions::from_mode(0o6755))
+            .unwrap();
+        assert_eq!(host_mode(guest, name), 0o6755);
+        guest.lookup_ok(ROOT_ID, name).nodeid
+    }
+
+    fn setattr(guest: &mut Guest, nodeid: u64, setattr: SetattrIn) -> i32 {
+        let reply = guest.call(Opcode::Setattr, nodeid, &[setattr.as_slice()], 256);
+        guest.errno(&reply)
+    }
+
+    fn open_fh(guest: &mut Guest, nodeid: u64, flags: i32) -> u64 {
+        let reply = guest.open(nodeid, flags);
+        let open: OpenOut = guest.body(&reply);
+        open.fh
+    }
+
+    #[test]
+    fn create_mkdir_and_mknod_never_make_set_user_id_and_only_directories_set_group_id() {
+        let mut guest = Guest::new(false);
+        guest.init();
+        let create = CreateIn {
+            flags: libc::O_RDWR as u32,
+            mode: libc::S_IFREG | 0o6755,
+            umask: 0,
+            fuse_flags: 0,
+        };
+        let reply = guest.call(
+            Opcode::Create,
+            ROOT_ID,
+            &[create.as_slice(), &with_nul("created")],
+            256,
+        );
+        assert_eq!(guest.errno(&reply), 0);
+        assert_eq!(host_mode(&guest, "created"), 0o755);
+
+        let mkdir = MkdirIn {
+            mode: 0o6775,
+            umask: 0,
+        };
+        let reply = guest.call(
+            Opcode::Mkdir,
+            ROOT_ID,
+            &[mkdir.as_slice(), &with_nul("dir")],
+            256,
+        );
+        assert_eq!(guest.errno(&reply), 0);
+        // Linux's mkdir takes set-group-ID only from the parent; set-user-ID never appears.
+        assert_eq!(host_mode(&guest, "dir") & SET_ID, 0);
+        assert_eq!(host_mode(&guest, "dir"), 0o775);
+        std::fs::set_permissions(guest.host("dir"), std::fs::Permissions::from_mode(0o2775))
+            .unwrap();
+        let dir = guest.lookup_ok(ROOT_ID, "dir").nodeid;
+        let reply = guest.call(
+            Opcode::Mkdir,
+            dir,
+            &[mkdir.as_slice(), &with_nul("inherits")],
+            256,
+        );
+        assert_eq!(guest.errno(&reply), 0);
+        assert_eq!(
+            host_mode(&guest, "dir/inherits"),
+            0o2775,
+            "inherited, as on the host"
+        );
+
+        for (name, kind) in [("regular", libc::S_IFREG), ("fifo", libc::S_IFIFO)] {
+            let mknod = MknodIn {
+                mode: kind | 0o6755,
+                rdev: 0,
+                umask: 0,
+                padding: 0,
+            };
+            let reply = guest.call(
+                Opcode::Mknod,
+                ROOT_ID,
+                &[mknod.as_slice(), &with_nul(name)],
+                256,
+            );
+            assert_eq!(guest.errno(&reply), 0, "mknod {name}");
+            assert_eq!(host_mode(&guest, name), 0o755, "mknod {name}");
+        }
+        // Device nodes stay refused, set-ID or not.
+        let mknod = MknodIn {
+            mode: libc::S_IFCHR | 0o4666,
+            rdev: libc::makedev(1, 1) as u32,
+            umask: 0,
+            padding: 0,
+        };
+        let reply = guest.call(
+            Opcode::Mknod,
+            ROOT_ID,
+            &[mknod.as_slice(), &with_nul("mem")],
+            256,
+        );
+        assert_eq!(guest.errno(&reply), libc::EPERM);
+        assert!(!guest.host("mem").exists());
+    }
+
+    #[test]
+    fn chmod_strips_set_user_id_always_and_set_group_id_except_on_directories() {
+        let mut guest = Guest::new(false);
+        guest.init();
+        let file = guest.lookup_ok(ROOT_ID, "hello.txt").nodeid;
+        let dir = guest.lookup_ok(ROOT_ID, "sub").nodeid;
+        let chmod = |mode| SetattrIn {
+            valid: SetattrValid::MODE.bits(),
+            mode,
+            ..Default::default()
+        };
+        for mode in [0o4755, 0o2755, 0o6755] {
+            assert_eq!(setattr(&mut guest, file, chmod(libc::S_IFREG | mode)), 0);
+            assert_eq!(host_mode(&guest, "hello.txt"), 0o755, "chmod {mode:o}");
+        }
+        // The file type is the host's: a guest claiming a regular file is a directory gains
+        // nothing.
+        assert_eq!(setattr(&mut guest, file, chmod(libc::S_IFDIR | 0o2755)), 0);
+        assert_eq!(host_mode(&guest, "hello.txt"), 0o755);
+        assert_eq!(setattr(&mut guest, dir, chmod(libc::S_IFDIR | 0o6755)), 0);
+        assert_eq!(host_mode(&guest, "sub"), 0o2755);
+        // Other bits (sticky, permissions) are the guest's to set.
+        assert_eq!(setattr(&mut guest, file, chmod(libc::S_IFREG | 0o1640)), 0);
+        assert_eq!(host_mode(&guest, "hello.txt"), 0o1640);
+    }
+
+    #[test]
+    fn writing_to_a_set_id_file_clears_its_bits() {
+        let mut guest = Guest::new(false);
+        guest.init();
+        let file = set_id_file(&mut guest, "suid");
+        // Reading does not change it.
+        let fh = open_fh(&mut guest, file, libc::O_RDONLY);
+        let reply = guest.read(file, fh, 0, 64);
+        assert!(reply.used_len > 16);
+        assert_eq!(host_mode(&guest, "suid"), 0o6755);
+        let fh = open_fh(&mut guest, file, libc::O_WRONLY);
+        assert_eq!(
+            host_mode(&guest, "suid"),
+            0o6755,
+            "opening to write is not writing"
+        );
+        let data = b"\x7fELF evil";
+        let write = WriteIn {
+            fh,
+            offset: 0,
+            size: data.len() as u32,
+            ..Default::default()
+        };
+        let reply = guest.call(Opcode::Write, file, &[write.as_slice(), data], 64);
+        assert_eq!(guest.errno(&reply), 0);
+        assert_eq!(host_mode(&guest, "suid"), 0o755);
+        assert!(std::fs::read(guest.host("suid")).unwrap().starts_with(data));
+    }
+
+    #[test]
+    fn truncating_a_set_id_file_clears_its_bits() {
+        let mut guest = Guest::new(false);
+        guest.init();
+        // SETATTR size.
+        let file = set_id_file(&mut guest, "by_setattr");
+        let truncate = SetattrIn {
+            valid: SetattrValid::SIZE.bits(),
+            size: 3,
+            ..Default::default()
+        };
+        assert_eq!(setattr(&mut guest, file, truncate), 0);
+        assert_eq!(host_mode(&guest, "by_setattr"), 0o755);
+        assert_eq!(
+            std::fs::metadata(guest.host("by_setattr")).unwrap().len(),
+            3
+        );
+        // OPEN with O_TRUNC.
+        let file = set_id_file(&mut guest, "by_open");
+        open_fh(&mut guest, file, libc::O_WRONLY | libc::O_TRUNC);
+        assert_eq!(host_mode(&guest, "by_open"), 0o755);
+        assert_eq!(std::fs::metadata(guest.host("by_open")).unwrap().len(), 0);
+        // CREATE of an existing name with O_TRUNC.
+        set_id_file(&mut guest, "by_create");
+        let create = CreateIn {
+            flags: (libc::O_WRONLY | libc::O_TRUNC) as u32,
+            mode: 0o644,
+            umask: 0,
+            fuse_flags: 0,
+        };
+        let reply = guest.call(
+            Opcode::Create,
+            ROOT_ID,
+            &[create.as_slice(), &with_nul("by_create")],
+            256,
+        );
+        assert_eq!(guest.errno(&reply), 0);
+        assert_eq!(host_mode(&guest, "by_create"), 0o755);
+        assert_eq!(std::fs::metadata(guest.host("by_create")).unwrap().len(), 0);
+        // FALLOCATE (punching a hole changes the file as much as a write).
+        let file = set_id_file(&mut guest, "by_fallocate");
+        let fh = open_fh(&mut guest, file, libc::O_RDWR);
+        let fallocate = FallocateIn {
+            fh,
+            offset: 0,
+            length: 4096,
+            mode: 0,
+            padding: 0,
+        };
+        let reply = guest.call(Opcode::Fallocate, file, &[fallocate.as_slice()], 64);
+        assert_eq!(guest.errno(&reply), 0);
+        assert_eq!(host_mode(&guest, "by_fallocate"), 0o755);
+    }
+
+    #[test]
+    fn changing_the_owner_of_a_set_id_file_clears_its_bits() {
+        let mut guest = Guest::new(false);
+        guest.init();
+        for (name, valid) in [
+            ("uid", SetattrValid::UID),
+            ("gid", SetattrValid::GID),
+            ("both", SetattrValid::UID | SetattrValid::GID),
+        ] {
+            let file = set_id_file(&mut guest, name);
+            let chown = SetattrIn {
+                valid: valid.bits(),
+                uid: 0,
+                gid: 0,
+                ..Default::default()
+            };
+            assert_eq!(setattr(&mut guest, file, chown), 0, "{name}");
+            assert_eq!(host_mode(&guest, name), 0o755, "chown {name}");
+        }
+        // chown and chmod in one request: the bits asked for are stripped as well.
+        let file = set_id_file(&mut guest, "with_mode");
+        let chown = SetattrIn {
+            valid: (SetattrValid::UID | SetattrValid::MODE).bits(),
+            uid: 0,
+            mode: libc::S_IFREG | 0o6711,
+            ..Default::default()
+        };
+        assert_eq!(setattr(&mut guest, file, chown), 0);
+        assert_eq!(host_mode(&guest, "with_mode"), 0o711);
+        // A directory's set-group-ID survives a chown (it grants nothing).
+        std::fs::set_permissions(guest.host("sub"), std::fs::Permissions::from_mode(0o2755))
+            .unwrap();
+        let dir = guest.lookup_ok(ROOT_ID, "sub").nodeid;
+        let chown = SetattrIn {
+            valid: SetattrValid::GID.bits(),
+            gid: 0,
+            ..Default::default()
+        };
+        assert_eq!(setattr(&mut guest, dir, chown), 0);
+        assert_eq!(host_mode(&guest, "sub"), 0o2755);
+    }
+}
+
+/// The cap on inodes the guest holds (each one a host descriptor in the passthrough).
+mod inode_cap {
+    use std::ffi::CString;
+
+    use fuse_backend_rs::api::filesystem::{Context, FileSystem};
+
+    use super::*;
+
+    fn c(name: &str) -> CString {
+        CString::new(name).unwrap()
+    }
+
+    fn errno<T>(result: std::io::Result<T>) -> Option<i32> {
+        result.err().and_then(|e| e.raw_os_error())
+    }
+
+    /// A share with files a..e and a directory, served by a guard allowing `max` inodes.
+    fn share(max: usize) -> (TempDir, GuardedFs<PassthroughFs>) {
+        unshare_fs_context().unwrap();
+        let dir = TempDir::new_with_prefix("/tmp/vmm-fs-inodes-").unwrap();
+        for name in ["a", "b", "c", "d", "e"] {
+            std::fs::write(dir.as_path().join(name), name).unwrap();
+        }
+        std::fs::create_dir(dir.as_path().join("sub")).unwrap();
+        let root = resolve_root(dir.as_path()).unwrap();
+        let fs = GuardedFs::new(new_passthrough(&root).unwrap(), false).with_max_inodes(max);
+        fs.init(FsOptions::empty()).unwrap();
+        (dir, fs)
+    }
+
+    /// Whether the passthrough still holds `inode` (a forgotten one answers EBADF).
+    fn alive(fs: &GuardedFs<PassthroughFs>, inode: u64) -> bool {
+        fs.getattr(&Context::default(), inode, None).is_ok()
+    }
+
+    #[test]
+    fn lookups_beyond_the_cap_fail_with_enfile_and_forget_makes_room() {
+        let (_dir, fs) = share(3);
+        let ctx = Context::default();
+        let a = fs.lookup(&ctx, ROOT_ID, &c("a")).unwrap().inode;
+        let b = fs.lookup(&ctx, ROOT_ID, &c("b")).unwrap().inode;
+        let c_inode = fs.lookup(&ctx, ROOT_ID, &c("c")).unwrap().inode;
+        assert_eq!(errno(fs.lookup(&ctx, ROOT_ID, &c("d"))), Some(libc::ENFILE));
+        // Inodes already held keep working, and can be looked up again.
+        assert_eq!(fs.lookup(&ctx, ROOT_ID, &c("a")).unwrap().inode, a);
+        assert!(alive(&fs, a) && alive(&fs, b) && alive(&fs, c_inode));
+        // The root is not counted.
+        assert!(alive(&fs, ROOT_ID));
+        // a is held twice now: one forget leaves it held and the table full.
+        fs.forget(&ctx, a, 1);
+        assert!(alive(&fs, a));
+        assert_eq!(errno(fs.lookup(&ctx, ROOT_ID, &c("d"))), Some(libc::ENFILE));
+        fs.batch_forget(&ctx, vec![(a, 1), (b, 5)]);
+        assert!(!alive(&fs, a) && !alive(&fs, b));
+        let d = fs.lookup(&ctx, ROOT_ID, &c("d")).unwrap().inode;
+        let e = fs.lookup(&ctx, ROOT_ID, &c("e")).unwrap().inode;
+        assert_eq!(errno(fs.lookup(&ctx, ROOT_ID, &c("a"))), Some(libc::ENFILE));
+        // The refused lookups left nothing behind in the passthrough: once d is forgotten (one
+        // reference, from the lookup that succeeded) its descriptor is gone.
+        fs.forget(&ctx, d, 1);
+        assert!(!alive(&fs, d));
+        assert!(alive(&fs, e));
+    }
+
+    #[test]
+    fn creations_beyond_the_cap_fail_with_enfile_without_creating() {
+        let (dir, fs) = share(1);
+        let ctx = Context::default();
+        let a = fs.lookup(&ctx, ROOT_ID, &c("a")).unwrap().inode;
+        let create = |flags: i32| CreateIn {
+            flags: flags as u32,
+            mode: 0o644,
+            umask: 0,
+            fuse_flags: 0,
+        };
+        assert_eq!(
+            errno(fs.create(&ctx, ROOT_ID, &c("new"), create(libc::O_RDWR))),
+            Some(libc::ENFILE)
+        );
+        assert_eq!(
+            errno(fs.create(
+                &ctx,
+                ROOT_ID,
+                &c("new"),
+                create(libc::O_RDWR | libc::O_EXCL)
+            )),
+            Some(libc::ENFILE)
+        );
+        assert_eq!(
+            errno(fs.mkdir(&ctx, ROOT_ID, &c("newdir"), 0o755, 0)),
+            Some(libc::ENFILE)
+        );
+        assert_eq!(
+            errno(fs.mknod(&ctx, ROOT_ID, &c("fifo"), libc::S_IFIFO | 0o644, 0, 0)),
+            Some(libc::ENFILE)
+        );
+        assert_eq!(
+            errno(fs.symlink(&ctx, &c("a"), ROOT_ID, &c("link"))),
+            Some(libc::ENFILE)
+        );
+        for name in ["new", "newdir", "fifo", "link"] {
+            assert!(
+                std::fs::symlink_metadata(dir.as_path().join(name)).is_err(),
+                "{name} was created"
+            );
+        }
+        // CREATE of a name the guest holds opens it; a hard link to it takes no slot.
+        let (entry, handle, _, _) = fs
+            .create(&ctx, ROOT_ID, &c("a"), create(libc::O_RDWR))
+            .unwrap();
+        assert_eq!(entry.inode, a);
+        assert!(handle.is_some());
+        assert_eq!(fs.link(&ctx, a, ROOT_ID, &c("hard")).unwrap().inode, a);
+        // Forgetting every reference (lookup, create, link) makes room for a creation.
+        fs.forget(&ctx, a, 3);
+        assert!(!alive(&fs, a));
+        let created = fs.mkdir(&ctx, ROOT_ID, &c("newdir"), 0o755, 0).unwrap();
+        assert!(alive(&fs, created.inode));
+    }
+
+    #[test]
+    fn a_failed_create_of_an_existing_name_pins_nothing() {
+        let (_dir, fs) = share(8);
+        let ctx = Context::default();
+        // The name exists and is a directory: opening it for writing fails.
+        let args = CreateIn {
+            flags: libc::O_RDWR as u32,
+            mode: 0o644,
+            umask: 0,
+            fuse_flags: 0,
+        };
+        assert_eq!(
+            errno(fs.create(&ctx, ROOT_ID, &c("sub"), args)),
+            Some(libc::EISDIR)
+        );
+        let sub = fs.lookup(&ctx, ROOT_ID, &c("sub")).unwrap().inode;
+        fs.forget(&ctx, sub, 1);
+        assert!(
+            !alive(&fs, sub),
+            "the failed create left a reference the guest never got"
+        );
+    }
+
+    #[test]
+    fn readdirplus_counts_its_entries_and_says_enfile_when_full() {
+        let (_dir, fs) = share(2);
+        let ctx = Context::default();
+        let a = fs.lookup(&ctx, ROOT_ID, &c("a")).unwrap().inode;
+        let (handle, _) = fs.opendir(&ctx, ROOT_ID, libc::O_RDONLY as u32).unwrap();
+        let handle = handle.unwrap();
+        let mut listed = Vec::new();
+        fs.readdirplus(
+            &ctx,
+            ROOT_ID,
+            handle,
+            64 * 1024,
+            0,
+            &mut |dir_entry, entry| {
+                listed.push((dir_entry.name.to_vec(), entry.inode, dir_entry.offset));
+                Ok(1)
+            },
+        )
+        .unwrap();
+        // a is held already, so one more fits: the listing stops after it (whatever the
+        // directory's order), and the next batch from there is refused outright.
+        assert!(!listed.is_empty() && listed.len() <= 2, "{listed:?}");
+        let new: Vec<_> = listed.iter().filter(|(_, inode, _)| *inode != a).collect();
+        assert_eq!(new.len(), 1, "{listed:?}");
+        let next = listed.last().unwrap().2;
+        let result = fs.readdirplus(
+            &ctx,
+            ROOT_ID,
+            handle,
+            64 * 1024,
+            next,
+            &mut |dir_entry, _| panic!("listed {:?} beyond the cap", dir_entry.name),
+        );
+        // Unless the directory ended right there (then it is simply the end).
+        if let Err(e) = result {
+            assert_eq!(e.raw_os_error(), Some(libc::ENFILE));
+        }
+        // The listed entries are references the guest holds and forgets like lookups.
+        let other = new[0].1;
+        assert!(alive(&fs, other));
+        fs.forget(&ctx, other, 1);
+        assert!(!alive(&fs, other));
+        assert!(fs.lookup(&ctx, ROOT_ID, &c("e")).is_ok());
     }
 }
