@@ -61,7 +61,9 @@ impl World {
             .arg("--share")
             .arg(format!("pod={}", self.share().display()))
             .arg("--vsock")
-            .arg(self.path(socket));
+            .arg(self.path(socket))
+            // The one host port a guest here connects to (after a restore).
+            .args(["--vsock-port", "6000"]);
         command
     }
 

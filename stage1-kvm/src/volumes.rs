@@ -19,18 +19,14 @@ use crate::pod::PodPaths;
 /// own read-only tmpfs and bind-mount flags decide what is writable) first, then one per host
 /// volume, in manifest order.
 pub fn shares(view: &Path, manifest: &PodManifest) -> Result<Vec<ShareConfig>, Stage1Error> {
-    let mut shares = vec![ShareConfig {
-        tag: POD_SHARE_TAG.to_string(),
-        host_dir: view.to_path_buf(),
-        read_only: false,
-    }];
+    let mut shares = vec![ShareConfig::new(POD_SHARE_TAG, view, false)];
     for (index, volume) in manifest.volumes.iter().enumerate() {
         if volume.kind == VolumeKind::Host {
-            shares.push(ShareConfig {
-                tag: volume_share_tag(index),
-                host_dir: host_source(volume)?,
-                read_only: volume.read_only.unwrap_or(false),
-            });
+            shares.push(ShareConfig::new(
+                volume_share_tag(index),
+                host_source(volume)?,
+                volume.read_only.unwrap_or(false),
+            ));
         }
     }
     Ok(shares)

@@ -219,11 +219,7 @@ mod tests {
             cmdline: "rkt.pod=one".into(),
             initrd: None,
         });
-        config.shares.push(ShareConfig {
-            tag: "pod".into(),
-            host_dir: "/p1".into(),
-            read_only: false,
-        });
+        config.shares.push(ShareConfig::new("pod", "/p1", false));
         config.vsock = Some(VsockConfig {
             guest_cid: 3,
             uds_path: "/p1/vsock".into(),

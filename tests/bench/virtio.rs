@@ -163,6 +163,8 @@ fn guest_vsock(o: &Options) -> Result<f64, String> {
             OsStr::new(&share),
             OsStr::new("--vsock"),
             socket.as_os_str(),
+            OsStr::new("--vsock-port"),
+            OsStr::new("6000"),
         ],
         BENCH_LIMIT,
     );
