@@ -9,7 +9,7 @@ use std::io::{self, Write};
 
 use crate::console;
 
-pub const MARKER_PREFIX: &str = "rkt-guest-init: exit-status=";
+pub const MARKER_PREFIX: &str = pod_control::console::EXIT_MARKER;
 pub const ERROR_PREFIX: &str = "rkt-guest-init: error: ";
 pub const NOTE_PREFIX: &str = "rkt-guest-init: ";
 

@@ -27,9 +27,9 @@ use thiserror::Error;
 use crate::cmdline::{self, KernelParam};
 
 /// The vsock port of the handover.
-pub const HANDOVER_PORT: u32 = 2;
+pub const HANDOVER_PORT: u32 = pod_control::ports::HANDOVER_PORT;
 /// The console line that says "ready for a snapshot".
-pub const WARM_MARKER: &str = "rkt-guest-init: warm-ready";
+pub const WARM_MARKER: &str = pod_control::console::WARM_MARKER;
 /// The only message version understood.
 const HANDOVER_VERSION: u64 = 1;
 /// The longest message (its newline included).

@@ -1,6 +1,7 @@
-//! The contract between the kvm stage1 on the host and guest-init inside the VM, defined once:
-//! the pod share's layout (`layout`), the network description (`network`), the vsock ports and which of them the guest may reach
-//! (`ports`), the exit-status reports (`status`), and the control channel (docs/stage1-kvm.md,
+//! The contract between the kvm stage1 (and the VMM) on the host and guest-init inside the VM,
+//! defined once: the pod share's layout (`layout`), the network description (`network`), the
+//! vsock ports and which of them the guest may reach (`ports`), the exit-status reports
+//! (`status`), the console markers (`console`), and the control channel (docs/stage1-kvm.md,
 //! "The control channel"). One vsock stream per request: the host reaches
 //! guest port [`CONTROL_PORT`] through the VMM's unix socket (`CONNECT 1\n`, `OK ...\n`), sends
 //! one [`Request`] frame, reads one [`Response`] frame, and for `enter` and `attach` the stream

@@ -19,7 +19,7 @@ use serde::Serialize;
 use super::SnapshotError;
 
 /// The vsock port guest-init listens on in warm mode.
-pub const HANDOVER_PORT: u32 = 2;
+pub const HANDOVER_PORT: u32 = pod_control::ports::HANDOVER_PORT;
 /// Version of the handover message.
 pub const HANDOVER_VERSION: u32 = 1;
 /// The largest message guest-init accepts (the newline included).

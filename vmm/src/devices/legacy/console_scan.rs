@@ -6,10 +6,10 @@
 use std::time::Instant;
 
 /// The marker guest-init prints before it powers the VM off (docs/foundation.md).
-pub const EXIT_MARKER: &[u8] = b"rkt-guest-init: exit-status=";
+pub const EXIT_MARKER: &[u8] = pod_control::console::EXIT_MARKER.as_bytes();
 /// The line guest-init prints in warm mode once it waits for its handover on vsock port 2: the
 /// guest is idle and may be snapshotted (docs/foundation.md, "warm mode").
-pub const WARM_MARKER: &[u8] = b"rkt-guest-init: warm-ready";
+pub const WARM_MARKER: &[u8] = pod_control::console::WARM_MARKER.as_bytes();
 /// The kernel's panic line.
 pub const PANIC_MARKER: &[u8] = b"Kernel panic - not syncing";
 /// Bytes kept of one line. The window keeps the line's end, not its start: an app's last output
