@@ -62,6 +62,8 @@ fn attack_script(canary_dir: &Path, pwned: &Path) -> String {
     format!(
         r#"echo attack-ran
 echo "share: $(ls /proc/1/root/rkt/share 2>&1 | tr '\n' ' ')"
+if ls /proc/1/root/rkt >/dev/null 2>&1; then echo "init-root=visible"; else echo "init-root=hidden"; fi
+if head -c 16 /proc/1/mem >/dev/null 2>&1; then echo "init-mem=read"; else echo "init-mem=refused"; fi
 for f in /proc/1/root/rkt/share/stage1/rootfs/gc /proc/1/root/rkt/share/stage1/rootfs/enter_kvm \
          /proc/1/root/rkt/share/stage1/rootfs/manifest /proc/1/root/rkt/share/pod \
          /proc/1/root/rkt/share/planted /proc/1/root/rkt/share/stage1/rootfs/rkt/status/victim; do
@@ -131,6 +133,10 @@ fn a_hostile_pod_cannot_write_host_state_forge_reports_or_reach_host_sockets() {
         out.contains("attack-ran") && out.contains("attacks-done"),
         "{run}"
     );
+    // guest-init's root and memory are out of reach (the pod's own pid namespace: PID 1 there
+    // is not guest-init).
+    assert!(out.contains("init-root=hidden"), "{run}");
+    assert!(out.contains("init-mem=refused"), "{run}");
     // No host file was writable through the share; nothing of the host is in it.
     assert!(!out.contains("wrote "), "{run}");
     assert_eq!(out.matches("refused ").count(), 6, "{run}");

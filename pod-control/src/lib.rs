@@ -16,6 +16,7 @@
 //! allocated, every message is validated (`Request::validate`), and a malformed frame ends only
 //! the stream it arrived on.
 
+pub mod console;
 pub mod frame;
 pub mod layout;
 pub mod message;
