@@ -275,7 +275,11 @@ fn an_app_flooding_its_output_cannot_fill_the_disk_or_the_memory_of_rkt_run() {
     let world = RktWorld::new();
     let aci = attacker_aci(&world);
     let uuid_file = world.root.path().join("uuid");
-    // 2 GiB on stdout; the pod then ends normally.
+    // 2 GiB on stdout (RKT_TEST_FLOOD_MIB to change it by hand); the pod then ends normally.
+    let flood_mib: u64 = std::env::var("RKT_TEST_FLOOD_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2048);
     let mut command = world.command(&[
         "run",
         &format!("--uuid-file-save={}", uuid_file.display()),
@@ -285,7 +289,7 @@ fn an_app_flooding_its_output_cannot_fill_the_disk_or_the_memory_of_rkt_run() {
         "--exec=/bin/sh",
         "--",
         "-c",
-        "dd if=/dev/zero bs=1M count=2048 2>/dev/null; echo flood-done",
+        &format!("dd if=/dev/zero bs=1M count={flood_mib} 2>/dev/null; echo flood-done"),
     ]);
     command.stdout(Stdio::null()).stderr(Stdio::piped());
     let started = Instant::now();
@@ -329,7 +333,7 @@ fn an_app_flooding_its_output_cannot_fill_the_disk_or_the_memory_of_rkt_run() {
     // ru_maxrss counts the guest's RAM too (it is mapped in this process): 128 MiB + 64.
     let max_rss_mib = usage.ru_maxrss / 1024;
     println!(
-        "2 GiB of app output: {:.1} s, rkt run's peak RSS {max_rss_mib} MiB, logs {on_disk} bytes",
+        "{flood_mib} MiB of app output: {:.1} s, rkt run's peak RSS {max_rss_mib} MiB, logs {on_disk} bytes",
         elapsed.as_secs_f64()
     );
     assert!(max_rss_mib < 400, "rkt run grew to {max_rss_mib} MiB");
