@@ -320,7 +320,18 @@ mod tests {
             .map_err(|e| e.to_string())?;
             fs::write(path.join("marker"), "x").map_err(|e| e.to_string())?;
             let stat = nix::sys::stat::stat(&path).map_err(|e| e.to_string())?;
+            // The old root's own directory, to see afterwards that its mounts were detached
+            // (not merely covered).
+            let old_root = File::open("/").map_err(|e| e.to_string())?;
             isolate_root(&path).map_err(|e| e.to_string())?;
+            let proc_left = nix::sys::stat::fstatat(
+                Some(std::os::fd::AsRawFd::as_raw_fd(&old_root)),
+                "proc/self",
+                nix::fcntl::AtFlags::empty(),
+            );
+            if proc_left.is_ok() {
+                return Err("the old root's /proc is still mounted below".into());
+            }
             if !root_is(&stat) || fs::read_to_string("/marker").ok().as_deref() != Some("x") {
                 return Err("the root is not the tmpfs".into());
             }
