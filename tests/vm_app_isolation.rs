@@ -112,6 +112,7 @@ fn default_hardening_namespaces_and_masked_paths() {
     );
     let run = world.rkt(&[
         "run",
+        "--net=none",
         &aci,
         "--name=default",
         "--exec=/bin/sh",
@@ -200,6 +201,7 @@ fn retain_set_seccomp_override_oom_score_and_cpu_weight() {
     );
     let run = world.rkt(&[
         "run",
+        "--net=none",
         &aci,
         "--name=tuned",
         "--caps-retain=CAP_SYS_ADMIN",
@@ -244,6 +246,7 @@ fn unapplied_isolators_are_named_and_enter_gets_the_apps_view() {
     let mut child = world
         .command(&[
             "run",
+            "--net=none",
             &format!("--uuid-file-save={}", uuid_file.display()),
             &aci,
             "--name=sleeper",
@@ -269,7 +272,14 @@ fn unapplied_isolators_are_named_and_enter_gets_the_apps_view() {
 
     // enter: the app's root and /proc (the sleeping app is there, guest-init is not), its
     // bounding set (without CAP_KILL), its filter and no_new_privs.
-    let entered = world.rkt(&["enter", "--app=sleeper", &uuid, "/bin/sh", "-c", &probe("enter")]);
+    let entered = world.rkt(&[
+        "enter",
+        "--app=sleeper",
+        &uuid,
+        "/bin/sh",
+        "-c",
+        &probe("enter"),
+    ]);
     assert_eq!(entered.code(), 0, "{entered}");
     assert!(has_line(&entered, "enter-ran"), "{entered}");
     assert_namespaces(&entered, "enter");
@@ -278,7 +288,11 @@ fn unapplied_isolators_are_named_and_enter_gets_the_apps_view() {
         "{entered}"
     );
     let without_kill = "00000000a80425db";
-    assert_eq!(field(&entered, "enter", "CapBnd"), without_kill, "{entered}");
+    assert_eq!(
+        field(&entered, "enter", "CapBnd"),
+        without_kill,
+        "{entered}"
+    );
     assert_eq!(field(&entered, "enter", "Seccomp"), "2", "{entered}");
     assert_eq!(field(&entered, "enter", "NoNewPrivs"), "1", "{entered}");
 
@@ -299,7 +313,9 @@ fn unapplied_isolators_are_named_and_enter_gets_the_apps_view() {
     // go to the console, which the stage1 keeps without --debug).
     let consoles = pod_consoles(&world);
     assert!(
-        consoles.lines().any(|l| l.contains("isolator os/linux/apparmor-profile is not applied")),
+        consoles
+            .lines()
+            .any(|l| l.contains("isolator os/linux/apparmor-profile is not applied")),
         "{consoles}"
     );
     assert!(!consoles.contains("isolator os/linux/no-new-privileges is not applied"));
@@ -330,7 +346,16 @@ fn insecure_options_turn_the_hardening_off() {
             world.root.path().join("etc-rkt").display()
         ))
         .arg("--insecure-options=image,capabilities,paths,seccomp")
-        .args(["run", &aci, "--name=open", "--exec=/bin/sh", "--", "-c", &script]);
+        .args([
+            "run",
+            "--net=none",
+            &aci,
+            "--name=open",
+            "--exec=/bin/sh",
+            "--",
+            "-c",
+            &script,
+        ]);
     let run = run_with_limit(&mut command, POD_LIMIT);
     assert_eq!(run.code(), 0, "{run}\n{}", pod_consoles(&world));
     assert_ran(&run, &world, &["open"]);

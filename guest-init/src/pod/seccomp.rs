@@ -582,11 +582,37 @@ pub fn build(spec: &FilterSpec) -> Result<BpfProgram, SeccompError> {
 }
 
 /// Installs `program` on the calling (single-threaded) process. Needs no_new_privs or
-/// CAP_SYS_ADMIN.
+/// CAP_SYS_ADMIN; the caller decides which (launch.rs). Not seccompiler's `apply_filter`: that
+/// always sets no_new_privs, which a root app that keeps CAP_SYS_ADMIN must not get unasked
+/// (rkt set it only where the filter needed it), and which disables setuid programs.
 pub fn install(program: &BpfProgram) -> std::io::Result<()> {
-    seccompiler::apply_filter(program).map_err(|error| {
-        std::io::Error::other(format!("cannot install the seccomp filter: {error}"))
-    })
+    let len = u16::try_from(program.len()).map_err(|_| {
+        std::io::Error::other("cannot install the seccomp filter: more than 65535 instructions")
+    })?;
+    let fprog = libc::sock_fprog {
+        len,
+        // seccompiler's sock_filter is the kernel's struct sock_filter (repr(C): u16, u8, u8,
+        // u32), as libc's is; the kernel only reads through the pointer.
+        filter: program.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: SECCOMP_SET_MODE_FILTER reads `len` instructions from `fprog.filter`, which
+    // points into `program`, alive and unchanged for the call; no flags.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            0,
+            &fprog as *const libc::sock_fprog,
+        )
+    };
+    if rc != 0 {
+        let error = std::io::Error::last_os_error();
+        return Err(std::io::Error::new(
+            error.kind(),
+            format!("cannot install the seccomp filter: {error}"),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -708,6 +734,25 @@ mod tests {
         .unwrap()
         .unwrap();
         assert!(build(&retain).unwrap().len() > program.len());
+    }
+
+    /// In a forked child on this host (root: with CAP_SYS_ADMIN the filter needs no
+    /// no_new_privs, and installing it must not set it).
+    #[test]
+    fn installed_without_no_new_privs_by_root() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let program = build(&default_spec()).unwrap();
+        crate::pod::testutil::in_child(move || {
+            install(&program).map_err(|e| e.to_string())?;
+            let status = std::fs::read_to_string("/proc/self/status").map_err(|e| e.to_string())?;
+            if !status.contains("Seccomp:\t2") || !status.contains("NoNewPrivs:\t0") {
+                return Err(status);
+            }
+            Ok(())
+        });
     }
 
     /// In a forked child on this host: the filter installs, /proc/self/status says so, a
