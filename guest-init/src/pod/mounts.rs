@@ -267,6 +267,10 @@ pub fn apply(
     share: &Path,
     shares: &mut VolumeShares,
 ) -> Result<(), MountError> {
+    // /proc is mounted later, in the app's own namespace (appns.rs), when the root may be
+    // read-only already: its mount point is made now.
+    root.create_dirs(Path::new("/proc"))
+        .map_err(step_error("create the mount point /proc"))?;
     for step in steps {
         apply_one(root, step, share, shares)?;
     }
