@@ -77,11 +77,13 @@ pub fn launch(spec: &ProcessSpec) -> Result<Pid, InitError> {
             .iter()
             .map(OsStr::new),
     );
-    // SAFETY: guest-init and its handler processes are single-threaded (see main.rs), so the
-    // child is a complete copy of a consistent process: no lock can be held by a thread that
-    // does not exist in the child.
+    // guest-init and its handler processes are single-threaded (see main.rs), so the child is
+    // a complete copy of a consistent process: no lock can be held by a thread that does not
+    // exist in the child.
     let forked = match spec.namespaces {
+        // SAFETY: single-threaded caller, as `fork_in` requires (above).
         Some(namespaces) => unsafe { namespaces.pid.fork_in() },
+        // SAFETY: single-threaded caller (above).
         None => unsafe { nix::unistd::fork() }.map_err(io::Error::from),
     };
     match forked {

@@ -61,12 +61,15 @@ impl PodPidNamespace {
         // SAFETY: guest-init is single-threaded (main.rs), so the child is a consistent copy;
         // it only runs `reaper`, which never returns.
         let forked = unsafe { nix::unistd::fork() };
+        if let Ok(ForkResult::Child) = forked {
+            reaper();
+        }
         // Whatever happened, guest-init's later children (control handlers) must not land in
         // the pod's namespace.
         let restored = nix::sched::setns(own.as_fd(), CloneFlags::CLONE_NEWPID);
         let reaper_pid = match forked {
-            Ok(ForkResult::Child) => reaper(),
             Ok(ForkResult::Parent { child }) => child,
+            Ok(ForkResult::Child) => reaper(),
             Err(errno) => return Err(error("fork the reaper")(errno.into())),
         };
         restored.map_err(|errno| error("setns back to guest-init's namespace")(errno.into()))?;
