@@ -271,7 +271,8 @@ fn vm_size_and_per_app_cgroup_limits_from_isolators() {
     let aci = busybox_aci(world.root.path(), IMAGE, &["/bin/true"]);
     let aci = aci.display().to_string();
     // Each app prints the VM's memory and CPUs, then its own cgroup's limits (cgroup2 mounted
-    // on a scratch directory: the app is root in the guest).
+    // on a scratch directory: the app is root in the guest, and keeps CAP_SYS_ADMIN and a
+    // seccomp filter without mount(2) for it; rkt's defaults allow neither).
     let show = |name: &str| {
         format!(
             "grep MemTotal /proc/meminfo | sed 's/^/{name}-/'; echo {name}-cpus=$(nproc); \
@@ -286,6 +287,8 @@ fn vm_size_and_per_app_cgroup_limits_from_isolators() {
         "run",
         &aci,
         "--name=big",
+        "--caps-retain=CAP_SYS_ADMIN",
+        "--seccomp=mode=remove,errno=EPERM,reboot",
         "--memory=200M",
         "--cpu=1000m",
         "--exec=/bin/sh",
@@ -295,6 +298,8 @@ fn vm_size_and_per_app_cgroup_limits_from_isolators() {
         "---",
         &aci,
         "--name=small",
+        "--caps-retain=CAP_SYS_ADMIN",
+        "--seccomp=mode=remove,errno=EPERM,reboot",
         "--memory=100M",
         "--cpu=250m",
         "--exec=/bin/sh",

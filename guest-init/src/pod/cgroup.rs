@@ -23,6 +23,11 @@ const CPU_MIN_QUOTA_US: u64 = 1_000;
 
 pub const MEMORY_ISOLATOR: &str = "resource/memory";
 pub const CPU_ISOLATOR: &str = "resource/cpu";
+/// cgroup v1's relative CPU weight, which cgroup v2 calls `cpu.weight`.
+pub const CPU_SHARES_ISOLATOR: &str = "os/linux/cpu-shares";
+/// The kernel's bounds on cgroup v1 shares (`MIN_SHARES`, `MAX_SHARES`).
+const MIN_SHARES: u64 = 2;
+const MAX_SHARES: u64 = 262_144;
 
 /// What an app's cgroup holds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -31,11 +36,13 @@ pub struct Limits {
     pub memory_max: Option<u64>,
     /// `cpu.max` quota, in microseconds per `CPU_PERIOD_US`.
     pub cpu_quota_us: Option<u64>,
+    /// `cpu.weight` (1..=10000), from `os/linux/cpu-shares`.
+    pub cpu_weight: Option<u64>,
 }
 
 impl Limits {
     pub fn is_empty(&self) -> bool {
-        self.memory_max.is_none() && self.cpu_quota_us.is_none()
+        self.memory_max.is_none() && self.cpu_quota_us.is_none() && self.cpu_weight.is_none()
     }
 
     /// The files to write in the app's group, in order, with their content.
@@ -46,6 +53,9 @@ impl Limits {
         }
         if let Some(quota) = self.cpu_quota_us {
             files.push(("cpu.max", format!("{quota} {CPU_PERIOD_US}")));
+        }
+        if let Some(weight) = self.cpu_weight {
+            files.push(("cpu.weight", weight.to_string()));
         }
         files
     }
@@ -68,6 +78,12 @@ pub enum CgroupError {
         value: String,
         minimum: &'static str,
     },
+
+    #[error(
+        "isolator {CPU_SHARES_ISOLATOR}: {value} is not a number of shares from \
+         {MIN_SHARES} to {MAX_SHARES}"
+    )]
+    BadShares { value: String },
 
     #[error(
         "cannot apply the resource limits ({step}: {source}); the guest kernel needs cgroup v2 \
@@ -114,10 +130,27 @@ pub fn limits_from_isolators(isolators: &[Isolator]) -> Result<Limits, CgroupErr
                 let quota = u64::try_from(quota).unwrap_or(u64::MAX);
                 limits.cpu_quota_us = Some(quota.max(CPU_MIN_QUOTA_US));
             }
+            CPU_SHARES_ISOLATOR => {
+                let shares = isolator
+                    .value
+                    .as_u64()
+                    .filter(|shares| (MIN_SHARES..=MAX_SHARES).contains(shares))
+                    .ok_or_else(|| CgroupError::BadShares {
+                        value: isolator.value.to_string(),
+                    })?;
+                limits.cpu_weight = Some(shares_to_weight(shares));
+            }
             _ => {}
         }
     }
     Ok(limits)
+}
+
+/// cgroup v1 shares to cgroup v2 weight as the kernel relates them (the default 1024 shares is
+/// the default weight 100) and systemd converts `CPUShares=`: proportionally, clamped to the
+/// weight's range 1..=10000.
+pub fn shares_to_weight(shares: u64) -> u64 {
+    (shares.saturating_mul(100) / 1024).clamp(1, 10_000)
 }
 
 fn bad(name: &'static str, value: &Value) -> CgroupError {
@@ -301,6 +334,23 @@ mod tests {
     }
 
     #[test]
+    fn cpu_shares_become_a_weight() {
+        assert_eq!(shares_to_weight(1024), 100);
+        assert_eq!(shares_to_weight(512), 50);
+        assert_eq!(shares_to_weight(2), 1);
+        assert_eq!(shares_to_weight(262_144), 10_000);
+        let limits =
+            limits_from_isolators(&[isolator("os/linux/cpu-shares", json!(2048))]).unwrap();
+        assert_eq!(limits.files(), vec![("cpu.weight", "200".to_owned())]);
+        for bad in [json!(1), json!(300_000), json!("1024")] {
+            assert!(matches!(
+                limits_from_isolators(&[isolator("os/linux/cpu-shares", bad)]),
+                Err(CgroupError::BadShares { .. })
+            ));
+        }
+    }
+
+    #[test]
     fn request_alone_stands_in_for_the_limit() {
         let limits =
             limits_from_isolators(&[isolator("resource/memory", json!({"request": "1Gi"}))])
@@ -335,6 +385,7 @@ mod tests {
         let limits = Limits {
             memory_max: Some(1 << 20),
             cpu_quota_us: Some(25_000),
+            cpu_weight: None,
         };
         create_group(&group, &limits).unwrap();
         assert_eq!(

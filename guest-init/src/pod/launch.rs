@@ -17,8 +17,13 @@ use std::path::Path;
 
 use nix::unistd::{ForkResult, Gid, Pid, Uid};
 
+use super::appns::AppNamespace;
+use super::caps;
 use super::env;
 use super::identity::Identity;
+use super::isolators::Hardening;
+use super::pidns::PodPidNamespace;
+use super::seccomp;
 use crate::error::{InitError, STATUS_SETUP_FAILED};
 use crate::lookup::{self, DEFAULT_PATH};
 use crate::report;
@@ -45,6 +50,19 @@ pub struct ProcessSpec<'a> {
     pub controlling_tty: bool,
     /// Whether `stderr` is the console already (then a failure is not written twice).
     pub stderr_is_console: bool,
+    /// The pod's pid namespace and the app's mount namespace; `None`: the process is only
+    /// chrooted into `root` (single-command use, tests).
+    pub namespaces: Option<Namespaces<'a>>,
+    /// Capabilities, seccomp, no_new_privs, oom_score_adj.
+    pub hardening: &'a Hardening,
+}
+
+/// Where an app process lives: forked into the pod's pid namespace, then joined to the app's
+/// mount namespace (appns.rs), whose root is the app's root.
+#[derive(Clone, Copy)]
+pub struct Namespaces<'a> {
+    pub pid: &'a PodPidNamespace,
+    pub mnt: &'a AppNamespace,
 }
 
 /// Forks and starts the process; returns its pid. Only a failed fork is an error here: all
@@ -59,14 +77,21 @@ pub fn launch(spec: &ProcessSpec) -> Result<Pid, InitError> {
             .iter()
             .map(OsStr::new),
     );
-    // SAFETY: guest-init is single-threaded (see main.rs), so the child is a complete copy of
-    // a consistent process: no lock can be held by a thread that does not exist in the child.
-    match unsafe { nix::unistd::fork() } {
+    // guest-init and its handler processes are single-threaded (see main.rs), so the child is
+    // a complete copy of a consistent process: no lock can be held by a thread that does not
+    // exist in the child.
+    let forked = match spec.namespaces {
+        // SAFETY: single-threaded caller, as `fork_in` requires (above).
+        Some(namespaces) => unsafe { namespaces.pid.fork_in() },
+        // SAFETY: single-threaded caller (above).
+        None => unsafe { nix::unistd::fork() }.map_err(io::Error::from),
+    };
+    match forked {
         Ok(ForkResult::Parent { child }) => Ok(child),
         Ok(ForkResult::Child) => child(spec, argv, envp),
-        Err(errno) => Err(InitError::ProcessCreation {
+        Err(source) => Err(InitError::ProcessCreation {
             path: spec.argv.first().map(Into::into).unwrap_or_default(),
-            source: errno.into(),
+            source,
         }),
     }
 }
@@ -122,7 +147,13 @@ fn child(spec: &ProcessSpec, argv: Option<Vec<CString>>, envp: Option<Vec<CStrin
         ),
         Err(error) => fail(&error, error.exit_status()),
     };
+    if let Err(error) = caps::apply_before_user(&spec.hardening.bounding) {
+        fail(&error, STATUS_SETUP_FAILED);
+    }
     if let Err(error) = become_user(spec.identity) {
+        fail(&error, STATUS_SETUP_FAILED);
+    }
+    if let Err(error) = caps::apply_after_user(&spec.hardening.bounding) {
         fail(&error, STATUS_SETUP_FAILED);
     }
     if let Err(errno) = nix::unistd::chdir(spec.working_dir) {
@@ -138,6 +169,9 @@ fn child(spec: &ProcessSpec, argv: Option<Vec<CString>>, envp: Option<Vec<CStrin
     let Ok(path_c) = CString::new(path.as_os_str().as_bytes()) else {
         fail(&"the program path holds a NUL byte", STATUS_SETUP_FAILED);
     };
+    if let Err(error) = restrict(spec.hardening, spec.identity.uid) {
+        fail(&error, STATUS_SETUP_FAILED);
+    }
     let Err(errno) = nix::unistd::execve(&path_c, &argv, &envp);
     let error = InitError::ExecFailed {
         path,
@@ -184,33 +218,50 @@ fn enter(spec: &ProcessSpec) -> io::Result<()> {
             )));
         }
     }
-    nix::unistd::chroot(spec.root).map_err(|errno| {
-        io::Error::new(
-            io::Error::from(errno).kind(),
-            format!("cannot change the root to {}: {errno}", spec.root.display()),
-        )
-    })?;
-    nix::unistd::chdir("/")?;
-    drop_reboot_capability()?;
+    match spec.namespaces {
+        // setns puts the root and the working directory at the namespace's root.
+        Some(namespaces) => namespaces.mnt.join()?,
+        None => {
+            nix::unistd::chroot(spec.root).map_err(|errno| {
+                io::Error::new(
+                    io::Error::from(errno).kind(),
+                    format!("cannot change the root to {}: {errno}", spec.root.display()),
+                )
+            })?;
+            nix::unistd::chdir("/")?;
+        }
+    }
+    // While still root with every capability: lowering the score below 0 needs
+    // CAP_SYS_RESOURCE, which the app may not keep. Through the app's own /proc.
+    if let Some(adj) = spec.hardening.oom_score_adj {
+        std::fs::write("/proc/self/oom_score_adj", adj.to_string()).map_err(|error| {
+            io::Error::new(
+                error.kind(),
+                format!("cannot set oom_score_adj to {adj}: {error}"),
+            )
+        })?;
+    }
     Ok(())
 }
 
-/// `CAP_SYS_BOOT` (linux/capability.h): reboot(2) and kexec.
-const CAP_SYS_BOOT: libc::c_ulong = 22;
-
-/// Takes `CAP_SYS_BOOT` out of the capability bounding set, so that neither the app nor
-/// anything it runs can call reboot(2): the apps share the VM with guest-init, and a `halt -f`
-/// would stop the guest's CPUs for good, leaving the VMM (and `rkt run`) waiting forever; a
-/// reboot would end the pod without its statuses. rkt's default app capabilities leave it out
-/// too. (The bounding set caps what exec grants: guest-init's inheritable set is empty.)
-fn drop_reboot_capability() -> io::Result<()> {
-    // SAFETY: PR_CAPBSET_DROP takes a capability number and no pointers.
-    if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, CAP_SYS_BOOT, 0, 0, 0) } != 0 {
-        let error = io::Error::last_os_error();
-        return Err(io::Error::new(
-            error.kind(),
-            format!("cannot drop CAP_SYS_BOOT from the bounding set: {error}"),
-        ));
+/// The last steps before exec: no_new_privs, then the seccomp filter (nothing the filter might
+/// deny runs after it, but execve). A filter needs no_new_privs unless the process keeps
+/// CAP_SYS_ADMIN, so an app that does not run as root gets it with a filter, as rkt did.
+fn restrict(hardening: &Hardening, uid: u32) -> io::Result<()> {
+    let keeps_admin = uid == 0
+        && hardening
+            .bounding
+            .contains(&::caps::Capability::CAP_SYS_ADMIN);
+    if hardening.no_new_privs || (hardening.seccomp.is_some() && !keeps_admin) {
+        nix::sys::prctl::set_no_new_privs().map_err(|errno| {
+            io::Error::new(
+                io::Error::from(errno).kind(),
+                format!("cannot set no_new_privs: {errno}"),
+            )
+        })?;
+    }
+    if let Some(program) = &hardening.seccomp {
+        seccomp::install(program)?;
     }
     Ok(())
 }

@@ -17,18 +17,26 @@
 //! app status 125 and a console message naming it; the other apps still run. A problem with
 //! the pod itself (no manifest) ends the pod with 125 before anything runs.
 
+mod appns;
+mod caps;
 mod cgroup;
 mod control;
 mod env;
 mod identity;
+mod isolators;
 mod launch;
 mod manifest;
 mod mounts;
 mod network;
 mod params;
+mod paths;
+mod pidns;
 mod rootfs;
+mod seccomp;
 mod status;
 mod supervisor;
+#[cfg(test)]
+mod testutil;
 mod uptime;
 
 use std::fs;
@@ -48,13 +56,17 @@ use crate::reaper::{self, SystemWaiter};
 use crate::report::Reporter;
 use crate::share::SHARE_MOUNT_POINT;
 
+use appns::{AppNamespace, AppNsError};
 use cgroup::{CgroupError, Hierarchy};
 use control::{Control, EnterTarget, Event, PodView};
 use env::EnvError;
 use identity::{IdKind, Identity, IdentityError, ImageFiles};
+use isolators::{Hardening, IsolatorError};
 use manifest::{AppSpec, ManifestError};
 use mounts::{DnsFiles, MountError, VolumeShares};
+use params::Disabled;
 pub use params::{ParamError, PodParams};
+use pidns::PodPidNamespace;
 use rootfs::AppRoot;
 use status::StatusReporter;
 use supervisor::{AppPlan, Launcher, Phase, Supervisor};
@@ -92,6 +104,10 @@ pub enum AppError {
     Mount(#[from] MountError),
     #[error(transparent)]
     Cgroup(#[from] CgroupError),
+    #[error(transparent)]
+    Isolator(#[from] IsolatorError),
+    #[error(transparent)]
+    Namespace(#[from] AppNsError),
     #[error(
         "its root file system {} is missing ({reason}); stage0 puts the image there: prepare \
          the pod again",
@@ -206,6 +222,26 @@ pub fn run(params: &PodParams, reporter: &Reporter) -> u8 {
         }
     }
 
+    // Before any app process: they all go into it (pidns.rs). Without it the apps would see
+    // and reach guest-init, so the pod does not run.
+    let pid_ns = match PodPidNamespace::create() {
+        Ok(pid_ns) => {
+            log.step(format_args!(
+                "pod pid namespace: reaper is pid {}",
+                pid_ns.reaper()
+            ));
+            pid_ns
+        }
+        Err(error) => {
+            log.error(&error);
+            for app in &pod.apps {
+                statuses.write(app.name.as_str(), STATUS_SETUP_FAILED, &log);
+            }
+            statuses.reporter.finish();
+            return STATUS_SETUP_FAILED;
+        }
+    };
+
     // `--interactive` is for a pod of one app (stage0 and stage1 refuse more).
     let interactive = params.interactive && pod.apps.len() == 1;
     let mut setup = PodSetup {
@@ -216,6 +252,8 @@ pub fn run(params: &PodParams, reporter: &Reporter) -> u8 {
         dns: DnsFiles::find(share),
         shares: VolumeShares::default(),
         cgroups: None,
+        pid_ns: &pid_ns,
+        disabled: params.disabled,
         log,
     };
     // Every app's output streams before any app is set up or runs: the host takes one
@@ -270,6 +308,7 @@ pub fn run(params: &PodParams, reporter: &Reporter) -> u8 {
             .collect(),
         apps,
         statuses,
+        pid_ns: &pid_ns,
         log,
     };
     let mut supervisor = Supervisor::new(plans);
@@ -322,6 +361,10 @@ pub fn run(params: &PodParams, reporter: &Reporter) -> u8 {
     }
     let status = supervisor.pod_status();
     log.step(format_args!("pod {}: all apps ended", params.uuid));
+    // Ends whatever the apps left behind in the pod's namespace (the kernel kills every
+    // process of a namespace whose init dies); reaped by main's clean-up, not waited for here
+    // (the reaper's exit waits for zombies that only their parents can reap).
+    let _ = nix::sys::signal::kill(pid_ns.reaper(), Signal::SIGKILL);
     launcher.statuses.reporter.finish();
     status
 }
@@ -360,6 +403,9 @@ struct PodSetup<'a> {
     shares: VolumeShares,
     /// Mounted on first use: a pod without limits never needs it.
     cgroups: Option<Hierarchy>,
+    pid_ns: &'a PodPidNamespace,
+    /// `rkt.disable=`: the hardening the user turned off.
+    disabled: Disabled,
     log: Log<'a>,
 }
 
@@ -377,6 +423,9 @@ struct PreparedApp {
     stderr: Stream,
     /// `--interactive`: the app's terminal (its stdin, stdout and stderr are the slave end).
     terminal: Option<AppTerminal>,
+    /// The app's mount namespace (its root).
+    mnt_ns: AppNamespace,
+    hardening: Hardening,
 }
 
 /// The interactive app's terminal as PID 1 holds it.
@@ -408,6 +457,14 @@ impl PodSetup<'_> {
             reason,
         })?;
         let limits = cgroup::limits_from_isolators(&spec.app.isolators)?;
+        let hardening = Hardening::from_isolators(&spec.app.isolators, self.disabled)?;
+        for isolator in isolators::not_applied(&spec.app.isolators) {
+            // The ACE spec: the user must learn which isolators were not enforced.
+            log.error(&format_args!(
+                "app {name}: isolator {isolator} is not applied (guest-init does not support \
+                 it); the app runs without it"
+            ));
+        }
         let env = env::app_environment(name, &spec.app.environment)?;
         let EventHandlers {
             pre_start,
@@ -445,6 +502,22 @@ impl PodSetup<'_> {
                 })
             }
         }
+        let mnt_ns = AppNamespace::create(self.pid_ns, root.path(), !self.disabled.paths)?;
+        log.step(format_args!(
+            "app {name}: own mount namespace{}; {} capabilities, seccomp {}, no_new_privs {}",
+            if self.disabled.paths {
+                " (paths not masked: rkt.disable=paths)"
+            } else {
+                ", paths masked"
+            },
+            hardening.bounding.len(),
+            if hardening.seccomp.is_some() {
+                "on"
+            } else {
+                "off"
+            },
+            hardening.no_new_privs
+        ));
         let cgroup_procs = if limits.is_empty() {
             None
         } else {
@@ -497,6 +570,8 @@ impl PodSetup<'_> {
             stdout: stdout.map_err(AppError::Console)?,
             stderr: stderr.map_err(AppError::Console)?,
             terminal,
+            mnt_ns,
+            hardening,
         })
     }
 }
@@ -612,6 +687,7 @@ struct PodLauncher<'a> {
     /// `None`: set-up failed, or the app is over (its streams closed).
     apps: Vec<Option<PreparedApp>>,
     statuses: Statuses,
+    pid_ns: &'a PodPidNamespace,
     log: Log<'a>,
 }
 
@@ -646,6 +722,11 @@ impl Launcher for PodLauncher<'_> {
             stderr: app.stderr.fd.as_fd(),
             stderr_is_console: app.stderr.is_console,
             controlling_tty: app.terminal.is_some(),
+            namespaces: Some(launch::Namespaces {
+                pid: self.pid_ns,
+                mnt: &app.mnt_ns,
+            }),
+            hardening: &app.hardening,
         };
         match launch::launch(&spec) {
             Ok(pid) => {
@@ -719,11 +800,18 @@ impl PodView for PodLauncher<'_> {
             ));
         };
         match self.apps.get(index).and_then(Option::as_ref) {
-            Some(app) => Ok(EnterTarget {
-                root: app.root.path().to_path_buf(),
-                env: app.env.clone(),
-                cgroup_procs: app.cgroup_procs.clone(),
-            }),
+            Some(app) => {
+                let clone_error =
+                    |error: io::Error| format!("cannot hand over app {name}'s namespaces: {error}");
+                Ok(EnterTarget {
+                    root: app.root.path().to_path_buf(),
+                    env: app.env.clone(),
+                    cgroup_procs: app.cgroup_procs.clone(),
+                    pid_ns: self.pid_ns.try_clone().map_err(clone_error)?,
+                    mnt_ns: app.mnt_ns.try_clone().map_err(clone_error)?,
+                    hardening: app.hardening.clone(),
+                })
+            }
             None => Err(format!(
                 "app {name} is not running (it has exited, or it could not be set up)"
             )),

@@ -1,4 +1,5 @@
-//! The file systems of one app's root: what the appc OS spec promises every app (/proc, /sys,
+//! The file systems of one app's root: what the appc OS spec promises every app (/sys (and
+//! /proc, which appns.rs mounts),
 //! a /dev with the standard nodes, /etc/hosts and /etc/resolv.conf) plus the pod's volumes,
 //! and a read-only root when the app asks for one.
 //!
@@ -127,14 +128,9 @@ pub fn default_hosts(hostname: &str) -> String {
 /// What to mount for `app`, in order: parents before what goes below them.
 pub fn plan(app: &AppSpec, dns: &DnsFiles, hostname: &str) -> Result<Vec<MountStep>, MountError> {
     let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    // /proc is not here: it must be mounted from inside the pod's pid namespace, in the app's
+    // own mount namespace (appns.rs), to show the pod's processes only.
     let mut steps = vec![
-        MountStep::FileSystem {
-            fstype: "proc",
-            source: "proc",
-            target: "/proc",
-            flags: nosuid_nodev_noexec,
-            options: None,
-        },
         MountStep::FileSystem {
             fstype: "sysfs",
             source: "sysfs",
@@ -272,6 +268,10 @@ pub fn apply(
     share: &Path,
     shares: &mut VolumeShares,
 ) -> Result<(), MountError> {
+    // /proc is mounted later, in the app's own namespace (appns.rs), when the root may be
+    // read-only already: its mount point is made now.
+    root.create_dirs(Path::new("/proc"))
+        .map_err(step_error("create the mount point /proc"))?;
     for step in steps {
         apply_one(root, step, share, shares)?;
     }
@@ -491,7 +491,6 @@ mod tests {
         assert_eq!(
             targets(&steps),
             [
-                "/proc",
                 "/sys",
                 "/dev",
                 "nodes",
@@ -527,7 +526,7 @@ mod tests {
         let steps = plan(&app(volumes, true), &dns, "h").unwrap();
         let targets = targets(&steps);
         assert_eq!(
-            targets[6..],
+            targets[5..],
             [
                 "bind /etc/hosts",
                 "bind /etc/resolv.conf",

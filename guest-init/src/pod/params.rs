@@ -15,6 +15,11 @@ pub const PARAM_DEBUG: &str = "rkt.debug";
 /// `rkt.interactive=1`: the pod's one app runs on a terminal the host attaches to over the
 /// control channel (`rkt run --interactive`).
 pub const PARAM_INTERACTIVE: &str = "rkt.interactive";
+/// `rkt.disable=capabilities,paths,seccomp` (any of the three, comma-separated; empty: none):
+/// the app hardening the user turned off with `rkt --insecure-options=...` (the stage1 learns
+/// it from stage0's `--disable-capabilities-restriction`, `--disable-paths`,
+/// `--disable-seccomp`).
+pub const PARAM_DISABLE: &str = "rkt.disable";
 /// The kernel's limit on a host name (`__NEW_UTS_LEN`).
 const MAX_HOSTNAME: usize = 64;
 
@@ -37,6 +42,38 @@ pub enum ParamError {
     },
 }
 
+/// The app hardening turned off (`rkt.disable=`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Disabled {
+    /// rkt's default capability bounding set and the capability isolators.
+    pub capabilities: bool,
+    /// The masked and read-only paths under /proc and /sys.
+    pub paths: bool,
+    /// The seccomp filter (default and isolators).
+    pub seccomp: bool,
+}
+
+impl Disabled {
+    fn parse(value: &str) -> Result<Disabled, ParamError> {
+        let mut disabled = Disabled::default();
+        for word in value.split(',').filter(|word| !word.is_empty()) {
+            match word {
+                "capabilities" => disabled.capabilities = true,
+                "paths" => disabled.paths = true,
+                "seccomp" => disabled.seccomp = true,
+                _ => {
+                    return Err(ParamError::Invalid {
+                        param: PARAM_DISABLE,
+                        value: value.to_owned(),
+                        reason: "only capabilities, paths and seccomp can be disabled",
+                    })
+                }
+            }
+        }
+        Ok(disabled)
+    }
+}
+
 /// Pod mode, as the kernel command line asks for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodParams {
@@ -47,6 +84,8 @@ pub struct PodParams {
     pub debug: bool,
     /// `rkt.interactive=1`.
     pub interactive: bool,
+    /// `rkt.disable=`.
+    pub disabled: Disabled,
 }
 
 impl PodParams {
@@ -93,11 +132,16 @@ impl PodParams {
             .is_some_and(|value| value != "0" && value != "false");
         let interactive = cmdline::last_value(params, PARAM_INTERACTIVE)
             .is_some_and(|value| value != "0" && value != "false");
+        let disabled = match cmdline::last_value(params, PARAM_DISABLE) {
+            None => Disabled::default(),
+            Some(value) => Disabled::parse(&text(PARAM_DISABLE, value)?)?,
+        };
         Ok(Some(PodParams {
             uuid,
             hostname,
             debug,
             interactive,
+            disabled,
         }))
     }
 }
@@ -138,6 +182,7 @@ mod tests {
                 hostname: format!("rkt-{UUID}"),
                 debug: false,
                 interactive: false,
+                disabled: Disabled::default(),
             }
         );
         let params = parse(&format!(
@@ -152,6 +197,34 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(params.interactive);
+    }
+
+    #[test]
+    fn disabled_hardening() {
+        let disabled = |value: &str| {
+            parse(&format!("rkt.share=pod rkt.pod={UUID} {value}")).map(|p| p.unwrap().disabled)
+        };
+        assert_eq!(disabled(""), Ok(Disabled::default()));
+        assert_eq!(disabled("rkt.disable="), Ok(Disabled::default()));
+        assert_eq!(
+            disabled("rkt.disable=seccomp"),
+            Ok(Disabled {
+                seccomp: true,
+                ..Disabled::default()
+            })
+        );
+        assert_eq!(
+            disabled("rkt.disable=capabilities,paths,seccomp"),
+            Ok(Disabled {
+                capabilities: true,
+                paths: true,
+                seccomp: true,
+            })
+        );
+        assert!(matches!(
+            disabled("rkt.disable=seccomp,image"),
+            Err(ParamError::Invalid { .. })
+        ));
     }
 
     #[test]

@@ -41,6 +41,7 @@ const APP_FLAGS: &[&str] = &[
     "oom-score-adj",
     "caps-retain",
     "caps-remove",
+    "seccomp",
     "annotation",
     "user-annotation",
     "user-label",
@@ -195,6 +196,15 @@ fn apply(app: &mut AppArgs, name: &str, value: &str) -> Result<(), String> {
                 value,
             )?)
         }
+        "seccomp" => {
+            if o.isolators
+                .iter()
+                .any(|i| i.name.as_str().starts_with("os/linux/seccomp-"))
+            {
+                return Err("give --seccomp once per image".to_string());
+            }
+            o.isolators.push(pod_flags::parse_seccomp(value)?)
+        }
         "annotation" => {
             let (key, val) = pod_flags::parse_key_value(value, "--annotation")?;
             let key = appc::AcIdentifier::try_from(key.as_str())
@@ -245,6 +255,8 @@ mod tests {
             "--mount",
             "volume=data,target=/data",
             "--memory=64M",
+            "--seccomp",
+            "mode=remove,errno=EPERM,mount",
             "--",
             "--not-a-flag",
             "x",
@@ -265,6 +277,11 @@ mod tests {
         assert_eq!(one.environment[0].name, "A");
         assert_eq!(one.mounts[0].path, "/data");
         assert_eq!(one.isolators[0].name.as_str(), "resource/memory");
+        assert_eq!(
+            one.isolators[1].name.as_str(),
+            "os/linux/seccomp-remove-set"
+        );
+        assert_eq!(one.isolators[1].value["errno"], "EPERM");
         assert_eq!(one.args, ["--not-a-flag", "x"]);
         let two = &apps[1].overrides;
         assert_eq!(two.name.as_ref().unwrap().as_str(), "second");
@@ -291,6 +308,15 @@ mod tests {
                 &["img", "--caps-retain=CAP_A", "--caps-remove=CAP_B"][..],
                 "one of",
             ),
+            (
+                &[
+                    "img",
+                    "--seccomp=mode=remove,mount",
+                    "--seccomp=mode=retain,read",
+                ][..],
+                "once",
+            ),
+            (&["img", "--seccomp=mount"][..], "mode="),
         ] {
             let err = parse(&args(list)).unwrap_err();
             assert!(err.contains(says), "{list:?}: {err}");

@@ -263,6 +263,51 @@ pub fn parse_caps(name: &str, flag: &str, text: &str) -> Result<Isolator, String
     isolator(name, serde_json::json!({ "set": set }), flag)
 }
 
+/// `--seccomp mode=retain|remove[,errno=ENAME],SYSCALL|@GROUP,...` (rkt's syntax): the
+/// `os/linux/seccomp-retain-set` or `-remove-set` isolator, `{"set": [...], "errno": ...}`.
+/// Syscall and group names are checked by the stage1 that applies them.
+pub fn parse_seccomp(text: &str) -> Result<Isolator, String> {
+    let flag = "--seccomp";
+    let usage = || {
+        format!(
+            "{flag} {text:?}: expected mode=retain|remove[,errno=ENAME],SYSCALL[,...], e.g. \
+             mode=remove,errno=EPERM,mount,umount2"
+        )
+    };
+    let mut mode = None;
+    let mut errno = None;
+    let mut set = Vec::new();
+    for item in text
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+    {
+        match item.split_once('=') {
+            Some(("mode", value @ ("retain" | "remove"))) if mode.is_none() => mode = Some(value),
+            Some(("errno", value))
+                if errno.is_none()
+                    && value.len() > 1
+                    && value.starts_with('E')
+                    && value
+                        .bytes()
+                        .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()) =>
+            {
+                errno = Some(value)
+            }
+            Some(_) => return Err(usage()),
+            None => set.push(item.to_string()),
+        }
+    }
+    let (Some(mode), false) = (mode, set.is_empty()) else {
+        return Err(usage());
+    };
+    let mut value = serde_json::json!({ "set": set });
+    if let Some(errno) = errno {
+        value["errno"] = serde_json::Value::String(errno.to_string());
+    }
+    isolator(&format!("os/linux/seccomp-{mode}-set"), value, flag)
+}
+
 /// `--port NAME:[HOSTIP:]HOSTPORT`.
 pub fn parse_port(text: &str) -> Result<PodPort, String> {
     let bad = || format!("--port {text:?}: expected NAME:[HOSTIP:]HOSTPORT, e.g. http:8080");
@@ -349,6 +394,36 @@ mod tests {
         assert_eq!(vars[1].value, "two words");
         std::fs::write(&file, "A=1\nbroken\n").unwrap();
         assert!(read_env_file(&file).unwrap_err().contains("line 2"));
+    }
+
+    #[test]
+    fn seccomp_flag() {
+        let remove =
+            parse_seccomp("mode=remove,errno=ENOTSUP,socket,@rkt/default-blacklist").unwrap();
+        assert_eq!(remove.name.as_str(), "os/linux/seccomp-remove-set");
+        assert_eq!(
+            remove.value,
+            serde_json::json!({"set": ["socket", "@rkt/default-blacklist"], "errno": "ENOTSUP"})
+        );
+        let retain = parse_seccomp("mode=retain,@docker/default-whitelist,umount2").unwrap();
+        assert_eq!(retain.name.as_str(), "os/linux/seccomp-retain-set");
+        assert_eq!(
+            retain.value,
+            serde_json::json!({"set": ["@docker/default-whitelist", "umount2"]})
+        );
+        for bad in [
+            "",
+            "socket",
+            "mode=remove",
+            "mode=allow,socket",
+            "mode=remove,errno=eperm,socket",
+            "mode=remove,mode=retain,socket",
+            "mode=remove,errno=EPERM,errno=EIO,socket",
+            "mode=remove,what=1,socket",
+        ] {
+            let error = parse_seccomp(bad).unwrap_err();
+            assert!(error.contains("mode=retain|remove"), "{bad}: {error}");
+        }
     }
 
     #[test]

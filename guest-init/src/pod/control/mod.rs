@@ -70,6 +70,12 @@ pub struct EnterTarget {
     pub root: PathBuf,
     pub env: Vec<(String, String)>,
     pub cgroup_procs: Option<PathBuf>,
+    /// The pod's pid namespace and the app's mount namespace, which the command joins.
+    pub pid_ns: crate::pod::pidns::PodPidNamespace,
+    pub mnt_ns: crate::pod::appns::AppNamespace,
+    /// The app's capabilities, seccomp filter, no_new_privs and oom_score_adj: a command
+    /// entered into a hostile app gets no more than the app.
+    pub hardening: crate::pod::isolators::Hardening,
 }
 
 pub struct Control {

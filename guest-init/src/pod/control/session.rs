@@ -75,6 +75,14 @@ pub fn enter(
         stderr: ends.child_stderr.as_fd(),
         stderr_is_console: false,
         controlling_tty: tty.is_some(),
+        // Into the pod's pid namespace and the app's mount namespace (so its root, /proc and
+        // masked paths are the app's), with the app's hardening: rkt's enter gave every
+        // capability (CVE-2019-10144); this one gives what the app has.
+        namespaces: Some(launch::Namespaces {
+            pid: &target.pid_ns,
+            mnt: &target.mnt_ns,
+        }),
+        hardening: &target.hardening,
     };
     let child = match launch::launch(&spec) {
         Ok(pid) => pid,
