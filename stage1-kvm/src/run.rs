@@ -37,6 +37,8 @@ pub fn run(args: &RunArgs) -> Result<i32, Stage1Error> {
     // Held until we return: the pod is "running" exactly as long as this process lives.
     let _lock = take_lock(&pod.dir)?;
     check_options(args)?;
+    // Before anything is set up (stage0 no longer checks the host: it knows nothing of KVM).
+    vmm::check_host_early().map_err(|e| Stage1Error::Vmm(e.into()))?;
     let manifest = pod.read_manifest()?;
     crate::isolators::warn_not_applied(&pod, &manifest);
     pod.write_pid()?;

@@ -76,7 +76,26 @@ pub(crate) fn open_host() -> Result<(Kvm, VmFd), HostCheckError> {
     open_host_at(&device, Path::new(PVM_MODULE_DIR))
 }
 
+/// The host checks that cost next to nothing: `/dev/kvm` there and ours to open, its API
+/// version and capabilities, not a PVM host. Everything [`check_host`] does but create a VM
+/// (which the boot does anyway): for callers that must refuse a host before they do other work,
+/// such as the kvm stage1 before it sets up a pod's network.
+pub fn check_host_early() -> Result<(), HostCheckError> {
+    let device = std::env::var_os(KVM_DEVICE_ENV)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/dev/kvm"));
+    open_kvm_at(&device, Path::new(PVM_MODULE_DIR)).map(drop)
+}
+
 fn open_host_at(device: &Path, pvm_module_dir: &Path) -> Result<(Kvm, VmFd), HostCheckError> {
+    let kvm = open_kvm_at(device, pvm_module_dir)?;
+    let vm = kvm
+        .create_vm()
+        .map_err(|e| classify_create_vm_error(e.errno()))?;
+    Ok((kvm, vm))
+}
+
+fn open_kvm_at(device: &Path, pvm_module_dir: &Path) -> Result<Kvm, HostCheckError> {
     if !device.exists() {
         return Err(HostCheckError::KvmMissing(device.to_path_buf()));
     }
@@ -101,10 +120,7 @@ fn open_host_at(device: &Path, pvm_module_dir: &Path) -> Result<(Kvm, VmFd), Hos
     if pvm_module_dir.exists() {
         return Err(HostCheckError::PvmHost);
     }
-    let vm = kvm
-        .create_vm()
-        .map_err(|e| classify_create_vm_error(e.errno()))?;
-    Ok((kvm, vm))
+    Ok(kvm)
 }
 
 fn classify_open_error(device: &Path, err: io::Error) -> HostCheckError {

@@ -24,4 +24,4 @@ pub mod vm;
 pub use builder::{run, run_measured, VmOutcome, VmReport, EXIT_VMM_ERROR};
 pub use config::{KernelConfig, SerialOutput, ShareConfig, VmConfig, VsockConfig};
 pub use error::VmmError;
-pub use host_checks::{check_host, HostCheckError};
+pub use host_checks::{check_host, check_host_early, HostCheckError};
