@@ -132,10 +132,18 @@ impl Reader {
                 continue;
             }
             statuses.insert(report.app.clone(), report.status);
+            let complete = statuses.len() == self.apps.len();
             drop(statuses);
             let file = self.status_dir.join(&report.app);
             if let Err(err) = write_whole(&file, format!("{}\n", report.status).as_bytes()) {
                 eprintln!("stage1-kvm: {err}");
+            }
+            if complete {
+                // Closing tells guest-init every status has arrived, so it powers off at once
+                // (it waits for this; the VMM passes on a close, not a half-close). Shut down,
+                // not only dropped: `finish` holds a clone of the stream.
+                let _ = stream.shutdown(std::net::Shutdown::Both);
+                break;
             }
         }
     }
@@ -186,7 +194,7 @@ pub fn pod_exit_code(statuses: &BTreeMap<String, u8>, apps: &[String]) -> Result
 
 #[cfg(test)]
 mod tests {
-    use std::io::Write;
+    use std::io::{Read, Write};
 
     use pod_control::write_frame;
 
@@ -243,10 +251,12 @@ mod tests {
         // A second connection (an app trying to forge) finds no listener.
         assert!(UnixStream::connect(&listener_path).is_err());
         report(&mut guest_init, "db", 0);
-        // Garbage ends the stream; nothing after it counts.
+        // Every app has reported: the host closes the stream, which guest-init waits for.
         guest_init
-            .write_all(&[9, 0, 0, 0, 3, b'x', b'y', b'z'])
+            .set_read_timeout(Some(Duration::from_secs(5)))
             .unwrap();
+        let mut byte = [0u8; 1];
+        assert_eq!(guest_init.read(&mut byte).unwrap(), 0);
         drop(guest_init);
         let statuses = receiver.finish(Duration::from_secs(5));
         assert_eq!(statuses.get("web"), Some(&3));
