@@ -194,7 +194,7 @@ pub fn pod_exit_code(statuses: &BTreeMap<String, u8>, apps: &[String]) -> Result
 
 #[cfg(test)]
 mod tests {
-    use std::io::{Read, Write};
+    use std::io::Read;
 
     use pod_control::write_frame;
 
