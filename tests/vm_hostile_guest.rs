@@ -72,6 +72,8 @@ done
 printf '{forged}' | rkt-vsock-probe raw 2 3 >/dev/null 2>&1; echo forge-status=$?
 echo fake-victim-line | rkt-vsock-probe raw 2 1002 >/dev/null 2>&1; echo grab-stdout=$?
 ln -s {secret} /vsock_7; echo payload | rkt-vsock-probe raw 2 7 >/dev/null 2>&1; echo port7=$?
+echo '{{"version":1,"request":{{"type":"ping"}}}}' | rkt-vsock-probe raw 1 1 >/dev/null 2>&1; echo ctl-local=$?
+echo '{{"version":1,"request":{{"type":"ping"}}}}' | rkt-vsock-probe raw 3 1 >/dev/null 2>&1; echo ctl-self=$?
 cp /bin/busybox /vol/suid && chmod 4755 /vol/suid && echo suid-made
 cp /bin/busybox /vol/sgid && chmod 2755 /vol/sgid && echo sgid-made
 cp /bin/busybox /vol/later && chmod 755 /vol/later && chmod u+s /vol/later && echo chmod-suid-made
@@ -164,6 +166,9 @@ fn a_hostile_pod_cannot_write_host_state_forge_reports_or_reach_host_sockets() {
     assert_eq!(value(&st, "app-attacker"), Some("0"), "{st:?}");
     // An unregistered host port is refused, and the planted link was never followed.
     assert!(out.contains("port7=1"), "{run}");
+    // guest-init's control server (enter, stop) is not reachable from an app over vsock:
+    // the guest kernel has no vsock loopback, and its own CID goes to the VMM, which refuses.
+    assert!(out.contains("ctl-local=1") && out.contains("ctl-self=1"), "{run}");
     assert!(
         secret.accept().is_err(),
         "the host's secret socket got a connection"
