@@ -168,7 +168,10 @@ fn a_hostile_pod_cannot_write_host_state_forge_reports_or_reach_host_sockets() {
     assert!(out.contains("port7=1"), "{run}");
     // guest-init's control server (enter, stop) is not reachable from an app over vsock:
     // the guest kernel has no vsock loopback, and its own CID goes to the VMM, which refuses.
-    assert!(out.contains("ctl-local=1") && out.contains("ctl-self=1"), "{run}");
+    assert!(
+        out.contains("ctl-local=1") && out.contains("ctl-self=1"),
+        "{run}"
+    );
     assert!(
         secret.accept().is_err(),
         "the host's secret socket got a connection"
