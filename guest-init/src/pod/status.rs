@@ -9,12 +9,12 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::socket::{self, AddressFamily, Shutdown, SockFlag, SockType, VsockAddr};
+use nix::sys::socket::{self, Shutdown};
 use pod_control::{write_frame, AppStatus, FrameKind};
 
 /// How long the end of the pod waits for the host to confirm it has every status.
@@ -29,19 +29,7 @@ pub struct StatusReporter {
 impl StatusReporter {
     /// Connects to the host's status port.
     pub fn connect() -> Result<StatusReporter, Errno> {
-        let fd: OwnedFd = socket::socket(
-            AddressFamily::Vsock,
-            SockType::Stream,
-            SockFlag::SOCK_CLOEXEC,
-            None,
-        )?;
-        socket::connect(
-            fd.as_raw_fd(),
-            &VsockAddr::new(
-                pod_control::ports::HOST_CID,
-                pod_control::ports::STATUS_PORT,
-            ),
-        )?;
+        let fd = super::connect_vsock(pod_control::ports::STATUS_PORT)?;
         Ok(StatusReporter {
             stream: Some(File::from(fd)),
         })
@@ -104,6 +92,7 @@ impl StatusReporter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::OwnedFd;
     use std::os::unix::net::UnixStream;
 
     #[test]
