@@ -21,6 +21,7 @@
 //! - `image`: writing the stage1 image itself (`rkt-mkstage1`);
 //! - `warm`: warm start, restoring the pod's VM from a cached snapshot (`snapshot-cache`).
 
+pub mod accept;
 pub mod args;
 pub mod control;
 pub mod dns;

@@ -13,7 +13,7 @@
 use std::fs;
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -21,10 +21,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-
 use vmm::log_file::RotatingFile;
 
+use crate::accept::accept_or_wake;
 use crate::error::Stage1Error;
 use crate::vsock::port_path;
 
@@ -194,7 +193,10 @@ struct Copier {
 
 impl Copier {
     fn run(mut self) {
-        let accepted = self.accept_one();
+        let accepted = self
+            .listener
+            .as_ref()
+            .and_then(|listener| accept_or_wake(listener, &*self.wake));
         // One connection per stream, made by guest-init before any app runs: once it is
         // here nobody else may connect (an app must not take over another app's output).
         self.listener = None;
@@ -213,32 +215,6 @@ impl Copier {
             self.copy(stream);
         }
         let _ = self.done.send(());
-    }
-
-    /// Waits for the guest's connection, or for the router to give up (None).
-    fn accept_one(&self) -> Option<UnixStream> {
-        let listener = self.listener.as_ref()?;
-        loop {
-            let mut fds = [
-                PollFd::new(listener.as_fd(), PollFlags::POLLIN),
-                PollFd::new(self.wake.as_fd(), PollFlags::POLLIN),
-            ];
-            match poll(&mut fds, PollTimeout::NONE) {
-                Ok(_) => {}
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(_) => return None,
-            }
-            if fds[1].any().unwrap_or(true) {
-                return None;
-            }
-            if fds[0].any().unwrap_or(false) {
-                match listener.accept() {
-                    Ok((stream, _)) => return Some(stream),
-                    Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(_) => return None,
-                }
-            }
-        }
     }
 
     /// Copies until the guest closes the stream (or [`Router::finish`] cuts it off). A sink that

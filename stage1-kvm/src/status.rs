@@ -12,16 +12,16 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use pod_control::{read_frame, AppStatus, FrameKind};
 
+use crate::accept::accept_or_wake;
 use crate::error::Stage1Error;
 use crate::pod::write_whole;
 use crate::vsock::port_path;
@@ -106,7 +106,7 @@ struct Reader {
 
 impl Reader {
     fn run(self) {
-        let accepted = self.accept_one();
+        let accepted = accept_or_wake(&self.listener, &self.wake);
         // One connection only: nobody else may report.
         drop(self.listener);
         let _ = fs::remove_file(&self.path);
@@ -144,28 +144,6 @@ impl Reader {
                 // not only dropped: `finish` holds a clone of the stream.
                 let _ = stream.shutdown(std::net::Shutdown::Both);
                 break;
-            }
-        }
-    }
-
-    fn accept_one(&self) -> Option<UnixStream> {
-        loop {
-            let mut fds = [
-                PollFd::new(self.listener.as_fd(), PollFlags::POLLIN),
-                PollFd::new(self.wake.as_fd(), PollFlags::POLLIN),
-            ];
-            match poll(&mut fds, PollTimeout::NONE) {
-                Ok(_) => {}
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(_) => return None,
-            }
-            if fds[1].any().unwrap_or(true) {
-                return None;
-            }
-            match self.listener.accept() {
-                Ok((stream, _)) => return Some(stream),
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => return None,
             }
         }
     }
