@@ -18,6 +18,7 @@
 
 pub mod console;
 pub mod frame;
+pub mod isolators;
 pub mod layout;
 pub mod message;
 pub mod network;

@@ -4,20 +4,9 @@
 
 use appc::{ImageManifest, PodManifest};
 
-use crate::pod::PodPaths;
+use pod_control::isolators::APPLIED;
 
-/// The isolators guest-init applies to an app.
-pub const APPLIED: [&str; 9] = [
-    "resource/memory",
-    "resource/cpu",
-    "os/linux/capabilities-retain-set",
-    "os/linux/capabilities-remove-set",
-    "os/linux/no-new-privileges",
-    "os/linux/seccomp-retain-set",
-    "os/linux/seccomp-remove-set",
-    "os/linux/oom-score-adj",
-    "os/linux/cpu-shares",
-];
+use crate::pod::PodPaths;
 
 /// `(app, isolator)` for every isolator of the pod's apps that is not applied. An app without
 /// an `app` section in the pod manifest runs its image's, so that one is checked.

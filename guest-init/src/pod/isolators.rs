@@ -14,25 +14,15 @@ use serde_json::Value;
 use thiserror::Error;
 
 use super::caps::{self as capabilities, CapsError};
-use super::cgroup;
 use super::params::Disabled;
 use super::seccomp::{self, SeccompError};
 
 pub const NO_NEW_PRIVILEGES: &str = "os/linux/no-new-privileges";
 pub const OOM_SCORE_ADJ: &str = "os/linux/oom-score-adj";
 
-/// Every isolator name guest-init applies.
-const APPLIED: [&str; 9] = [
-    cgroup::MEMORY_ISOLATOR,
-    cgroup::CPU_ISOLATOR,
-    cgroup::CPU_SHARES_ISOLATOR,
-    capabilities::RETAIN_SET,
-    capabilities::REMOVE_SET,
-    seccomp::RETAIN_SET,
-    seccomp::REMOVE_SET,
-    NO_NEW_PRIVILEGES,
-    OOM_SCORE_ADJ,
-];
+/// Every isolator name guest-init applies: the contract's list, which the stage1 also uses to
+/// name the others on `rkt run`'s stderr (a unit test keeps it in step with the names below).
+const APPLIED: [&str; 9] = pod_control::isolators::APPLIED;
 
 #[derive(Debug, Error)]
 pub enum IsolatorError {
@@ -132,6 +122,26 @@ pub fn not_applied(isolators: &[Isolator]) -> Vec<String> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_contracts_list_is_what_guest_init_parses() {
+        use super::super::cgroup;
+        let mut ours = [
+            cgroup::MEMORY_ISOLATOR,
+            cgroup::CPU_ISOLATOR,
+            cgroup::CPU_SHARES_ISOLATOR,
+            capabilities::RETAIN_SET,
+            capabilities::REMOVE_SET,
+            seccomp::RETAIN_SET,
+            seccomp::REMOVE_SET,
+            NO_NEW_PRIVILEGES,
+            OOM_SCORE_ADJ,
+        ];
+        let mut contract = APPLIED;
+        ours.sort_unstable();
+        contract.sort_unstable();
+        assert_eq!(ours, contract);
+    }
 
     fn isolator(name: &str, value: Value) -> Isolator {
         serde_json::from_value(json!({"name": name, "value": value})).unwrap()
