@@ -199,6 +199,11 @@ pub(crate) fn run_vm(config: VmConfig, mode: Mode) -> Result<Finished, VmmError>
         pause: Arc::new(AtomicBool::new(false)),
         events: events_tx,
     };
+    // Before the first vCPU thread exists: from here on the VMM runs confined when jailed.
+    crate::sandbox::lock_down().map_err(|source| VmmError::HostResource {
+        what: "lock the VMM down (sandbox policy)",
+        source,
+    })?;
     let setup_done = started.elapsed();
     let mut threads = Vec::with_capacity(vcpu_fds.len());
     let mut spawn_error = None;

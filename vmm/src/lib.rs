@@ -16,6 +16,7 @@ pub mod host_checks;
 pub mod kernel;
 pub mod log_file;
 pub mod memory;
+pub mod sandbox;
 pub mod snapshot;
 pub mod stats;
 pub mod vcpu;

@@ -144,9 +144,10 @@ pub struct VcpuEnd {
 
 /// Starts the thread for vCPU `index`.
 pub fn spawn(index: u8, vcpu: VcpuFd, shared: VcpuShared) -> io::Result<JoinHandle<VcpuEnd>> {
-    std::thread::Builder::new()
-        .name(format!("vcpu{index}"))
-        .spawn(move || {
+    crate::sandbox::spawn(
+        crate::sandbox::ThreadKind::Vcpu,
+        format!("vcpu{index}"),
+        move || {
             let mut reporter = StopReporter {
                 index,
                 events: shared.events.clone(),
@@ -170,7 +171,8 @@ pub fn spawn(index: u8, vcpu: VcpuFd, shared: VcpuShared) -> io::Result<JoinHand
                 counters,
                 paused: None,
             }
-        })
+        },
+    )
 }
 
 /// KVM finishes an instruction that exited for port I/O or MMIO only on the next KVM_RUN; its

@@ -8,6 +8,8 @@ use std::thread::JoinHandle;
 
 use vmm_sys_util::eventfd::EventFd;
 
+use crate::sandbox::ThreadKind;
+
 /// A device's running worker and the eventfd that tells it to return.
 pub struct WorkerThread {
     stop: EventFd,
@@ -21,15 +23,14 @@ impl WorkerThread {
         EventFd::new(libc::EFD_NONBLOCK)
     }
 
-    /// Starts `body` on a thread called `name`; `stop` is the eventfd it watches.
+    /// Starts `body` on a thread of `kind` (named after it); `stop` is the eventfd it watches.
+    /// The thread is confined as `kind` when the VMM is jailed (`crate::sandbox`).
     pub fn start(
-        name: &str,
+        kind: ThreadKind,
         stop: EventFd,
         body: impl FnOnce() + Send + 'static,
     ) -> io::Result<WorkerThread> {
-        let thread = std::thread::Builder::new()
-            .name(name.to_string())
-            .spawn(body)?;
+        let thread = crate::sandbox::spawn(kind, kind.name().to_string(), body)?;
         Ok(WorkerThread {
             stop,
             thread: Some(thread),
@@ -66,7 +67,7 @@ mod tests {
         let watched = stop.try_clone().unwrap();
         let finished = Arc::new(AtomicBool::new(false));
         let done = finished.clone();
-        let mut worker = WorkerThread::start("test-worker", stop, move || {
+        let mut worker = WorkerThread::start(ThreadKind::Rng, stop, move || {
             let mut poll = [libc::pollfd {
                 fd: watched.as_raw_fd(),
                 events: libc::POLLIN,

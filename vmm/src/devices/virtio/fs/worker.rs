@@ -61,7 +61,7 @@ impl Worker {
             EpollEvent::new(EventSet::IN, TOKEN_STOP),
         )?;
         let (started_tx, started_rx) = mpsc::channel();
-        let thread = WorkerThread::start("virtio-fs", stop, move || {
+        let thread = WorkerThread::start(crate::sandbox::ThreadKind::Fs, stop, move || {
             let started = unshare_fs_context();
             let ok = started.is_ok();
             let _ = started_tx.send(started);

@@ -192,9 +192,11 @@ impl VirtioDevice for Net {
             self.counters.clone(),
             &stop,
         )?;
-        self.worker = Some(WorkerThread::start("virtio-net", stop, move || {
-            worker.run()
-        })?);
+        self.worker = Some(WorkerThread::start(
+            crate::sandbox::ThreadKind::Net,
+            stop,
+            move || worker.run(),
+        )?);
         Ok(())
     }
 

@@ -91,9 +91,11 @@ impl VirtioDevice for Rng {
             stop.as_raw_fd(),
             EpollEvent::new(EventSet::IN, TOKEN_STOP),
         )?;
-        self.worker = Some(WorkerThread::start("virtio-rng", stop, move || {
-            run_worker(epoll, active, memory, interrupt)
-        })?);
+        self.worker = Some(WorkerThread::start(
+            crate::sandbox::ThreadKind::Rng,
+            stop,
+            move || run_worker(epoll, active, memory, interrupt),
+        )?);
         Ok(())
     }
 

@@ -200,9 +200,11 @@ impl VirtioDevice for Vsock {
             self.ports.clone(),
         );
         let worker = Worker::new(memory, Queues { rx, tx, event }, interrupt, muxer, &stop)?;
-        self.worker = Some(WorkerThread::start("virtio-vsock", stop, move || {
-            worker.run()
-        })?);
+        self.worker = Some(WorkerThread::start(
+            crate::sandbox::ThreadKind::Vsock,
+            stop,
+            move || worker.run(),
+        )?);
         Ok(())
     }
 
