@@ -29,7 +29,7 @@ pub const MAX_CMDLINE_LEN: usize = 2047;
 pub const DEFAULT_CONSOLE_MAX_BYTES: u64 = 4 << 20;
 
 /// Where the guest's serial console (ttyS0) goes.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum SerialOutput {
     /// The VMM's standard output.
     Stdout,
@@ -42,7 +42,7 @@ pub enum SerialOutput {
 }
 
 /// The guest kernel and what it boots with.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct KernelConfig {
     /// An ELF `vmlinux` (booted through its PVH entry when it has one) or a `bzImage`.
     pub path: PathBuf,
@@ -53,7 +53,7 @@ pub struct KernelConfig {
 }
 
 /// Everything needed to build and run one VM.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct VmConfig {
     /// Guest RAM in MiB.
     pub mem_mib: u64,
@@ -82,7 +82,7 @@ pub struct VmConfig {
 
 /// One host directory served to the guest over virtio-fs; the guest mounts it with
 /// `mount -t virtiofs TAG DIR`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ShareConfig {
     /// The tag the guest mounts it by (1 to 36 bytes).
     pub tag: String,
@@ -118,7 +118,7 @@ impl ShareConfig {
 ///
 /// On a warm-start restore the ports come from the restoring configuration like the socket
 /// path: they are not part of a snapshot's identity.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct VsockConfig {
     /// The guest's context ID (3 or more; 0-2 are reserved).
     pub guest_cid: u64,

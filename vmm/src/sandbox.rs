@@ -64,6 +64,12 @@ impl ThreadKind {
 
 /// How a jailed VMM confines its threads.
 pub trait Policy: Send + Sync {
+    /// Process-wide confinement at lock-down, on the main thread before the spawner exists
+    /// (e.g. leaving the network namespace once the taps are open). Nothing by default.
+    fn lock_down_process(&self) -> Result<(), String> {
+        Ok(())
+    }
+
     /// Confines the calling thread as a thread of `kind` (credentials, capabilities, seccomp).
     /// Called once per thread, first thing, and for the main thread by [`lock_down`].
     fn enter(&self, kind: ThreadKind) -> Result<(), String>;
@@ -98,6 +104,9 @@ pub fn lock_down() -> io::Result<()> {
         return Ok(());
     };
     if SPAWNER.get().is_none() {
+        policy
+            .lock_down_process()
+            .map_err(|e| io::Error::other(format!("locking the VMM process down: {e}")))?;
         let (tx, rx) = mpsc::channel::<SpawnRequest>();
         let spawner_policy = Arc::clone(policy);
         std::thread::Builder::new()

@@ -7,7 +7,7 @@ use std::str::FromStr;
 use thiserror::Error;
 
 /// An Ethernet (MAC-48) address.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct MacAddr(pub [u8; 6]);
 
 /// A string that is not a usable unicast MAC address.

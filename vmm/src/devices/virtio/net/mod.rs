@@ -74,7 +74,7 @@ pub const OFFERED_FEATURES: u64 = VIRTIO_F_VERSION_1
     | 1 << VIRTIO_NET_F_GUEST_ECN;
 
 /// One NIC of a VM: the host tap it is attached to and the guest's address.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NetConfig {
     /// The existing tap device, by name, in the VMM's network namespace.
     pub tap_name: String,
