@@ -16,8 +16,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use e2e::{
-    assert_all_cleaned, busybox_aci, pod_status as status, status_value as value, RktWorld,
-    POD_LIMIT,
+    assert_all_cleaned, busybox_aci, pod_status as status, run_output, start_pod,
+    status_value as value, RktWorld, POD_LIMIT,
 };
 use nix::pty::{openpty, Winsize};
 use nix::sys::termios::{tcgetattr, LocalFlags};
@@ -29,58 +29,6 @@ fn world() -> (RktWorld, String) {
     let aci = busybox_aci(world.root.path(), IMAGE, &["/bin/true"]);
     let aci = aci.display().to_string();
     (world, aci)
-}
-
-/// Starts `rkt run ARGS` in the background (output to files in the world) and waits for its
-/// UUID and for `rkt status --wait-ready` to say the guest answers.
-fn start_pod(world: &RktWorld, args: &[&str]) -> (Child, String) {
-    let uuid_file = world.root.path().join("uuid");
-    let _ = fs::remove_file(&uuid_file);
-    let save = format!("--uuid-file-save={}", uuid_file.display());
-    let mut all = vec!["run", save.as_str()];
-    all.extend_from_slice(args);
-    let child = world
-        .command(&all)
-        .stdin(Stdio::null())
-        .stdout(File::create(world.root.path().join("run.out")).unwrap())
-        .stderr(File::create(world.root.path().join("run.err")).unwrap())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    let uuid = loop {
-        assert!(started.elapsed() < POD_LIMIT, "no UUID saved");
-        if let Ok(uuid) = fs::read_to_string(&uuid_file) {
-            if uuid.len() == 36 {
-                break uuid;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let ready = world.rkt(&["status", "--wait-ready=150s", &uuid]);
-    assert_eq!(
-        ready.code(),
-        0,
-        "status --wait-ready: {ready}\n{}",
-        run_output(world)
-    );
-    let st = status(world, &uuid);
-    assert_eq!(value(&st, "state"), Some("running"), "{st:?}");
-    let link = world
-        .data_dir()
-        .join("pods/run")
-        .join(&uuid)
-        .join("stage1/rootfs/rkt/supervisor-status");
-    assert_eq!(fs::read_link(&link).unwrap(), Path::new("ready"));
-    (child, uuid)
-}
-
-fn run_output(world: &RktWorld) -> String {
-    let read = |name: &str| fs::read_to_string(world.root.path().join(name)).unwrap_or_default();
-    format!(
-        "--- rkt run stdout:\n{}\n--- rkt run stderr:\n{}",
-        read("run.out"),
-        read("run.err")
-    )
 }
 
 /// Waits for a background `rkt run` to end.

@@ -221,7 +221,11 @@ fn is_cgroupfs(path: &Path) -> bool {
 
 /// One write(2) of the whole value: cgroup files take a value per write.
 fn write_file(path: &Path, value: &str) -> io::Result<()> {
-    let mut file = fs::OpenOptions::new().write(true).create(true).open(path)?;
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)?;
     file.write_all(value.as_bytes())
 }
 
@@ -245,7 +249,11 @@ mod tests {
     #[test]
     fn creates_the_group_with_its_limits_and_delegation() {
         let root = tempfile::tempdir().unwrap();
-        fs::write(root.path().join("cgroup.controllers"), "cpu io memory pids\n").unwrap();
+        fs::write(
+            root.path().join("cgroup.controllers"),
+            "cpu io memory pids\n",
+        )
+        .unwrap();
         let cgroup = Cgroup::create_unchecked(root.path(), "rkt-kvm", "pod-1", LIMITS).unwrap();
         assert_eq!(cgroup.path(), root.path().join("rkt-kvm/pod-1"));
         let read = |p: &str| fs::read_to_string(root.path().join(p)).unwrap();

@@ -64,7 +64,10 @@ impl JailRoot {
             MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
             Some(TMPFS_OPTIONS),
         )
-        .map_err(errno(format!("mounting the jail's tmpfs on {}", dir.display())))?;
+        .map_err(errno(format!(
+            "mounting the jail's tmpfs on {}",
+            dir.display()
+        )))?;
         Ok(JailRoot {
             dir: dir.to_path_buf(),
         })
@@ -80,7 +83,9 @@ impl JailRoot {
             .any(|c| !matches!(c, Component::Normal(_)))
             || relative.as_os_str().is_empty()
         {
-            return Err(invalid(format!("{inside:?} is not a plain path in the jail")));
+            return Err(invalid(format!(
+                "{inside:?} is not a plain path in the jail"
+            )));
         }
         Ok(self.dir.join(relative))
     }
@@ -269,8 +274,7 @@ mod tests {
                     if seen("/etc") || seen("/proc") || seen("/.old-root") {
                         return Err("host paths are visible".into());
                     }
-                    if fs::read_to_string("/shares/a/file").map_err(|e| e.to_string())? != "hello"
-                    {
+                    if fs::read_to_string("/shares/a/file").map_err(|e| e.to_string())? != "hello" {
                         return Err("the share's content is wrong".into());
                     }
                     fs::write("/shares/a/new", "w").map_err(|e| e.to_string())?;

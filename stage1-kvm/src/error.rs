@@ -30,6 +30,9 @@ pub enum Stage1Error {
     /// The VMM could not start or run the VM.
     #[error("the pod's VM could not run: {0}")]
     Vmm(#[from] vmm::VmmError),
+    /// The jailed VMM process could not be set up, or ended without a word.
+    #[error("the pod's VM could not run: {0}")]
+    Jail(String),
     /// The guest ended abnormally (panic, triple fault, KVM error).
     #[error("the pod's VM failed: {0}")]
     Guest(String),

@@ -1,8 +1,9 @@
 //! The `gc` entrypoint (`[--debug] [--local-config=DIR] UUID`, run by `rkt gc`/`rm` from the
 //! directory of an exited pod before stage0 deletes it): releases what stage1 made outside the
 //! pod directory: the pod's networks (CNI DEL, its network namespace; see `net`) and the pod's
-//! socket directory under /run, used when the pod's own path was too long for a socket (see
-//! `vsock`); `run` releases both itself unless it was killed. Running it twice, or for a pod that never had one, is fine.
+//! runtime directory under /run (see `vsock`) and the VMM's cgroup (`vmm_process`); `run`
+//! releases all of them itself unless it was killed. Running it twice, or for a pod that never
+//! had them, is fine.
 
 use std::fs;
 use std::io::ErrorKind;
@@ -16,6 +17,14 @@ pub fn gc(args: &GcArgs) -> Result<(), Stage1Error> {
     // The networks first: a failure keeps the pod (and this record) for the next gc.
     let pod_dir = std::env::current_dir().map_err(Stage1Error::io("finding the pod directory"))?;
     crate::net::gc(&pod_dir, args.debug)?;
+    // The VMM died with the stage1 that was killed (its parent-death signal), so its cgroup is
+    // empty.
+    jail::cgroup::remove_stale(
+        Path::new(jail::cgroup::CGROUP_ROOT),
+        crate::vmm_process::parent::CGROUP_GROUP,
+        &args.uuid,
+    )
+    .map_err(|e| Stage1Error::Unsupported(e.to_string()))?;
     gc_in(Path::new(RUN_DIR), &args.uuid, args.debug)
 }
 

@@ -4,13 +4,14 @@
 //! The pod directory P holds the host's own state next to the apps' files: the stage1 image
 //! (the entrypoints stage0 executes, the kernel), `pid`, the lock, the statuses, logs, network
 //! state. None of it may be reachable from the guest. So the guest does not get P: it gets a
-//! small tmpfs, built in a mount namespace of the VM thread's own and then made read-only,
+//! small tmpfs, built in the jailed VMM process's mount namespace and then made read-only,
 //! that holds copies of what guest-init must read (pod manifest, image manifests, network and
 //! DNS files) and bind mounts of what the apps may write (their root file systems and the empty
 //! volumes). The guest can therefore write nothing but those bind mounts, cannot rename or
 //! replace them (they are mount points), and can plant nothing where the host will look.
 //!
-//! The mount namespace belongs to the thread that runs the VM (and the VMM threads it starts):
+//! The mount namespace belongs to the VMM process (`vmm_process`), which composes this in its
+//! jail before it pivots into it:
 //! the host's namespace never sees the tmpfs or the bind mounts, and they vanish with the
 //! process however it ends, so nothing is left mounted after a crash or `stop --force`. The
 //! thread's namespace is a slave of the host's (host unmounts still reach it; nothing of ours
@@ -24,7 +25,6 @@ use std::path::{Path, PathBuf};
 
 use appc::{PodManifest, VolumeKind};
 use nix::mount::{mount, MsFlags};
-use nix::sched::{unshare, CloneFlags};
 use pod_control::layout;
 
 use crate::error::Stage1Error;
@@ -36,24 +36,8 @@ const TMPFS_OPTIONS: &str = "mode=0755,size=16m,nr_inodes=4096";
 /// The largest file copied into the view (pod and image manifests, network and DNS files).
 const MAX_COPIED_FILE: u64 = 8 << 20;
 
-/// Moves the calling thread into a mount namespace of its own whose mounts do not propagate
-/// to the host. Threads it starts afterwards (the VMM's) share it.
-pub fn enter_private_mount_namespace() -> Result<(), Stage1Error> {
-    unshare(CloneFlags::CLONE_NEWNS).map_err(errno("creating the VM's mount namespace"))?;
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_SLAVE,
-        None::<&str>,
-    )
-    .map_err(errno(
-        "making the VM's mount namespace a slave of the host's",
-    ))
-}
-
 /// Builds the pod share at `root` (an empty directory the host made, outside every share):
-/// must run in the VM thread after [`enter_private_mount_namespace`].
+/// must run in a mount namespace of its own (the jailed VMM process's, `vmm_process::child`).
 pub fn compose(pod: &PodPaths, manifest: &PodManifest, root: &Path) -> Result<(), Stage1Error> {
     let plain = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     mount(
@@ -198,7 +182,24 @@ fn errno(context: impl Into<String>) -> impl FnOnce(nix::errno::Errno) -> Stage1
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nix::sched::{unshare, CloneFlags};
     use std::os::unix::fs::PermissionsExt;
+
+    /// Moves the calling thread into a mount namespace of its own whose mounts do not propagate
+    /// to the host. Threads it starts afterwards (the VMM's) share it.
+    fn enter_private_mount_namespace() -> Result<(), Stage1Error> {
+        unshare(CloneFlags::CLONE_NEWNS).map_err(errno("creating the VM's mount namespace"))?;
+        mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_REC | MsFlags::MS_SLAVE,
+            None::<&str>,
+        )
+        .map_err(errno(
+            "making the VM's mount namespace a slave of the host's",
+        ))
+    }
 
     /// Runs `body` in a thread with a private mount namespace (needs root, as rkt does).
     fn in_own_namespace(body: impl FnOnce() + Send) {

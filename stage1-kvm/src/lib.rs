@@ -1,6 +1,6 @@
 //! The kvm stage1: what `rkt run` execs to run a pod, and the other entrypoints rkt's stage1
-//! interface (version 6) names. One pod is one micro-VM, run in this very process through the
-//! `vmm` crate; the host <-> guest contract is docs/stage1-kvm.md.
+//! interface (version 6) names. One pod is one micro-VM, run through the `vmm` crate in a
+//! jailed child process (`vmm_process`); the host <-> guest contract is docs/stage1-kvm.md.
 //!
 //! One job per module:
 //! - `entrypoint`: which entrypoint was called (by the name stage0 called the binary by);
@@ -19,6 +19,7 @@
 //! - `control`: the vsock control channel to guest-init: the `enter` and `stop` entrypoints,
 //!   readiness and `--interactive` for `run`;
 //! - `image`: writing the stage1 image itself (`rkt-mkstage1`);
+//! - `vmm_process`: the VMM as a jailed process of its own (one per VM);
 //! - `warm`: warm start, restoring the pod's VM from a cached snapshot (`snapshot-cache`).
 
 pub mod accept;
@@ -38,6 +39,7 @@ pub mod resources;
 pub mod run;
 pub mod status;
 pub mod timing;
+pub mod vmm_process;
 pub mod volumes;
 pub mod vsock;
 pub mod warm;

@@ -107,7 +107,7 @@ impl Router {
                 .ok_or_else(|| Stage1Error::Unsupported(format!("app {app}: too many apps")))?;
                 let path = port_path(socket, port);
                 let _ = fs::remove_file(&path);
-                let listener = UnixListener::bind(&path)
+                let listener = crate::vsock::bind_listener(&path)
                     .map_err(Stage1Error::io(format!("listening on {}", path.display())))?;
                 router.listener_paths.push(path.clone());
                 let copier = Copier {

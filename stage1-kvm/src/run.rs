@@ -21,9 +21,10 @@ use crate::pod::{take_lock, PodPaths};
 use crate::resources::vm_size;
 use crate::status::StatusReceiver;
 use crate::timing::Timeline;
+use crate::vmm_process::{self, JailPlan};
 use crate::volumes::{create_empty_volumes, shares};
 use crate::vsock::{RunDir, GUEST_CID, RUN_DIR};
-use crate::{dns, guest_view, net, status};
+use crate::{dns, net, status};
 
 /// How long the apps' output may keep arriving after the VM has ended (the VMM closes the
 /// connections with the VM; this only bounds a copy that is somehow stuck).
@@ -105,10 +106,9 @@ pub fn run(args: &RunArgs) -> Result<i32, Stage1Error> {
     let attach = args
         .interactive
         .then(|| control::attach::start(socket.clone(), Arc::clone(&vm_ended)));
-    let outcome = run_vm_thread(
+    let outcome = run_vm(
         config,
         &pod,
-        &manifest,
         &run_dir,
         network.as_ref(),
         args,
@@ -187,41 +187,28 @@ fn check_options(args: &RunArgs) -> Result<(), Stage1Error> {
     Ok(())
 }
 
-/// The VM, in a thread of its own: that thread takes a mount namespace of its own, where it
-/// composes the pod share (`guest_view`), and enters the pod's network namespace (the VMM
-/// opens its taps there); the VMM's threads inherit both. This thread keeps the host's
-/// namespaces for everything else (the CNI DELs among them).
-fn run_vm_thread(
+/// The VM, in a jailed process of its own (`vmm_process`): booted, or restored from the warm
+/// start cache.
+fn run_vm(
     config: VmConfig,
     pod: &PodPaths,
-    manifest: &PodManifest,
     run_dir: &RunDir,
     network: Option<&net::PodNetwork>,
     args: &RunArgs,
     timeline: &mut Timeline,
 ) -> Result<VmOutcome, Stage1Error> {
-    std::thread::scope(|scope| {
-        std::thread::Builder::new()
-            .name("vm".into())
-            .spawn_scoped(scope, || {
-                guest_view::enter_private_mount_namespace()?;
-                guest_view::compose(pod, manifest, &run_dir.view)?;
-                let _in_pod_netns = network.map(|n| n.enter()).transpose()?;
-                let outcome = if args.warm_start {
-                    crate::warm::run(config, pod, args.debug, timeline)
-                } else {
-                    vmm::run(config)
-                };
-                Ok(outcome?)
-            })
-            .map_err(Stage1Error::io("starting the VM thread"))?
-            .join()
-            .unwrap_or_else(|_| {
-                Err(Stage1Error::Guest(
-                    "the VM thread panicked; rerun with --debug".to_string(),
-                ))
-            })
-    })
+    let plan = JailPlan {
+        uuid: &args.uuid,
+        pod_dir: &pod.dir,
+        jail_dir: &run_dir.jail,
+        network,
+        debug: args.debug,
+    };
+    if args.warm_start {
+        crate::warm::run(&plan, config, pod, args.debug, timeline)
+    } else {
+        vmm_process::boot(&plan, config)
+    }
 }
 
 /// Everything the guest needs on the host, and the VM's configuration.
@@ -254,7 +241,7 @@ fn prepare_vm(
     let host_cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let size = vm_size(manifest, host_cpus)?;
     let run_dir = RunDir::of(run_root, &args.uuid);
-    run_dir.create()?;
+    run_dir.create(jail::PodIds::of_pod(&args.uuid).gid)?;
 
     let hostname = args
         .hostname
@@ -299,13 +286,23 @@ fn prepare_vm(
     } else {
         SerialOutput::File(pod.console_log())
     };
-    config.shares = shares(&run_dir.view, manifest)?;
+    // The pod share is composed inside the VMM's jail (`vmm_process::child`); this path is
+    // where it is, in the jail's mount namespace, before the pivot.
+    config.shares = shares(&pod_share_mount(&run_dir), manifest)?;
     config.vsock = Some(VsockConfig {
         guest_cid: GUEST_CID,
         uds_path: run_dir.socket.clone(),
         host_ports: pod_control::ports::host_ports(manifest.apps.len()),
     });
     Ok((config, run_dir))
+}
+
+/// Where the jailed VMM composes the pod share before it enters its jail.
+fn pod_share_mount(run_dir: &RunDir) -> PathBuf {
+    run_dir
+        .jail
+        .join("shares")
+        .join(pod_control::layout::POD_SHARE_TAG)
 }
 
 /// Removes the pod's runtime directory under /run when the run ends, however it ends.
@@ -389,11 +386,11 @@ mod tests {
             .map(|s| (s.tag.as_str(), s.read_only))
             .collect();
         assert_eq!(tags, [("pod", false), ("vol1", true)]);
-        assert_eq!(config.shares[0].host_dir, run_dir.view);
+        assert_eq!(config.shares[0].host_dir, run_dir.jail.join("shares/pod"));
         assert!(pod.empty_volume("e").is_dir());
         assert!(pod.status_dir().is_dir() && pod.logs_dir().is_dir());
         let vsock = config.vsock.unwrap();
-        assert_eq!(vsock.uds_path, run_root.join(UUID).join("vsock"));
+        assert_eq!(vsock.uds_path, run_root.join(UUID).join("sock/vsock"));
         assert_eq!(vsock.host_ports, vec![pod_control::ports::STATUS_PORT]);
 
         let (insecure, _) = prepare_vm(

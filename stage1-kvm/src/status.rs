@@ -52,7 +52,7 @@ impl StatusReceiver {
         )))?;
         let path = port_path(socket, pod_control::ports::STATUS_PORT);
         let _ = fs::remove_file(&path);
-        let listener = UnixListener::bind(&path)
+        let listener = crate::vsock::bind_listener(&path)
             .map_err(Stage1Error::io(format!("listening on {}", path.display())))?;
         let (wake_read, wake_write) = nix::unistd::pipe()
             .map_err(|e| Stage1Error::io("creating a pipe")(io::Error::from(e)))?;

@@ -24,10 +24,13 @@ use std::time::Instant;
 
 use snapshot_cache::{Cache, Key, Made, ShareShape, CACHE_FORMAT};
 use vmm::config::MacAddr;
-use vmm::{SerialOutput, VmConfig, VmOutcome, VmmError};
+use vmm::{SerialOutput, VmConfig, VmOutcome};
 
+use crate::error::Stage1Error;
 use crate::pod::PodPaths;
 use crate::timing::Timeline;
+use crate::vmm_process::protocol::Reply;
+use crate::vmm_process::{self, Action, JailPlan};
 
 /// What the snapshot's guest boots with: only what the kernel itself needs. guest-init waits
 /// in warm mode; its pod parameters arrive with the handover.
@@ -85,11 +88,12 @@ pub fn key_of(config: &VmConfig, stage1_tree: &str) -> Key {
 /// Runs the pod's VM from a snapshot when one can be had, else cold; the result is
 /// `vmm::run`'s. `config` is the pod's cold-boot configuration.
 pub fn run(
+    plan: &JailPlan,
     config: VmConfig,
     pod: &PodPaths,
     debug: bool,
     timeline: &mut Timeline,
-) -> Result<VmOutcome, VmmError> {
+) -> Result<VmOutcome, Stage1Error> {
     let note = |line: String| {
         if debug {
             eprintln!("stage1-kvm: warm start: {line}");
@@ -97,14 +101,14 @@ pub fn run(
     };
     let Some(cache) = data_dir_of(&pod.dir).map(|dir| Cache::new(&dir)) else {
         note("the pod is not in an rkt data directory; booting cold".into());
-        return vmm::run(config);
+        return vmm_process::boot(plan, config);
     };
     let tree_file = pod.dir.join("stage1TreeStoreID");
     let stage1_tree = match fs::read_to_string(&tree_file) {
         Ok(tree) if !tree.trim().is_empty() => tree.trim().to_string(),
         _ => {
             note(format!("no {}; booting cold", tree_file.display()));
-            return vmm::run(config);
+            return vmm_process::boot(plan, config);
         }
     };
     let key = key_of(&config, &stage1_tree);
@@ -116,12 +120,12 @@ pub fn run(
         Err(refused) => {
             note(format!("{refused}; booting cold and removing it"));
             let _ = cache.remove_refused(&key);
-            return vmm::run(config);
+            return vmm_process::boot(plan, config);
         }
     };
     if !found {
         let started = Instant::now();
-        match cache.make(&key, |dir| make_snapshot(&config, pod, dir)) {
+        match cache.make(&key, |dir| make_snapshot(plan, &config, pod, dir)) {
             Ok(Made::Built) => {
                 note(format!(
                     "made snapshot {} in {} ms",
@@ -133,23 +137,26 @@ pub fn run(
             Ok(Made::Found) => {}
             Err(err) => {
                 note(format!("{err}; booting cold"));
-                return vmm::run(config);
+                return vmm_process::boot(plan, config);
             }
         }
     }
     let Some(entry) = cache.open(&key) else {
         note(format!("snapshot {} vanished; booting cold", key.id()));
-        return vmm::run(config);
+        return vmm_process::boot(plan, config);
     };
     note(format!("restoring snapshot {}", entry.id));
     let mut restoring = config.clone();
     restoring.kernel.path = entry.dir.join(ENTRY_KERNEL);
     restoring.kernel.initrd = Some(entry.dir.join(ENTRY_INITRD));
-    match vmm::snapshot::restore_from(restoring, &entry.dir) {
-        Ok(report) => Ok(report.outcome),
+    let restore = Action::Restore {
+        dir: entry.dir.clone(),
+    };
+    match plan.run(restore, restoring)? {
+        Reply::Ended(outcome) => Ok(outcome.into()),
         // Every snapshot error comes before guest-init took the pod's parameters: nothing
         // of the pod has run yet, so a cold boot runs it exactly once.
-        Err(VmmError::Snapshot(err)) => {
+        Reply::SnapshotRefused(err) => {
             note(format!(
                 "snapshot {} failed to restore ({err}); booting cold and removing it",
                 entry.id
@@ -159,15 +166,20 @@ pub fn run(
             if let Some(vsock) = &config.vsock {
                 let _ = fs::remove_file(&vsock.uds_path);
             }
-            vmm::run(config)
+            vmm_process::boot(plan, config)
         }
-        Err(other) => Err(other),
+        other => Err(vmm_process::unexpected(other)),
     }
 }
 
 /// Fills the entry directory `dir`: the kernel and initramfs, then the VMM's snapshot of a
 /// warm-mode guest booted from them in the pod's VM shape.
-fn make_snapshot(config: &VmConfig, pod: &PodPaths, dir: &Path) -> Result<(), String> {
+fn make_snapshot(
+    plan: &JailPlan,
+    config: &VmConfig,
+    pod: &PodPaths,
+    dir: &Path,
+) -> Result<(), String> {
     let kernel = dir.join(ENTRY_KERNEL);
     let initrd = dir.join(ENTRY_INITRD);
     let source_initrd = config.kernel.initrd.clone().unwrap_or_else(|| pod.initrd());
@@ -192,9 +204,48 @@ fn make_snapshot(config: &VmConfig, pod: &PodPaths, dir: &Path) -> Result<(), St
     for (index, nic) in snapshot.nets.iter_mut().enumerate() {
         nic.mac = placeholder_mac(index);
     }
-    vmm::snapshot::snapshot_to(snapshot, dir)
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+    // The jailed VMM saves the snapshot as its unprivileged uid: the directory is its own for
+    // the run, then root's again, and what it left must be plain files only.
+    let ids = plan.ids();
+    std::os::unix::fs::chown(dir, Some(ids.uid), Some(ids.gid))
+        .map_err(|e| format!("handing {} to the VMM: {e}", dir.display()))?;
+    let made = plan.run(
+        Action::MakeSnapshot {
+            dir: dir.to_path_buf(),
+        },
+        snapshot,
+    );
+    let reclaimed = reclaim(dir, ids.uid);
+    match made.map_err(|e| e.to_string())? {
+        Reply::Saved => reclaimed,
+        other => Err(vmm_process::unexpected(other).to_string()),
+    }
+}
+
+/// Gives `dir` and what the VMM (uid `vmm_uid`) made in it back to root, refusing anything but
+/// regular files (a link or a directory there could point the cache at a host file).
+fn reclaim(dir: &Path, vmm_uid: u32) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    std::os::unix::fs::chown(dir, Some(0), Some(0))
+        .map_err(|e| format!("taking {} back from the VMM: {e}", dir.display()))?;
+    let entries = fs::read_dir(dir).map_err(|e| format!("reading {}: {e}", dir.display()))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| format!("reading {}: {e}", dir.display()))?;
+        let meta = entry
+            .metadata()
+            .map_err(|e| format!("checking {}: {e}", entry.path().display()))?;
+        if !meta.file_type().is_file() {
+            return Err(format!(
+                "the snapshot run left {}, which is not a regular file",
+                entry.path().display()
+            ));
+        }
+        if meta.uid() == vmm_uid {
+            std::os::unix::fs::lchown(entry.path(), Some(0), Some(0))
+                .map_err(|e| format!("taking {} back: {e}", entry.path().display()))?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -554,6 +554,67 @@ pub fn status_value<'a>(status: &'a [(String, String)], key: &str) -> Option<&'a
         .map(|(_, v)| v.as_str())
 }
 
+// ---- Pods in the background (tests/vm_pod_control.rs, tests/vm_jail.rs) ----
+
+/// Starts `rkt run ARGS` in the background (output to files in the world) and waits for its
+/// UUID and for `rkt status --wait-ready` to say the guest answers.
+pub fn start_pod(world: &RktWorld, args: &[&str]) -> (std::process::Child, String) {
+    let uuid_file = world.root.path().join("uuid");
+    let _ = fs::remove_file(&uuid_file);
+    let save = format!("--uuid-file-save={}", uuid_file.display());
+    let mut all = vec!["run", save.as_str()];
+    all.extend_from_slice(args);
+    let child = world
+        .command(&all)
+        .stdin(Stdio::null())
+        .stdout(fs::File::create(world.root.path().join("run.out")).unwrap())
+        .stderr(fs::File::create(world.root.path().join("run.err")).unwrap())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let mut child = child;
+    let uuid = loop {
+        assert!(started.elapsed() < POD_LIMIT, "no UUID saved");
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "rkt run ended ({status}) before it saved a UUID\n{}",
+                run_output(world)
+            );
+        }
+        if let Ok(uuid) = fs::read_to_string(&uuid_file) {
+            if uuid.len() == 36 {
+                break uuid;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let ready = world.rkt(&["status", "--wait-ready=150s", &uuid]);
+    assert_eq!(
+        ready.code(),
+        0,
+        "status --wait-ready: {ready}\n{}",
+        run_output(world)
+    );
+    let st = pod_status(world, &uuid);
+    assert_eq!(status_value(&st, "state"), Some("running"), "{st:?}");
+    let link = world
+        .data_dir()
+        .join("pods/run")
+        .join(&uuid)
+        .join("stage1/rootfs/rkt/supervisor-status");
+    assert_eq!(fs::read_link(&link).unwrap(), Path::new("ready"));
+    (child, uuid)
+}
+
+pub fn run_output(world: &RktWorld) -> String {
+    let read = |name: &str| fs::read_to_string(world.root.path().join(name)).unwrap_or_default();
+    format!(
+        "--- rkt run stdout:\n{}\n--- rkt run stderr:\n{}",
+        read("run.out"),
+        read("run.err")
+    )
+}
+
 /// Runs `rkt gc` (twice: mark, then sweep with no grace) and checks that no pod directory,
 /// mount, process or stage1 socket directory is left of the world's pods.
 pub fn assert_all_cleaned(world: &RktWorld) {
@@ -576,6 +637,8 @@ pub fn assert_all_cleaned(world: &RktWorld) {
     for uuid in uuids {
         let socket_dir = Path::new("/run/rkt-kvm").join(&uuid);
         assert!(!socket_dir.exists(), "{} left", socket_dir.display());
+        let cgroup = Path::new("/sys/fs/cgroup/rkt-kvm").join(&uuid);
+        assert!(!cgroup.exists(), "{} left", cgroup.display());
     }
 }
 

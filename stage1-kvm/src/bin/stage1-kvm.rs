@@ -13,6 +13,10 @@ fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args_os()
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
+    // The stage1 execs itself as the jailed VMM (not an entrypoint of rkt's interface).
+    if argv.get(1).map(String::as_str) == Some(stage1_kvm::vmm_process::CHILD_ARG) {
+        return ExitCode::from(u8::try_from(stage1_kvm::vmm_process::child::main()).unwrap_or(1));
+    }
     let result = entrypoint::select(&argv)
         .map_err(Stage1Error::Usage)
         .and_then(|(entrypoint, skip)| dispatch(entrypoint, &argv[skip..]));

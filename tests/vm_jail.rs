@@ -1,0 +1,227 @@
+//! The VMM's jail (docs/security.md, "Ring 2"), read from /proc of a running pod's VMM, cold
+//! and warm: its own pid, mount, network, IPC and UTS namespaces; its root is the jail (only
+//! what the VM needs); every thread has `no_new_privs` and a seccomp filter; the main, vCPU,
+//! net, vsock and rng threads run as the pod's unprivileged uid/gid with no capability; the
+//! spawner and virtio-fs threads keep uid 0 with only the file capabilities; the bounding set is
+//! those; its cgroup has the limits; and `rkt gc` leaves no cgroup behind.
+//! Needs ordinary KVM: run inside the emulated KVM host on machines whose /dev/kvm is kvm_pvm.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use e2e::{assert_all_cleaned, busybox_aci, run_output, start_pod, RktWorld};
+
+const IMAGE: &str = "example.com/busybox";
+/// CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_FOWNER, CAP_FSETID, CAP_SETGID, CAP_SETUID.
+const FILE_CAPS: u64 = (1 << 0) | (1 << 1) | (1 << 3) | (1 << 4) | (1 << 6) | (1 << 7);
+
+/// One thread's /proc status lines, by key.
+type Status = BTreeMap<String, String>;
+
+fn read_status(path: &Path) -> Status {
+    fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .filter_map(|line| line.split_once(':'))
+        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+        .collect()
+}
+
+fn hex(status: &Status, key: &str) -> u64 {
+    u64::from_str_radix(&status[key], 16).unwrap()
+}
+
+/// The pod's VMM: the child of its stage1 (the pid in the pod directory) named rkt-vmm.
+fn vmm_pid(world: &RktWorld, uuid: &str) -> u32 {
+    let pid_file = world.data_dir().join("pods/run").join(uuid).join("pid");
+    let stage1: u32 = fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let started = Instant::now();
+    loop {
+        for entry in fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            // pid (comm) state ppid ...
+            let Some((comm_part, rest)) = stat.rsplit_once(')') else {
+                continue;
+            };
+            let ppid: Option<u32> = rest.split_whitespace().nth(1).and_then(|p| p.parse().ok());
+            if ppid == Some(stage1) && comm_part.ends_with("(rkt-vmm") {
+                return pid;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no rkt-vmm child of stage1 {stage1}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn pod_uid(uuid: &str) -> u32 {
+    jail::PodIds::of_pod(uuid).uid
+}
+
+fn check_jail(world: &RktWorld, uuid: &str) {
+    let pid = vmm_pid(world, uuid);
+    let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+    let uid = pod_uid(uuid);
+
+    // Namespaces: all of its own; it is pid 1 of its pid namespace.
+    for ns in ["mnt", "net", "pid", "ipc", "uts"] {
+        let theirs = fs::read_link(proc_dir.join("ns").join(ns)).unwrap();
+        let ours = fs::read_link(Path::new("/proc/self/ns").join(ns)).unwrap();
+        assert_ne!(theirs, ours, "the VMM shares our {ns} namespace");
+    }
+    let leader = read_status(&proc_dir.join("status"));
+    let nspid: Vec<&str> = leader["NSpid"].split_whitespace().collect();
+    assert_eq!(nspid, [pid.to_string().as_str(), "1"], "{leader:?}");
+
+    // Its root is the jail: only what the VM needs, no host directory.
+    let root = proc_dir.join("root");
+    let mut names: Vec<String> = fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["dev", "proc", "shares", "sock", "vm"], "jail root");
+    let mut devices: Vec<String> = fs::read_dir(root.join("dev"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    devices.sort();
+    // /dev/net/tun only when the pod has NICs (--net=default here).
+    assert!(
+        devices == ["kvm"] || devices == ["kvm", "net"],
+        "jail /dev: {devices:?}"
+    );
+    assert!(root.join("shares/pod/pod").is_file(), "the pod share");
+    assert!(root.join("sock/vsock").exists(), "the vsock socket");
+    // Its /proc shows its own pid namespace only.
+    let mut pids: Vec<String> = fs::read_dir(root.join("proc"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.parse::<u32>().is_ok())
+        .collect();
+    pids.sort();
+    assert_eq!(pids, ["1"], "processes visible in the jail");
+
+    // Every thread: seccomp, no_new_privs, the bounding set; ids and capabilities by kind.
+    let mut kinds = Vec::new();
+    for task in fs::read_dir(proc_dir.join("task")).unwrap() {
+        let task = task.unwrap().path();
+        let name = fs::read_to_string(task.join("comm"))
+            .unwrap()
+            .trim()
+            .to_string();
+        let status = read_status(&task.join("status"));
+        assert_eq!(status["Seccomp"], "2", "{name}: {status:?}");
+        assert_eq!(status["NoNewPrivs"], "1", "{name}");
+        assert_eq!(hex(&status, "CapBnd"), FILE_CAPS, "{name}");
+        assert_eq!(hex(&status, "CapInh"), 0, "{name}");
+        assert_eq!(hex(&status, "CapAmb"), 0, "{name}");
+        let ids: Vec<&str> = status["Uid"].split_whitespace().collect();
+        let gids: Vec<&str> = status["Gid"].split_whitespace().collect();
+        let file_server = name == "spawner" || name == "virtio-fs";
+        let (want_id, want_caps) = if file_server {
+            ("0".to_string(), FILE_CAPS)
+        } else {
+            (uid.to_string(), 0)
+        };
+        assert_eq!(ids, [want_id.as_str(); 4], "{name}: Uid");
+        if !file_server {
+            assert_eq!(gids, [want_id.as_str(); 4], "{name}: Gid");
+            assert_eq!(status["Groups"], "", "{name}: Groups");
+        }
+        assert_eq!(hex(&status, "CapEff"), want_caps, "{name}: CapEff");
+        assert_eq!(hex(&status, "CapPrm"), want_caps, "{name}: CapPrm");
+        kinds.push(if name.starts_with("vcpu") {
+            "vcpu".to_string()
+        } else {
+            name
+        });
+    }
+    kinds.sort();
+    kinds.dedup();
+    for kind in ["rkt-vmm", "spawner", "vcpu", "virtio-fs", "virtio-vsock"] {
+        assert!(
+            kinds.iter().any(|k| k == kind),
+            "no {kind} thread: {kinds:?}"
+        );
+    }
+
+    // Its cgroup and limits.
+    let cgroup = fs::read_to_string(proc_dir.join("cgroup")).unwrap();
+    assert_eq!(cgroup.trim(), format!("0::/rkt-kvm/{uuid}"));
+    let dir = Path::new("/sys/fs/cgroup/rkt-kvm").join(uuid);
+    let memory_max: u64 = fs::read_to_string(dir.join("memory.max"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // 128 MiB of guest RAM (the default) plus 128 MiB of documented overhead.
+    assert_eq!(memory_max, 256 << 20);
+    let pids_max: u64 = fs::read_to_string(dir.join("pids.max"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!((16..64).contains(&pids_max), "pids.max {pids_max}");
+    let limits = fs::read_to_string(proc_dir.join("limits")).unwrap();
+    let limit = |name: &str| {
+        limits
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} in {limits}"))
+            .split_whitespace()
+            .rev()
+            .nth(2)
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(limit("Max core file size"), "0");
+    let files: u64 = limit("Max open files").parse().unwrap();
+    assert!(files < 1 << 20, "RLIMIT_NOFILE {files}");
+}
+
+fn jailed_pod(extra: &[&str]) {
+    let world = RktWorld::new();
+    let aci = busybox_aci(world.root.path(), IMAGE, &["/bin/true"]);
+    let aci = aci.display().to_string();
+    let mut args = extra.to_vec();
+    args.extend_from_slice(&[aci.as_str(), "--exec=/bin/sleep", "--", "600"]);
+    let (mut run, uuid) = start_pod(&world, &args);
+    check_jail(&world, &uuid);
+    let stopped = world.rkt(&["stop", "--force", &uuid]);
+    assert_eq!(stopped.code(), 0, "{stopped}");
+    let started = Instant::now();
+    while run.try_wait().unwrap().is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "rkt run did not end\n{}",
+            run_output(&world)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_all_cleaned(&world);
+}
+
+#[test]
+fn a_cold_booted_vmm_is_jailed() {
+    jailed_pod(&["--warm-start=false"]);
+}
+
+#[test]
+fn a_restored_vmm_is_jailed() {
+    // The first warm pod makes the snapshot (in a jailed VMM too) and then restores it.
+    jailed_pod(&[]);
+}
