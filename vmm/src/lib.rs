@@ -17,6 +17,7 @@ pub mod kernel;
 pub mod log_file;
 pub mod memory;
 pub mod sandbox;
+pub mod seccomp;
 pub mod snapshot;
 pub mod stats;
 pub mod vcpu;

@@ -70,6 +70,29 @@ struct Args {
     /// --mem, --cpus and devices) and hand guest-init --cmdline as its parameters over vsock.
     #[arg(long, value_name = "DIR")]
     restore_from: Option<PathBuf>,
+    /// Per-thread seccomp filters once the VM is built: `enforce` kills the VMM on a system
+    /// call outside its thread's allow-list, `log` only logs it in the kernel log (`dmesg |
+    /// grep type=1326`: comm= is the thread, syscall= the call), `off` installs none.
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = SeccompMode::Enforce)]
+    seccomp: SeccompMode,
+}
+
+/// `--seccomp`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum SeccompMode {
+    Enforce,
+    Log,
+    Off,
+}
+
+/// Installs the seccomp-only sandbox policy `--seccomp` asks for.
+fn install_seccomp(mode: SeccompMode) -> Result<(), String> {
+    let mismatch = match mode {
+        SeccompMode::Enforce => vmm::seccomp::Mismatch::KillProcess,
+        SeccompMode::Log => vmm::seccomp::Mismatch::Log,
+        SeccompMode::Off => return Ok(()),
+    };
+    vmm::seccomp::SeccompOnly::new(mismatch).install()
 }
 
 /// Parses `NAME[,mac=aa:bb:cc:dd:ee:ff]`.
@@ -137,6 +160,10 @@ fn main() -> ExitCode {
         std::process::exit(EXIT_VMM_ERROR);
     }));
     let args = Args::parse();
+    if let Err(e) = install_seccomp(args.seccomp) {
+        let _ = writeln!(std::io::stderr(), "rkt-vmm: error: {e}");
+        return ExitCode::from(EXIT_VMM_ERROR as u8);
+    }
     let shares = shares(&args);
     let vsock = args.vsock.clone().map(|uds_path| VsockConfig {
         guest_cid: args.vsock_cid,
@@ -225,6 +252,34 @@ mod tests {
         ])
         .unwrap();
         assert_eq!((a.mem_mib, a.cpus, a.stats, a.no_rng), (128, 2, true, true));
+        assert_eq!(a.seccomp, SeccompMode::Enforce);
+        for (flag, mode) in [
+            ("log", SeccompMode::Log),
+            ("off", SeccompMode::Off),
+            ("enforce", SeccompMode::Enforce),
+        ] {
+            let a = Args::try_parse_from([
+                "rkt-vmm",
+                "--kernel",
+                "k",
+                "--cmdline",
+                "x",
+                "--seccomp",
+                flag,
+            ])
+            .unwrap();
+            assert_eq!(a.seccomp, mode);
+        }
+        assert!(Args::try_parse_from([
+            "rkt-vmm",
+            "--kernel",
+            "k",
+            "--cmdline",
+            "x",
+            "--seccomp",
+            "kill"
+        ])
+        .is_err());
         assert!(Args::try_parse_from(["rkt-vmm", "--cmdline", "x"]).is_err());
         let a = Args::try_parse_from([
             "rkt-vmm",

@@ -39,6 +39,7 @@
 mod compat;
 mod guard;
 mod request;
+pub mod seccomp;
 #[cfg(test)]
 mod tests;
 mod worker;

@@ -23,6 +23,7 @@
 
 mod frame;
 mod mac;
+pub mod seccomp;
 mod tap;
 mod worker;
 

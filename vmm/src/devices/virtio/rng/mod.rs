@@ -7,6 +7,7 @@
 //! so the thread costs nothing but a stack.
 
 mod request;
+pub mod seccomp;
 
 use std::os::fd::AsRawFd;
 use std::sync::Arc;

@@ -19,6 +19,7 @@ mod connection;
 mod host_socket;
 mod muxer;
 mod packet;
+pub mod seccomp;
 mod worker;
 
 use std::io;
