@@ -60,6 +60,11 @@ fn serve(request: Request) -> Reply {
     let policy = JailPolicy {
         ids: request.ids,
         max_open_files: request.max_open_files,
+        seccomp: if request.seccomp_log_only {
+            vmm::seccomp::Mismatch::Log
+        } else {
+            vmm::seccomp::Mismatch::KillProcess
+        },
     };
     if let Err(err) = vmm::sandbox::install(Arc::new(policy)) {
         return Reply::Failed(err);

@@ -30,6 +30,9 @@ pub const MEMORY_OVERHEAD_MIB: u64 = 128;
 /// Threads beyond one per vCPU and one per share: main, spawner, net, vsock, rng, and slack
 /// for a device reset racing its restart.
 const PIDS_BASE: u64 = 16;
+/// `RKT_STAGE1_KVM_SECCOMP=log`: calls outside the VMM's seccomp lists are logged to the
+/// kernel log (audit type 1326) instead of killing it; for finding what a list misses.
+pub const SECCOMP_ENV: &str = "RKT_STAGE1_KVM_SECCOMP";
 /// Descriptors beyond the shares' inode tables: KVM, devices, eventfds, sockets.
 const BASE_OPEN_FILES: u64 = 1024;
 
@@ -90,8 +93,24 @@ impl JailPlan<'_> {
         if console.is_some() {
             config.serial = SerialOutput::Stdout;
         }
+        let seccomp_log_only = match std::env::var(SECCOMP_ENV).as_deref() {
+            Err(_) | Ok("") | Ok("enforce") => false,
+            Ok("log") => {
+                eprintln!(
+                    "stage1-kvm: warning: {SECCOMP_ENV}=log: the VMM's seccomp filters log \
+                     forbidden system calls instead of stopping them"
+                );
+                true
+            }
+            Ok(other) => {
+                return Err(Stage1Error::Usage(format!(
+                    "{SECCOMP_ENV}={other:?}: use enforce (the default) or log"
+                )))
+            }
+        };
         let request = Request {
             action,
+            seccomp_log_only,
             max_open_files: max_open_files(&config),
             config,
             pod_dir: self.pod_dir.to_path_buf(),
@@ -316,12 +335,16 @@ fn describe(request: &Request, cgroup: &Cgroup) -> String {
          root {} (pivot_root; kernel and initramfs read-only, the shares, /sock, /dev/kvm, \
          pid-only /proc); main, vCPU, virtio-net, virtio-vsock and virtio-rng threads as uid/gid \
          {}:{} with no capabilities; spawner and virtio-fs threads as uid 0 with only {} (also \
-         the bounding set); no_new_privs; seccomp filter per thread kind (mode 2, a forbidden call kills the \
-         VMM); cgroup {} (memory.max {} MiB, pids.max {}); RLIMIT_NOFILE {}, RLIMIT_CORE 0",
+         the bounding set); no_new_privs; seccomp filter per thread kind (mode 2, a forbidden call {}); cgroup {} (memory.max {} MiB, pids.max {}); RLIMIT_NOFILE {}, RLIMIT_CORE 0",
         request.jail_dir.display(),
         request.ids.uid,
         request.ids.gid,
         jail::thread_caps::describe(&file_server_caps()),
+        if request.seccomp_log_only {
+            "is logged"
+        } else {
+            "kills the VMM"
+        },
         cgroup.path().display(),
         limits.memory_max >> 20,
         limits.pids_max,

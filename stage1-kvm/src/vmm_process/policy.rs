@@ -15,6 +15,7 @@
 use caps::{Capability, CapsHashSet};
 use nix::sched::{unshare, CloneFlags};
 use vmm::sandbox::{Policy, ThreadKind};
+use vmm::seccomp::Mismatch;
 
 use jail::PodIds;
 
@@ -44,6 +45,8 @@ pub fn keeps_file_caps(kind: ThreadKind) -> bool {
 pub struct JailPolicy {
     pub ids: PodIds,
     pub max_open_files: u64,
+    /// What a thread's seccomp filter does with a call outside its list.
+    pub seccomp: Mismatch,
 }
 
 impl Policy for JailPolicy {
@@ -63,6 +66,6 @@ impl Policy for JailPolicy {
         } else {
             jail::ids::become_ids(self.ids).map_err(|e| e.to_string())?;
         }
-        Ok(()) // MERGE-SECCOMP: vmm::seccomp::apply(kind).map_err(|e| e.to_string())
+        vmm::seccomp::apply_with(kind, self.seccomp).map_err(|e| e.to_string())
     }
 }

@@ -37,6 +37,9 @@ pub struct Request {
     pub ids: PodIds,
     /// RLIMIT_NOFILE for the process.
     pub max_open_files: u64,
+    /// Log calls outside the seccomp lists instead of killing the VMM (a debugging aid:
+    /// `RKT_STAGE1_KVM_SECCOMP=log`, docs/security.md).
+    pub seccomp_log_only: bool,
 }
 
 /// How the child's VM ended.
