@@ -114,8 +114,9 @@ impl Cgroup {
     }
 
     /// Removes the cgroup once its processes are gone (the kernel may take a moment to
-    /// notice an exit: a few retries on EBUSY).
+    /// notice an exit).
     pub fn remove(self) -> Result<(), CgroupError> {
+        wait_empty(&self.path);
         remove_dir(&self.path)
     }
 
@@ -125,12 +126,40 @@ impl Cgroup {
     }
 }
 
-/// Removes `<root>/<group>/<name>` if it exists (the clean-up after a killed parent).
+/// Removes `<root>/<group>/<name>` if it exists (the clean-up after a killed parent), first
+/// killing whatever still runs in it (`cgroup.kill`) and waiting until it is empty: a killed
+/// VMM with a large guest takes a moment to tear its memory down.
 pub fn remove_stale(root: &Path, group: &str, name: &str) -> Result<(), CgroupError> {
     check_name(group)?;
     check_name(name)?;
-    remove_dir(&root.join(group).join(name))
+    let path = root.join(group).join(name);
+    if !path.exists() {
+        return Ok(());
+    }
+    let kill = path.join("cgroup.kill");
+    if kill.exists() {
+        write_file(&kill, "1").map_err(io_err("writing", &kill))?;
+    }
+    wait_empty(&path);
+    remove_dir(&path)
 }
+
+/// Waits (at most [`EMPTY_WAIT`]) until `cgroup.events` says no process is left.
+fn wait_empty(path: &Path) {
+    let events = path.join("cgroup.events");
+    let started = std::time::Instant::now();
+    while started.elapsed() < EMPTY_WAIT {
+        match fs::read_to_string(&events) {
+            Ok(text) if text.lines().any(|l| l.trim() == "populated 1") => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            _ => return,
+        }
+    }
+}
+
+/// How long a clean-up waits for the processes of a cgroup to be gone.
+const EMPTY_WAIT: Duration = Duration::from_secs(20);
 
 fn check_unified(root: &Path) -> Result<(), CgroupError> {
     let fs = nix::sys::statfs::statfs(root).map_err(|e| CgroupError::Io {
