@@ -9,6 +9,10 @@ use thiserror::Error;
 use crate::arch::x86_64::BootError;
 use crate::config::ConfigError;
 use crate::devices::bus::BusOverlap;
+use crate::devices::virtio::fs::FsError;
+use crate::devices::virtio::net::NetError;
+use crate::devices::virtio::vsock::VsockError;
+use crate::devices::virtio::VirtioKind;
 use crate::host_checks::HostCheckError;
 use crate::memory::MemoryError;
 
@@ -83,14 +87,28 @@ pub enum VmmError {
     /// Device wiring failed (a VMM bug).
     #[error("device setup failed: {0}")]
     Devices(#[from] BusOverlap),
-    /// A virtio device refused its configuration (its message names the problem and the fix).
-    #[error("{device}: {message}")]
-    VirtioDevice {
-        /// Which device, e.g. `share "pod"` or `vsock`.
-        device: String,
-        /// The device's own one-line error.
-        message: String,
+    /// A virtio-fs share refused its configuration (the device's message names the fix).
+    #[error("share {tag:?}: {source}")]
+    Fs {
+        /// The share's tag.
+        tag: String,
+        /// Why the device refused.
+        source: FsError,
     },
+    /// The vsock device refused its configuration (its message names the fix).
+    #[error("vsock: {0}")]
+    Vsock(#[source] VsockError),
+    /// A NIC could not be attached to its tap (its message names the fix).
+    #[error("virtio-net: {source}")]
+    Net {
+        /// The tap it was to be attached to.
+        tap: String,
+        /// Why the device refused.
+        source: NetError,
+    },
+    /// The device manager was asked for a device the configuration does not describe.
+    #[error("virtio device {0:?}: not in the configuration (a VMM bug)")]
+    DeviceNotConfigured(VirtioKind),
     /// The serial output file cannot be created.
     #[error("cannot create serial output file {}: {source}: check the --serial path", .path.display())]
     SerialFile {

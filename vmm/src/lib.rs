@@ -3,13 +3,17 @@
 //! Built on the rust-vmm crates (kvm-ioctls, vm-memory, linux-loader, vm-superio) in the manner
 //! of rust-vmm's reference VMM: `config` (what the VM looks like), `host_checks` (can this host
 //! run it), `memory` (guest RAM), `arch` (x86_64 boot state), `kernel` (kernel + initramfs),
-//! `vm` (KVM VM setup), `vcpu` (vCPU threads), `devices` (buses, serial, i8042, CMOS),
-//! `builder` (running it all and deciding the outcome), `stats` (`--stats`), `log_file` (a
-//! size-capped, rotating log file for guest-controlled output).
+//! `vm` (KVM VM setup), `vcpu` (vCPU threads), `devices` (buses, serial, i8042, CMOS, the
+//! virtio devices and their transport), `device_manager` (creating and attaching a VM's
+//! devices, fresh or from a snapshot), `builder` (one entry point per way a VM starts, boot or
+//! restore, running it and deciding the outcome), `snapshot` (saving and restoring),
+//! `stats` (`--stats`), `log_file` (a size-capped, rotating log file for guest-controlled
+//! output).
 
 pub mod arch;
 pub mod builder;
 pub mod config;
+pub mod device_manager;
 pub mod devices;
 pub mod error;
 pub mod host_checks;

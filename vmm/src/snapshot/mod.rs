@@ -29,7 +29,6 @@ mod memory_file;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::Receiver;
-use std::sync::{Arc, Mutex};
 
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use thiserror::Error;
@@ -37,12 +36,11 @@ use thiserror::Error;
 pub use format::{SnapshotState, FORMAT_VERSION, MAGIC};
 pub use handover::{HandoverMessage, ENTROPY_BYTES, HANDOVER_PORT, MAX_HANDOVER_LEN};
 
-use crate::builder::{run_vm, Finished, Mode, VmOutcome, VmReport};
+use crate::builder::{VmOutcome, VmReport};
 use crate::config::VmConfig;
-use crate::devices::bus::lock;
-use crate::devices::legacy::i8042::I8042;
-use crate::devices::legacy::serial::SerialPort;
-use crate::devices::virtio::{MmioTransport, TransportState, VirtioKind};
+use crate::device_manager::DeviceManager;
+use crate::devices::virtio::mmio::TransportRestoreError;
+use crate::devices::virtio::{TransportState, VirtioKind};
 use crate::error::VmmError;
 use crate::memory::{GuestRam, RamLayout};
 use crate::vcpu::{VcpuStop, VmEvent};
@@ -125,12 +123,12 @@ pub enum SnapshotError {
         source: kvm_ioctls::Error,
     },
     /// A device's saved state does not fit the device.
-    #[error("virtio device {slot}: {reason}: make a new snapshot with --snapshot-to")]
+    #[error("virtio device {slot}: {source}: make a new snapshot with --snapshot-to")]
     Device {
         /// Its slot.
         slot: usize,
         /// Why.
-        reason: String,
+        source: TransportRestoreError,
     },
     /// A device was in use at the snapshot point.
     #[error("cannot snapshot: {0}; snapshot a guest that is idle (guest-init in warm mode, rkt.warm=1, before any share is mounted)")]
@@ -188,24 +186,14 @@ pub fn snapshot_to(config: VmConfig, dir: &Path) -> Result<SavedReport, VmmError
         return Err(SnapshotError::NeedsVsock.into());
     }
     std::fs::create_dir_all(dir).map_err(SnapshotError::io(dir))?;
-    match run_vm(config, Mode::SnapshotTo(dir.to_path_buf()))? {
-        Finished::Saved(report) => Ok(report),
-        Finished::Ended(_) => {
-            Err(SnapshotError::Corrupt("the VM ended without saving".into()).into())
-        }
-    }
+    crate::builder::boot_to_snapshot(config, dir)
 }
 
 /// Restores the snapshot in `dir` with the per-pod devices of `config`, hands guest-init
 /// `config.kernel.cmdline` as its parameters, and runs the VM to its end.
 pub fn restore_from(config: VmConfig, dir: &Path) -> Result<VmReport, VmmError> {
     let loaded = load(&config, dir)?;
-    match run_vm(config, Mode::Restore(Box::new(loaded)))? {
-        Finished::Ended(report) => Ok(*report),
-        Finished::Saved(_) => {
-            Err(SnapshotError::Corrupt("a restore saved a snapshot".into()).into())
-        }
-    }
+    crate::builder::restore(config, &loaded)
 }
 
 /// Reads the snapshot in `dir` and checks it against `config`.
@@ -327,19 +315,14 @@ pub(crate) fn save(
     config: &VmConfig,
     vm: &Vm,
     paused: Vec<Option<VcpuFd>>,
-    serial: &Arc<Mutex<SerialPort>>,
-    i8042: &Arc<Mutex<I8042>>,
-    transports: &[Arc<Mutex<MmioTransport>>],
+    devices: &DeviceManager,
 ) -> Result<SavedReport, VmmError> {
     let mut vcpus = Vec::with_capacity(paused.len());
     for (index, fd) in paused.into_iter().enumerate() {
         vcpus.push(fd.ok_or(SnapshotError::PauseFailed(index))?);
     }
     // Devices first: after this no worker touches guest memory.
-    let virtio: Vec<TransportState> = transports
-        .iter()
-        .map(|t| lock(t).quiesce_and_save())
-        .collect();
+    let virtio = devices.quiesce_virtio();
     check_idle(config, &virtio)?;
 
     let msr_indexes = vm
@@ -354,8 +337,8 @@ pub(crate) fn save(
     }
     let vm_state = kvm_state::save_vm(&vm.fd)?;
     let devices = DeviceStates {
-        serial: SerialSnapshot::from_state(&lock(serial).state()),
-        i8042: lock(i8042).state(),
+        serial: SerialSnapshot::from_state(&devices.serial_state()),
+        i8042: devices.i8042_state(),
         virtio,
     };
     let state = SnapshotState {

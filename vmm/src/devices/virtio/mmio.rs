@@ -1,6 +1,6 @@
 //! The virtio-mmio transport, register layout version 2 (virtio 1.x spec, section 4.2.2): the
 //! 4 KiB register page through which a guest driver negotiates features, sets up queues and
-//! drives the device status. It knows no device; devices implement [`VirtioDevice`].
+//! drives the device status. It knows no device; devices implement [`VirtioDevice`] (`device.rs`).
 //!
 //! The guest is untrusted: every register write is checked against the status state machine,
 //! queue sizes and ring addresses are validated (virtio-queue's `try_set_size` and `is_valid`)
@@ -17,13 +17,12 @@ mod state;
 
 pub use state::{QueueSnapshot, TransportRestoreError, TransportState};
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
-use thiserror::Error;
 use virtio_queue::{Queue, QueueT};
 use vmm_sys_util::eventfd::EventFd;
 
+use super::device::{ActiveQueue, Interrupt, VirtioDevice, VIRTIO_F_VERSION_1};
 use crate::devices::bus::{BusAction, BusDevice};
 use crate::memory::GuestMemory;
 
@@ -70,98 +69,6 @@ const STATUS_DRIVER_OK: u32 = 4;
 const STATUS_FEATURES_OK: u32 = 8;
 const STATUS_NEEDS_RESET: u32 = 0x40;
 const STATUS_FAILED: u32 = 0x80;
-
-/// InterruptStatus bits.
-const INT_USED_RING: u32 = 1;
-const INT_CONFIG_CHANGE: u32 = 2;
-
-/// Feature bit every modern device offers and every driver must accept.
-pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;
-
-/// A device could not start with the queues the driver set up.
-#[derive(Debug, Error)]
-pub enum ActivateError {
-    /// The device needs a queue the driver did not make ready.
-    #[error("queue {0} was not set up by the driver")]
-    QueueMissing(usize),
-    /// The worker thread or its epoll could not be created.
-    #[error("cannot start the device worker: {0}")]
-    Worker(#[from] std::io::Error),
-}
-
-/// The device's interrupt line: the InterruptStatus register plus the irqfd KVM injects from.
-/// Shared between the transport (which reads and acknowledges it) and the device's worker.
-pub struct Interrupt {
-    status: AtomicU32,
-    irqfd: EventFd,
-}
-
-impl Interrupt {
-    /// An interrupt line that signals `irqfd` (registered with KVM_IRQFD by the caller).
-    pub fn new(irqfd: EventFd) -> Self {
-        Interrupt {
-            status: AtomicU32::new(0),
-            irqfd,
-        }
-    }
-
-    /// Tells the driver that used buffers are waiting.
-    pub fn signal_used_queue(&self) {
-        self.signal(INT_USED_RING);
-    }
-
-    fn signal(&self, bit: u32) {
-        self.status.fetch_or(bit, Ordering::AcqRel);
-        // A full eventfd counter (2^64 - 2 pending writes) still means "interrupt pending".
-        let _ = self.irqfd.write(1);
-    }
-
-    fn status(&self) -> u32 {
-        self.status.load(Ordering::Acquire)
-    }
-
-    fn acknowledge(&self, bits: u32) {
-        self.status.fetch_and(!bits, Ordering::AcqRel);
-    }
-
-    fn clear(&self) {
-        self.status.store(0, Ordering::Release);
-    }
-}
-
-/// A queue the driver made ready, handed to the device on activation, with the eventfd that
-/// fires when the driver notifies it.
-pub struct ActiveQueue {
-    /// The validated queue.
-    pub queue: Queue,
-    /// Signalled on every QueueNotify for this queue.
-    pub notify: EventFd,
-}
-
-/// What a virtio device provides to the transport.
-pub trait VirtioDevice: Send {
-    /// The virtio device ID (e.g. 4 for an entropy source).
-    fn device_type(&self) -> u32;
-    /// The feature bits offered, including [`VIRTIO_F_VERSION_1`].
-    fn features(&self) -> u64;
-    /// The largest size of each queue; its length is the number of queues.
-    fn queue_max_sizes(&self) -> &[u16];
-    /// Reads the device configuration space at `offset` (zero-filled past its end).
-    fn read_config(&self, offset: u64, data: &mut [u8]);
-    /// Writes the device configuration space (devices with a read-only space ignore it).
-    fn write_config(&mut self, offset: u64, data: &[u8]);
-    /// Starts the device: the driver set DRIVER_OK with `features` negotiated.
-    fn activate(
-        &mut self,
-        memory: GuestMemory,
-        features: u64,
-        queues: Vec<ActiveQueue>,
-        interrupt: Arc<Interrupt>,
-    ) -> Result<(), ActivateError>;
-    /// Stops the device and drops every queue (the driver wrote 0 to Status). Must not return
-    /// before the device has stopped touching guest memory.
-    fn reset(&mut self);
-}
 
 /// One virtio-mmio register page in front of a device.
 pub struct MmioTransport {
@@ -245,7 +152,7 @@ impl MmioTransport {
             self.status |= STATUS_NEEDS_RESET;
             // The driver is told through a configuration-change interrupt (spec 2.1.2).
             if self.status & STATUS_DRIVER_OK != 0 {
-                self.interrupt.signal(INT_CONFIG_CHANGE);
+                self.interrupt.signal_config_change();
             }
         }
     }
@@ -484,6 +391,7 @@ mod tests {
     use vm_memory::GuestAddress;
 
     use super::*;
+    use crate::devices::virtio::device::{ActivateError, INT_USED_RING};
 
     const FAKE_FEATURE: u64 = 1 << 3;
 

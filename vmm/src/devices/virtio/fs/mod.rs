@@ -60,7 +60,7 @@ pub use guard::{
 };
 pub use request::MAX_REQUEST_BYTES;
 
-use super::mmio::{ActivateError, ActiveQueue, Interrupt, VirtioDevice, VIRTIO_F_VERSION_1};
+use super::device::{ActivateError, ActiveQueue, Interrupt, VirtioDevice, VIRTIO_F_VERSION_1};
 use super::read_config_space;
 use crate::memory::GuestMemory;
 use worker::{ServedQueue, Worker};

@@ -810,10 +810,10 @@ mod device {
     use vmm_sys_util::eventfd::EventFd;
 
     use super::*;
-    use crate::devices::virtio::fs::{Fs, FsConfig, FsError, VIRTIO_ID_FS};
-    use crate::devices::virtio::mmio::{
+    use crate::devices::virtio::device::{
         ActivateError, ActiveQueue, Interrupt, VirtioDevice, VIRTIO_F_VERSION_1,
     };
+    use crate::devices::virtio::fs::{Fs, FsConfig, FsError, VIRTIO_ID_FS};
 
     const HIPRIO_BASE: u64 = 0x1000;
     const REQUEST_BASE: u64 = 0x4000;

@@ -16,7 +16,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 use super::compat::{FuseGuestMemory, FuseQueue, GuestMemoryView};
 use super::request::handle_chain;
-use crate::devices::virtio::mmio::{ActivateError, Interrupt};
+use crate::devices::virtio::device::{ActivateError, Interrupt};
 use crate::devices::virtio::worker_thread::WorkerThread;
 
 const TOKEN_STOP: u64 = u64::MAX;

@@ -208,10 +208,7 @@ impl MmioTransport {
         if state.status & STATUS_FEATURES_OK != 0 && !transport.features_acceptable() {
             return Err(TransportRestoreError::Features(state.driver_features));
         }
-        transport.interrupt.status.store(
-            state.interrupt_status & 0b11,
-            std::sync::atomic::Ordering::Release,
-        );
+        transport.interrupt.restore_status(state.interrupt_status);
         let runnable = STATUS_DRIVER_OK | STATUS_FEATURES_OK;
         if state.activated
             && state.status & runnable == runnable

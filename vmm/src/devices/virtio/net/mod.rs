@@ -45,7 +45,7 @@ pub use mac::{MacAddr, MacAddrError};
 pub use tap::{Tap, TapError, MAX_TAP_NAME_LEN};
 pub use worker::NetCounters;
 
-use super::mmio::{ActivateError, ActiveQueue, Interrupt, VirtioDevice, VIRTIO_F_VERSION_1};
+use super::device::{ActivateError, ActiveQueue, Interrupt, VirtioDevice, VIRTIO_F_VERSION_1};
 use super::read_config_space;
 use super::worker_thread::WorkerThread;
 use crate::memory::GuestMemory;

@@ -30,7 +30,7 @@ use super::frame::{
     NUM_BUFFERS_AT, VNET_HEADER_LEN,
 };
 use super::tap::Tap;
-use crate::devices::virtio::mmio::{ActiveQueue, Interrupt};
+use crate::devices::virtio::device::{ActiveQueue, Interrupt};
 use crate::memory::GuestMemory;
 
 const TOKEN_STOP: u64 = 0;

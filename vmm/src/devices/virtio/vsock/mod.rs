@@ -32,7 +32,7 @@ use thiserror::Error;
 pub use connection::BUF_ALLOC;
 pub use muxer::{CONNECT_TIMEOUT, MAX_CONNECTIONS};
 
-use super::mmio::{ActivateError, ActiveQueue, Interrupt, VirtioDevice, VIRTIO_F_VERSION_1};
+use super::device::{ActivateError, ActiveQueue, Interrupt, VirtioDevice, VIRTIO_F_VERSION_1};
 use super::read_config_space;
 use super::worker_thread::WorkerThread;
 use crate::memory::GuestMemory;

@@ -18,7 +18,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 use super::muxer::{Muxer, TxOutcome, TOKEN_STREAM_BASE};
 use super::packet::{RxBuffer, TxPacket};
-use crate::devices::virtio::mmio::{ActiveQueue, Interrupt};
+use crate::devices::virtio::device::{ActiveQueue, Interrupt};
 use crate::memory::GuestMemory;
 
 const TOKEN_STOP: u64 = 0;
