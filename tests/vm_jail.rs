@@ -1,5 +1,5 @@
-//! The VMM's jail (docs/security.md, "Ring 2"), read from /proc of a running pod's VMM, cold
-//! and warm: its own pid, mount, network, IPC and UTS namespaces; its root is the jail (only
+//! The VMM's jail (docs/security.md, "The VMM's jail"), read from /proc of a running pod's
+//! VMM, cold and warm: its own pid, mount, network, IPC and UTS namespaces; its root is the jail (only
 //! what the VM needs); every thread has `no_new_privs` and a seccomp filter; the main, vCPU,
 //! net, vsock and rng threads run as the pod's unprivileged uid/gid with no capability; the
 //! spawner and virtio-fs threads keep uid 0 with only the file capabilities; the bounding set is

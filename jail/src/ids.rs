@@ -6,7 +6,7 @@
 //! that through idmapped mounts, which neither overlayfs nor every volume's file system offers
 //! on the kernels we run on. So every VMM thread that does not serve a share runs as a uid/gid
 //! of its own with no capability at all, and the virtio-fs threads keep uid 0 with the few file
-//! capabilities passthrough needs (docs/security.md, "Ring 2").
+//! capabilities passthrough needs (docs/security.md, "The VMM's jail").
 
 use serde::{Deserialize, Serialize};
 

@@ -1,4 +1,4 @@
-//! The VMM as a jailed process of its own (docs/security.md, "Ring 2").
+//! The VMM as a jailed process of its own (docs/security.md, "The VMM's jail").
 //!
 //! The stage1 process keeps what needs host privilege for the pod's whole life (the pod lock,
 //! CNI, the status and output listeners, `--port`); each VM runs in a child process that
