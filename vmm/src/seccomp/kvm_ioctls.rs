@@ -2,13 +2,17 @@
 //! private), from the kernel's `include/uapi/linux/kvm.h` definitions.
 
 use kvm_bindings::{
-    kvm_clock_data, kvm_debugregs, kvm_irqchip, kvm_lapic_state, kvm_mp_state, kvm_msrs,
-    kvm_pit_state2, kvm_regs, kvm_sregs, kvm_vcpu_events, kvm_xcrs, kvm_xsave,
+    kvm_clock_data, kvm_cpuid2, kvm_debugregs, kvm_irqchip, kvm_lapic_state, kvm_mp_state,
+    kvm_msr_list, kvm_msrs, kvm_pit_state2, kvm_regs, kvm_sregs, kvm_vcpu_events, kvm_xcrs,
+    kvm_xsave,
 };
 use vmm_sys_util::{ioctl_io_nr, ioctl_ior_nr, ioctl_iowr_nr};
 
 const KVMIO: u32 = 0xAE;
 
+ioctl_iowr_nr!(KVM_GET_MSR_INDEX_LIST, KVMIO, 0x02, kvm_msr_list);
+ioctl_io_nr!(KVM_CHECK_EXTENSION, KVMIO, 0x03);
+ioctl_iowr_nr!(KVM_GET_SUPPORTED_CPUID, KVMIO, 0x05, kvm_cpuid2);
 ioctl_io_nr!(KVM_RUN, KVMIO, 0x80);
 ioctl_ior_nr!(KVM_GET_REGS, KVMIO, 0x81, kvm_regs);
 ioctl_ior_nr!(KVM_GET_SREGS, KVMIO, 0x83, kvm_sregs);
@@ -30,9 +34,14 @@ pub fn vcpu_run() -> Vec<u64> {
     vec![u64::from(KVM_RUN() as u32)]
 }
 
-/// What saving a snapshot reads from the paused vCPUs and the VM (snapshot/kvm_state.rs).
+/// What saving a snapshot reads from KVM, the paused vCPUs and the VM (snapshot/mod.rs and
+/// kvm_state.rs): the MSR list and each vCPU's CPUID (supported CPUID and one capability)
+/// from /dev/kvm, then the vCPUs' and the VM's state.
 pub fn snapshot_reads() -> Vec<u64> {
     [
+        KVM_GET_MSR_INDEX_LIST(),
+        KVM_CHECK_EXTENSION(),
+        KVM_GET_SUPPORTED_CPUID(),
         KVM_GET_REGS(),
         KVM_GET_SREGS(),
         KVM_GET_MSRS(),
@@ -64,5 +73,7 @@ mod tests {
         assert_eq!(KVM_GET_SREGS(), 0x8138_ae83);
         assert_eq!(KVM_GET_TSC_KHZ(), 0xaea3);
         assert_eq!(KVM_GET_IRQCHIP(), 0xc208_ae62);
+        assert_eq!(KVM_GET_MSR_INDEX_LIST(), 0xc004_ae02);
+        assert_eq!(KVM_GET_SUPPORTED_CPUID(), 0xc008_ae05);
     }
 }

@@ -62,6 +62,17 @@ pub enum SeccompError {
     },
 }
 
+/// The calls the kind's filters answer with an error instead of running them (and instead of
+/// killing the VMM): they pass the kind's allow-list and a second filter refuses them.
+pub fn refusals(kind: ThreadKind) -> Vec<(i64, i32)> {
+    match kind {
+        ThreadKind::Spawner => spawner::refusals(),
+        ThreadKind::Net => net::seccomp::refusals(),
+        ThreadKind::Rng => rng::seccomp::refusals(),
+        ThreadKind::Main | ThreadKind::Vcpu | ThreadKind::Fs | ThreadKind::Vsock => Vec::new(),
+    }
+}
+
 /// The kind's allow-list, without the calls every kind shares.
 fn own_rules(kind: ThreadKind, pid: u32) -> Vec<rules::Allow> {
     match kind {
@@ -80,6 +91,13 @@ pub fn rule_set(kind: ThreadKind, pid: u32) -> RuleSet {
     let mut set = RuleSet::new();
     merge(&mut set, rules::common());
     merge(&mut set, own_rules(kind, pid));
+    // Refused calls must get past the allow-list to be refused rather than kill.
+    merge(
+        &mut set,
+        refusals(kind)
+            .into_iter()
+            .map(|(syscall, _)| rules::Allow::always(syscall)),
+    );
     if kind == ThreadKind::Spawner {
         for other in ThreadKind::ALL {
             merge(&mut set, own_rules(other, pid));
@@ -142,22 +160,31 @@ pub fn filter_with(kind: ThreadKind, mismatch: Mismatch) -> Result<BpfProgram, S
     })
 }
 
-/// The spawner's second filter: clone3 answers ENOSYS (its flags are in memory, where a filter
-/// cannot check them), so glibc's pthread_create falls back to clone, whose flags the first
-/// filter checks. Every other call passes to the first filter.
-pub fn clone3_fallback() -> Result<BpfProgram, SeccompError> {
-    let rules = [(libc::SYS_clone3, Vec::new())].into_iter().collect();
-    SeccompFilter::new(
-        rules,
-        SeccompAction::Allow,
-        SeccompAction::Errno(libc::ENOSYS as u32),
-        TargetArch::x86_64,
-    )
-    .and_then(BpfProgram::try_from)
-    .map_err(|source| SeccompError::Build {
-        kind: ThreadKind::Spawner.name(),
-        source,
-    })
+/// The kind's refusal filters, one per error number: each answers its calls with that error
+/// and lets everything else through to the allow-list (the kernel applies the strictest
+/// verdict of all the thread's filters, so a refused call never runs).
+pub fn refusal_filters(kind: ThreadKind) -> Result<Vec<BpfProgram>, SeccompError> {
+    let mut by_errno: std::collections::BTreeMap<i32, Vec<i64>> = Default::default();
+    for (syscall, errno) in refusals(kind) {
+        by_errno.entry(errno).or_default().push(syscall);
+    }
+    by_errno
+        .into_iter()
+        .map(|(errno, syscalls)| {
+            let rules = syscalls.into_iter().map(|s| (s, Vec::new())).collect();
+            SeccompFilter::new(
+                rules,
+                SeccompAction::Allow,
+                SeccompAction::Errno(errno as u32),
+                TargetArch::x86_64,
+            )
+            .and_then(BpfProgram::try_from)
+            .map_err(|source| SeccompError::Build {
+                kind: kind.name(),
+                source,
+            })
+        })
+        .collect()
 }
 
 /// Sets no_new_privs and installs the kind's filter on the calling thread only; a call
@@ -170,10 +197,10 @@ pub fn apply(kind: ThreadKind) -> Result<(), SeccompError> {
 
 /// [`apply`] with `mismatch` for calls outside the list.
 pub fn apply_with(kind: ThreadKind, mismatch: Mismatch) -> Result<(), SeccompError> {
-    let mut programs = vec![filter_with(kind, mismatch)?];
-    if kind == ThreadKind::Spawner {
-        programs.push(clone3_fallback()?);
-    }
+    // The allow-list goes on last: it has no prctl or seccomp for the kinds that do not start
+    // threads, so nothing could be installed after it.
+    let mut programs = refusal_filters(kind)?;
+    programs.push(filter_with(kind, mismatch)?);
     for program in &programs {
         // seccompiler sets PR_SET_NO_NEW_PRIVS, then seccomp(SECCOMP_SET_MODE_FILTER) with no
         // flags: this thread only.

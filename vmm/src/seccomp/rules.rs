@@ -140,6 +140,9 @@ pub fn common() -> Vec<Allow> {
         Allow::always(SYS_mremap),
         // glibc returns freed arena memory and a finished thread's stack with MADV_DONTNEED.
         Allow::always(SYS_madvise),
+        // glibc's malloc counts the CPUs when a thread creates its first arena (seen in log
+        // mode on every worker and vCPU thread).
+        Allow::always(SYS_sched_getaffinity),
         // Mutexes, condition variables, channels, joins.
         Allow::always(SYS_futex),
         Allow::always(SYS_sched_yield),
@@ -197,6 +200,6 @@ pub fn device_activation() -> Vec<Allow> {
         Allow::always(SYS_newfstatat),
         Allow::always(SYS_fstat),
         // virtio-net: the driver's offloads go to the tap (TUNSETOFFLOAD).
-        Allow::arg_in(SYS_ioctl, 1, &[TUNSETOFFLOAD as u64]),
+        Allow::arg_in(SYS_ioctl, 1, &[TUNSETOFFLOAD]),
     ]
 }

@@ -5,6 +5,12 @@
 
 use super::rules::{Allow, Cond};
 
+/// clone3's flags are in memory, out of a filter's reach: it is answered ENOSYS, and glibc's
+/// pthread_create falls back to clone, whose flags the list checks.
+pub fn refusals() -> Vec<(i64, i32)> {
+    vec![(libc::SYS_clone3, libc::ENOSYS)]
+}
+
 /// Thread creation and confinement.
 pub fn rules() -> Vec<Allow> {
     use libc::*;
@@ -12,9 +18,6 @@ pub fn rules() -> Vec<Allow> {
     vec![
         // pthread_create: a thread of this process only (never a new process: no fork).
         Allow::when_all(SYS_clone, &[Cond::all_bits(0, thread)]),
-        // clone3's flags are in memory, out of the filter's reach: a second filter answers it
-        // ENOSYS and glibc falls back to clone above (see `super::clone3_fallback`).
-        Allow::always(SYS_clone3),
         // The new thread's start in glibc: robust futex list, restartable sequences.
         Allow::always(SYS_set_robust_list),
         Allow::always(SYS_rseq),

@@ -10,10 +10,13 @@ pub fn rules() -> Vec<Allow> {
     use libc::*;
     let mut rules = worker_loop();
     rules.extend([
+        // The worker's own root, cwd and umask (worker::unshare_fs_context), so the umask the
+        // passthrough clears stays on this thread; no other namespace.
+        Allow::arg_in(SYS_unshare, 0, &[CLONE_FS as u64]),
         // LOOKUP/OPEN/CREATE: openat relative to a parent's O_PATH descriptor or
-        // /proc/self/fd; the descriptors are duplicated and their flags read.
+        // /proc/self/fd; descriptors duplicated, their status flags changed (O_APPEND,
+        // O_DIRECT on an open handle).
         Allow::always(SYS_openat),
-        Allow::always(SYS_open),
         Allow::always(SYS_dup),
         Allow::arg_in(
             SYS_fcntl,
@@ -22,36 +25,23 @@ pub fn rules() -> Vec<Allow> {
                 F_GETFL as u64,
                 F_SETFL as u64,
                 F_GETFD as u64,
-                F_SETFD as u64,
                 F_DUPFD_CLOEXEC as u64,
-                // POSIX locks (GETLK/SETLK/SETLKW) the guest asks for.
-                F_GETLK as u64,
-                F_SETLK as u64,
-                F_SETLKW as u64,
-                F_OFD_GETLK as u64,
-                F_OFD_SETLK as u64,
-                F_OFD_SETLKW as u64,
             ],
         ),
-        Allow::always(SYS_flock),
-        // GETATTR/LOOKUP/STATFS.
+        // GETATTR/LOOKUP (statx, fstatat), STATFS (fstatvfs: fstatfs).
         Allow::always(SYS_statx),
         Allow::always(SYS_newfstatat),
         Allow::always(SYS_fstat),
         Allow::always(SYS_fstatfs),
-        Allow::always(SYS_statfs),
         // READ/WRITE between the file and guest memory, in place.
         Allow::always(SYS_pread64),
         Allow::always(SYS_pwrite64),
         Allow::always(SYS_preadv),
         Allow::always(SYS_pwritev),
-        Allow::always(SYS_preadv2),
-        Allow::always(SYS_pwritev2),
         Allow::always(SYS_readv),
         Allow::always(SYS_writev),
+        // LSEEK (SEEK_DATA/SEEK_HOLE), READDIR(PLUS).
         Allow::always(SYS_lseek),
-        Allow::always(SYS_copy_file_range),
-        // READDIR(PLUS).
         Allow::always(SYS_getdents64),
         // MKDIR/MKNOD/SYMLINK/LINK/UNLINK/RMDIR/RENAME(2)/READLINK.
         Allow::always(SYS_mkdirat),
@@ -62,38 +52,31 @@ pub fn rules() -> Vec<Allow> {
         Allow::always(SYS_renameat),
         Allow::always(SYS_renameat2),
         Allow::always(SYS_readlinkat),
-        // SETATTR: mode, owner, times, size; FALLOCATE; FSYNC/FSYNCDIR/FLUSH.
+        // SETATTR: mode, owner, times, size; FALLOCATE; FSYNC/FSYNCDIR.
         Allow::always(SYS_fchmod),
         Allow::always(SYS_fchmodat),
-        Allow::always(SYS_fchown),
         Allow::always(SYS_fchownat),
         Allow::always(SYS_utimensat),
         Allow::always(SYS_ftruncate),
-        Allow::always(SYS_truncate),
         Allow::always(SYS_fallocate),
         Allow::always(SYS_fsync),
         Allow::always(SYS_fdatasync),
-        // xattrs: on descriptors, and by /proc/self/fd path for O_PATH inodes.
-        Allow::always(SYS_fgetxattr),
-        Allow::always(SYS_fsetxattr),
-        Allow::always(SYS_flistxattr),
-        Allow::always(SYS_fremovexattr),
+        // GET/SET/LIST/REMOVEXATTR, by /proc/self/fd/N path (the inodes are O_PATH).
         Allow::always(SYS_getxattr),
         Allow::always(SYS_setxattr),
         Allow::always(SYS_listxattr),
         Allow::always(SYS_removexattr),
-        Allow::always(SYS_lgetxattr),
-        Allow::always(SYS_lsetxattr),
-        Allow::always(SYS_llistxattr),
-        Allow::always(SYS_lremovexattr),
         // The passthrough creates files as the guest's caller: raw per-thread setresgid and
-        // setresuid (ScopedGid/ScopedUid), back to ours afterwards; umask cleared at INIT.
+        // setresuid (ScopedGid/ScopedUid), back to ours afterwards; the umask is cleared at
+        // INIT; its own IDs are read when it is created.
         Allow::always(SYS_setresuid),
         Allow::always(SYS_setresgid),
         Allow::always(SYS_umask),
         Allow::always(SYS_getuid),
         Allow::always(SYS_getgid),
-        // Dropping CAP_FSETID around a write that must clear set-ID bits (caps crate).
+        // Dropping and restoring CAP_FSETID around a write that must clear set-ID bits (the
+        // caps crate; only with killpriv_v2, which is off, but a capability can only be
+        // dropped or restored within the permitted set).
         Allow::always(SYS_capget),
         Allow::always(SYS_capset),
     ]);

@@ -9,37 +9,23 @@ pub fn rules() -> Vec<Allow> {
     use libc::*;
     let mut rules = worker_loop();
     rules.extend([
-        // Host connections to the guest arrive on the listener (created before the lock-down).
+        // Host connections to the guest arrive on the listener (created before the lock-down)
+        // and are made non-blocking (FIONBIO).
         Allow::always(SYS_accept4),
-        Allow::always(SYS_accept),
-        // Guest connections to host ports: Unix stream sockets only.
+        Allow::arg_in(SYS_ioctl, 1, &[FIONBIO]),
+        // Guest connections to host ports: Unix stream sockets only, connected through
+        // /proc/self/fd to the port socket opened O_PATH|O_NOFOLLOW in the socket directory
+        // and checked (fstat) to be a socket.
         Allow::arg_in(SYS_socket, 0, &[AF_UNIX as u64]),
         Allow::always(SYS_connect),
-        // The port socket is looked up O_PATH|O_NOFOLLOW in the socket directory, checked to
-        // be a socket.
         Allow::always(SYS_openat),
         Allow::always(SYS_fstat),
         Allow::always(SYS_newfstatat),
-        Allow::always(SYS_statx),
-        // Data both ways; half-closes; the result of a non-blocking connect.
+        // Data to the host with MSG_NOSIGNAL (send), from it with recv (std's UnixStream
+        // read); half-closes.
         Allow::always(SYS_sendto),
         Allow::always(SYS_recvfrom),
-        Allow::always(SYS_sendmsg),
-        Allow::always(SYS_recvmsg),
         Allow::always(SYS_shutdown),
-        Allow::always(SYS_getsockopt),
-        Allow::always(SYS_setsockopt),
-        Allow::arg_in(
-            SYS_fcntl,
-            1,
-            &[
-                F_GETFL as u64,
-                F_SETFL as u64,
-                F_GETFD as u64,
-                F_SETFD as u64,
-            ],
-        ),
-        Allow::arg_in(SYS_ioctl, 1, &[FIONBIO as u64, FIOCLEX as u64]),
     ]);
     rules
 }
