@@ -193,7 +193,9 @@ fn check_jail(world: &RktWorld, uuid: &str) {
     assert!(files < 1 << 20, "RLIMIT_NOFILE {files}");
 }
 
-fn jailed_pod(extra: &[&str]) {
+/// Runs a pod with `extra` flags, checks its VMM's jail, and with `expect_in_log` that
+/// `rkt run`'s output says so (e.g. that the VM was restored, not booted).
+fn jailed_pod(extra: &[&str], expect_in_log: Option<&str>) {
     let world = RktWorld::new();
     let aci = busybox_aci(world.root.path(), IMAGE, &["/bin/true"]);
     let aci = aci.display().to_string();
@@ -201,6 +203,14 @@ fn jailed_pod(extra: &[&str]) {
     args.extend_from_slice(&[aci.as_str(), "--exec=/bin/sleep", "--", "600"]);
     let (mut run, uuid) = start_pod(&world, &args);
     check_jail(&world, &uuid);
+    if let Some(expected) = expect_in_log {
+        let log = run_output(&world);
+        assert!(log.contains(expected), "{expected:?} not in\n{log}");
+        assert!(
+            !log.contains("booting cold"),
+            "it fell back to a cold boot\n{log}"
+        );
+    }
     let stopped = world.rkt(&["stop", "--force", &uuid]);
     assert_eq!(stopped.code(), 0, "{stopped}");
     let started = Instant::now();
@@ -217,11 +227,14 @@ fn jailed_pod(extra: &[&str]) {
 
 #[test]
 fn a_cold_booted_vmm_is_jailed() {
-    jailed_pod(&["--warm-start=false"]);
+    jailed_pod(&["--warm-start=false"], None);
 }
 
 #[test]
 fn a_restored_vmm_is_jailed() {
     // The first warm pod makes the snapshot (in a jailed VMM too) and then restores it.
-    jailed_pod(&[]);
+    jailed_pod(
+        &["--debug"],
+        Some("stage1-kvm: warm start: restoring snapshot"),
+    );
 }

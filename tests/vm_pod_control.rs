@@ -193,7 +193,7 @@ fn wait_ready_enter_and_graceful_stop() {
             .join("pods/run")
             .join(&uuid)
             .join("stage1-kvm/vsock"),
-        Path::new("/run/rkt-kvm").join(&uuid).join("vsock"),
+        Path::new("/run/rkt-kvm").join(&uuid).join("sock/vsock"),
     ]
     .into_iter()
     .find(|p| p.exists())

@@ -76,6 +76,8 @@ pub(crate) fn boot_to_snapshot(config: VmConfig, dir: &Path) -> Result<SavedRepo
     let (events_tx, events_rx) = mpsc::channel();
     let devices = DeviceManager::for_boot(&vm, &config, events_tx.clone())?;
     let vcpu_fds = vm.create_vcpus(config.vcpus, &kernel)?;
+    // While the VMM may still read the files (before the lock-down in Supervisor::start).
+    let identity = crate::snapshot::identity_for_save(&config)?;
 
     let vcpus = Supervisor::start(
         started,
@@ -97,7 +99,7 @@ pub(crate) fn boot_to_snapshot(config: VmConfig, dir: &Path) -> Result<SavedRepo
     let paused = vcpus.pause_requested();
     let stopped = vcpus.stop()?;
     if paused {
-        return crate::snapshot::save(dir, &config, &vm, stopped.paused, &devices);
+        return crate::snapshot::save(dir, &config, identity, &vm, stopped.paused, &devices);
     }
     let outcome = decide_outcome(&first_stop, &devices.console_report())?;
     Err(SnapshotError::EndedBeforeReady(outcome).into())

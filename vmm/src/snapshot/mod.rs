@@ -309,10 +309,22 @@ fn check_idle(config: &VmConfig, states: &[TransportState]) -> Result<(), Snapsh
     Ok(())
 }
 
-/// Saves the paused VM into `dir`.
+/// What a snapshot of `config` records about the files and the VMM it was made from. Taken
+/// before the VM runs: a jailed VMM cannot read the kernel and initramfs any more once its
+/// threads have dropped their privileges (they are root's, 0600, in the snapshot directory).
+pub(crate) fn identity_for_save(config: &VmConfig) -> Result<format::Identity, VmmError> {
+    Ok(identity::identity_of(
+        config,
+        &config.guest_cmdline()?,
+        None,
+    )?)
+}
+
+/// Saves the paused VM into `dir`; `identity` is [`identity_for_save`]'s, taken at boot.
 pub(crate) fn save(
     dir: &Path,
     config: &VmConfig,
+    identity: format::Identity,
     vm: &Vm,
     paused: Vec<Option<VcpuFd>>,
     devices: &DeviceManager,
@@ -342,7 +354,7 @@ pub(crate) fn save(
         virtio,
     };
     let state = SnapshotState {
-        identity: identity::identity_of(config, &config.guest_cmdline()?, None)?,
+        identity,
         vm: vm_state,
         vcpus: vcpu_states,
         devices,
