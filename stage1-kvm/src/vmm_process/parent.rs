@@ -33,6 +33,8 @@ const PIDS_BASE: u64 = 16;
 /// `RKT_STAGE1_KVM_SECCOMP=log`: calls outside the VMM's seccomp lists are logged to the
 /// kernel log (audit type 1326) instead of killing it; for finding what a list misses.
 pub const SECCOMP_ENV: &str = "RKT_STAGE1_KVM_SECCOMP";
+/// The child's descriptor for a snapshot directory the cache opened.
+const SNAPSHOT_DIR_FD: i32 = 4;
 /// Descriptors beyond the shares' inode tables: KVM, devices, eventfds, sockets.
 const BASE_OPEN_FILES: u64 = 1024;
 
@@ -108,6 +110,7 @@ impl JailPlan<'_> {
                 )))
             }
         };
+        let (action, inherited_dir) = pass_snapshot_dir(action, &mut config);
         let request = Request {
             action,
             seccomp_log_only,
@@ -121,7 +124,7 @@ impl JailPlan<'_> {
             eprintln!("{}", describe(&request, cgroup));
         }
         let body = serde_json::to_vec(&request).map_err(|e| Stage1Error::Jail(e.to_string()))?;
-        let (status, reply) = self.spawn_and_wait(cgroup, &body, console)?;
+        let (status, reply) = self.spawn_and_wait(cgroup, &body, console, inherited_dir)?;
         interpret(status, &reply)
     }
 
@@ -132,13 +135,16 @@ impl JailPlan<'_> {
         cgroup: &Cgroup,
         request: &[u8],
         console: Option<(PathBuf, u64)>,
+        inherited_dir: Option<i32>,
     ) -> Result<(ExitStatus, Vec<u8>), Stage1Error> {
         let (started_tx, started_rx) = mpsc::channel();
         let relay_console_output = console.is_some();
         std::thread::scope(|scope| {
             let launcher = std::thread::Builder::new()
                 .name("vmm-launcher".into())
-                .spawn_scoped(scope, || self.launch(relay_console_output, started_tx))
+                .spawn_scoped(scope, || {
+                    self.launch(relay_console_output, inherited_dir, started_tx)
+                })
                 .map_err(Stage1Error::io("starting the VMM's launcher thread"))?;
             let Ok(started) = started_rx.recv() else {
                 // The launcher failed before the child existed; its error says why.
@@ -191,6 +197,7 @@ impl JailPlan<'_> {
     fn launch(
         &self,
         piped_stdout: bool,
+        inherited_dir: Option<i32>,
         started: mpsc::Sender<Started>,
     ) -> Result<ExitStatus, Stage1Error> {
         unshare(CloneFlags::CLONE_NEWPID)
@@ -222,6 +229,11 @@ impl JailPlan<'_> {
                     }
                 } else if libc::dup2(reply_fd, REPLY_FD) < 0 {
                     return Err(std::io::Error::last_os_error());
+                }
+                if let Some(fd) = inherited_dir {
+                    if libc::dup2(fd, SNAPSHOT_DIR_FD) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
                 }
                 Ok(())
             });
@@ -261,6 +273,39 @@ fn join_launcher(
             "the VMM's launcher thread panicked".into(),
         ))
     })
+}
+
+/// A snapshot directory the cache handed over as `/proc/self/fd/N` (the entry as it opened
+/// and checked it) is passed to the child as its descriptor [`SNAPSHOT_DIR_FD`]; the action's
+/// and the kernel's paths are rewritten to match. Returns the descriptor to pass, if any.
+fn pass_snapshot_dir(action: Action, config: &mut VmConfig) -> (Action, Option<i32>) {
+    let dir = match &action {
+        Action::Restore { dir } | Action::MakeSnapshot { dir } => dir.clone(),
+        Action::Boot => return (action, None),
+    };
+    let Some(fd) = dir
+        .strip_prefix("/proc/self/fd")
+        .ok()
+        .and_then(|rest| rest.to_str())
+        .and_then(|n| n.parse::<i32>().ok())
+    else {
+        return (action, None);
+    };
+    let passed = PathBuf::from(format!("/proc/self/fd/{SNAPSHOT_DIR_FD}"));
+    let moved = |path: &Path| -> PathBuf {
+        path.strip_prefix(&dir)
+            .map_or_else(|_| path.to_path_buf(), |rest| passed.join(rest))
+    };
+    let kernel = moved(&config.kernel.path);
+    let initrd = config.kernel.initrd.as_deref().map(&moved);
+    config.kernel.path = kernel;
+    config.kernel.initrd = initrd;
+    let action = match action {
+        Action::Restore { .. } => Action::Restore { dir: passed },
+        Action::MakeSnapshot { .. } => Action::MakeSnapshot { dir: passed },
+        Action::Boot => Action::Boot,
+    };
+    (action, Some(fd))
 }
 
 /// The pod's result from how the child ended and what it replied.
@@ -374,6 +419,35 @@ mod tests {
             max_open_files(&config),
             BASE_OPEN_FILES + 2 * config.shares[0].max_inodes as u64
         );
+    }
+
+    #[test]
+    fn a_snapshot_directory_opened_by_the_cache_is_passed_as_a_descriptor() {
+        let mut config = VmConfig::new(KernelConfig {
+            path: "/proc/self/fd/17/vmlinux".into(),
+            cmdline: String::new(),
+            initrd: Some("/proc/self/fd/17/initramfs.cpio".into()),
+        });
+        let restore = Action::Restore {
+            dir: "/proc/self/fd/17".into(),
+        };
+        let (action, fd) = pass_snapshot_dir(restore, &mut config);
+        assert_eq!(fd, Some(17));
+        assert_eq!(
+            action,
+            Action::Restore {
+                dir: "/proc/self/fd/4".into()
+            }
+        );
+        assert_eq!(config.kernel.path, Path::new("/proc/self/fd/4/vmlinux"));
+        assert_eq!(
+            config.kernel.initrd.as_deref(),
+            Some(Path::new("/proc/self/fd/4/initramfs.cpio"))
+        );
+        let plain = Action::Restore {
+            dir: "/var/lib/x".into(),
+        };
+        assert_eq!(pass_snapshot_dir(plain, &mut config).1, None);
     }
 
     #[test]
