@@ -43,6 +43,9 @@ mod request;
 mod tests;
 mod worker;
 
+#[doc(hidden)]
+pub mod fuzzing;
+
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};

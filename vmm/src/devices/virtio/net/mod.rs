@@ -40,6 +40,13 @@ use virtio_bindings::bindings::virtio_ring::{
 use virtio_queue::QueueT;
 
 pub use frame::{FrameError, Offloads, MAX_FRAME_LEN, VNET_HEADER_LEN};
+
+/// Hook for the fuzz targets in `fuzz/` (not an API of the VMM): the checks and copies the
+/// worker applies to every transmit and receive chain (the worker itself needs a tap).
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use super::frame::{read_tx_frame, rx_chain_room, write_rx_frame};
+}
 pub use mac::{MacAddr, MacAddrError};
 pub use tap::{Tap, TapError, MAX_TAP_NAME_LEN};
 pub use worker::NetCounters;

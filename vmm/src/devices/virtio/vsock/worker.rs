@@ -154,8 +154,9 @@ impl Worker {
             (a, b) => a.or(b),
         };
         match wait {
-            // Round up so that we do not wake just before the deadline and sleep 0 ms in a loop.
-            Some(wait) => i32::try_from(wait.as_millis() + 1).unwrap_or(i32::MAX),
+            // Round up so that we do not wake just before the deadline and sleep 0 ms in a loop;
+            // a zero wait (a deadline already passed, or a caller polling) stays 0.
+            Some(wait) => i32::try_from(wait.as_nanos().div_ceil(1_000_000)).unwrap_or(i32::MAX),
             None => -1,
         }
     }
