@@ -3,7 +3,7 @@
 //! small real directory tree that is laid out afresh for every input.
 //!
 //! Every input starts with the FUSE_INIT the Linux driver sends (so requests reach the file
-//! system rather than "not initialised"), then up to 15 chains: requests whose header is built
+//! system rather than "not initialised"), then up to 63 chains: requests whose header is built
 //! from the input's choices (opcode, node, a length that may lie) followed by input bytes and
 //! a reply buffer, or raw chains.
 #![no_main]
@@ -12,12 +12,14 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use rkt_fuzz::guest::{FakeGuest, QUEUE_SIZE};
+use rkt_fuzz::guest::{FakeGuest, MAX_QUEUE_SIZE};
 use rkt_fuzz::{arbitrary, Unstructured};
 use vmm::devices::virtio::fs::fuzzing::FsHarness;
 
 const FUSE_INIT: u32 = 26;
 const IN_HEADER_LEN: usize = 40;
+/// Room for a few dozen requests per input: enough for sequences (LOOKUP, OPEN, READ, ...).
+const QUEUE_SIZE: u16 = MAX_QUEUE_SIZE;
 /// The highest FUSE opcode number (FUSE_SETUPMAPPING and friends are around 48-52).
 const MAX_OPCODE: u32 = 52;
 
@@ -93,9 +95,12 @@ fn structured(u: &mut Unstructured, unique: u64) -> arbitrary::Result<Vec<(Vec<u
     } else {
         u.arbitrary()?
     };
+    // Mostly room for any reply; 63 requests of this kind still fit the fake guest's buffer
+    // space without reusing it.
     let reply_room = match u.int_in_range(0u8..=3)? {
         0 => 0,
         1 => u.int_in_range(0usize..=64)?,
+        2 => 1024,
         _ => 4096,
     };
     let mut parts = vec![(request(opcode, unique, nodeid, len, &body), false)];
@@ -113,7 +118,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(fs) = FsHarness::new(dir, read_only) else {
         return;
     };
-    let mut guest = FakeGuest::new(1);
+    let mut guest = FakeGuest::with_queue_size(1, QUEUE_SIZE);
     guest.add_buffers(0, &[(init(), false), (vec![0; 256], true)]);
     for unique in 2..u64::from(QUEUE_SIZE) + 1 {
         // Keep FUSE_INIT's descriptors from being overwritten by a wrapped table.

@@ -33,7 +33,7 @@ fuzz_target!(|data: &[u8]| {
     while let Some(chain) = tx.pop_descriptor_chain(memory) {
         let head = chain.head_index();
         if let Ok(len) = read_tx_frame(memory, chain, &offloads, &mut buf) {
-            assert!(len <= MAX_FRAME_LEN && len >= VNET_HEADER_LEN);
+            assert!((VNET_HEADER_LEN..=MAX_FRAME_LEN).contains(&len));
         }
         if tx.add_used(memory, head, 0).is_err() {
             break;

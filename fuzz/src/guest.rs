@@ -16,22 +16,26 @@ use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress};
 use vmm::memory::GuestMemory;
 
-/// Entries per queue: small, so that the fuzzer fills and wraps rings often.
+/// Entries per queue unless a target asks for more: small, so that the fuzzer fills and wraps
+/// rings often.
 pub const QUEUE_SIZE: u16 = 16;
+/// The most entries a queue may have here (its rings must fit in 4 KiB).
+pub const MAX_QUEUE_SIZE: u16 = 64;
 /// The first RAM region.
 pub const REGION0: (u64, usize) = (0, 0x4_0000);
 /// The second RAM region, after a hole.
 pub const REGION1: (u64, usize) = (0x8_0000, 0x4_0000);
-/// Queue `n`'s descriptor table is at `QUEUES_AT + n * 0x1000`; its available ring 0x100 and
-/// its used ring 0x200 further.
-const QUEUES_AT: u64 = 0x1000;
-const AVAIL_OFFSET: u64 = 0x100;
-const USED_OFFSET: u64 = 0x200;
+/// Queue `n`'s descriptor table is at `QUEUES_AT + n * 0x1000`; its available ring 0x400 and
+/// its used ring 0x600 further (room for 64 entries each).
+pub const QUEUES_AT: u64 = 0x1000;
+pub const AVAIL_OFFSET: u64 = 0x400;
+pub const USED_OFFSET: u64 = 0x600;
 /// Buffers holding input bytes are carved from here to the end of the first region.
 const DATA_START: u64 = 0x1_0000;
 
 struct FakeQueue {
     base: u64,
+    size: u16,
     next_desc: u16,
     avail_idx: u16,
     /// Descriptors written so far (beyond QUEUE_SIZE, older chains were overwritten).
@@ -51,9 +55,16 @@ pub struct FakeGuest {
 }
 
 impl FakeGuest {
-    /// A guest with `queue_count` empty queues (at most 8).
+    /// A guest with `queue_count` empty queues (at most 8) of [`QUEUE_SIZE`] entries.
     pub fn new(queue_count: usize) -> FakeGuest {
+        FakeGuest::with_queue_size(queue_count, QUEUE_SIZE)
+    }
+
+    /// A guest with `queue_count` empty queues (at most 8) of `size` entries (a power of two,
+    /// at most [`MAX_QUEUE_SIZE`]).
+    pub fn with_queue_size(queue_count: usize, size: u16) -> FakeGuest {
         assert!(queue_count <= 8, "the rings live below DATA_START");
+        assert!(size.is_power_of_two() && size <= MAX_QUEUE_SIZE);
         let memory = GuestMemory::from_ranges(&[
             (GuestAddress(REGION0.0), REGION0.1),
             (GuestAddress(REGION1.0), REGION1.1),
@@ -62,6 +73,7 @@ impl FakeGuest {
         let queues = (0..queue_count as u64)
             .map(|n| FakeQueue {
                 base: QUEUES_AT + n * 0x1000,
+                size,
                 next_desc: 0,
                 avail_idx: 0,
                 written: 0,
@@ -78,9 +90,9 @@ impl FakeGuest {
 
     /// Queue `index` as the transport hands it to the device once the driver set it up.
     pub fn queue(&self, index: usize) -> Queue {
-        let base = self.queues[index].base;
-        let mut queue = Queue::new(QUEUE_SIZE).expect("valid maximum size");
-        queue.set_size(QUEUE_SIZE);
+        let (base, size) = (self.queues[index].base, self.queues[index].size);
+        let mut queue = Queue::new(size).expect("valid maximum size");
+        queue.set_size(size);
         queue
             .try_set_desc_table_address(GuestAddress(base))
             .expect("aligned");
@@ -161,7 +173,7 @@ impl FakeGuest {
             9 => {
                 self.disturbed = true;
                 (
-                    self.queues[queue].base + u.int_in_range(0u64..=0x300)?,
+                    self.queues[queue].base + u.int_in_range(0u64..=0x800)?,
                     u.int_in_range(0u32..=0x400)?,
                 )
             }
@@ -183,14 +195,14 @@ impl FakeGuest {
             let writable = u.arbitrary::<bool>()?;
             descriptors.push((addr, len, writable, i + 1 == count));
         }
-        let head = self.queues[queue].next_desc;
+        let (head, size) = (self.queues[queue].next_desc, self.queues[queue].size);
         for (i, (addr, len, writable, last)) in descriptors.into_iter().enumerate() {
-            let index = (head + i as u16) % QUEUE_SIZE;
+            let index = (head + i as u16) % size;
             let mut flags = if writable { VRING_DESC_F_WRITE } else { 0 } as u16;
             if !last {
                 flags |= VRING_DESC_F_NEXT as u16;
             }
-            let mut next = (index + 1) % QUEUE_SIZE;
+            let mut next = (index + 1) % size;
             // Now and then a driver bug or an attack: any flags (INDIRECT, unknown bits, a
             // missing or extra NEXT) and any `next` (a loop, out of the table).
             if u.ratio(1u8, 16)? {
@@ -200,7 +212,7 @@ impl FakeGuest {
             }
             self.write_descriptor(queue, index, addr, len, flags, next);
         }
-        self.queues[queue].next_desc = (head + count) % QUEUE_SIZE;
+        self.queues[queue].next_desc = (head + count) % size;
         self.queues[queue].written += usize::from(count);
         self.make_available(queue, head);
         Ok(())
@@ -208,24 +220,24 @@ impl FakeGuest {
 
     /// A chain of the given (contents or room, device-writable) buffers, laid out by the caller.
     pub fn add_buffers(&mut self, queue: usize, buffers: &[(Vec<u8>, bool)]) {
-        let head = self.queues[queue].next_desc;
+        let (head, size) = (self.queues[queue].next_desc, self.queues[queue].size);
         let count = buffers.len() as u16;
         for (i, (contents, writable)) in buffers.iter().enumerate() {
-            let index = (head + i as u16) % QUEUE_SIZE;
+            let index = (head + i as u16) % size;
             let addr = self.buffer_with(contents);
             let mut flags = if *writable { VRING_DESC_F_WRITE } else { 0 } as u16;
             if i + 1 != buffers.len() {
                 flags |= VRING_DESC_F_NEXT as u16;
             }
             let len = contents.len() as u32;
-            self.write_descriptor(queue, index, addr, len, flags, (index + 1) % QUEUE_SIZE);
+            self.write_descriptor(queue, index, addr, len, flags, (index + 1) % size);
         }
-        self.queues[queue].next_desc = (head + count) % QUEUE_SIZE;
+        self.queues[queue].next_desc = (head + count) % size;
         self.queues[queue].written += buffers.len();
         self.make_available(queue, head);
     }
 
-    /// Descriptors written into queue `queue`'s table so far; past [`QUEUE_SIZE`] the newest
+    /// Descriptors written into queue `queue`'s table so far; past the queue's size the newest
     /// chains overwrote older ones.
     pub fn descriptors_written(&self, queue: usize) -> usize {
         self.queues[queue].written
@@ -254,7 +266,7 @@ impl FakeGuest {
     fn make_available(&mut self, queue: usize, head: u16) {
         let q = &mut self.queues[queue];
         let avail = q.base + AVAIL_OFFSET;
-        let slot = avail + 4 + u64::from(q.avail_idx % QUEUE_SIZE) * 2;
+        let slot = avail + 4 + u64::from(q.avail_idx % q.size) * 2;
         q.avail_idx = q.avail_idx.wrapping_add(1);
         let idx = q.avail_idx;
         self.memory
@@ -307,13 +319,14 @@ impl FakeGuest {
             "queue {queue}: {used} chains used, {} offered",
             self.offered[queue]
         );
+        let size = self.queues[queue].size;
         let ring = self.queues[queue].base + USED_OFFSET + 4;
-        for i in 0..used.min(QUEUE_SIZE) {
+        for i in 0..used.min(size) {
             let id: u32 = self
                 .memory
                 .read_obj(GuestAddress(ring + u64::from(i) * 8))
                 .expect("used ring in RAM");
-            assert!(id < u32::from(QUEUE_SIZE), "queue {queue}: used head {id}");
+            assert!(id < u32::from(size), "queue {queue}: used head {id}");
         }
     }
 }
