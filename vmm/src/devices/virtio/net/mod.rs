@@ -40,6 +40,9 @@ use virtio_bindings::bindings::virtio_ring::{
 use virtio_queue::QueueT;
 
 pub use frame::{FrameError, Offloads, MAX_FRAME_LEN, VNET_HEADER_LEN};
+pub use mac::{MacAddr, MacAddrError};
+pub use tap::{Tap, TapError, MAX_TAP_NAME_LEN};
+pub use worker::NetCounters;
 
 /// Hook for the fuzz targets in `fuzz/` (not an API of the VMM): the checks and copies the
 /// worker applies to every transmit and receive chain (the worker itself needs a tap).
@@ -47,9 +50,6 @@ pub use frame::{FrameError, Offloads, MAX_FRAME_LEN, VNET_HEADER_LEN};
 pub mod fuzzing {
     pub use super::frame::{read_tx_frame, rx_chain_room, write_rx_frame};
 }
-pub use mac::{MacAddr, MacAddrError};
-pub use tap::{Tap, TapError, MAX_TAP_NAME_LEN};
-pub use worker::NetCounters;
 
 use super::mmio::{ActivateError, ActiveQueue, Interrupt, VirtioDevice, VIRTIO_F_VERSION_1};
 use super::read_config_space;

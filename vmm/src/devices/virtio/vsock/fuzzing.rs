@@ -11,13 +11,13 @@ use std::time::Duration;
 use virtio_queue::Queue;
 use vmm_sys_util::eventfd::EventFd;
 
-pub use super::packet::{op, Header, HEADER_LEN, HOST_CID, TYPE_STREAM};
+pub use super::packet::{Header, HEADER_LEN, HOST_CID, TYPE_STREAM};
 pub use super::worker::Flow;
 
 use super::host_socket::PortSockets;
 use super::muxer::Muxer;
 use super::worker::{Queues, Worker};
-use crate::devices::virtio::mmio::{ActiveQueue, Interrupt};
+use crate::devices::virtio::{ActiveQueue, Interrupt};
 use crate::memory::GuestMemory;
 
 /// An activated vsock device without its thread.
