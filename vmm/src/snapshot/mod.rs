@@ -34,6 +34,14 @@ use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use thiserror::Error;
 
 pub use format::{SnapshotState, FORMAT_VERSION, MAGIC};
+
+/// Hook for the fuzz targets in `fuzz/` (not an API of the VMM): the state file's reader and
+/// validator, which `load` runs on a file that may have been tampered with.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use super::format::{read_state, write_state, HEADER_LEN};
+    pub use super::kvm_state::saved_cpuid;
+}
 pub use handover::{HandoverMessage, ENTROPY_BYTES, HANDOVER_PORT, MAX_HANDOVER_LEN};
 
 use crate::builder::{VmOutcome, VmReport};

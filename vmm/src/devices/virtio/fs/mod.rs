@@ -44,6 +44,9 @@ pub mod seccomp;
 mod tests;
 mod worker;
 
+#[doc(hidden)]
+pub mod fuzzing;
+
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};

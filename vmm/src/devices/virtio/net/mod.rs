@@ -45,6 +45,13 @@ pub use mac::{MacAddr, MacAddrError};
 pub use tap::{Tap, TapError, MAX_TAP_NAME_LEN};
 pub use worker::NetCounters;
 
+/// Hook for the fuzz targets in `fuzz/` (not an API of the VMM): the checks and copies the
+/// worker applies to every transmit and receive chain (the worker itself needs a tap).
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use super::frame::{read_tx_frame, rx_chain_room, write_rx_frame};
+}
+
 use super::device::{ActivateError, ActiveQueue, Interrupt, VirtioDevice, VIRTIO_F_VERSION_1};
 use super::read_config_space;
 use super::worker_thread::WorkerThread;

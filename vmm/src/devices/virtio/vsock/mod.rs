@@ -16,6 +16,8 @@
 //! Only stream sockets are offered (no VIRTIO_VSOCK_F_SEQPACKET).
 
 mod connection;
+#[doc(hidden)]
+pub mod fuzzing;
 mod host_socket;
 mod muxer;
 mod packet;

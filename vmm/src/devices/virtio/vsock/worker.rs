@@ -153,11 +153,7 @@ impl Worker {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        match wait {
-            // Round up so that we do not wake just before the deadline and sleep 0 ms in a loop.
-            Some(wait) => i32::try_from(wait.as_millis() + 1).unwrap_or(i32::MAX),
-            None => -1,
-        }
+        epoll_timeout_ms(wait)
     }
 
     /// Hands every available transmit packet to the muxer; returns whether buffers were used.
@@ -223,5 +219,33 @@ impl Worker {
             used = true;
         }
         used
+    }
+}
+
+/// epoll_wait's timeout for `wait` (None: forever). Rounded up, so that the worker does not wake
+/// just before a deadline and then sleep 0 ms in a loop; a zero wait (a deadline already passed,
+/// or a caller polling) stays 0 instead of costing a millisecond.
+fn epoll_timeout_ms(wait: Option<Duration>) -> i32 {
+    match wait {
+        Some(wait) => i32::try_from(wait.as_nanos().div_ceil(1_000_000)).unwrap_or(i32::MAX),
+        None => -1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epoll_timeouts_round_up_but_a_poll_stays_a_poll() {
+        assert_eq!(epoll_timeout_ms(None), -1);
+        assert_eq!(epoll_timeout_ms(Some(Duration::ZERO)), 0);
+        assert_eq!(epoll_timeout_ms(Some(Duration::from_nanos(1))), 1);
+        assert_eq!(epoll_timeout_ms(Some(Duration::from_millis(1))), 1);
+        assert_eq!(epoll_timeout_ms(Some(Duration::from_micros(1500))), 2);
+        assert_eq!(
+            epoll_timeout_ms(Some(Duration::from_secs(u64::MAX))),
+            i32::MAX
+        );
     }
 }
