@@ -3,7 +3,7 @@
 //! then made read-only. What is not bound in does not exist for the process any more.
 
 use std::fs::{self, File};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 
@@ -110,10 +110,23 @@ impl JailRoot {
             .custom_flags(libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(source)
             .map_err(io(format!("opening {} for the jail", source.display())))?;
-        let is_dir = opened
-            .metadata()
-            .map_err(io(format!("checking {}", source.display())))?
-            .is_dir();
+        self.bind_descriptor(opened.as_fd(), &source.display().to_string(), inside, how)
+    }
+
+    /// Bind-mounts what the descriptor `source` (e.g. an `O_PATH` one the parent passed down)
+    /// refers to at `inside`; `name` says what it is in messages.
+    pub fn bind_descriptor(
+        &self,
+        source: BorrowedFd<'_>,
+        name: &str,
+        inside: &str,
+        how: Bind,
+    ) -> Result<PathBuf, RootError> {
+        let is_dir = nix::sys::stat::fstat(source.as_raw_fd())
+            .map_err(errno(format!("checking {name}")))?
+            .st_mode
+            & libc::S_IFMT
+            == libc::S_IFDIR;
         let target = self.host_path(inside)?;
         if let Some(parent) = target.parent() {
             fs::DirBuilder::new()
@@ -135,7 +148,7 @@ impl JailRoot {
                 .open(&target)
                 .map_err(io(format!("creating {inside} in the jail")))?;
         }
-        let by_fd = format!("/proc/self/fd/{}", opened.as_raw_fd());
+        let by_fd = format!("/proc/self/fd/{}", source.as_raw_fd());
         mount(
             Some(by_fd.as_str()),
             &target,
@@ -143,7 +156,7 @@ impl JailRoot {
             MsFlags::MS_BIND | MsFlags::MS_REC,
             None::<&str>,
         )
-        .map_err(errno(format!("binding {} at {inside}", source.display())))?;
+        .map_err(errno(format!("binding {name} at {inside}")))?;
         let mut flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_NOSUID;
         flags |= MsFlags::MS_NOEXEC;
         if !how.devices {

@@ -109,15 +109,13 @@ fn build_jail(request: &Request) -> Result<(VmConfig, Action), String> {
     let action = match (&request.action, snapshot_dir) {
         (Action::Boot, _) | (_, None) => Action::Boot,
         (Action::MakeSnapshot { .. }, Some((dir, how))) => {
-            root.bind(dir, inside::SNAPSHOT, how)
-                .map_err(|e| text(&e))?;
+            bind_snapshot_dir(&root, dir, how)?;
             Action::MakeSnapshot {
                 dir: PathBuf::from(inside::SNAPSHOT),
             }
         }
         (Action::Restore { .. }, Some((dir, how))) => {
-            root.bind(dir, inside::SNAPSHOT, how)
-                .map_err(|e| text(&e))?;
+            bind_snapshot_dir(&root, dir, how)?;
             Action::Restore {
                 dir: PathBuf::from(inside::SNAPSHOT),
             }
@@ -203,4 +201,25 @@ fn build_jail(request: &Request) -> Result<(VmConfig, Action), String> {
     jail::thread_caps::limit_bounding_set(&file_server_caps()).map_err(|e| text(&e))?;
     nix::sys::prctl::set_no_new_privs().map_err(|e| format!("setting no_new_privs: {e}"))?;
     Ok((config, action))
+}
+
+/// Binds the snapshot directory at `/snapshot`: a path, or `/proc/self/fd/N` for a directory
+/// the parent passed as a descriptor (the cache's entry as it opened and checked it; that
+/// magic link is ours to follow, which `JailRoot::bind` would not).
+fn bind_snapshot_dir(root: &JailRoot, dir: &Path, how: Bind) -> Result<PathBuf, String> {
+    let passed = dir
+        .strip_prefix("/proc/self/fd")
+        .ok()
+        .and_then(|rest| rest.to_str())
+        .and_then(|n| n.parse::<i32>().ok());
+    match passed {
+        Some(fd) => {
+            // SAFETY: the parent dup'ed the directory's descriptor to this number before exec,
+            // and nothing in this process closes it.
+            let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+            root.bind_descriptor(fd, "the snapshot directory", inside::SNAPSHOT, how)
+        }
+        None => root.bind(dir, inside::SNAPSHOT, how),
+    }
+    .map_err(|e| e.to_string())
 }

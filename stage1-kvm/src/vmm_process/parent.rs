@@ -3,7 +3,7 @@
 
 use std::fs;
 use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
@@ -205,7 +205,22 @@ impl JailPlan<'_> {
         let _in_pod_netns = self.network.map(PodNetwork::enter).transpose()?;
         let (reply_in, reply_out) =
             std::io::pipe().map_err(Stage1Error::io("creating the VMM's reply pipe"))?;
+        // Above the numbers the child gets them as, so that neither dup2 below clobbers the
+        // other's source.
+        let reply_out = {
+            // The pipe's own descriptor closes at the end of this block: only the copy (and
+            // the child's) may keep the pipe open, or the reply would never end.
+            let pipe_end = reply_out;
+            above_child_fds(pipe_end.as_fd())?
+        };
         let reply_fd = reply_out.as_raw_fd();
+        let inherited_dir = inherited_dir
+            .map(|fd| {
+                // SAFETY: the cache's descriptor stays open while the pod runs this VM.
+                above_child_fds(unsafe { BorrowedFd::borrow_raw(fd) })
+            })
+            .transpose()?;
+        let inherited_fd = inherited_dir.as_ref().map(AsRawFd::as_raw_fd);
         let mut command = Command::new("/proc/self/exe");
         command
             .arg(CHILD_ARG)
@@ -222,15 +237,10 @@ impl JailPlan<'_> {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
-                if reply_fd == REPLY_FD {
-                    // dup2 onto itself would keep close-on-exec set.
-                    if libc::fcntl(REPLY_FD, libc::F_SETFD, 0) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                } else if libc::dup2(reply_fd, REPLY_FD) < 0 {
+                if libc::dup2(reply_fd, REPLY_FD) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
-                if let Some(fd) = inherited_dir {
+                if let Some(fd) = inherited_fd {
                     if libc::dup2(fd, SNAPSHOT_DIR_FD) < 0 {
                         return Err(std::io::Error::last_os_error());
                     }
@@ -255,6 +265,22 @@ impl JailPlan<'_> {
             .wait()
             .map_err(Stage1Error::io("waiting for the VMM process"))
     }
+}
+
+/// A close-on-exec copy of `fd` numbered above the descriptors the child receives.
+fn above_child_fds(fd: BorrowedFd<'_>) -> Result<OwnedFd, Stage1Error> {
+    fd.try_clone_to_owned()
+        .and_then(|copy| {
+            // SAFETY: F_DUPFD_CLOEXEC makes a new descriptor, which we own at once.
+            let high = unsafe { libc::fcntl(copy.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 10) };
+            if high < 0 {
+                Err(std::io::Error::last_os_error())
+            } else {
+                // SAFETY: `high` is a fresh descriptor nobody else owns.
+                Ok(unsafe { OwnedFd::from_raw_fd(high) })
+            }
+        })
+        .map_err(Stage1Error::io("numbering the VMM's descriptors"))
 }
 
 /// What the launcher hands back once the child runs.
