@@ -4,7 +4,8 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::FromRawFd;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -204,22 +205,44 @@ fn build_jail(request: &Request) -> Result<(VmConfig, Action), String> {
 }
 
 /// Binds the snapshot directory at `/snapshot`: a path, or `/proc/self/fd/N` for a directory
-/// the parent passed as a descriptor (the cache's entry as it opened and checked it; that
-/// magic link is ours to follow, which `JailRoot::bind` would not).
+/// the parent passed as a descriptor (the cache's entry as it opened and checked it). A
+/// descriptor opened before this process took its own mount namespace cannot be a bind source
+/// here (its mount is the host namespace's), so the directory is opened again by the path the
+/// descriptor names, and must be the very same directory (device and inode).
 fn bind_snapshot_dir(root: &JailRoot, dir: &Path, how: Bind) -> Result<PathBuf, String> {
     let passed = dir
         .strip_prefix("/proc/self/fd")
         .ok()
         .and_then(|rest| rest.to_str())
         .and_then(|n| n.parse::<i32>().ok());
-    match passed {
-        Some(fd) => {
-            // SAFETY: the parent dup'ed the directory's descriptor to this number before exec,
-            // and nothing in this process closes it.
-            let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-            root.bind_descriptor(fd, "the snapshot directory", inside::SNAPSHOT, how)
-        }
-        None => root.bind(dir, inside::SNAPSHOT, how),
+    let Some(fd) = passed else {
+        return root
+            .bind(dir, inside::SNAPSHOT, how)
+            .map_err(|e| e.to_string());
+    };
+    let path = std::fs::read_link(dir)
+        .map_err(|e| format!("finding the snapshot directory {}: {e}", dir.display()))?;
+    let reopened = std::fs::File::options()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_NOFOLLOW | libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(&path)
+        .map_err(|e| format!("opening the snapshot directory {}: {e}", path.display()))?;
+    let identity = |fd: i32| {
+        nix::sys::stat::fstat(fd)
+            .map(|st| (st.st_dev, st.st_ino))
+            .map_err(|e| format!("checking the snapshot directory: {e}"))
+    };
+    if identity(fd)? != identity(reopened.as_raw_fd())? {
+        return Err(format!(
+            "the snapshot directory {} was replaced while the VMM started",
+            path.display()
+        ));
     }
+    root.bind_descriptor(
+        reopened.as_fd(),
+        "the snapshot directory",
+        inside::SNAPSHOT,
+        how,
+    )
     .map_err(|e| e.to_string())
 }
