@@ -110,13 +110,13 @@ fn build_jail(request: &Request) -> Result<(VmConfig, Action), String> {
     let action = match (&request.action, snapshot_dir) {
         (Action::Boot, _) | (_, None) => Action::Boot,
         (Action::MakeSnapshot { .. }, Some((dir, how))) => {
-            bind_snapshot_dir(&root, dir, how)?;
+            bind_snapshot_dir(&root, dir, request.snapshot_dir_fd, how)?;
             Action::MakeSnapshot {
                 dir: PathBuf::from(inside::SNAPSHOT),
             }
         }
         (Action::Restore { .. }, Some((dir, how))) => {
-            bind_snapshot_dir(&root, dir, how)?;
+            bind_snapshot_dir(&root, dir, request.snapshot_dir_fd, how)?;
             Action::Restore {
                 dir: PathBuf::from(inside::SNAPSHOT),
             }
@@ -204,39 +204,33 @@ fn build_jail(request: &Request) -> Result<(VmConfig, Action), String> {
     Ok((config, action))
 }
 
-/// Binds the snapshot directory at `/snapshot`: a path, or `/proc/self/fd/N` for a directory
-/// the parent passed as a descriptor (the cache's entry as it opened and checked it). A
-/// descriptor opened before this process took its own mount namespace cannot be a bind source
-/// here (its mount is the host namespace's), so the directory is opened again by the path the
-/// descriptor names, and must be the very same directory (device and inode).
-fn bind_snapshot_dir(root: &JailRoot, dir: &Path, how: Bind) -> Result<PathBuf, String> {
-    let passed = dir
-        .strip_prefix("/proc/self/fd")
-        .ok()
-        .and_then(|rest| rest.to_str())
-        .and_then(|n| n.parse::<i32>().ok());
-    let Some(fd) = passed else {
-        return root
-            .bind(dir, inside::SNAPSHOT, how)
-            .map_err(|e| e.to_string());
-    };
-    let path = std::fs::read_link(dir)
-        .map_err(|e| format!("finding the snapshot directory {}: {e}", dir.display()))?;
+/// Binds the snapshot directory `dir` at `/snapshot`. With `checked_fd` (the directory as the
+/// stage1 opened and checked it, inherited), what `dir` leads to must be that very directory
+/// (device and inode): a descriptor from the host's mount namespace cannot itself be a bind
+/// source in this one, so the path is opened again here.
+fn bind_snapshot_dir(
+    root: &JailRoot,
+    dir: &Path,
+    checked_fd: Option<i32>,
+    how: Bind,
+) -> Result<PathBuf, String> {
     let reopened = std::fs::File::options()
         .read(true)
         .custom_flags(libc::O_PATH | libc::O_NOFOLLOW | libc::O_DIRECTORY | libc::O_CLOEXEC)
-        .open(&path)
-        .map_err(|e| format!("opening the snapshot directory {}: {e}", path.display()))?;
-    let identity = |fd: i32| {
-        nix::sys::stat::fstat(fd)
-            .map(|st| (st.st_dev, st.st_ino))
-            .map_err(|e| format!("checking the snapshot directory: {e}"))
-    };
-    if identity(fd)? != identity(reopened.as_raw_fd())? {
-        return Err(format!(
-            "the snapshot directory {} was replaced while the VMM started",
-            path.display()
-        ));
+        .open(dir)
+        .map_err(|e| format!("opening the snapshot directory {}: {e}", dir.display()))?;
+    if let Some(fd) = checked_fd {
+        let identity = |fd: i32| {
+            nix::sys::stat::fstat(fd)
+                .map(|st| (st.st_dev, st.st_ino))
+                .map_err(|e| format!("checking the snapshot directory: {e}"))
+        };
+        if identity(fd)? != identity(reopened.as_raw_fd())? {
+            return Err(format!(
+                "the snapshot directory {} was replaced while the VMM started",
+                dir.display()
+            ));
+        }
     }
     root.bind_descriptor(
         reopened.as_fd(),

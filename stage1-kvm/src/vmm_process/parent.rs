@@ -34,7 +34,7 @@ const PIDS_BASE: u64 = 16;
 /// kernel log (audit type 1326) instead of killing it; for finding what a list misses.
 pub const SECCOMP_ENV: &str = "RKT_STAGE1_KVM_SECCOMP";
 /// The child's descriptor for a snapshot directory the cache opened.
-const SNAPSHOT_DIR_FD: i32 = 4;
+pub const SNAPSHOT_DIR_FD: i32 = 4;
 /// Descriptors beyond the shares' inode tables: KVM, devices, eventfds, sockets.
 const BASE_OPEN_FILES: u64 = 1024;
 
@@ -113,6 +113,7 @@ impl JailPlan<'_> {
         let (action, inherited_dir) = pass_snapshot_dir(action, &mut config);
         let request = Request {
             action,
+            snapshot_dir_fd: inherited_dir.map(|_| SNAPSHOT_DIR_FD),
             seccomp_log_only,
             max_open_files: max_open_files(&config),
             config,
@@ -302,33 +303,33 @@ fn join_launcher(
 }
 
 /// A snapshot directory the cache handed over as `/proc/self/fd/N` (the entry as it opened
-/// and checked it) is passed to the child as its descriptor [`SNAPSHOT_DIR_FD`]; the action's
-/// and the kernel's paths are rewritten to match. Returns the descriptor to pass, if any.
+/// and checked it): the child gets its path, and the descriptor as [`SNAPSHOT_DIR_FD`] to check
+/// that the path still leads to the same directory; the kernel's paths are rewritten to match.
+/// Returns the descriptor to pass, if any.
 fn pass_snapshot_dir(action: Action, config: &mut VmConfig) -> (Action, Option<i32>) {
     let dir = match &action {
         Action::Restore { dir } | Action::MakeSnapshot { dir } => dir.clone(),
         Action::Boot => return (action, None),
     };
-    let Some(fd) = dir
+    let fd = dir
         .strip_prefix("/proc/self/fd")
         .ok()
         .and_then(|rest| rest.to_str())
-        .and_then(|n| n.parse::<i32>().ok())
-    else {
+        .and_then(|n| n.parse::<i32>().ok());
+    let (Some(fd), Ok(path)) = (fd, std::fs::read_link(&dir)) else {
         return (action, None);
     };
-    let passed = PathBuf::from(format!("/proc/self/fd/{SNAPSHOT_DIR_FD}"));
-    let moved = |path: &Path| -> PathBuf {
-        path.strip_prefix(&dir)
-            .map_or_else(|_| path.to_path_buf(), |rest| passed.join(rest))
+    let moved = |old: &Path| -> PathBuf {
+        old.strip_prefix(&dir)
+            .map_or_else(|_| old.to_path_buf(), |rest| path.join(rest))
     };
     let kernel = moved(&config.kernel.path);
     let initrd = config.kernel.initrd.as_deref().map(&moved);
     config.kernel.path = kernel;
     config.kernel.initrd = initrd;
     let action = match action {
-        Action::Restore { .. } => Action::Restore { dir: passed },
-        Action::MakeSnapshot { .. } => Action::MakeSnapshot { dir: passed },
+        Action::Restore { .. } => Action::Restore { dir: path },
+        Action::MakeSnapshot { .. } => Action::MakeSnapshot { dir: path },
         Action::Boot => Action::Boot,
     };
     (action, Some(fd))
@@ -448,27 +449,28 @@ mod tests {
     }
 
     #[test]
-    fn a_snapshot_directory_opened_by_the_cache_is_passed_as_a_descriptor() {
+    fn a_snapshot_directory_opened_by_the_cache_is_passed_with_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let opened = std::fs::File::open(dir.path()).unwrap();
+        let by_fd = PathBuf::from(format!("/proc/self/fd/{}", opened.as_raw_fd()));
         let mut config = VmConfig::new(KernelConfig {
-            path: "/proc/self/fd/17/vmlinux".into(),
+            path: by_fd.join("vmlinux"),
             cmdline: String::new(),
-            initrd: Some("/proc/self/fd/17/initramfs.cpio".into()),
+            initrd: Some(by_fd.join("initramfs.cpio")),
         });
-        let restore = Action::Restore {
-            dir: "/proc/self/fd/17".into(),
-        };
+        let restore = Action::Restore { dir: by_fd.clone() };
         let (action, fd) = pass_snapshot_dir(restore, &mut config);
-        assert_eq!(fd, Some(17));
+        assert_eq!(fd, Some(opened.as_raw_fd()));
         assert_eq!(
             action,
             Action::Restore {
-                dir: "/proc/self/fd/4".into()
+                dir: dir.path().to_path_buf()
             }
         );
-        assert_eq!(config.kernel.path, Path::new("/proc/self/fd/4/vmlinux"));
+        assert_eq!(config.kernel.path, dir.path().join("vmlinux"));
         assert_eq!(
-            config.kernel.initrd.as_deref(),
-            Some(Path::new("/proc/self/fd/4/initramfs.cpio"))
+            config.kernel.initrd,
+            Some(dir.path().join("initramfs.cpio"))
         );
         let plain = Action::Restore {
             dir: "/var/lib/x".into(),
