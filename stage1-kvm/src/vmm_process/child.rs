@@ -61,6 +61,7 @@ fn serve(request: Request) -> Reply {
     let policy = JailPolicy {
         ids: request.ids,
         max_open_files: request.max_open_files,
+        vsock_socket: config.vsock.as_ref().map(|v| v.uds_path.clone()),
         seccomp: if request.seccomp_log_only {
             vmm::seccomp::Mismatch::Log
         } else {

@@ -47,6 +47,9 @@ pub struct JailPolicy {
     pub max_open_files: u64,
     /// What a thread's seccomp filter does with a call outside its list.
     pub seccomp: Mismatch,
+    /// The VM's vsock socket (bound by the VMM while still root): the warm-start hand-over
+    /// connects to it from the main thread after the drop.
+    pub vsock_socket: Option<std::path::PathBuf>,
 }
 
 impl Policy for JailPolicy {
@@ -57,6 +60,10 @@ impl Policy for JailPolicy {
             .map_err(|e| format!("leaving the pod's network namespace: {e}"))?;
         // After the devices: virtio-fs raised the limit for itself while still root.
         jail::rlimits::limit_open_files(self.max_open_files).map_err(|e| e.to_string())?;
+        if let Some(socket) = &self.vsock_socket {
+            std::os::unix::fs::chown(socket, Some(self.ids.uid), Some(self.ids.gid))
+                .map_err(|e| format!("handing {} to the VMM's uid: {e}", socket.display()))?;
+        }
         jail::rlimits::no_core_dumps().map_err(|e| e.to_string())
     }
 
