@@ -56,7 +56,7 @@ impl JailPlan<'_> {
 
     /// Runs `action` on a VM described by `config` in a jailed VMM process.
     pub fn run(&self, action: Action, config: VmConfig) -> Result<Reply, Stage1Error> {
-        let limits = cgroup_limits(&config);
+        let limits = cgroup_limits(&config, &action);
         let cgroup = Cgroup::create(
             Path::new(jail::cgroup::CGROUP_ROOT),
             CGROUP_GROUP,
@@ -380,10 +380,16 @@ fn relay_console(
     )
 }
 
-/// memory.max and pids.max of a VM's cgroup.
-pub fn cgroup_limits(config: &VmConfig) -> CgroupLimits {
+/// memory.max and pids.max of a VM's cgroup. A snapshot run also writes the guest's memory
+/// into a file, whose pages (page cache, or tmpfs pages that cannot be reclaimed without
+/// swap) are charged to the VMM too: it gets the guest's RAM twice.
+pub fn cgroup_limits(config: &VmConfig, action: &Action) -> CgroupLimits {
+    let guest = match action {
+        Action::MakeSnapshot { .. } => 2 * config.mem_mib,
+        Action::Boot | Action::Restore { .. } => config.mem_mib,
+    };
     CgroupLimits {
-        memory_max: (config.mem_mib + MEMORY_OVERHEAD_MIB) << 20,
+        memory_max: (guest + MEMORY_OVERHEAD_MIB) << 20,
         pids_max: PIDS_BASE + u64::from(config.vcpus) + config.shares.len() as u64,
     }
 }
@@ -439,8 +445,13 @@ mod tests {
         config.mem_mib = 256;
         config.vcpus = 2;
         config.shares = vec![ShareConfig::new("pod", "/x", false)];
-        let limits = cgroup_limits(&config);
+        let limits = cgroup_limits(&config, &Action::Boot);
         assert_eq!(limits.memory_max, (256 + MEMORY_OVERHEAD_MIB) << 20);
+        let snapshot = Action::MakeSnapshot { dir: "/s".into() };
+        assert_eq!(
+            cgroup_limits(&config, &snapshot).memory_max,
+            (512 + MEMORY_OVERHEAD_MIB) << 20
+        );
         assert_eq!(limits.pids_max, PIDS_BASE + 3);
         assert_eq!(
             max_open_files(&config),
