@@ -182,31 +182,17 @@ fn errno(context: impl Into<String>) -> impl FnOnce(nix::errno::Errno) -> Stage1
 #[cfg(test)]
 mod tests {
     use super::*;
-    use nix::sched::{unshare, CloneFlags};
     use std::os::unix::fs::PermissionsExt;
 
     /// Moves the calling thread into a mount namespace of its own whose mounts do not propagate
     /// to the host. Threads it starts afterwards (the VMM's) share it.
-    fn enter_private_mount_namespace() -> Result<(), Stage1Error> {
-        unshare(CloneFlags::CLONE_NEWNS).map_err(errno("creating the VM's mount namespace"))?;
-        mount(
-            None::<&str>,
-            "/",
-            None::<&str>,
-            MsFlags::MS_REC | MsFlags::MS_SLAVE,
-            None::<&str>,
-        )
-        .map_err(errno(
-            "making the VM's mount namespace a slave of the host's",
-        ))
-    }
-
     /// Runs `body` in a thread with a private mount namespace (needs root, as rkt does).
     fn in_own_namespace(body: impl FnOnce() + Send) {
         std::thread::scope(|scope| {
             scope
                 .spawn(|| {
-                    enter_private_mount_namespace().unwrap();
+                    // The jail's own namespace set-up, per thread here (each test its own).
+                    jail::root::unshare_namespaces().unwrap();
                     body();
                 })
                 .join()

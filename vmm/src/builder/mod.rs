@@ -44,12 +44,13 @@ pub fn run_measured(config: VmConfig) -> Result<VmReport, VmmError> {
 /// Boots a fresh VM from `config`'s kernel and runs it until the guest stops.
 pub fn boot(config: VmConfig) -> Result<VmReport, VmmError> {
     let started = Instant::now();
-    let (kvm, vm_fd, cmdline) = open_for(&config)?;
-    let vm = Vm::new(kvm, vm_fd, config.mem_mib)?;
-    let kernel = vm.load_kernel(&config, &cmdline)?;
-    let (events_tx, events_rx) = mpsc::channel();
-    let devices = DeviceManager::for_boot(&vm, &config, events_tx.clone())?;
-    let vcpu_fds = vm.create_vcpus(config.vcpus, &kernel)?;
+    let Booted {
+        vm,
+        devices,
+        vcpu_fds,
+        events_tx,
+        events_rx,
+    } = build_for_boot(&config)?;
 
     let vcpus = Supervisor::start(
         started,
@@ -65,17 +66,44 @@ pub fn boot(config: VmConfig) -> Result<VmReport, VmmError> {
     finish(&config, &devices, first_stop, stopped)
 }
 
+/// What [`boot`] and [`boot_to_snapshot`] build before any vCPU runs.
+struct Booted {
+    vm: Vm,
+    devices: DeviceManager,
+    vcpu_fds: Vec<kvm_ioctls::VcpuFd>,
+    events_tx: mpsc::Sender<crate::vcpu::VmEvent>,
+    events_rx: mpsc::Receiver<crate::vcpu::VmEvent>,
+}
+
+/// A fresh VM from `config`: the kernel loaded, the devices attached, the vCPUs created.
+fn build_for_boot(config: &VmConfig) -> Result<Booted, VmmError> {
+    let (kvm, vm_fd, cmdline) = open_for(config)?;
+    let vm = Vm::new(kvm, vm_fd, config.mem_mib)?;
+    let kernel = vm.load_kernel(config, &cmdline)?;
+    let (events_tx, events_rx) = mpsc::channel();
+    let devices = DeviceManager::for_boot(&vm, config, events_tx.clone())?;
+    let vcpu_fds = vm.create_vcpus(config.vcpus, &kernel)?;
+    Ok(Booted {
+        vm,
+        devices,
+        vcpu_fds,
+        events_tx,
+        events_rx,
+    })
+}
+
 /// Boots a fresh VM from `config` (whose command line should carry `rkt.warm=1`), waits for
 /// guest-init's warm marker, pauses the vCPUs there and saves the VM into `dir`, which must
 /// exist. The VM is then discarded.
 pub(crate) fn boot_to_snapshot(config: VmConfig, dir: &Path) -> Result<SavedReport, VmmError> {
     let started = Instant::now();
-    let (kvm, vm_fd, cmdline) = open_for(&config)?;
-    let vm = Vm::new(kvm, vm_fd, config.mem_mib)?;
-    let kernel = vm.load_kernel(&config, &cmdline)?;
-    let (events_tx, events_rx) = mpsc::channel();
-    let devices = DeviceManager::for_boot(&vm, &config, events_tx.clone())?;
-    let vcpu_fds = vm.create_vcpus(config.vcpus, &kernel)?;
+    let Booted {
+        vm,
+        devices,
+        vcpu_fds,
+        events_tx,
+        events_rx,
+    } = build_for_boot(&config)?;
     // While the VMM may still read the files (before the lock-down in Supervisor::start).
     let identity = crate::snapshot::identity_for_save(&config)?;
 
