@@ -11,7 +11,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use e2e::{assert_all_cleaned, busybox_aci, run_output, start_pod, RktWorld};
+use e2e::{assert_all_cleaned, busybox_aci, run_output, start_pod, RktWorld, ScratchFs};
 
 const IMAGE: &str = "example.com/busybox";
 /// CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_FOWNER, CAP_FSETID, CAP_SETGID, CAP_SETUID.
@@ -242,4 +242,58 @@ fn a_restored_vmm_is_jailed() {
         &["--debug"],
         Some("stage1-kvm: warm start: restoring snapshot"),
     );
+}
+
+/// `--disk-limit` on a data directory whose file system keeps project quotas: what the guest
+/// writes into its root file system (the overlay's upper directory) and into an empty volume
+/// stops at the limit with EDQUOT, the pod directory stays under it, and gc leaves nothing.
+#[test]
+fn a_disk_limit_bounds_what_the_guest_writes() {
+    let scratch = ScratchFs::with_project_quotas();
+    let world = RktWorld::in_dir(scratch.path());
+    let aci = busybox_aci(world.root.path(), IMAGE, &["/bin/true"]);
+    let aci = aci.display().to_string();
+    let script = "dd if=/dev/zero of=/big bs=1M count=64 2>&1; echo rootfs-dd=$?; sync; \
+                  rm -f /big; \
+                  dd if=/dev/zero of=/scratch/big bs=1M count=64 2>&1; echo volume-dd=$?";
+    let run = world.rkt(&[
+        "run",
+        "--disk-limit=24M",
+        "--volume=scratch,kind=empty,mode=0777",
+        &aci,
+        "--mount=volume=scratch,target=/scratch",
+        "--exec=/bin/sh",
+        "--",
+        "-c",
+        script,
+    ]);
+    let out = format!("{}{}", run.stdout, run.stderr);
+    assert!(out.contains("Disk quota exceeded"), "{run}");
+    assert!(!out.contains("rootfs-dd=0"), "{run}");
+    assert!(!out.contains("volume-dd=0"), "{run}");
+    assert!(out.contains("volume-dd="), "{run}");
+    let du = |args: &[&str]| {
+        let out = std::process::Command::new("du")
+            .args(args)
+            .arg(world.data_dir().join("pods"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // -x: not into the overlays still mounted over the pod's own directories.
+    let kib: u64 = du(&["-skx"])
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(
+        kib <= 28 * 1024,
+        "the pods hold {kib} KiB with a 24 MiB limit\n{}\n{run}",
+        du(&["-kx", "--max-depth=6"])
+    );
+    // The host's own writes (the app's status, through stage1's overlay) are not bounded by
+    // what the guest filled: the pod's exit status is the app's.
+    assert_eq!(run.code(), 0, "{run}");
+    assert!(!run.stderr.contains("os error 122"), "{run}");
+    assert_all_cleaned(&world);
 }

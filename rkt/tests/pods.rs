@@ -829,3 +829,24 @@ fn planted_files_in_an_exited_pod_get_prompt_clear_answers() {
     );
     assert_eq!(fs::read_to_string(canary.join("pid")).unwrap(), "1");
 }
+
+/// `--disk-limit` where the data directory's file system keeps no project quotas (the test's
+/// temporary directory: tmpfs, an overlay, or a kernel without quota support) is refused with
+/// what to change, and no pod is left behind. Where quotas hold: tests/vm_jail.rs.
+#[test]
+fn a_disk_limit_the_file_system_cannot_keep_is_refused() {
+    let pods = Pods::new();
+    let err = pods.prepare_fails(254, &["--disk-limit=16M", &pods.app]);
+    assert!(
+        err.contains("--disk-limit") && err.contains("prjquota"),
+        "{err}"
+    );
+    assert_eq!(
+        err.lines().filter(|l| l.starts_with("rkt:")).count(),
+        1,
+        "{err}"
+    );
+    assert!(pods.all_pods().is_empty(), "{:?}", pods.all_pods());
+    let usage = pods.prepare_fails(2, &["--disk-limit=lots", &pods.app]);
+    assert!(usage.contains("--disk-limit"), "{usage}");
+}

@@ -90,9 +90,12 @@ impl PodPaths {
         self.stage1_rootfs().join("rkt/status")
     }
 
-    /// Where empty volumes live (bind-mounted into the pod share, `guest_view`).
+    /// Where empty volumes live (bind-mounted into the pod share, `guest_view`): in this
+    /// stage1's own directory rather than rkt's `stage1/rootfs/rkt/volumes`, because stage1's
+    /// rootfs may be an overlay that `--disk-limit` leaves unbounded (only the host writes
+    /// there), while what the guest writes into a volume must count against the limit.
     pub fn empty_volume(&self, name: &str) -> PathBuf {
-        self.stage1_rootfs().join("rkt/volumes").join(name)
+        self.own_dir().join("volumes").join(name)
     }
 
     /// App `name`'s root file system, as stage0 rendered or mounted it.
@@ -190,7 +193,7 @@ mod tests {
         );
         assert_eq!(
             p.empty_volume("cache"),
-            Path::new("/d/pods/run/u/stage1/rootfs/rkt/volumes/cache")
+            Path::new("/d/pods/run/u/stage1-kvm/volumes/cache")
         );
         assert_eq!(p.logs_dir(), Path::new("/d/pods/run/u/stage1-kvm/logs"));
     }

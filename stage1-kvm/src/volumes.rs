@@ -2,7 +2,8 @@
 //! view `guest_view` composes: manifests, the apps' root file systems, the empty volumes);
 //! each `host` volume as share `vol<i>` (i: its index among all the pod's volumes), read-only
 //! in the VMM when the volume says so. Each `empty` volume is a directory under
-//! `stage1/rootfs/rkt/volumes/` that the pod share carries as `volumes/<name>`.
+//! `stage1-kvm/volumes/` in the pod directory (`PodPaths::empty_volume`) that the pod share
+//! carries as `volumes/<name>`.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

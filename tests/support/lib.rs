@@ -178,6 +178,16 @@ pub struct ScratchFs {
 impl ScratchFs {
     /// Creates and mounts a 2 GiB (sparse) file system; the tests run as root, as the VMM does.
     pub fn new() -> ScratchFs {
+        ScratchFs::with(&[], "loop")
+    }
+
+    /// The same with project quotas kept and enforced (for `rkt --disk-limit`).
+    pub fn with_project_quotas() -> ScratchFs {
+        ScratchFs::with(&["-O", "quota,project"], "loop,prjquota")
+    }
+
+    /// mkfs.ext4 with `features` added, mounted with `options`.
+    fn with(features: &[&str], options: &str) -> ScratchFs {
         let image_dir = tempfile::tempdir().expect("temp dir for a file system image");
         let image = image_dir.path().join("fs.img");
         fs::File::create(&image)
@@ -192,6 +202,7 @@ impl ScratchFs {
                 "-E",
                 "lazy_itable_init=1,nodiscard",
             ])
+            .args(features)
             .arg(&image)
             .output()
             .expect("run mkfs.ext4 (e2fsprogs)");
@@ -209,7 +220,7 @@ impl ScratchFs {
         let mut attempts = 0;
         let mount = loop {
             let mount = Command::new("mount")
-                .args(["-t", "ext4", "-o", "loop"])
+                .args(["-t", "ext4", "-o", options])
                 .arg(&image)
                 .arg(mount_point.path())
                 .output()

@@ -64,6 +64,11 @@ pub struct PodArgs {
     /// Refuse images that decompress to more than this (e.g. 512M, 8G).
     #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value_t = DEFAULT_MAX_BYTES)]
     pub max_image_size: u64,
+    /// Bound what the pod may write on the host (its apps' file system changes, empty
+    /// volumes) to SIZE (e.g. 2G), as a project quota on the pod's directory; refused where
+    /// the data directory's file system keeps no project quotas.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub disk_limit: Option<u64>,
     /// Images, each followed by its app flags and `-- ARGS... ---`.
     #[arg(trailing_var_arg = true, value_name = "IMAGE")]
     pub apps: Vec<String>,
@@ -261,6 +266,7 @@ fn finish(
             stage1,
             pod,
             overlay,
+            disk_limit: args.disk_limit,
         },
     )?;
     for warning in &prepared.warnings {

@@ -122,6 +122,7 @@ mod tests {
                     ..PodRequest::default()
                 }),
                 overlay,
+                disk_limit: None,
             },
         )
         .unwrap();

@@ -31,6 +31,7 @@ pub mod manifest;
 pub mod mounts;
 pub mod overlay;
 pub mod prepare;
+pub mod quota;
 pub mod remove;
 pub mod render;
 pub mod safe_read;
@@ -81,6 +82,9 @@ pub enum PodError {
     /// A complete message about what the user asked for.
     #[error("{0}")]
     Invalid(String),
+    /// `--disk-limit` could not be applied.
+    #[error(transparent)]
+    Quota(#[from] quota::QuotaError),
 }
 
 impl PodError {

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
 use super::PodError;
-use super::{layout, safe_read};
+use super::{layout, quota, safe_read};
 
 /// Whether overlayfs works for pods under `data_dir`: root, and a test
 /// mount in a scratch directory there succeeds (the file system below must
@@ -81,6 +81,8 @@ pub struct OverlayMount {
     pub upper: PathBuf,
     pub work: PathBuf,
     pub target: PathBuf,
+    /// An app's root file system, which the guest writes (stage1's is the host's alone).
+    pub guest_writes: bool,
 }
 
 /// The overlays of an overlay-prepared pod, in mount order: stage1's rootfs
@@ -118,6 +120,7 @@ pub fn planned_mounts(
         upper: layout::overlay_upper(pod_dir, tree, app),
         work: layout::overlay_work(pod_dir, tree, app),
         target,
+        guest_writes: !app.is_empty(),
     };
     let stage1_tree = read_id(PathBuf::from(layout::STAGE1_TREE_STORE_ID))?;
     let mut mounts = vec![plan(&stage1_tree, "", layout::stage1_rootfs(pod_dir))];
@@ -159,6 +162,16 @@ pub fn mount_pod(pod_dir: &Path, tree_dir: &Path, apps: &[String]) -> Result<(),
                     .mode(0o755)
                     .create(dir)
                     .map_err(PodError::io(format!("creating {}", dir.display())))?;
+            }
+            // `--disk-limit` binds what the guest writes. overlayfs writes to the upper
+            // directory as its mounter minus CAP_SYS_RESOURCE, so even the host's own writes
+            // through stage1's overlay (the apps' statuses) would stop at the limit once the
+            // guest filled it: stage1's upper and work directories, which the guest cannot
+            // reach, are left out of the pod's project.
+            if !planned.guest_writes && quota::project_of(pod_dir).is_some() {
+                for dir in [&planned.upper, &planned.work] {
+                    quota::exclude(dir)?;
+                }
             }
             // The merged root takes the image root's mode (e.g. 0755).
             fs::set_permissions(&planned.upper, fs::Permissions::from_mode(lower_mode)).map_err(

@@ -28,6 +28,8 @@ pub struct PrepareRequest {
     pub pod: PodSource,
     /// Use overlay mounts at run time rather than copying the images.
     pub overlay: bool,
+    /// `--disk-limit`: bytes the pod directory may hold (a project quota, `quota`).
+    pub disk_limit: Option<u64>,
 }
 
 /// Where the pod manifest comes from.
@@ -131,8 +133,16 @@ pub fn prepare_pod(
         apps.push((name.to_string(), image));
     }
 
+    // Refused before the pod directory exists: nothing is left behind.
+    if request.disk_limit.is_some() {
+        super::quota::check(&pods.state_dir(super::dir::StateDir::Prepare))?;
+    }
     let pod = Pod::create(pods)?;
     let dir = pod.path();
+    // Before anything is rendered into it: a copied image counts against the limit too.
+    if let Some(bytes) = request.disk_limit {
+        super::quota::limit(&dir, pod.uuid.as_str(), bytes)?;
+    }
     render::stage1(&dir, &stage1, request.overlay)?;
     for (name, image) in &apps {
         render::app(&dir, name, image, request.overlay)?;

@@ -40,6 +40,10 @@ pub fn delete(pod: &Pod, local_config: &Path) -> Result<(), PodError> {
         "unmounting what is left mounted under pod {}",
         pod.uuid
     )))?;
+    // The project's limits go with the pod, so that its id is free again.
+    if let Err(err) = super::quota::release(&path) {
+        eprintln!("rkt: warning: pod {}: {err}", pod.uuid);
+    }
     remove_tree(&path).map_err(PodError::io(format!("removing {}", path.display())))
 }
 
