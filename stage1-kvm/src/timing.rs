@@ -21,6 +21,11 @@ pub fn process_age_ms() -> Option<f64> {
     if ticks_per_s <= 0 {
         return None;
     }
+    Some(boot_clock_ms()? - start_ticks * 1000.0 / ticks_per_s as f64)
+}
+
+/// The boot-time clock in milliseconds: the origin that processes (the jailed VMM) share.
+pub fn boot_clock_ms() -> Option<f64> {
     let mut now = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -29,8 +34,21 @@ pub fn process_age_ms() -> Option<f64> {
     if unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut now) } != 0 {
         return None;
     }
-    let now_ms = now.tv_sec as f64 * 1000.0 + now.tv_nsec as f64 / 1e6;
-    Some(now_ms - start_ticks * 1000.0 / ticks_per_s as f64)
+    Some(now.tv_sec as f64 * 1000.0 + now.tv_nsec as f64 / 1e6)
+}
+
+/// When rkt started, on the boot-time clock: handed to the jailed VMM process, whose
+/// [`mark_since`] lines then count from the same origin as the stage1's.
+pub fn rkt_started_at() -> Option<f64> {
+    Some(boot_clock_ms()? - process_age_ms()?)
+}
+
+/// Prints `what` as a `--debug` timing line of another process than rkt's (the jailed VMM),
+/// in milliseconds since rkt started at `rkt_started` (from [`rkt_started_at`]).
+pub fn mark_since(rkt_started: f64, what: &str) {
+    if let Some(now) = boot_clock_ms() {
+        eprintln!("stage1-kvm: timing: +{:.0} ms {what}", now - rkt_started);
+    }
 }
 
 /// The marks of one run; prints them (with `--debug`) as they happen and a summary at the end.

@@ -15,7 +15,12 @@
 //! initramfs and the same echo as the guest command. After the table, one `rkt run --debug`
 //! shows where rkt's time goes (its `timing` lines).
 //!
-//! Usage: bench-pod [--runs N] (at least 5; `tools/bench-pod` runs it in the emulated KVM host
+//! `rkt-vmm` boots twice: with its seccomp filters (as the jailed VMM runs) and without, so the
+//! filters' cost shows. With `--baseline-stage1 ACI` (another build of the kvm stage1, e.g. from
+//! before a change), warm `rkt run` with that stage1 runs beside ours, and the ratio of the
+//! medians is printed: the change's cost, measured in one run on one host.
+//!
+//! Usage: bench-pod [--runs N] [--baseline-stage1 ACI] (at least 5; `tools/bench-pod` runs it in the emulated KVM host
 //! here, where absolute times are inflated by the emulation and only the ratios mean much).
 
 use std::fs;
@@ -49,6 +54,8 @@ struct Setup {
     data: PathBuf,
     config: PathBuf,
     bundle: PathBuf,
+    /// `--baseline-stage1 ACI`: another build of the kvm stage1 to run beside ours.
+    baseline_stage1: Option<PathBuf>,
 }
 
 fn rkt(setup: &Setup) -> Command {
@@ -78,6 +85,18 @@ fn rkt_run_cold(setup: &Setup) -> Command {
     command
 }
 
+/// Warm `rkt run` with the baseline stage1 (`--baseline-stage1`), e.g. a build from before a
+/// change whose cost is being measured: same rkt, same image, same host, same run.
+fn rkt_run_baseline(setup: &Setup) -> Command {
+    let mut command = rkt(setup);
+    command.arg("run");
+    if let Some(aci) = &setup.baseline_stage1 {
+        command.arg(format!("--stage1-path={}", aci.display()));
+    }
+    command.args(["--pull-policy=never", IMAGE]);
+    command
+}
+
 fn crun_run(setup: &Setup) -> Command {
     let mut command = Command::new("crun");
     command
@@ -90,6 +109,20 @@ fn crun_run(setup: &Setup) -> Command {
 
 fn bare_vmm(_: &Setup) -> Command {
     let mut command = Command::new(rkt_vmm());
+    command.arg("--seccomp=enforce");
+    add_bare_vm(&mut command);
+    command
+}
+
+/// The same boot with the VMM's seccomp filters off: the difference is what the filters cost.
+fn bare_vmm_unfiltered(_: &Setup) -> Command {
+    let mut command = Command::new(rkt_vmm());
+    command.arg("--seccomp=off");
+    add_bare_vm(&mut command);
+    command
+}
+
+fn add_bare_vm(command: &mut Command) {
     command
         .arg("--kernel")
         .arg(vmlinux())
@@ -99,7 +132,6 @@ fn bare_vmm(_: &Setup) -> Command {
         .arg(format!(
             "console=ttyS0 reboot=k panic=-1 quiet -- /bin/echo {HELLO}"
         ));
-    command
 }
 
 /// Runs `command`, timing its first `HELLO` line on stdout and its exit.
@@ -164,7 +196,7 @@ fn gc(setup: &Setup) -> Result<(), String> {
 
 /// The store holds the hello image and the stage1 (one warm-up run fetches the stage1 and
 /// makes the warm-start snapshot); the crun bundle has the same busybox tree as rootfs.
-fn set_up() -> Result<Setup, String> {
+fn set_up(baseline_stage1: Option<PathBuf>) -> Result<Setup, String> {
     let scratch = ScratchFs::new();
     let root = tempfile::Builder::new()
         .prefix("bench-pod")
@@ -176,6 +208,7 @@ fn set_up() -> Result<Setup, String> {
         bundle: root.path().join("bundle"),
         _root: root,
         _scratch: scratch,
+        baseline_stage1,
     };
     let aci = busybox_aci(setup._root.path(), IMAGE, &["/bin/echo", HELLO]);
     let fetch = rkt(&setup)
@@ -190,6 +223,10 @@ fn set_up() -> Result<Setup, String> {
         ));
     }
     measure(rkt_run(&setup)).map_err(|e| format!("warm-up rkt run: {e}"))?;
+    if setup.baseline_stage1.is_some() {
+        measure(rkt_run_baseline(&setup))
+            .map_err(|e| format!("warm-up rkt run, baseline stage1: {e}"))?;
+    }
     gc(&setup)?;
 
     busybox_image_root(&setup.bundle.join("rootfs"));
@@ -225,35 +262,48 @@ type Metric = (&'static str, fn(&Sample) -> f64);
 
 fn main() {
     let mut runs = 7;
+    let mut baseline = None;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
-        match (flag.as_str(), args.next().and_then(|v| v.parse().ok())) {
-            ("--runs", Some(n)) if n >= 5 => runs = n,
+        let value = args.next();
+        match (flag.as_str(), value) {
+            ("--runs", Some(n)) if n.parse::<usize>().is_ok_and(|n| n >= 5) => {
+                runs = n.parse().unwrap_or(runs)
+            }
+            ("--baseline-stage1", Some(aci)) => baseline = Some(PathBuf::from(aci)),
             _ => {
-                eprintln!("bench-pod: usage: bench-pod [--runs N], N at least 5");
+                eprintln!(
+                    "bench-pod: usage: bench-pod [--runs N] [--baseline-stage1 ACI], N at least 5"
+                );
                 std::process::exit(2);
             }
         }
     }
-    let setup = match set_up() {
+    let with_baseline = baseline.is_some();
+    let setup = match set_up(baseline) {
         Ok(setup) => setup,
         Err(e) => {
             eprintln!("bench-pod: {e}");
             std::process::exit(1);
         }
     };
-    let peers: [Peer; 4] = [
+    let mut peers: Vec<Peer> = vec![
         ("rkt run (kvm, warm)", rkt_run),
         ("rkt run (kvm, cold)", rkt_run_cold),
         ("crun run", crun_run),
         ("bare rkt-vmm boot", bare_vmm),
+        ("bare, no seccomp", bare_vmm_unfiltered),
     ];
+    if with_baseline {
+        peers.push(("warm, baseline s1", rkt_run_baseline));
+    }
+    let is_rkt = |i: usize| i < 2 || i == 5;
     let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); peers.len()];
     for run in 0..runs {
         // Interleaved, so that drift in the machine's load hits every peer alike.
         for (i, (name, make)) in peers.iter().enumerate() {
             let sample = measure(make(&setup)).and_then(|s| {
-                if i < 2 {
+                if is_rkt(i) {
                     gc(&setup)?;
                 }
                 Ok(s)
@@ -302,6 +352,30 @@ fn main() {
         }
     }
     println!("ratios: the peer's median / crun's median, and / cold rkt run's median");
+    if with_baseline {
+        for (label, get) in metrics {
+            let median = |i: usize| {
+                let mut values: Vec<f64> = samples[i].iter().map(get).collect();
+                min_median_max(&mut values).1
+            };
+            println!(
+                "warm rkt run {label}: this stage1 / the baseline stage1 = {:.3} / {:.3} = {:.3}",
+                median(0),
+                median(5),
+                median(0) / median(5)
+            );
+        }
+    }
+    println!(
+        "seccomp filters in the bare VMM, first output: with / without = {:.3}",
+        {
+            let median = |i: usize| {
+                let mut values: Vec<f64> = samples[i].iter().map(|s| s.to_first_output).collect();
+                min_median_max(&mut values).1
+            };
+            median(3) / median(4)
+        }
+    );
 
     // Where rkt's time goes: one more run with --debug, its timing lines.
     println!("\none `rkt --debug run`, its timing lines (ms since the command started):");

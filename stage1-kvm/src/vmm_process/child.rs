@@ -54,14 +54,22 @@ fn read_request() -> Result<Request, String> {
 }
 
 fn serve(request: Request) -> Reply {
+    let mark = |what: &str| {
+        if let Some(origin) = request.debug_timing_origin {
+            crate::timing::mark_since(origin, what);
+        }
+    };
+    mark("jailed VMM process: request read");
     let (config, action) = match build_jail(&request) {
         Ok(jailed) => jailed,
         Err(err) => return Reply::Failed(format!("setting up the VMM's jail: {err}")),
     };
+    mark("jailed VMM process: jail built and entered");
     let policy = JailPolicy {
         ids: request.ids,
         max_open_files: request.max_open_files,
         vsock_socket: config.vsock.as_ref().map(|v| v.uds_path.clone()),
+        debug_timing_origin: request.debug_timing_origin,
         seccomp: if request.seccomp_log_only {
             vmm::seccomp::Mismatch::Log
         } else {

@@ -120,11 +120,15 @@ impl JailPlan<'_> {
             pod_dir: self.pod_dir.to_path_buf(),
             jail_dir: self.jail_dir.to_path_buf(),
             ids: self.ids(),
+            debug_timing_origin: self.debug.then(crate::timing::rkt_started_at).flatten(),
         };
         if self.debug {
             eprintln!("{}", describe(&request, cgroup));
         }
         let body = serde_json::to_vec(&request).map_err(|e| Stage1Error::Jail(e.to_string()))?;
+        if let Some(origin) = request.debug_timing_origin {
+            crate::timing::mark_since(origin, "starting the jailed VMM process");
+        }
         let (status, reply) = self.spawn_and_wait(cgroup, &body, console, inherited_dir)?;
         interpret(status, &reply)
     }

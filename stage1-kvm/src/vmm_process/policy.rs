@@ -50,10 +50,21 @@ pub struct JailPolicy {
     /// The VM's vsock socket (bound by the VMM while still root): the warm-start hand-over
     /// connects to it from the main thread after the drop.
     pub vsock_socket: Option<std::path::PathBuf>,
+    /// `--debug`'s timing origin (see `Request::debug_timing_origin`).
+    pub debug_timing_origin: Option<f64>,
+}
+
+impl JailPolicy {
+    fn mark(&self, what: &str) {
+        if let Some(origin) = self.debug_timing_origin {
+            crate::timing::mark_since(origin, what);
+        }
+    }
 }
 
 impl Policy for JailPolicy {
     fn lock_down_process(&self) -> Result<(), String> {
+        self.mark("jailed VMM process: VM built, locking down");
         // The taps are open: from here on no thread needs a network namespace with anything
         // in it (threads started before, on a restore, stay behind, with no network rights).
         unshare(CloneFlags::CLONE_NEWNET)
@@ -73,6 +84,10 @@ impl Policy for JailPolicy {
         } else {
             jail::ids::become_ids(self.ids).map_err(|e| e.to_string())?;
         }
-        vmm::seccomp::apply_with(kind, self.seccomp).map_err(|e| e.to_string())
+        vmm::seccomp::apply_with(kind, self.seccomp).map_err(|e| e.to_string())?;
+        if kind == ThreadKind::Main {
+            self.mark("jailed VMM process: locked down, starting the vCPUs");
+        }
+        Ok(())
     }
 }

@@ -43,6 +43,10 @@ pub struct Request {
     /// Log calls outside the seccomp lists instead of killing the VMM (a debugging aid:
     /// `RKT_STAGE1_KVM_SECCOMP=log`, docs/security.md).
     pub seccomp_log_only: bool,
+    /// With `--debug`: when rkt started, on the boot-time clock; the child prints its own
+    /// timing lines (jail built, locked down) against it.
+    #[serde(default)]
+    pub debug_timing_origin: Option<f64>,
 }
 
 /// How the child's VM ended.
