@@ -13,6 +13,8 @@
 //! ([`spawner_rules`]). Denied everywhere: exec, fork, ptrace, mounts, pivot_root, file
 //! handles, bpf, kexec, modules, keyrings, userfaultfd, and sockets of any family but AF_UNIX.
 
+#[cfg(test)]
+mod cost;
 pub mod kvm_ioctls;
 pub mod main_thread;
 pub mod rules;
