@@ -10,6 +10,7 @@ mod fetch;
 mod globals;
 mod image;
 mod pod;
+mod private_dir;
 mod store;
 mod terminal;
 #[cfg(test)]

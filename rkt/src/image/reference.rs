@@ -52,6 +52,15 @@ pub fn parse(spec: &str) -> Result<DockerReference, ReferenceError> {
     if let Some(tag) = parsed.tag() {
         check_tag(tag)?;
     }
+    // The grammar lets a first component without a dot or port pass as a
+    // domain (`UPPER/x`), which then belongs to the repository: Docker
+    // refuses an uppercase repository, and so do we.
+    if parsed.repository().chars().any(|c| c.is_ascii_uppercase()) {
+        return Err(ReferenceError::Reference {
+            reference: spec.to_string(),
+            problem: "repository name must be lowercase".to_string(),
+        });
+    }
     let registry = match parsed.registry() {
         OCI_SPEC_HUB => DOCKER_HUB,
         other => other,
@@ -128,6 +137,7 @@ mod tests {
         for bad in [
             "",
             "Busybox",
+            "UPPER/case",
             "a/../b",
             "a/./b",
             "a//b",
