@@ -99,7 +99,7 @@ mod tests {
         let value = serde_json::json!({"name": "a\u{1b}[2J\u{9b}\u{202e}\u{7f}b\n"});
         let text = serde_json::to_string(&value).unwrap();
         let shown = escape_json(&text);
-        assert!(!shown.chars().any(|c| needs_escape(c)), "{shown}");
+        assert!(!shown.chars().any(needs_escape), "{shown}");
         let back: serde_json::Value = serde_json::from_str(&shown).unwrap();
         assert_eq!(back, value);
     }
