@@ -116,11 +116,37 @@ fn check_runs(
     Ok(())
 }
 
+/// The longest `/`-separated segment of an identifier: NAME_MAX, since image
+/// names become directory names under `trustedkeys/prefix.d/`.
+const MAX_SEGMENT: usize = 255;
+
 fn check_ac_identifier(value: &str) -> Result<(), String> {
     // The spec's prose (and its example `example.com/~user/app_v1`) allows
     // separators next to each other, which its own regular expression does not;
     // follow the prose so such names keep working.
-    check_runs(value, &['-', '.', '_', '~', '/'], true, "AC identifier")
+    check_runs(value, &['-', '.', '_', '~', '/'], true, "AC identifier")?;
+    // But a name is also a path (the trust lookup joins it under
+    // `prefix.d/`), and the regular expression forbids what would make it
+    // climb: every `/`-separated segment holds a letter or digit, so none is
+    // empty, `.` or `..`.
+    for segment in value.split('/') {
+        if !segment
+            .chars()
+            .any(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        {
+            return Err(format!(
+                "AC identifier {value:?} has the segment {segment:?}; every \"/\"-separated \
+                 segment needs a letter or digit (no empty, \".\" or \"..\" segments)"
+            ));
+        }
+        if segment.len() > MAX_SEGMENT {
+            return Err(format!(
+                "AC identifier {value:?} has a segment of {} bytes; at most {MAX_SEGMENT} are allowed",
+                segment.len()
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn check_ac_name(value: &str) -> Result<(), String> {
@@ -330,10 +356,31 @@ mod tests {
         assert!(AcIdentifier::try_from("-abc").is_err());
         assert!(AcIdentifier::try_from("abc/").unwrap_err().contains("end"));
         assert!(
-            AcIdentifier::try_from("a//b").is_ok(),
+            AcIdentifier::try_from("a.-b").is_ok(),
             "repeats follow the spec prose"
         );
         assert!(AcIdentifier::try_from("a:b").is_err());
+    }
+
+    #[test]
+    fn ac_identifier_segments_never_climb_or_vanish() {
+        for bad in [
+            "example.com/../../../../../../keys",
+            "example.com/../x",
+            "a/./b",
+            "a//b",
+            "a/~/b",
+            "a/.-_~/b",
+        ] {
+            let err = AcIdentifier::try_from(bad).unwrap_err();
+            assert!(err.contains("segment"), "{bad}: {err}");
+        }
+        let long = format!("example.com/{}", "a".repeat(256));
+        assert!(AcIdentifier::try_from(long).unwrap_err().contains("255"));
+        let longest = format!("example.com/{}", "a".repeat(255));
+        assert!(AcIdentifier::try_from(longest).is_ok());
+        // Dots inside a segment are fine: they are not path components.
+        assert!(AcIdentifier::try_from("example.com/a..b/c~~d").is_ok());
     }
 
     #[test]

@@ -10,7 +10,9 @@ mod fetch;
 mod globals;
 mod image;
 mod pod;
+mod private_dir;
 mod store;
+mod terminal;
 #[cfg(test)]
 mod testutil;
 mod timing;
@@ -164,7 +166,9 @@ fn main() -> ExitCode {
             ExitCode::from(EXIT_USAGE)
         }
         Err(err) => {
-            eprintln!("rkt: {err}");
+            // Errors quote names, labels, paths and entries from images:
+            // one line, nothing a terminal would act on.
+            eprintln!("rkt: {}", terminal::escape(&err.to_string()));
             ExitCode::from(EXIT_RUNTIME_ERROR)
         }
     }

@@ -8,6 +8,7 @@ use super::pod_json::pod_argument;
 use crate::error::RktError;
 use crate::globals::GlobalOptions;
 use crate::pod::{Pod, PodsDir};
+use crate::terminal::escape_json;
 
 #[derive(Args, Debug)]
 pub struct CatManifestArgs {
@@ -28,7 +29,9 @@ pub fn run(globals: &GlobalOptions, args: CatManifestArgs) -> Result<(), RktErro
     let pod = Pod::load(&pods, &pods.resolve(&wanted)?)?;
     let bytes = pod.manifest_bytes()?;
     if !args.pretty_print {
-        println!("{}", String::from_utf8_lossy(&bytes));
+        // Labels and annotations in it come from images: keep the JSON, but
+        // show what a terminal would act on as escapes.
+        println!("{}", escape_json(&String::from_utf8_lossy(&bytes)));
         return Ok(());
     }
     let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|err| {
@@ -39,6 +42,6 @@ pub fn run(globals: &GlobalOptions, args: CatManifestArgs) -> Result<(), RktErro
     })?;
     let pretty = serde_json::to_string_pretty(&value)
         .map_err(|err| RktError::Message(format!("encoding JSON: {err}")))?;
-    println!("{pretty}");
+    println!("{}", escape_json(&pretty));
     Ok(())
 }

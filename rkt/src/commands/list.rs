@@ -118,7 +118,8 @@ fn pod_rows(pod: &Pod, full: bool, now: i64) -> Result<Vec<Vec<String>>, RktErro
     for app in apps {
         let image = match pod.app_image_manifest(app.name.as_str()) {
             Ok(manifest) => match manifest.labels.get("version") {
-                Some(version) => format!("{}:{version}", manifest.name),
+                // The version label is free text from the image.
+                Some(version) => format!("{}:{}", manifest.name, crate::terminal::escape(version)),
                 None => manifest.name.to_string(),
             },
             Err(_) => "--".to_string(),

@@ -17,9 +17,9 @@ use crate::image::oci::{
     self, sha256_digest, ImageConfig, Index, LocalImage, Manifest, MEDIA_TYPE_DOCKER_LIST,
     MEDIA_TYPE_OCI_INDEX, MEDIA_TYPE_OCI_MANIFEST,
 };
+use crate::image::reference;
 use crate::store::Store;
 
-const DOCKER_HUB: &str = "registry-1.docker.io";
 const MEDIA_TYPE_DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 const MEDIA_TYPE_DOCKER_SCHEMA1: &str = "application/vnd.docker.distribution.manifest.v1";
 /// What we can read, most specific first.
@@ -40,43 +40,24 @@ pub struct DockerRef {
 }
 
 impl DockerRef {
-    /// Parses `[REGISTRY/]REPO[:TAG|@DIGEST]` as Docker does: the first path
-    /// component is a registry if it has a `.` or `:` or is `localhost`;
-    /// Docker Hub names without a `/` live under `library/`.
+    /// Parses `[REGISTRY/]REPO[:TAG|@DIGEST]` by the Docker reference
+    /// grammar (`image::reference`): the first path component is a registry
+    /// if it has a `.` or `:` or is `localhost`; Docker Hub names without a
+    /// `/` live under `library/`. Only sha256 digests can be checked.
     pub fn parse(spec: &str) -> Result<DockerRef, String> {
         let bad = |why: &str| format!("docker://{spec}: {why}");
-        let (name, reference, is_digest) = match spec.split_once('@') {
-            Some((name, digest)) => {
-                oci::sha256_hex(digest).map_err(|e| bad(&e))?;
-                (name, digest.to_string(), true)
+        let parsed = reference::parse(spec).map_err(|err| bad(&err.to_string()))?;
+        let (reference, is_digest) = match (parsed.digest, parsed.tag) {
+            (Some(digest), _) => {
+                oci::sha256_hex(&digest).map_err(|e| bad(&e))?;
+                (digest, true)
             }
-            None => match spec.rsplit_once(':') {
-                Some((name, tag)) if !tag.contains('/') => (name, tag.to_string(), false),
-                _ => (spec, "latest".to_string(), false),
-            },
+            (None, Some(tag)) => (tag, false),
+            (None, None) => ("latest".to_string(), false),
         };
-        let (registry, repository) = match name.split_once('/') {
-            Some((first, rest))
-                if first.contains('.') || first.contains(':') || first == "localhost" =>
-            {
-                (first.to_string(), rest.to_string())
-            }
-            _ if name.contains('/') => (DOCKER_HUB.to_string(), name.to_string()),
-            _ => (DOCKER_HUB.to_string(), format!("library/{name}")),
-        };
-        if repository.is_empty()
-            || reference.is_empty()
-            || !repository
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-/".contains(c))
-        {
-            return Err(bad(
-                "not a valid image reference (lowercase REPO[:TAG|@DIGEST])",
-            ));
-        }
         Ok(DockerRef {
-            registry,
-            repository,
+            registry: parsed.registry,
+            repository: parsed.repository,
             reference,
             is_digest,
         })
@@ -399,7 +380,7 @@ mod tests {
                 hub.repository.as_str(),
                 hub.reference.as_str()
             ),
-            (DOCKER_HUB, "library/busybox", "latest")
+            (reference::DOCKER_HUB, "library/busybox", "latest")
         );
         let user = DockerRef::parse("someone/tool:1.2").unwrap();
         assert_eq!(

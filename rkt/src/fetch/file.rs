@@ -79,7 +79,7 @@ impl FileFetch<'_> {
                     image: shown.clone(),
                     looked_for: signature_path.display().to_string(),
                 })?;
-            let name = staged.manifest.name.as_str();
+            let name = &staged.manifest.name;
             let keys = keystore.keys_for(name)?;
             // The signature covers the file as published (compressed or not).
             let mut data = BufReader::with_capacity(256 * 1024, open(self.path)?);
@@ -88,7 +88,7 @@ impl FileFetch<'_> {
                 &signature,
                 &signature_path.display().to_string(),
                 &mut data,
-                name,
+                name.as_str(),
             )?)
         };
         let source = self

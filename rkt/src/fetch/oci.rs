@@ -15,6 +15,7 @@ use crate::extract::decompress::decompress;
 use crate::extract::{extract_into, ExtractOptions};
 use crate::image::docker::{self, Provenance};
 use crate::image::oci::{self, LocalImage};
+use crate::image::reference;
 use crate::store::Store;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +104,15 @@ impl LocalOciFetch<'_> {
                 None,
             ),
         };
+        // The repository and tag come from inside the image (RepoTags,
+        // ref.name) and become its name, `version` label and annotations:
+        // only what the Docker reference grammar allows.
+        if let Some(repository) = &repository {
+            reference::check_repository(repository).map_err(|err| bad(err.to_string()))?;
+        }
+        if let Some(tag) = &image.tag {
+            reference::check_ref_name(tag).map_err(|err| bad(err.to_string()))?;
+        }
         let name = match &repository {
             Some(repository) => repository.clone(),
             None => path

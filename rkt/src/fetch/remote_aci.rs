@@ -97,7 +97,7 @@ impl DiscoveryFetch<'_> {
             Some((name, version)) => (name, Some(version)),
             None => (self.name, None),
         };
-        appc::AcIdentifier::try_from(name).map_err(|problem| {
+        let identifier = appc::AcIdentifier::try_from(name).map_err(|problem| {
             RktError::Message(format!("{:?} is not an image name: {problem}", self.name))
         })?;
         let labels = std::collections::BTreeMap::from([
@@ -132,7 +132,7 @@ impl DiscoveryFetch<'_> {
             ))
         })?;
         if self.trust_keys_from_https && !self.skip_verification {
-            self.trust_published_keys(name, http, keystore)?;
+            self.trust_published_keys(&identifier, http, keystore)?;
         }
         RemoteAciFetch {
             url: &endpoints.aci,
@@ -152,13 +152,14 @@ impl DiscoveryFetch<'_> {
     /// never overridden by what a server says.
     fn trust_published_keys(
         &self,
-        name: &str,
+        identifier: &appc::AcIdentifier,
         http: &Http,
         keystore: &Keystore,
     ) -> Result<(), RktError> {
-        if !keystore.keys_for(name)?.is_empty() {
+        if !keystore.keys_for(identifier)?.is_empty() {
             return Ok(());
         }
+        let name = identifier.as_str();
         let keys =
             super::discovery::discover_pubkeys(name, "https", |url| match http.get(url, &[]) {
                 Ok(response) if response.status().as_u16() == 200 => {

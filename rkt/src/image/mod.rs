@@ -4,3 +4,4 @@
 pub mod aci;
 pub mod docker;
 pub mod oci;
+pub mod reference;

@@ -9,7 +9,7 @@
 use std::collections::BTreeSet;
 use std::fs::{self, DirBuilder};
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use super::uuid::PodUuid;
@@ -55,35 +55,14 @@ impl StateDir {
 }
 
 /// The mode of `pods/`, the state directories and every pod directory: the owner only.
-pub const POD_DIR_MODE: u32 = 0o700;
+pub const POD_DIR_MODE: u32 = crate::private_dir::MODE;
 
-/// Takes group and other permissions off directory `path` if it has any and we own it
-/// (another user's directory is not ours to change; reading it then fails on its own).
-/// Through a descriptor opened without following a link, with `fchmod`.
+/// [`crate::private_dir::tighten`], with the pod error.
 fn tighten(path: &Path) -> Result<(), PodError> {
-    let dir = match super::safe_read::open_host_dir(path) {
-        Ok(dir) => dir,
-        // Not ours to open: leave it (the command fails later with its own message).
-        Err(err) if err.kind() == io::ErrorKind::PermissionDenied => return Ok(()),
-        Err(source) => {
-            return Err(PodError::Io {
-                context: format!("opening {}", path.display()),
-                source,
-            })
-        }
-    };
-    let meta = dir
-        .metadata()
-        .map_err(PodError::io(format!("reading {}", path.display())))?;
-    let mode = meta.permissions().mode() & 0o7777;
-    if mode & 0o077 == 0 || meta.uid() != nix::unistd::geteuid().as_raw() {
-        return Ok(());
-    }
-    dir.set_permissions(fs::Permissions::from_mode(mode & 0o700))
-        .map_err(PodError::io(format!(
-            "taking group and other permissions off {}",
-            path.display()
-        )))
+    crate::private_dir::tighten(path).map_err(PodError::io(format!(
+        "taking group and other permissions off {}",
+        path.display()
+    )))
 }
 
 /// `<dir>/pods`.
@@ -204,6 +183,7 @@ impl PodsDir {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     fn make(pods: &PodsDir, state: StateDir, uuid: &str) {
         fs::create_dir(pods.state_dir(state).join(uuid)).unwrap();

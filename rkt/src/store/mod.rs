@@ -41,6 +41,7 @@ use thiserror::Error;
 use crate::extract::ExtractError;
 use crate::image::aci::StagedAci;
 use crate::image::oci::{sha256_hex, LocalImage};
+use crate::private_dir;
 pub use index::IndexError;
 use index::{BlobRef, ImageRow, Index};
 pub use lock::LockMode;
@@ -171,12 +172,19 @@ impl Store {
     /// store lock in `mode` until dropped.
     pub fn open(data_dir: &Path, mode: LockMode) -> Result<Store, StoreError> {
         let cas = data_dir.join("cas");
+        // Owner only: a cached tree keeps its image's modes (0777
+        // directories, set-id files), which no other local user may reach.
         for sub in ["db", "blob/sha512", "blob/sha256", "tree", "tmp"] {
             let path = cas.join(sub);
-            fs::create_dir_all(&path).map_err(io_context(format!(
+            private_dir::create(&path).map_err(io_context(format!(
                 "creating {} (is --dir writable? rkt usually needs root)",
                 path.display()
             )))?;
+        }
+        // Stores made by older versions were 0755: tightened on every open.
+        for dir in [cas.clone(), cas.join("blob")] {
+            private_dir::tighten(&dir)
+                .map_err(io_context(format!("making {} private", dir.display())))?;
         }
         let lock_path = cas.join("lock");
         let lock = StoreLock::acquire(&lock_path, mode)

@@ -1,14 +1,22 @@
 //! The trusted-keys directories (layout in the module above).
 
-use std::fs;
+use std::fs::{self, File};
 use std::io::{self, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+
+use appc::AcIdentifier;
 
 use pgp::composed::{Deserializable, SignedPublicKey};
 use pgp::types::KeyDetails;
 
 use super::TrustError;
+use crate::pod::safe_read::{self, SafeReadError};
+
+/// The most a key file may hold. An armored key with a few user IDs and
+/// subkeys is a few KiB; a file far larger is not a key, and is not read.
+pub const MAX_KEY_FILE: u64 = 1 << 20;
 
 pub struct Keystore {
     /// `<local-config>/trustedkeys` first, then `<system-config>/trustedkeys`.
@@ -109,56 +117,163 @@ impl Keystore {
     }
 
     /// Every key trusted for image `name`: root keys plus the keys of each
-    /// prefix of the name.
-    pub fn keys_for(&self, name: &str) -> Result<Vec<SignedPublicKey>, TrustError> {
+    /// prefix of the name. `name` is a validated AC identifier, so its
+    /// segments are never empty, `.` or `..`; each prefix directory is
+    /// reached from `trustedkeys/` without following a symbolic link, so the
+    /// lookup reads nothing outside `root.d/` and `prefix.d/<prefix>/`.
+    pub fn keys_for(&self, name: &AcIdentifier) -> Result<Vec<SignedPublicKey>, TrustError> {
         let mut keys = Vec::new();
         for root in &self.roots {
-            collect_keys(&root.join("root.d"), &mut keys)?;
-            let mut prefix = name;
-            loop {
-                collect_keys(&root.join("prefix.d").join(prefix), &mut keys)?;
-                match prefix.rsplit_once('/') {
-                    Some((parent, _)) => prefix = parent,
-                    None => break,
-                }
+            let Some(root_dir) = open_trust_root(root)? else {
+                continue;
+            };
+            collect_keys(&root_dir, root, Path::new("root.d"), &mut keys)?;
+            for prefix in prefixes(name) {
+                collect_keys(
+                    &root_dir,
+                    root,
+                    &Path::new("prefix.d").join(prefix),
+                    &mut keys,
+                )?;
             }
         }
         Ok(keys)
     }
 }
 
-/// Reads every key file directly in `dir` (subdirectories are longer
-/// prefixes, not keys). A missing directory holds no keys.
-fn collect_keys(dir: &Path, keys: &mut Vec<SignedPublicKey>) -> Result<(), TrustError> {
-    let entries = match fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(source) => {
-            return Err(TrustError::Io {
-                context: format!("reading {}", dir.display()),
-                source,
-            })
-        }
+/// The `/`-separated prefixes of `name`, longest first: `a/b/c`, `a/b`, `a`.
+fn prefixes(name: &AcIdentifier) -> impl Iterator<Item = &str> {
+    let name = name.as_str();
+    std::iter::successors(Some(name), |prefix| {
+        prefix.rsplit_once('/').map(|(parent, _)| parent)
+    })
+}
+
+/// Opens `<config>/trustedkeys` (the administrator's path, so a link to it
+/// is followed); `None` if there is none.
+fn open_trust_root(root: &Path) -> Result<Option<File>, TrustError> {
+    let opened = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(root);
+    match opened {
+        Ok(dir) => Ok(Some(dir)),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(TrustError::Io {
+            context: format!("opening {}", root.display()),
+            source,
+        }),
+    }
+}
+
+/// Reads every key file directly in `rel` beneath `root_dir` (subdirectories
+/// are longer prefixes, not keys). A missing directory holds no keys. Only
+/// regular files are read, each at most [`MAX_KEY_FILE`] bytes; links,
+/// FIFOs, sockets and devices are skipped without being opened.
+fn collect_keys(
+    root_dir: &File,
+    root: &Path,
+    rel: &Path,
+    keys: &mut Vec<SignedPublicKey>,
+) -> Result<(), TrustError> {
+    let shown = root.join(rel);
+    let refused = |source: SafeReadError| TrustError::KeyStore {
+        dir: root.to_path_buf(),
+        source,
     };
-    for entry in entries {
-        let entry = entry.map_err(|source| TrustError::Io {
-            context: format!("reading {}", dir.display()),
-            source,
-        })?;
-        if !entry.file_type().is_ok_and(|t| t.is_file()) {
-            continue;
-        }
-        let path = entry.path();
-        let bytes = fs::read(&path).map_err(|source| TrustError::Io {
-            context: format!("reading {}", path.display()),
-            source,
-        })?;
+    let dir = match safe_read::open_dir(root_dir.as_fd(), rel) {
+        Ok(dir) => dir,
+        Err(err) if err.is_not_found() => return Ok(()),
+        Err(err) => return Err(refused(err)),
+    };
+    let io_err = |source| TrustError::Io {
+        context: format!("reading {}", shown.display()),
+        source,
+    };
+    // The O_PATH descriptor names the directory already resolved; list it
+    // through its /proc name rather than by path.
+    let entries = fs::read_dir(format!("/proc/self/fd/{}", dir.as_raw_fd())).map_err(io_err)?;
+    let mut names: Vec<_> = entries
+        .map(|entry| entry.map(|entry| entry.file_name()))
+        .collect::<Result<_, _>>()
+        .map_err(io_err)?;
+    // A stable order, so which key signs (and which error shows) is repeatable.
+    names.sort();
+    for name in names {
+        let bytes = match safe_read::read(dir.as_fd(), Path::new(&name), MAX_KEY_FILE) {
+            Ok(bytes) => bytes,
+            Err(SafeReadError::NotRegular { .. } | SafeReadError::Link { .. }) => continue,
+            // Removed while we looked: it holds no key any more.
+            Err(err) if err.is_not_found() => continue,
+            Err(err) => return Err(refused(rel_error(rel, err))),
+        };
+        let path = shown.join(&name);
         keys.push(parse_key(&bytes, &path.display().to_string())?);
     }
     Ok(())
 }
 
+/// Makes a key file's error name it relative to `trustedkeys/`.
+fn rel_error(rel: &Path, err: SafeReadError) -> SafeReadError {
+    match err {
+        SafeReadError::TooLarge { path, limit } => SafeReadError::TooLarge {
+            path: rel.join(path),
+            limit,
+        },
+        SafeReadError::Io { path, source } => SafeReadError::Io {
+            path: rel.join(path),
+            source,
+        },
+        other => other,
+    }
+}
+
 /// Parses a key file and describes it without storing it.
 pub fn describe(bytes: &[u8], path: &str) -> Result<KeyInfo, TrustError> {
     Ok(key_info(&parse_key(bytes, path)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(text: &str) -> AcIdentifier {
+        AcIdentifier::try_from(text).unwrap()
+    }
+
+    #[test]
+    fn prefixes_are_the_names_own_segments() {
+        let worker = name("example.com/app/worker");
+        let all: Vec<&str> = prefixes(&worker).collect();
+        assert_eq!(
+            all,
+            ["example.com/app/worker", "example.com/app", "example.com"]
+        );
+        let busybox = name("busybox");
+        assert_eq!(prefixes(&busybox).collect::<Vec<_>>(), ["busybox"]);
+    }
+
+    #[test]
+    fn a_linked_prefix_directory_is_refused_by_name() {
+        let config = tempfile::tempdir().unwrap();
+        let system = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        fs::create_dir_all(config.path().join("trustedkeys/prefix.d")).unwrap();
+        std::os::unix::fs::symlink(
+            elsewhere.path(),
+            config.path().join("trustedkeys/prefix.d/example.com"),
+        )
+        .unwrap();
+        let store = Keystore::new(config.path(), system.path());
+        let err = store.keys_for(&name("example.com/app")).unwrap_err();
+        let message = err.to_string();
+        assert!(
+            message.contains("prefix.d/example.com") && message.contains("link"),
+            "{message}"
+        );
+        // No trustedkeys directory at all: no keys, no error.
+        let empty = tempfile::tempdir().unwrap();
+        let store = Keystore::new(empty.path(), system.path());
+        assert!(store.keys_for(&name("example.com/app")).unwrap().is_empty());
+    }
 }

@@ -41,6 +41,15 @@ pub enum TrustError {
          (see `rkt trust`)"
     )]
     Unverified { signature: String, name: String },
+    #[error(
+        "{}: {source}; rkt reads only regular key files there, reached without links \
+         (remove or replace the entry)", .dir.display()
+    )]
+    KeyStore {
+        dir: std::path::PathBuf,
+        #[source]
+        source: crate::pod::safe_read::SafeReadError,
+    },
     #[error("{context}: {source}")]
     Io {
         context: String,

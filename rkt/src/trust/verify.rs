@@ -108,6 +108,10 @@ mod tests {
         .unwrap()
     }
 
+    fn name(text: &str) -> appc::AcIdentifier {
+        appc::AcIdentifier::try_from(text).unwrap()
+    }
+
     fn armored_public(key: &SignedSecretKey) -> Vec<u8> {
         key.to_public_key().to_armored_bytes(None.into()).unwrap()
     }
@@ -137,7 +141,7 @@ mod tests {
 
         let image = b"pretend this is an ACI".to_vec();
         let good = sign(&signer, &image);
-        let keys = store.keys_for("example.com/app/worker").unwrap();
+        let keys = store.keys_for(&name("example.com/app/worker")).unwrap();
         assert_eq!(keys.len(), 1, "a prefix covers names below it");
         let fp = verify_detached(&keys, &good, "i.asc", &mut Cursor::new(&image), "n").unwrap();
         assert_eq!(fp, info.fingerprint);
@@ -151,7 +155,7 @@ mod tests {
         let err = verify_detached(&keys, &foreign, "i.asc", &mut Cursor::new(&image), "n");
         assert!(matches!(err, Err(TrustError::Unverified { .. })));
         assert!(store
-            .keys_for("example.com/application")
+            .keys_for(&name("example.com/application"))
             .unwrap()
             .is_empty());
         let err = verify_detached(
@@ -184,7 +188,10 @@ mod tests {
                 .join("trustedkeys/root.d")
                 .join(&info.fingerprint)
         );
-        assert_eq!(store.keys_for("anything.org/at/all").unwrap().len(), 1);
+        assert_eq!(
+            store.keys_for(&name("anything.org/at/all")).unwrap().len(),
+            1
+        );
 
         let err = store.add(None, b"not a key", "junk.asc").unwrap_err();
         assert!(err.to_string().contains("junk.asc"), "{err}");
@@ -192,7 +199,7 @@ mod tests {
             .add(Some("Bad Prefix"), &armored_public(&signer), "k.asc")
             .unwrap_err();
         assert!(matches!(err, TrustError::BadPrefix { .. }));
-        let keys = store.keys_for("x").unwrap();
+        let keys = store.keys_for(&name("x")).unwrap();
         let err = verify_detached(&keys, b"garbage", "g.asc", &mut Cursor::new(b"x"), "x");
         assert!(matches!(err, Err(TrustError::BadSignature { .. })));
     }

@@ -5,6 +5,7 @@ use clap::Args;
 use crate::error::RktError;
 use crate::globals::GlobalOptions;
 use crate::store::{LockMode, Store};
+use crate::terminal::escape_json;
 
 #[derive(Args)]
 pub struct CatManifestArgs {
@@ -27,10 +28,15 @@ pub fn run(globals: &GlobalOptions, args: CatManifestArgs) -> Result<(), RktErro
             })?;
         println!(
             "{}",
-            serde_json::to_string_pretty(&value).unwrap_or_default()
+            escape_json(&serde_json::to_string_pretty(&value).unwrap_or_default())
         );
     } else {
-        println!("{}", String::from_utf8_lossy(&image.manifest_bytes));
+        // The image's own bytes: JSON, but C1 controls and bidi overrides
+        // may sit raw in its strings.
+        println!(
+            "{}",
+            escape_json(&String::from_utf8_lossy(&image.manifest_bytes))
+        );
     }
     Ok(())
 }

@@ -7,6 +7,7 @@ use crate::commands::format::{ago, human_size, rfc3339};
 use crate::error::RktError;
 use crate::globals::GlobalOptions;
 use crate::store::{unix_now, ImageRecord, LockMode, Store};
+use crate::terminal::{escape, escape_json};
 
 #[derive(Args)]
 pub struct ListArgs {
@@ -143,7 +144,7 @@ pub fn run(globals: &GlobalOptions, args: ListArgs) -> Result<(), RktError> {
         } else {
             serde_json::to_string(&json_rows)
         };
-        println!("{}", json.unwrap_or_default());
+        println!("{}", escape_json(&json.unwrap_or_default()));
         return Ok(());
     }
 
@@ -159,7 +160,8 @@ pub fn run(globals: &GlobalOptions, args: ListArgs) -> Result<(), RktError> {
                 .map(|field| match field {
                     Field::Id if args.full => image.id.to_string(),
                     Field::Id => image.id.short().to_string(),
-                    Field::Name => display_name(image),
+                    // The version label is free text from the image.
+                    Field::Name => escape(&display_name(image)).into_owned(),
                     Field::Size if args.full => image.size.to_string(),
                     Field::Size => human_size(image.size),
                     Field::Importtime if args.full => rfc3339(image.import_time),
