@@ -301,3 +301,51 @@ pub fn busybox_aci_with_manifest(
     }
     builder.into_inner().unwrap()
 }
+
+// ---------------------------------------------------------------------------
+// Store-and-pods helpers for store_in_use.rs and store_crash.rs (issue 14,
+// store slice): a stage1 that is never run, and the pods the store holds for.
+// ---------------------------------------------------------------------------
+
+/// A busybox ACI that declares itself a stage1 (run and gc entrypoints,
+/// interface 6); the store tests only prepare pods, so it never runs.
+pub fn test_stage1_aci(name: &str) -> Vec<u8> {
+    let manifest = serde_json::json!({
+        "acKind": "ImageManifest",
+        "acVersion": "0.8.11",
+        "name": name,
+        "labels": [
+            {"name": "version", "value": "1"},
+            {"name": "os", "value": "linux"},
+            {"name": "arch", "value": "amd64"}
+        ],
+        "annotations": [
+            {"name": "coreos.com/rkt/stage1/run", "value": "/init"},
+            {"name": "coreos.com/rkt/stage1/gc", "value": "/gc"},
+            {"name": "coreos.com/rkt/stage1/interface-version", "value": "6"}
+        ]
+    });
+    busybox_aci_with_manifest(&manifest.to_string(), &[])
+}
+
+/// Every pod directory under `dir/pods`, as `state/uuid`, sorted.
+pub fn pod_dirs(dir: &std::path::Path) -> Vec<String> {
+    let mut found = Vec::new();
+    for state in [
+        "embryo",
+        "prepare",
+        "prepared",
+        "run",
+        "exited-garbage",
+        "garbage",
+    ] {
+        let Ok(entries) = fs::read_dir(dir.join("pods").join(state)) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            found.push(format!("{state}/{}", entry.file_name().to_string_lossy()));
+        }
+    }
+    found.sort();
+    found
+}
