@@ -310,7 +310,12 @@ pub fn busybox_aci_with_manifest(
 /// A busybox ACI that declares itself a stage1 (run and gc entrypoints,
 /// interface 6); the store tests only prepare pods, so it never runs.
 pub fn test_stage1_aci(name: &str) -> Vec<u8> {
-    let manifest = serde_json::json!({
+    busybox_aci_with_manifest(&test_stage1_manifest(name), &[])
+}
+
+/// The manifest of [`test_stage1_aci`].
+pub fn test_stage1_manifest(name: &str) -> String {
+    serde_json::json!({
         "acKind": "ImageManifest",
         "acVersion": "0.8.11",
         "name": name,
@@ -324,8 +329,8 @@ pub fn test_stage1_aci(name: &str) -> Vec<u8> {
             {"name": "coreos.com/rkt/stage1/gc", "value": "/gc"},
             {"name": "coreos.com/rkt/stage1/interface-version", "value": "6"}
         ]
-    });
-    busybox_aci_with_manifest(&manifest.to_string(), &[])
+    })
+    .to_string()
 }
 
 /// Every pod directory under `dir/pods`, as `state/uuid`, sorted.
