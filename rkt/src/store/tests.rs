@@ -259,7 +259,9 @@ fn what_a_pod_holds_survives_rm_and_gc_until_the_pod_is_gone() {
         );
         let rendered = store.rendered(&app).unwrap();
         assert_eq!(rendered.images, vec![base.clone(), app.clone()]);
-        store.hold_for_pod("pod-a", &[rendered.clone()]).unwrap();
+        store
+            .hold_for_pod("pod-a", std::slice::from_ref(&rendered))
+            .unwrap();
         (base, app, rendered.path)
     };
     let mut store = Store::open(dir.path(), LockMode::Exclusive).unwrap();
