@@ -57,62 +57,41 @@ fn sha256_of(path: &str) -> String {
 /// `files` little files under `/data/<tag>/` (so copies and renders take a
 /// moment, and a kill can land inside one).
 fn small_aci(manifest: &str, tag: &str, files: usize) -> Vec<u8> {
-    let mut builder = tar::Builder::new(Vec::new());
-    let mut add = |path: &str, kind: tar::EntryType, mode: u32, data: &[u8]| {
+    let entry = |kind: tar::EntryType, mode: u32, size: usize| {
         let mut header = tar::Header::new_gnu();
-        header.set_path(path).unwrap();
         header.set_entry_type(kind);
         header.set_mode(mode);
         header.set_mtime(1_700_000_000);
-        header.set_size(data.len() as u64);
-        header.set_cksum();
-        builder.append(&header, data).unwrap();
+        header.set_size(size as u64);
+        header
     };
-    add(
-        "manifest",
-        tar::EntryType::Regular,
-        0o644,
-        manifest.as_bytes(),
-    );
-    for dir in ["rootfs/", "rootfs/bin/", "rootfs/data/"] {
-        add(dir, tar::EntryType::Directory, 0o755, b"");
+    let file = |size: usize| entry(tar::EntryType::Regular, 0o644, size);
+    let dir = || entry(tar::EntryType::Directory, 0o755, 0);
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut append = |mut header: tar::Header, path: &str, data: &[u8]| {
+        builder.append_data(&mut header, path, data).unwrap();
+    };
+    append(file(manifest.len()), "manifest", manifest.as_bytes());
+    let data = format!("rootfs/data/{tag}/");
+    for path in ["rootfs/", "rootfs/bin/", "rootfs/data/", data.as_str()] {
+        append(dir(), path, b"");
     }
-    add(
+    let program = b"#!/bin/false\n";
+    append(
+        entry(tar::EntryType::Regular, 0o755, program.len()),
         "rootfs/bin/sh",
-        tar::EntryType::Regular,
-        0o755,
-        b"#!/bin/false\n",
-    );
-    add(
-        &format!("rootfs/data/{tag}/"),
-        tar::EntryType::Directory,
-        0o755,
-        b"",
+        program,
     );
     let content = vec![b'x'; 1024];
     for n in 0..files {
-        add(
-            &format!("rootfs/data/{tag}/{n}"),
-            tar::EntryType::Regular,
-            0o644,
-            &content,
-        );
+        append(file(content.len()), &format!("{data}{n}"), &content);
     }
     builder.into_inner().unwrap()
 }
 
 fn app_manifest(name: &str, dependency: Option<&str>) -> String {
-    let mut manifest = serde_json::json!({
-        "acKind": "ImageManifest",
-        "acVersion": "0.8.11",
-        "name": name,
-        "labels": [
-            {"name": "version", "value": "1"},
-            {"name": "os", "value": "linux"},
-            {"name": "arch", "value": "amd64"}
-        ],
-        "app": {"exec": ["/bin/sh"], "user": "0", "group": "0"}
-    });
+    let mut manifest = common::linux_amd64_manifest(name);
+    manifest["app"] = serde_json::json!({"exec": ["/bin/sh"], "user": "0", "group": "0"});
     if let Some(dependency) = dependency {
         manifest["dependencies"] = serde_json::json!([{ "imageName": dependency }]);
     }
@@ -297,6 +276,15 @@ impl Campaign {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert!(tmp.is_empty(), "{at}: left in cas/tmp: {tmp:?}");
+        // That one clean-up was complete: a second finds nothing stranded.
+        let (code, stderr) = self.check_command(&["image", "gc", "--grace-period=87600h"]);
+        assert_eq!(code, Some(0), "{at}: {stderr}");
+        assert!(
+            stderr.contains(
+                "0 image(s) removed; 0 stray tree(s), 0 stray blob(s), 0 temporary file(s)"
+            ),
+            "{at}: the first clean-up left something: {stderr}"
+        );
         self.check_ok(round, seed, &["image", "verify", "--all"]);
         self.check_ok(round, seed, &["image", "list"]);
         self.check_ok(round, seed, &["list"]);

@@ -208,15 +208,21 @@ fn concurrent_fetches_of_the_same_image_are_safe() {
     assert_eq!(fs::read_dir(path.join("cas/tmp")).unwrap().count(), 0);
 }
 
-#[test]
-fn verify_finds_a_corrupted_blob() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+/// A store in `dir` with one small image in it.
+fn store_with_one_image(dir: &Path) -> (Store, ImageId) {
+    let store = open(dir);
     let id = import(
         &store,
         &manifest("example.com/app", "1", ""),
         &[("a", b"1")],
     );
+    (store, id)
+}
+
+#[test]
+fn verify_finds_a_corrupted_blob() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, id) = store_with_one_image(dir.path());
     let image = store.image(&id).unwrap();
     assert!(store.verify(&image).unwrap().is_empty());
     let blob = dir
@@ -294,12 +300,7 @@ fn what_a_pod_holds_survives_rm_and_gc_until_the_pod_is_gone() {
 #[test]
 fn the_consistency_check_finds_missing_blobs_and_trees() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let id = import(
-        &store,
-        &manifest("example.com/app", "1", ""),
-        &[("a", b"1")],
-    );
+    let (store, id) = store_with_one_image(dir.path());
     let tree = store.tree(&id).unwrap();
     assert!(store.check_consistency().unwrap().is_empty());
     fs::remove_dir_all(&tree).unwrap();
