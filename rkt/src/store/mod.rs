@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! <dir>/cas/lock                          store lock (see `lock`)
-//! <dir>/cas/db/index.sqlite               index: images, manifests, trees (see `index`)
+//! <dir>/cas/db/index.sqlite               index: images, manifests, trees, what pods
+//!                                         use (see `index`, `holds`)
 //! <dir>/cas/blob/sha512/<hh>/<hex>        an ACI's uncompressed tar, named by the hex
 //!                                         of its image ID; <hh> = first 2 hex
 //! <dir>/cas/blob/sha256/<hh>/<hex>        OCI/Docker manifests, configs and layers as
