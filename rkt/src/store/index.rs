@@ -427,6 +427,23 @@ impl Index {
         Ok(())
     }
 
+    /// Runs `read` inside one read transaction, so every query it makes
+    /// sees the same snapshot of the index (rows another rkt commits
+    /// meanwhile are not half seen).
+    pub fn snapshot<T, E: From<IndexError>>(
+        &self,
+        read: impl FnOnce() -> Result<T, E>,
+    ) -> Result<T, E> {
+        let tx = self
+            .conn
+            .unchecked_transaction()
+            .map_err(IndexError::from)?;
+        let result = read();
+        // Nothing was written: ending it either way only ends the snapshot.
+        drop(tx);
+        result
+    }
+
     /// Every tree row: (tree ID, the image it renders).
     pub fn trees(&self) -> Result<Vec<(String, String)>, IndexError> {
         let mut stmt = self
