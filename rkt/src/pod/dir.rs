@@ -153,6 +153,26 @@ impl PodsDir {
         Ok(found.into_iter().collect())
     }
 
+    /// Whether pod `uuid` still has a directory, in any state (what `image
+    /// rm`/`gc` ask before dropping the store's record of what it uses).
+    ///
+    /// The state directories are tried in lifecycle order, and a pod only
+    /// ever moves forward through them, so a pod being renamed meanwhile is
+    /// still found (in the later one). Anything but a clear "not there"
+    /// (an unreadable directory, a name that is not a UUID) counts as
+    /// existing: the answer decides what may be deleted, so doubt keeps.
+    pub fn exists(&self, uuid: &str) -> bool {
+        let Some(uuid) = PodUuid::parse(uuid) else {
+            return true;
+        };
+        StateDir::ALL.iter().any(
+            |&state| match fs::symlink_metadata(self.pod_path(state, &uuid)) {
+                Ok(_) => true,
+                Err(err) => err.kind() != io::ErrorKind::NotFound,
+            },
+        )
+    }
+
     /// The pod whose UUID is `text` or starts with it (rkt lets users type
     /// just enough of a UUID to be unique).
     pub fn resolve(&self, text: &str) -> Result<PodUuid, PodError> {
@@ -219,6 +239,21 @@ mod tests {
         ));
         assert!(matches!(pods.resolve("4"), Err(PodError::NoSuchPod { .. })));
         assert!(matches!(pods.resolve(""), Err(PodError::NoSuchPod { .. })));
+    }
+
+    #[test]
+    fn exists_finds_a_pod_in_any_state_and_only_there() {
+        let data = tempfile::tempdir().unwrap();
+        let pods = PodsDir::open(data.path()).unwrap();
+        let uuid = "44444444-dddd-4ddd-8ddd-dddddddddddd";
+        assert!(!pods.exists(uuid));
+        for state in StateDir::ALL {
+            make(&pods, state, uuid);
+            assert!(pods.exists(uuid), "{}", state.name());
+            fs::remove_dir(pods.state_dir(state).join(uuid)).unwrap();
+        }
+        assert!(!pods.exists(uuid));
+        assert!(pods.exists("../not-a-uuid"), "doubt keeps");
     }
 
     #[test]

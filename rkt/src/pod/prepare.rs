@@ -19,7 +19,7 @@ use super::manifest::{self, PodRequest};
 use super::render::{self, TreeImage};
 use super::state::Pod;
 use super::{layout, PodError, PodsDir};
-use crate::store::Store;
+use crate::store::{RenderedTree, Store};
 
 /// What the user asked for, with every image already in the store.
 #[derive(Debug, Clone)]
@@ -72,13 +72,21 @@ fn check_platform(image: &ImageManifest) -> Result<(), PodError> {
     }
 }
 
-fn tree_image(store: &Store, id: &ImageId) -> Result<TreeImage, PodError> {
+/// Renders (or finds) image `id`'s tree; `used` collects it, for the pod to
+/// record (see `prepare_pod`).
+fn tree_image(
+    store: &Store,
+    id: &ImageId,
+    used: &mut Vec<RenderedTree>,
+) -> Result<TreeImage, PodError> {
     let record = store
         .image(id)
         .map_err(|err| PodError::Invalid(err.to_string()))?;
-    let tree = store
-        .tree(id)
+    let rendered = store
+        .rendered(id)
         .map_err(|err| PodError::Invalid(err.to_string()))?;
+    let tree = rendered.path.clone();
+    used.push(rendered);
     Ok(TreeImage {
         tree,
         manifest_bytes: record.manifest_bytes,
@@ -102,7 +110,8 @@ pub fn prepare_pod(
         }
         PodSource::Manifest { manifest, bytes } => (manifest.clone(), bytes.clone(), Vec::new()),
     };
-    let stage1 = tree_image(store, &request.stage1)?;
+    let mut used = Vec::new();
+    let stage1 = tree_image(store, &request.stage1, &mut used)?;
     let mut apps = Vec::new();
     for app in &manifest.apps {
         let name = app.name.as_str();
@@ -124,7 +133,7 @@ pub fn prepare_pod(
                 record.manifest.name
             )));
         }
-        let image = tree_image(store, &app.image.id)?;
+        let image = tree_image(store, &app.image.id, &mut used)?;
         checks::check_app(
             &effective,
             record.manifest.name.as_str(),
@@ -138,6 +147,13 @@ pub fn prepare_pod(
         super::quota::check(&pods.state_dir(super::dir::StateDir::Prepare))?;
     }
     let pod = Pod::create(pods)?;
+    // Before the pod uses its trees and while `store` still holds the lock
+    // they were rendered under: `image rm`/`gc` (exclusive lock) then either
+    // ran before the rendering or will see this record, and the pod's
+    // directory, from now until `rkt rm`/`gc` deletes it.
+    store
+        .hold_for_pod(pod.uuid.as_str(), &used)
+        .map_err(|err| PodError::Invalid(err.to_string()))?;
     let dir = pod.path();
     // Before anything is rendered into it: a copied image counts against the limit too.
     if let Some(bytes) = request.disk_limit {

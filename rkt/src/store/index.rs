@@ -39,7 +39,23 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (image_id, role, position)
     );
     CREATE INDEX blob_refs_by_digest ON blob_refs(digest);",
+    // 2 -> 3: what each pod uses, so that image rm/gc never take it away.
+    "CREATE TABLE pod_refs (
+        pod_uuid TEXT NOT NULL,         -- a pod directory pods/<state>/<uuid>
+        image_id TEXT NOT NULL,         -- an image of one of its trees (top or dependency)
+        tree_id TEXT NOT NULL,          -- the tree under cas/tree the pod was prepared from
+        PRIMARY KEY (pod_uuid, image_id, tree_id)
+    );
+    CREATE INDEX pod_refs_by_image ON pod_refs(image_id);",
 ];
+
+/// One thing a pod uses: tree `tree_id`, rendered from (among others) `image_id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodRef {
+    pub pod_uuid: String,
+    pub image_id: String,
+    pub tree_id: String,
+}
 
 /// A sha256 blob an OCI image uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -366,6 +382,77 @@ impl Index {
         Ok(())
     }
 
+    /// Records, in one transaction, that pod `pod_uuid` uses each tree of
+    /// `trees` (tree ID, and the IDs of the images it was rendered from).
+    pub fn add_pod_refs(
+        &self,
+        pod_uuid: &str,
+        trees: &[(String, Vec<String>)],
+    ) -> Result<(), IndexError> {
+        let tx = self.conn.unchecked_transaction()?;
+        for (tree_id, images) in trees {
+            for image_id in images {
+                tx.execute(
+                    "INSERT OR IGNORE INTO pod_refs (pod_uuid, image_id, tree_id)
+                     VALUES (?1, ?2, ?3)",
+                    params![pod_uuid, image_id, tree_id],
+                )?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn pod_refs(&self) -> Result<Vec<PodRef>, IndexError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT pod_uuid, image_id, tree_id FROM pod_refs ORDER BY pod_uuid, image_id",
+        )?;
+        let rows = stmt.query_map([], |row| {
+            Ok(PodRef {
+                pod_uuid: row.get(0)?,
+                image_id: row.get(1)?,
+                tree_id: row.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Drops every record of the pods in `pod_uuids` (pods that no longer exist).
+    pub fn forget_pods(&self, pod_uuids: &[String]) -> Result<(), IndexError> {
+        let tx = self.conn.unchecked_transaction()?;
+        for pod in pod_uuids {
+            tx.execute("DELETE FROM pod_refs WHERE pod_uuid = ?1", params![pod])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Runs `read` inside one read transaction, so every query it makes
+    /// sees the same snapshot of the index (rows another rkt commits
+    /// meanwhile are not half seen).
+    pub fn snapshot<T, E: From<IndexError>>(
+        &self,
+        read: impl FnOnce() -> Result<T, E>,
+    ) -> Result<T, E> {
+        let tx = self
+            .conn
+            .unchecked_transaction()
+            .map_err(IndexError::from)?;
+        let result = read();
+        // Nothing was written: ending it either way only ends the snapshot.
+        drop(tx);
+        result
+    }
+
+    /// Every tree row: (tree ID, the image it renders).
+    pub fn trees(&self) -> Result<Vec<(String, String)>, IndexError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT tree_id, image_id FROM trees ORDER BY tree_id")?;
+        let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     pub fn tree_ids(&self) -> Result<Vec<String>, IndexError> {
         let mut stmt = self.conn.prepare("SELECT tree_id FROM trees")?;
         let rows = stmt.query_map([], |row| row.get(0))?;
@@ -513,6 +600,33 @@ mod tests {
         assert!(
             matches!(err, IndexError::NewerSchema { found: 99, .. }),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn pod_refs_are_recorded_once_and_forgotten_per_pod() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(&dir.path().join("i.sqlite")).unwrap();
+        let trees = vec![
+            (
+                "deps-a".to_string(),
+                vec!["sha512-base".to_string(), "sha512-app".to_string()],
+            ),
+            ("deps-s1".to_string(), vec!["sha512-s1".to_string()]),
+        ];
+        index.add_pod_refs("pod-1", &trees).unwrap();
+        index.add_pod_refs("pod-1", &trees).unwrap();
+        index.add_pod_refs("pod-2", &trees[1..]).unwrap();
+        let refs = index.pod_refs().unwrap();
+        assert_eq!(refs.len(), 4, "{refs:?}");
+        index.forget_pods(&["pod-1".to_string()]).unwrap();
+        assert_eq!(
+            index.pod_refs().unwrap(),
+            vec![PodRef {
+                pod_uuid: "pod-2".to_string(),
+                image_id: "sha512-s1".to_string(),
+                tree_id: "deps-s1".to_string(),
+            }]
         );
     }
 

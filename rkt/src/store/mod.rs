@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! <dir>/cas/lock                          store lock (see `lock`)
-//! <dir>/cas/db/index.sqlite               index: images, manifests, trees (see `index`)
+//! <dir>/cas/db/index.sqlite               index: images, manifests, trees, what pods
+//!                                         use (see `index`, `holds`)
 //! <dir>/cas/blob/sha512/<hh>/<hex>        an ACI's uncompressed tar, named by the hex
 //!                                         of its image ID; <hh> = first 2 hex
 //! <dir>/cas/blob/sha256/<hh>/<hex>        OCI/Docker manifests, configs and layers as
@@ -23,8 +24,22 @@
 //! file, and whatever a crash strands (a temp file, an unindexed blob or
 //! tree) is found and removed by `image gc`, which runs under the exclusive
 //! lock, when nobody can be writing.
+//!
+//! Pods hold what they were prepared from. `prepare` records, in the index's
+//! `pod_refs`, each tree the pod uses and every image that tree was rendered
+//! from, while it still holds the shared lock it rendered the trees under and
+//! after the pod directory exists (`Store::hold_for_pod`). `image rm` and
+//! `image gc` take the exclusive lock first and only then read those records
+//! (`Store::holds`), dropping the records of pods whose directory is gone
+//! (removed by `rkt rm`/`rkt gc`). So a tree a pod uses was either rendered
+//! after the last removal, or recorded before the next one could start: no
+//! removal can slip in between a pod getting its tree and recording it. The
+//! records are the host's own (the index is never shared with a guest);
+//! nothing a pod's guest writes is read to decide what is in use.
 
 mod atomic;
+mod check;
+mod holds;
 mod index;
 mod lock;
 mod tree;
@@ -42,11 +57,12 @@ use crate::extract::ExtractError;
 use crate::image::aci::StagedAci;
 use crate::image::oci::{sha256_hex, LocalImage};
 use crate::private_dir;
+pub use holds::{pods_phrase, Holds};
 pub use index::IndexError;
 use index::{BlobRef, ImageRow, Index};
 pub use lock::LockMode;
 use lock::StoreLock;
-pub use tree::copy_tree;
+pub use tree::{copy_tree, RenderedTree};
 
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -80,6 +96,12 @@ pub enum StoreError {
         #[source]
         error: ExtractError,
     },
+    #[error(
+        "image {image} is used by {}; remove {} with `rkt rm` first",
+        holds::pods_phrase(pods),
+        if pods.len() == 1 { "it" } else { "them" }
+    )]
+    InUse { image: String, pods: Vec<String> },
 }
 
 pub(crate) fn io_context(context: impl Into<String>) -> impl FnOnce(io::Error) -> StoreError {
@@ -144,10 +166,12 @@ impl ImageRecord {
     }
 }
 
-/// What `image gc` removed.
+/// What `image gc` removed (and kept because pods use it).
 #[derive(Debug, Default)]
 pub struct GcReport {
     pub images: Vec<ImageId>,
+    /// Images past the grace period kept because these pods use them.
+    pub kept_in_use: Vec<(ImageId, Vec<String>)>,
     pub stray_trees: usize,
     pub stray_blobs: usize,
     pub stray_temp_files: usize,
@@ -518,13 +542,20 @@ impl Store {
         Ok(self.index.touch(id.as_str(), unix_now())?)
     }
 
-    /// Removes an image, its blob and its rendered trees.
-    pub fn remove(&mut self, id: &ImageId) -> Result<(), StoreError> {
+    /// Removes an image, its blob and its rendered trees, unless a pod in
+    /// `holds` uses it (then nothing is removed: `StoreError::InUse`).
+    pub fn remove(&mut self, id: &ImageId, holds: &Holds) -> Result<(), StoreError> {
         debug_assert_eq!(
             self.mode,
             LockMode::Exclusive,
             "removal needs the exclusive lock"
         );
+        if let Some(pods) = holds.pods_using(id) {
+            return Err(StoreError::InUse {
+                image: id.to_string(),
+                pods: pods.to_vec(),
+            });
+        }
         let (trees, orphaned_blobs) = self.index.remove_image(id.as_str())?;
         for tree in trees {
             remove_all(&self.tree_dir().join(tree))?;
@@ -535,9 +566,10 @@ impl Store {
         remove_all(&self.blob_path(id))
     }
 
-    /// Removes images unused for longer than `grace`, then whatever the index
-    /// does not name: stray blobs, trees and temporary files.
-    pub fn gc(&mut self, grace: Duration) -> Result<GcReport, StoreError> {
+    /// Removes images unused for longer than `grace` that no pod in `holds`
+    /// uses, then whatever the index does not name: stray blobs, trees and
+    /// temporary files.
+    pub fn gc(&mut self, grace: Duration, holds: &Holds) -> Result<GcReport, StoreError> {
         debug_assert_eq!(
             self.mode,
             LockMode::Exclusive,
@@ -546,17 +578,24 @@ impl Store {
         let mut report = GcReport::default();
         let cutoff = unix_now() - grace.as_secs() as i64;
         for image in self.images()? {
-            if image.last_used <= cutoff {
-                self.remove(&image.id)?;
-                report.images.push(image.id);
+            if image.last_used > cutoff {
+                continue;
             }
+            if let Some(pods) = holds.pods_using(&image.id) {
+                report.kept_in_use.push((image.id, pods.to_vec()));
+                continue;
+            }
+            self.remove(&image.id, holds)?;
+            report.images.push(image.id);
         }
 
         let known_trees: std::collections::HashSet<String> =
             self.index.tree_ids()?.into_iter().collect();
         for entry in read_dir(&self.tree_dir())? {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if !known_trees.contains(&name) {
+            // A held tree stays even without its row (a crash between its
+            // rename into place and the row leaves that; the pod uses it).
+            if !known_trees.contains(&name) && !holds.holds_tree(&name) {
                 remove_all(&entry.path())?;
                 report.stray_trees += 1;
             }

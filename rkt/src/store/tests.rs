@@ -155,7 +155,9 @@ fn remove_and_gc_clean_up_everything_including_crash_leftovers() {
         .index
         .touch(old.as_str(), unix_now() - 2 * 86400)
         .unwrap();
-    let report = store.gc(Duration::from_secs(86400)).unwrap();
+    let report = store
+        .gc(Duration::from_secs(86400), &Holds::default())
+        .unwrap();
     assert_eq!(report.images, vec![old.clone()]);
     assert_eq!(report.stray_trees, 1);
     assert_eq!(report.stray_blobs, 1);
@@ -168,7 +170,7 @@ fn remove_and_gc_clean_up_everything_including_crash_leftovers() {
         1
     );
 
-    store.remove(&keep).unwrap();
+    store.remove(&keep, &Holds::default()).unwrap();
     assert!(store.images().unwrap().is_empty());
     assert_eq!(
         fs::read_dir(dir.path().join("cas/tree")).unwrap().count(),
@@ -206,15 +208,21 @@ fn concurrent_fetches_of_the_same_image_are_safe() {
     assert_eq!(fs::read_dir(path.join("cas/tmp")).unwrap().count(), 0);
 }
 
-#[test]
-fn verify_finds_a_corrupted_blob() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+/// A store in `dir` with one small image in it.
+fn store_with_one_image(dir: &Path) -> (Store, ImageId) {
+    let store = open(dir);
     let id = import(
         &store,
         &manifest("example.com/app", "1", ""),
         &[("a", b"1")],
     );
+    (store, id)
+}
+
+#[test]
+fn verify_finds_a_corrupted_blob() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, id) = store_with_one_image(dir.path());
     let image = store.image(&id).unwrap();
     assert!(store.verify(&image).unwrap().is_empty());
     let blob = dir
@@ -229,6 +237,79 @@ fn verify_finds_a_corrupted_blob() {
     assert_eq!(problems.len(), 1);
     assert!(
         problems[0].contains("does not hash to its ID"),
+        "{problems:?}"
+    );
+}
+
+/// A pod's record keeps its tree and every image the tree was rendered
+/// from (dependency included) through `remove` and `gc`, until the pod is
+/// gone; then the record is dropped and both go.
+#[test]
+fn what_a_pod_holds_survives_rm_and_gc_until_the_pod_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (base, app, tree) = {
+        let store = open(dir.path());
+        let base = import(
+            &store,
+            &manifest("example.com/base", "1", ""),
+            &[("etc/os", b"base")],
+        );
+        let app = import(
+            &store,
+            &manifest(
+                "example.com/app",
+                "1",
+                r#","dependencies":[{"imageName":"example.com/base"}]"#,
+            ),
+            &[("bin/app", b"app")],
+        );
+        let rendered = store.rendered(&app).unwrap();
+        assert_eq!(rendered.images, vec![base.clone(), app.clone()]);
+        store
+            .hold_for_pod("pod-a", std::slice::from_ref(&rendered))
+            .unwrap();
+        (base, app, rendered.path)
+    };
+    let mut store = Store::open(dir.path(), LockMode::Exclusive).unwrap();
+    for id in [&base, &app] {
+        store.index.touch(id.as_str(), 0).unwrap();
+    }
+    let holds = store.holds(|pod| pod == "pod-a").unwrap();
+    for id in [&base, &app] {
+        let err = store.remove(id, &holds).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("image {id} is used by pod pod-a; remove it with `rkt rm` first")
+        );
+    }
+    let report = store.gc(Duration::ZERO, &holds).unwrap();
+    assert!(report.images.is_empty(), "{report:?}");
+    assert_eq!(report.kept_in_use.len(), 2);
+    assert!(tree.join("rootfs/bin/app").is_file());
+    assert!(store.check_consistency().unwrap().is_empty());
+
+    // The pod is removed: its record goes with the next look, then the images.
+    let holds = store.holds(|_| false).unwrap();
+    assert!(store.index.pod_refs().unwrap().is_empty());
+    let report = store.gc(Duration::ZERO, &holds).unwrap();
+    assert_eq!(report.images.len(), 2);
+    assert!(!tree.exists());
+    assert!(store.check_consistency().unwrap().is_empty());
+}
+
+#[test]
+fn the_consistency_check_finds_missing_blobs_and_trees() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, id) = store_with_one_image(dir.path());
+    let tree = store.tree(&id).unwrap();
+    assert!(store.check_consistency().unwrap().is_empty());
+    fs::remove_dir_all(&tree).unwrap();
+    fs::remove_file(store.blob_path(&id)).unwrap();
+    let problems = store.check_consistency().unwrap();
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(problems[0].contains("its blob"), "{problems:?}");
+    assert!(
+        problems[1].contains("its directory is missing"),
         "{problems:?}"
     );
 }

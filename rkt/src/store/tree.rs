@@ -51,15 +51,47 @@ impl<R: Read> Read for Sha256Reader<R> {
     }
 }
 
+/// A rendered tree and what it was rendered from.
+#[derive(Debug, Clone)]
+pub struct RenderedTree {
+    /// `cas/tree/<tree_id>`, holding `manifest` and `rootfs/`.
+    pub path: PathBuf,
+    pub tree_id: String,
+    /// The images applied, bottom first (dependencies, then the image).
+    pub images: Vec<ImageId>,
+}
+
 impl Store {
     /// Returns the rendered tree of `id` (a directory holding `manifest` and
     /// `rootfs/`), rendering it first if the cache does not have it yet.
     pub fn tree(&self, id: &ImageId) -> Result<PathBuf, StoreError> {
+        self.rendered(id).map(|tree| tree.path)
+    }
+
+    /// [`Store::tree`], also saying which tree and images it is (what a pod
+    /// records to hold them; see `Store::hold_for_pod`).
+    pub fn rendered(&self, id: &ImageId) -> Result<RenderedTree, StoreError> {
         let top = self.image(id)?;
         let mut chain = Vec::new();
         self.push_chain(top.clone(), &mut chain, &mut Vec::new())?;
         let tree_id = tree_id(&chain);
-        let tree = self.tree_dir().join(&tree_id);
+        let images = chain.iter().map(|record| record.id.clone()).collect();
+        let path = self.render_chain(&top, &chain, &tree_id)?;
+        Ok(RenderedTree {
+            path,
+            tree_id,
+            images,
+        })
+    }
+
+    fn render_chain(
+        &self,
+        top: &ImageRecord,
+        chain: &[ImageRecord],
+        tree_id: &str,
+    ) -> Result<PathBuf, StoreError> {
+        let id = &top.id;
+        let tree = self.tree_dir().join(tree_id);
         self.touch(id)?;
         if tree.is_dir() {
             return Ok(tree);
@@ -76,7 +108,7 @@ impl Store {
             .mode(0o755)
             .create(&rootfs)
             .map_err(io_context("creating the render directory's rootfs"))?;
-        for layer in &chain {
+        for layer in chain {
             self.unpack_into(layer, &rootfs)?;
         }
         fs::write(staging.path().join("manifest"), &top.manifest_bytes)
@@ -97,7 +129,7 @@ impl Store {
                 ))(err));
             }
         }
-        self.index.add_tree(&tree_id, id.as_str())?;
+        self.index.add_tree(tree_id, id.as_str())?;
         Ok(tree)
     }
 

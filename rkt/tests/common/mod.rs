@@ -301,3 +301,59 @@ pub fn busybox_aci_with_manifest(
     }
     builder.into_inner().unwrap()
 }
+
+// ---------------------------------------------------------------------------
+// Store-and-pods helpers for store_in_use.rs and store_crash.rs (issue 14,
+// store slice): a stage1 that is never run, and the pods the store holds for.
+// ---------------------------------------------------------------------------
+
+/// An image manifest named `name`, version 1, for linux/amd64, to extend.
+pub fn linux_amd64_manifest(name: &str) -> serde_json::Value {
+    serde_json::json!({
+        "acKind": "ImageManifest",
+        "acVersion": "0.8.11",
+        "name": name,
+        "labels": [
+            {"name": "version", "value": "1"},
+            {"name": "os", "value": "linux"},
+            {"name": "arch", "value": "amd64"}
+        ]
+    })
+}
+
+/// A busybox ACI that declares itself a stage1 (run and gc entrypoints,
+/// interface 6); the store tests only prepare pods, so it never runs.
+pub fn test_stage1_aci(name: &str) -> Vec<u8> {
+    busybox_aci_with_manifest(&test_stage1_manifest(name), &[])
+}
+
+/// The manifest of [`test_stage1_aci`].
+pub fn test_stage1_manifest(name: &str) -> String {
+    let mut manifest = linux_amd64_manifest(name);
+    manifest["annotations"] = serde_json::json!([
+        {"name": "coreos.com/rkt/stage1/run", "value": "/init"},
+        {"name": "coreos.com/rkt/stage1/gc", "value": "/gc"},
+        {"name": "coreos.com/rkt/stage1/interface-version", "value": "6"}
+    ]);
+    manifest.to_string()
+}
+
+/// Every pod directory under `dir/pods`, as `state/uuid`, sorted.
+pub fn pod_dirs(dir: &std::path::Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let Ok(states) = fs::read_dir(dir.join("pods")) else {
+        return found;
+    };
+    for state in states.flatten() {
+        let Ok(pods) = fs::read_dir(state.path()) else {
+            continue;
+        };
+        let state = state.file_name().to_string_lossy().into_owned();
+        found.extend(
+            pods.flatten()
+                .map(|pod| format!("{state}/{}", pod.file_name().to_string_lossy())),
+        );
+    }
+    found.sort();
+    found
+}

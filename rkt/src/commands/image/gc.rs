@@ -4,10 +4,10 @@ use std::time::Duration;
 
 use clap::Args;
 
+use super::open_for_removal;
 use crate::commands::format::parse_duration;
 use crate::error::RktError;
 use crate::globals::GlobalOptions;
-use crate::store::{LockMode, Store};
 
 #[derive(Args)]
 pub struct GcArgs {
@@ -17,10 +17,18 @@ pub struct GcArgs {
 }
 
 pub fn run(globals: &GlobalOptions, args: GcArgs) -> Result<(), RktError> {
-    let mut store = Store::open(&globals.dir, LockMode::Exclusive)?;
-    let report = store.gc(args.grace_period)?;
+    let (mut store, holds) = open_for_removal(globals)?;
+    let report = store.gc(args.grace_period, &holds)?;
     for id in &report.images {
         eprintln!("successfully removed image {id}");
+    }
+    if globals.debug {
+        for (id, pods) in &report.kept_in_use {
+            eprintln!(
+                "rkt: keeping image {id}: used by {}",
+                crate::store::pods_phrase(pods)
+            );
+        }
     }
     eprintln!(
         "rkt: {} image(s) removed; {} stray tree(s), {} stray blob(s), {} temporary file(s) cleaned up",

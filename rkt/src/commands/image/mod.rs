@@ -15,6 +15,8 @@ use clap::{Args, Subcommand};
 
 use crate::error::RktError;
 use crate::globals::GlobalOptions;
+use crate::pod::PodsDir;
+use crate::store::{Holds, LockMode, Store};
 
 #[derive(Subcommand)]
 pub enum ImageCommand {
@@ -47,6 +49,17 @@ pub fn run(globals: &GlobalOptions, command: ImageCommand) -> Result<(), RktErro
         ImageCommand::Gc(args) => gc::run(globals, args),
         ImageCommand::Verify(args) => verify::run(globals, args),
     }
+}
+
+/// The store under the exclusive lock, and what the pods that still exist
+/// hold in it (read after the lock is taken, so no prepare can be between
+/// rendering a tree and recording it): what `image rm` and `image gc` must
+/// leave alone.
+fn open_for_removal(globals: &GlobalOptions) -> Result<(Store, Holds), RktError> {
+    let pods = PodsDir::open(&globals.dir)?;
+    let mut store = Store::open(&globals.dir, LockMode::Exclusive)?;
+    let holds = store.holds(|uuid| pods.exists(uuid))?;
+    Ok((store, holds))
 }
 
 /// Makes room for a command's output directory: refuses an existing one

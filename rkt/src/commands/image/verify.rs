@@ -1,24 +1,43 @@
 //! `rkt image verify IMAGE...`: re-hash what the store holds.
+//! `rkt image verify --all`: every image, and the store's own consistency
+//! (what the index names is on disk).
 
 use clap::Args;
 
 use crate::error::RktError;
 use crate::globals::GlobalOptions;
-use crate::store::{LockMode, Store};
+use crate::store::{ImageRecord, LockMode, Store};
 
 #[derive(Args)]
 pub struct VerifyArgs {
     /// Image IDs (full or abbreviated), sha256 digests or names.
-    #[arg(required = true, value_name = "IMAGE")]
+    #[arg(
+        required_unless_present = "all",
+        conflicts_with = "all",
+        value_name = "IMAGE"
+    )]
     images: Vec<String>,
+    /// Verify every image, and that the index, blobs, trees and pod records agree.
+    #[arg(long)]
+    all: bool,
 }
 
 pub fn run(globals: &GlobalOptions, args: VerifyArgs) -> Result<(), RktError> {
     let store = Store::open(&globals.dir, LockMode::Shared)?;
+    let images: Vec<ImageRecord> = if args.all {
+        store.images()?
+    } else {
+        args.images
+            .iter()
+            .map(|reference| store.resolve(reference))
+            .collect::<Result<_, _>>()?
+    };
     let mut damaged = 0;
-    for reference in &args.images {
-        let image = store.resolve(reference)?;
-        let problems = store.verify(&image)?;
+    for image in &images {
+        // A missing blob is one more problem found, not the end of the check.
+        let problems = store
+            .verify(image)
+            .unwrap_or_else(|err| vec![err.to_string()]);
         if problems.is_empty() {
             println!(
                 "successfully verified checksum for image: {:?}",
@@ -31,10 +50,28 @@ pub fn run(globals: &GlobalOptions, args: VerifyArgs) -> Result<(), RktError> {
             }
         }
     }
+    let inconsistencies = if args.all {
+        store.check_consistency()?
+    } else {
+        Vec::new()
+    };
+    for problem in &inconsistencies {
+        eprintln!("rkt: {problem}");
+    }
     if damaged > 0 {
         return Err(RktError::Message(format!(
             "{damaged} image(s) are damaged in the store; remove them with `rkt image rm` and fetch them again"
         )));
+    }
+    if !inconsistencies.is_empty() {
+        return Err(RktError::Message(format!(
+            "the store is inconsistent ({} problems above); remove the images named with \
+             `rkt image rm` and fetch them again",
+            inconsistencies.len()
+        )));
+    }
+    if args.all {
+        println!("the store is consistent ({} images)", images.len());
     }
     Ok(())
 }
