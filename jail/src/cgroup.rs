@@ -92,10 +92,17 @@ impl Cgroup {
         // A cgroup left by a killed run of the same pod holds no process any more.
         remove_dir(&path)?;
         make_dir(&path)?;
-        let cgroup = Cgroup { path, limits };
-        cgroup.write("memory.max", &limits.memory_max.to_string())?;
-        cgroup.write("pids.max", &limits.pids_max.to_string())?;
+        let mut cgroup = Cgroup { path, limits };
+        cgroup.set_limits(limits)?;
         Ok(cgroup)
+    }
+
+    /// Replaces the limits (e.g. once it is known what the process in it will do).
+    pub fn set_limits(&mut self, limits: CgroupLimits) -> Result<(), CgroupError> {
+        self.write("memory.max", &limits.memory_max.to_string())?;
+        self.write("pids.max", &limits.pids_max.to_string())?;
+        self.limits = limits;
+        Ok(())
     }
 
     /// Moves process `pid` (all its threads) into the cgroup.

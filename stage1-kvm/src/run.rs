@@ -69,6 +69,16 @@ pub fn run(args: &RunArgs) -> Result<i32, Stage1Error> {
     if let Some(network) = &network {
         config.nets = network.nics.clone();
     }
+    // The jailed VMM process starts now, in the pod's network namespace, and sets itself up
+    // while the output and status listeners start and the warm-start cache is looked at.
+    let plan = JailPlan::new(
+        &args.uuid,
+        &pod.dir,
+        &run_dir.jail,
+        network.as_ref(),
+        args.debug,
+    );
+    plan.start_standby(&config);
     if args.debug {
         eprintln!(
             "stage1-kvm: VM: {} vCPU(s), {} MiB, shares {}, vsock {}, cmdline {:?}",
@@ -106,14 +116,8 @@ pub fn run(args: &RunArgs) -> Result<i32, Stage1Error> {
     let attach = args
         .interactive
         .then(|| control::attach::start(socket.clone(), Arc::clone(&vm_ended)));
-    let outcome = run_vm(
-        config,
-        &pod,
-        &run_dir,
-        network.as_ref(),
-        args,
-        &mut timeline,
-    );
+    let outcome = run_vm(&plan, config, &pod, args, &mut timeline);
+    drop(plan);
     // CNI DEL, the namespace and the taps go now, before the statuses are read.
     drop(network);
     vm_ended.store(true, Ordering::Relaxed);
@@ -190,24 +194,16 @@ fn check_options(args: &RunArgs) -> Result<(), Stage1Error> {
 /// The VM, in a jailed process of its own (`vmm_process`): booted, or restored from the warm
 /// start cache.
 fn run_vm(
+    plan: &JailPlan,
     config: VmConfig,
     pod: &PodPaths,
-    run_dir: &RunDir,
-    network: Option<&net::PodNetwork>,
     args: &RunArgs,
     timeline: &mut Timeline,
 ) -> Result<VmOutcome, Stage1Error> {
-    let plan = JailPlan {
-        uuid: &args.uuid,
-        pod_dir: &pod.dir,
-        jail_dir: &run_dir.jail,
-        network,
-        debug: args.debug,
-    };
     if args.warm_start {
-        crate::warm::run(&plan, config, pod, args.debug, timeline)
+        crate::warm::run(plan, config, pod, args.debug, timeline)
     } else {
-        vmm_process::boot(&plan, config)
+        vmm_process::boot(plan, config)
     }
 }
 

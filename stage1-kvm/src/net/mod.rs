@@ -298,6 +298,13 @@ impl PodNetwork {
         save_state(&self.state_path, &self.state)
     }
 
+    /// The pod's network namespace, opened (the jailed VMM process is started in it).
+    pub fn namespace(&self) -> Result<OwnedFd, Stage1Error> {
+        netns::open(&self.state.netns).map_err(|e| {
+            Stage1Error::Network(format!("cannot open the pod's network namespace: {e}"))
+        })
+    }
+
     /// Moves the calling thread into the pod's namespace (for the VMM to open its taps there)
     /// until the returned guard is dropped.
     pub fn enter(&self) -> Result<InNamespace, Stage1Error> {

@@ -4,7 +4,7 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -33,8 +33,10 @@ pub mod inside {
 pub fn main() -> i32 {
     // SAFETY: the parent hands descriptor 3 to us for the reply and nothing else uses it.
     let mut reply_out = unsafe { File::from_raw_fd(REPLY_FD) };
-    let reply = match read_request() {
-        Ok(request) => serve(request),
+    // The parent may start us before it knows what the VM is (`JailPlan::start_standby`):
+    // what needs no request is done while it finishes its set-up.
+    let reply = match Namespaces::make().and_then(|ns| Ok((ns, read_request()?))) {
+        Ok((namespaces, request)) => serve(request, namespaces),
         Err(err) => Reply::Failed(err),
     };
     let bytes = serde_json::to_vec(&reply).unwrap_or_default();
@@ -53,7 +55,29 @@ fn read_request() -> Result<Request, String> {
     serde_json::from_slice(&text).map_err(|e| format!("the VMM request is not valid: {e}"))
 }
 
-fn serve(request: Request) -> Reply {
+/// What the child sets up before its request: its own mount, IPC and UTS namespaces, and an
+/// empty network namespace to move to at lock-down (it stays in the pod's until its taps are
+/// open).
+struct Namespaces {
+    empty_netns: OwnedFd,
+}
+
+impl Namespaces {
+    fn make() -> Result<Namespaces, String> {
+        let _ = nix::sys::prctl::set_name(c"rkt-vmm");
+        let text = |e: &dyn std::fmt::Display| format!("setting up the VMM's jail: {e}");
+        jail::root::unshare_namespaces().map_err(|e| text(&e))?;
+        let current = || File::open("/proc/thread-self/ns/net").map(OwnedFd::from);
+        let pod_netns = current().map_err(|e| text(&e))?;
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| text(&e))?;
+        let empty_netns = current().map_err(|e| text(&e))?;
+        nix::sched::setns(&pod_netns, nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(|e| text(&e))?;
+        Ok(Namespaces { empty_netns })
+    }
+}
+
+fn serve(request: Request, namespaces: Namespaces) -> Reply {
     let mark = |what: &str| {
         if let Some(origin) = request.debug_timing_origin {
             crate::timing::mark_since(origin, what);
@@ -70,6 +94,7 @@ fn serve(request: Request) -> Reply {
         max_open_files: request.max_open_files,
         vsock_socket: config.vsock.as_ref().map(|v| v.uds_path.clone()),
         debug_timing_origin: request.debug_timing_origin,
+        empty_netns: namespaces.empty_netns,
         seccomp: if request.seccomp_log_only {
             vmm::seccomp::Mismatch::Log
         } else {
@@ -99,9 +124,7 @@ fn serve(request: Request) -> Reply {
 /// Builds the jail from the request, enters it, and returns the configuration and action
 /// rewritten to the paths inside.
 fn build_jail(request: &Request) -> Result<(VmConfig, Action), String> {
-    let _ = nix::sys::prctl::set_name(c"rkt-vmm");
     let text = |e: &dyn std::fmt::Display| e.to_string();
-    jail::root::unshare_namespaces().map_err(|e| text(&e))?;
     let root = JailRoot::create(&request.jail_dir).map_err(|e| text(&e))?;
     let mut config = request.config.clone();
     let ro = Bind {
@@ -119,13 +142,13 @@ fn build_jail(request: &Request) -> Result<(VmConfig, Action), String> {
     let action = match (&request.action, snapshot_dir) {
         (Action::Boot, _) | (_, None) => Action::Boot,
         (Action::MakeSnapshot { .. }, Some((dir, how))) => {
-            bind_snapshot_dir(&root, dir, request.snapshot_dir_fd, how)?;
+            bind_snapshot_dir(&root, dir, request.snapshot_dir_identity, how)?;
             Action::MakeSnapshot {
                 dir: PathBuf::from(inside::SNAPSHOT),
             }
         }
         (Action::Restore { .. }, Some((dir, how))) => {
-            bind_snapshot_dir(&root, dir, request.snapshot_dir_fd, how)?;
+            bind_snapshot_dir(&root, dir, request.snapshot_dir_identity, how)?;
             Action::Restore {
                 dir: PathBuf::from(inside::SNAPSHOT),
             }
@@ -213,14 +236,14 @@ fn build_jail(request: &Request) -> Result<(VmConfig, Action), String> {
     Ok((config, action))
 }
 
-/// Binds the snapshot directory `dir` at `/snapshot`. With `checked_fd` (the directory as the
-/// stage1 opened and checked it, inherited), what `dir` leads to must be that very directory
-/// (device and inode): a descriptor from the host's mount namespace cannot itself be a bind
-/// source in this one, so the path is opened again here.
+/// Binds the snapshot directory `dir` at `/snapshot`. With `checked` (device and inode of the
+/// directory as the stage1 opened and checked it), what `dir` leads to must be that very
+/// directory: a descriptor from the host's mount namespace cannot itself be a bind source in
+/// this one, so the path is opened again here, and the bind is made from what was opened.
 fn bind_snapshot_dir(
     root: &JailRoot,
     dir: &Path,
-    checked_fd: Option<i32>,
+    checked: Option<(u64, u64)>,
     how: Bind,
 ) -> Result<PathBuf, String> {
     let reopened = std::fs::File::options()
@@ -228,13 +251,11 @@ fn bind_snapshot_dir(
         .custom_flags(libc::O_PATH | libc::O_NOFOLLOW | libc::O_DIRECTORY | libc::O_CLOEXEC)
         .open(dir)
         .map_err(|e| format!("opening the snapshot directory {}: {e}", dir.display()))?;
-    if let Some(fd) = checked_fd {
-        let identity = |fd: i32| {
-            nix::sys::stat::fstat(fd)
-                .map(|st| (st.st_dev, st.st_ino))
-                .map_err(|e| format!("checking the snapshot directory: {e}"))
-        };
-        if identity(fd)? != identity(reopened.as_raw_fd())? {
+    if let Some(checked) = checked {
+        let reopened_identity = nix::sys::stat::fstat(reopened.as_raw_fd())
+            .map(|st| (st.st_dev, st.st_ino))
+            .map_err(|e| format!("checking the snapshot directory: {e}"))?;
+        if reopened_identity != checked {
             return Err(format!(
                 "the snapshot directory {} was replaced while the VMM started",
                 dir.display()

@@ -6,13 +6,15 @@
 //!
 //! 1. born in a pid namespace of its own (it is its pid 1) and in the pod's network namespace,
 //!    in a cgroup v2 of its own (memory.max, pids.max), killed if the stage1 dies;
-//! 2. new mount, IPC and UTS namespaces; a tmpfs root holding only the kernel and initramfs
-//!    (read-only), the shares, the vsock directory, `/dev/kvm` (and `/dev/net/tun` with NICs),
-//!    a pid-only `/proc` and, for a snapshot, its directory; pivot_root into it, the host's root
-//!    detached;
-//! 3. the bounding set cut to the file capabilities virtio-fs needs, `no_new_privs`;
+//! 2. before it has its request (the stage1 starts it as soon as the pod's network exists,
+//!    `JailPlan::start_standby`, so that this overlaps the rest of the stage1's set-up): new
+//!    mount, IPC and UTS namespaces, and an empty network namespace made for later;
+//! 3. with its request: a tmpfs root holding only the kernel and initramfs (read-only), the
+//!    shares, the vsock directory, `/dev/kvm` (and `/dev/net/tun` with NICs), a pid-only
+//!    `/proc` and, for a snapshot, its directory; pivot_root into it, the host's root detached;
+//!    the bounding set cut to the file capabilities virtio-fs needs, `no_new_privs`;
 //! 4. the VM built (KVM, devices, taps opened, snapshot mapped) while still root;
-//! 5. at lock-down (`vmm::sandbox`): an empty network namespace, rlimits, then every thread
+//! 5. at lock-down (`vmm::sandbox`): the empty network namespace, rlimits, then every thread
 //!    confined by kind ([`policy`]): an unprivileged per-pod uid/gid and no capability for
 //!    the main, vCPU, net, vsock and rng threads, uid 0 with only the file capabilities for
 //!    the spawner and the virtio-fs threads, and each kind's seccomp allow-list.

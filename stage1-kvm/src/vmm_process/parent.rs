@@ -8,7 +8,7 @@ use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Mutex};
 use std::thread::JoinHandle;
 
 use jail::{Cgroup, CgroupLimits, PodIds};
@@ -33,8 +33,6 @@ const PIDS_BASE: u64 = 16;
 /// `RKT_STAGE1_KVM_SECCOMP=log`: calls outside the VMM's seccomp lists are logged to the
 /// kernel log (audit type 1326) instead of killing it; for finding what a list misses.
 pub const SECCOMP_ENV: &str = "RKT_STAGE1_KVM_SECCOMP";
-/// The child's descriptor for a snapshot directory the cache opened.
-pub const SNAPSHOT_DIR_FD: i32 = 4;
 /// Descriptors beyond the shares' inode tables: KVM, devices, eventfds, sockets.
 const BASE_OPEN_FILES: u64 = 1024;
 
@@ -46,230 +44,350 @@ pub struct JailPlan<'a> {
     pub jail_dir: &'a Path,
     pub network: Option<&'a PodNetwork>,
     pub debug: bool,
+    /// A VMM process started ahead of its request ([`JailPlan::start_standby`]), which the
+    /// next [`JailPlan::run`] takes.
+    standby: Mutex<Option<VmmProcess>>,
 }
 
-impl JailPlan<'_> {
+impl<'a> JailPlan<'a> {
+    pub fn new(
+        uuid: &'a str,
+        pod_dir: &'a Path,
+        jail_dir: &'a Path,
+        network: Option<&'a PodNetwork>,
+        debug: bool,
+    ) -> JailPlan<'a> {
+        JailPlan {
+            uuid,
+            pod_dir,
+            jail_dir,
+            network,
+            debug,
+            standby: Mutex::new(None),
+        }
+    }
+
     /// The VMM's unprivileged ids.
     pub fn ids(&self) -> PodIds {
         PodIds::of_pod(self.uuid)
     }
 
-    /// Runs `action` on a VM described by `config` in a jailed VMM process.
-    pub fn run(&self, action: Action, config: VmConfig) -> Result<Reply, Stage1Error> {
-        let limits = cgroup_limits(&config, &action);
-        let cgroup = Cgroup::create(
-            Path::new(jail::cgroup::CGROUP_ROOT),
-            CGROUP_GROUP,
-            self.uuid,
-            limits,
-        )
-        .map_err(|e| Stage1Error::Unsupported(e.to_string()))?;
-        let result = self.run_in(&cgroup, action, config);
-        if let Err(err) = cgroup.remove() {
-            eprintln!("stage1-kvm: {err} (rkt gc will try again)");
+    /// Starts the VMM process for the VM `config` describes now, so that its start-up (a
+    /// cgroup, a pid namespace, exec, its own namespaces) overlaps the stage1's remaining
+    /// set-up; the next [`JailPlan::run`] hands it its request. A failure here is only noted:
+    /// `run` then starts the process itself and reports what goes wrong.
+    pub fn start_standby(&self, config: &VmConfig) {
+        match VmmProcess::start(self, config) {
+            Ok(process) => {
+                if let Ok(mut standby) = self.standby.lock() {
+                    *standby = Some(process);
+                }
+            }
+            Err(err) if self.debug => eprintln!("stage1-kvm: starting the VMM early: {err}"),
+            Err(_) => {}
         }
-        result
     }
 
-    fn run_in(
-        &self,
-        cgroup: &Cgroup,
-        action: Action,
-        mut config: VmConfig,
-    ) -> Result<Reply, Stage1Error> {
+    /// Runs `action` on a VM described by `config` in a jailed VMM process.
+    pub fn run(&self, action: Action, config: VmConfig) -> Result<Reply, Stage1Error> {
+        let standby = self.standby.lock().ok().and_then(|mut s| s.take());
+        let process = match standby {
+            Some(process) => process,
+            None => VmmProcess::start(self, &config)?,
+        };
+        process.serve(self, action, config)
+    }
+
+    fn mark(&self, what: &str) {
+        if let Some(origin) = self.debug.then(crate::timing::rkt_started_at).flatten() {
+            crate::timing::mark_since(origin, what);
+        }
+    }
+}
+
+/// A jailed VMM process waiting for its request: in its cgroup, its pid namespace and the
+/// pod's network namespace, its own namespaces made. Killed (and its cgroup removed) if
+/// dropped before it served one.
+struct VmmProcess {
+    cgroup: Option<Cgroup>,
+    /// The thread that started the child and waits for it (the child's parent-death signal
+    /// is tied to it).
+    launcher: Option<JoinHandle<Result<ExitStatus, Stage1Error>>>,
+    pid: u32,
+    stdin: Option<std::process::ChildStdin>,
+    stdout: Option<std::process::ChildStdout>,
+    reply_in: Option<std::io::PipeReader>,
+}
+
+impl VmmProcess {
+    /// Creates the cgroup (with the largest limits `config` may need; [`VmmProcess::serve`]
+    /// sets the action's own), then the child, in it.
+    fn start(plan: &JailPlan, config: &VmConfig) -> Result<VmmProcess, Stage1Error> {
         fs::DirBuilder::new()
             .mode(0o700)
-            .create(self.jail_dir)
+            .create(plan.jail_dir)
             .or_else(|e| match e.kind() {
                 std::io::ErrorKind::AlreadyExists => Ok(()),
                 _ => Err(e),
             })
             .map_err(Stage1Error::io(format!(
                 "creating {}",
-                self.jail_dir.display()
+                plan.jail_dir.display()
             )))?;
+        let largest = cgroup_limits(
+            config,
+            &Action::MakeSnapshot {
+                dir: PathBuf::new(),
+            },
+        );
+        let cgroup = Cgroup::create(
+            Path::new(jail::cgroup::CGROUP_ROOT),
+            CGROUP_GROUP,
+            plan.uuid,
+            largest,
+        )
+        .map_err(|e| Stage1Error::Unsupported(e.to_string()))?;
+        let netns = plan.network.map(PodNetwork::namespace).transpose()?;
+        let (started_tx, started_rx) = mpsc::channel();
+        let launcher = std::thread::Builder::new()
+            .name("vmm-launcher".into())
+            .spawn(move || launch(netns, started_tx))
+            .map_err(Stage1Error::io("starting the VMM's launcher thread"));
+        let launcher = match launcher {
+            Ok(launcher) => launcher,
+            Err(err) => {
+                let _ = cgroup.remove();
+                return Err(err);
+            }
+        };
+        let Ok(started) = started_rx.recv() else {
+            // The launcher failed before the child existed; its error says why.
+            let err = launcher.join().unwrap_or_else(|_| {
+                Err(Stage1Error::Jail(
+                    "the VMM's launcher thread panicked".into(),
+                ))
+            });
+            let _ = cgroup.remove();
+            return Err(err
+                .err()
+                .unwrap_or_else(|| Stage1Error::Jail("the VMM did not start".into())));
+        };
+        let process = VmmProcess {
+            cgroup: Some(cgroup),
+            launcher: Some(launcher),
+            pid: started.pid,
+            stdin: started.stdin,
+            stdout: started.stdout,
+            reply_in: Some(started.reply_in),
+        };
+        if let Some(cgroup) = &process.cgroup {
+            // Dropping `process` kills the child and removes the cgroup.
+            cgroup
+                .add(process.pid)
+                .map_err(|e| Stage1Error::Jail(e.to_string()))?;
+        }
+        plan.mark("jailed VMM process started");
+        Ok(process)
+    }
+
+    /// Sends the child its request for `action` on `config`, relays its console, and waits
+    /// for its reply and its end; the cgroup goes with it.
+    fn serve(
+        mut self,
+        plan: &JailPlan,
+        action: Action,
+        mut config: VmConfig,
+    ) -> Result<Reply, Stage1Error> {
+        let result = self.serve_inner(plan, action, &mut config);
+        if let Some(cgroup) = self.cgroup.take() {
+            if let Err(err) = cgroup.remove() {
+                eprintln!("stage1-kvm: {err} (rkt gc will try again)");
+            }
+        }
+        result
+    }
+
+    fn serve_inner(
+        &mut self,
+        plan: &JailPlan,
+        action: Action,
+        config: &mut VmConfig,
+    ) -> Result<Reply, Stage1Error> {
+        let seccomp_log_only = seccomp_log_only()?;
+        let limits = cgroup_limits(config, &action);
+        if let Some(cgroup) = &mut self.cgroup {
+            cgroup
+                .set_limits(limits)
+                .map_err(|e| Stage1Error::Jail(e.to_string()))?;
+        }
         let console = match &config.serial {
             SerialOutput::File(path) => Some((path.clone(), config.console_max_bytes)),
             _ => None,
         };
-        if console.is_some() {
-            config.serial = SerialOutput::Stdout;
-        }
-        let seccomp_log_only = match std::env::var(SECCOMP_ENV).as_deref() {
-            Err(_) | Ok("") | Ok("enforce") => false,
-            Ok("log") => {
-                eprintln!(
-                    "stage1-kvm: warning: {SECCOMP_ENV}=log: the VMM's seccomp filters log \
-                     forbidden system calls instead of stopping them"
-                );
-                true
-            }
-            Ok(other) => {
-                return Err(Stage1Error::Usage(format!(
-                    "{SECCOMP_ENV}={other:?}: use enforce (the default) or log"
-                )))
-            }
-        };
-        let (action, inherited_dir) = pass_snapshot_dir(action, &mut config);
+        config.serial = SerialOutput::Stdout;
+        let (action, snapshot_dir) = pass_snapshot_dir(action, config);
+        let snapshot_dir_identity = snapshot_dir
+            .map(|fd| {
+                nix::sys::stat::fstat(fd)
+                    .map(|st| (st.st_dev, st.st_ino))
+                    .map_err(|e| Stage1Error::Jail(format!("checking the snapshot directory: {e}")))
+            })
+            .transpose()?;
         let request = Request {
             action,
-            snapshot_dir_fd: inherited_dir.map(|_| SNAPSHOT_DIR_FD),
+            snapshot_dir_identity,
             seccomp_log_only,
-            max_open_files: max_open_files(&config),
-            config,
-            pod_dir: self.pod_dir.to_path_buf(),
-            jail_dir: self.jail_dir.to_path_buf(),
-            ids: self.ids(),
-            debug_timing_origin: self.debug.then(crate::timing::rkt_started_at).flatten(),
+            max_open_files: max_open_files(config),
+            config: config.clone(),
+            pod_dir: plan.pod_dir.to_path_buf(),
+            jail_dir: plan.jail_dir.to_path_buf(),
+            ids: plan.ids(),
+            debug_timing_origin: plan.debug.then(crate::timing::rkt_started_at).flatten(),
         };
-        if self.debug {
-            eprintln!("{}", describe(&request, cgroup));
+        if plan.debug {
+            eprintln!("{}", describe(&request, limits, plan.uuid));
         }
         let body = serde_json::to_vec(&request).map_err(|e| Stage1Error::Jail(e.to_string()))?;
-        if let Some(origin) = request.debug_timing_origin {
-            crate::timing::mark_since(origin, "starting the jailed VMM process");
+        plan.mark("sending the jailed VMM process its request");
+        let relay = self.stdout.take().map(|out| relay_console(out, console));
+        // Closed once written: the child reads its request to the end.
+        let fed = match self.stdin.take() {
+            Some(mut stdin) => stdin
+                .write_all(&body)
+                .map_err(Stage1Error::io("sending the VMM its request")),
+            None => Err(Stage1Error::Jail("the VMM process has no stdin".into())),
+        };
+        if fed.is_err() {
+            self.kill();
         }
-        let (status, reply) = self.spawn_and_wait(cgroup, &body, console, inherited_dir)?;
+        let mut reply = Vec::new();
+        let read = match self.reply_in.take() {
+            Some(reply_in) => reply_in.take(MAX_MESSAGE).read_to_end(&mut reply),
+            None => Ok(0),
+        };
+        let status = self.join_launcher()?;
+        if let Some(relay) = relay {
+            let _ = relay.join();
+        }
+        fed?;
+        read.map_err(Stage1Error::io("reading the VMM's reply"))?;
         interpret(status, &reply)
     }
 
-    /// Starts the child (see [`JailPlan::launch`]), puts it in its cgroup, feeds it its
-    /// request, relays its console, and waits for its reply and its end.
-    fn spawn_and_wait(
-        &self,
-        cgroup: &Cgroup,
-        request: &[u8],
-        console: Option<(PathBuf, u64)>,
-        inherited_dir: Option<i32>,
-    ) -> Result<(ExitStatus, Vec<u8>), Stage1Error> {
-        let (started_tx, started_rx) = mpsc::channel();
-        let relay_console_output = console.is_some();
-        std::thread::scope(|scope| {
-            let launcher = std::thread::Builder::new()
-                .name("vmm-launcher".into())
-                .spawn_scoped(scope, || {
-                    self.launch(relay_console_output, inherited_dir, started_tx)
-                })
-                .map_err(Stage1Error::io("starting the VMM's launcher thread"))?;
-            let Ok(started) = started_rx.recv() else {
-                // The launcher failed before the child existed; its error says why.
-                return Err(join_launcher(launcher)
-                    .err()
-                    .unwrap_or_else(|| Stage1Error::Jail("the VMM did not start".into())));
-            };
-            let Started {
-                pid,
-                stdin,
-                stdout,
-                mut reply_in,
-            } = started;
-            let relay = stdout
-                .zip(console)
-                .map(|(out, (path, max))| relay_console(out, path, max));
-            let fed = cgroup
-                .add(pid)
-                .map_err(|e| Stage1Error::Jail(e.to_string()))
-                .and_then(|()| {
-                    let mut stdin = stdin
-                        .ok_or_else(|| Stage1Error::Jail("the VMM process has no stdin".into()))?;
-                    stdin
-                        .write_all(request)
-                        .map_err(Stage1Error::io("sending the VMM its request"))
-                });
-            if fed.is_err() {
-                // The launcher reaps it.
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid as i32),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-            let mut reply = Vec::new();
-            let read = (&mut reply_in).take(MAX_MESSAGE).read_to_end(&mut reply);
-            let status = join_launcher(launcher)?;
-            if let Some(relay) = relay {
-                let _ = relay.join();
-            }
-            fed?;
-            read.map_err(Stage1Error::io("reading the VMM's reply"))?;
-            Ok((status, reply))
-        })
+    fn kill(&self) {
+        if self.pid != 0 {
+            // The launcher reaps it.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
     }
 
-    /// On a thread of its own, which lives exactly as long as the child (the child's
-    /// parent-death signal is tied to the thread that started it, and a thread that entered a
-    /// new pid namespace for its children can start no threads itself): a new pid namespace
-    /// for the child, the pod's network namespace, the child; then waits for it.
-    fn launch(
-        &self,
-        piped_stdout: bool,
-        inherited_dir: Option<i32>,
-        started: mpsc::Sender<Started>,
-    ) -> Result<ExitStatus, Stage1Error> {
-        unshare(CloneFlags::CLONE_NEWPID)
-            .map_err(|e| Stage1Error::Jail(format!("creating the VMM's pid namespace: {e}")))?;
-        let _in_pod_netns = self.network.map(PodNetwork::enter).transpose()?;
-        let (reply_in, reply_out) =
-            std::io::pipe().map_err(Stage1Error::io("creating the VMM's reply pipe"))?;
-        // Above the numbers the child gets them as, so that neither dup2 below clobbers the
-        // other's source.
-        let reply_out = {
-            // The pipe's own descriptor closes at the end of this block: only the copy (and
-            // the child's) may keep the pipe open, or the reply would never end.
-            let pipe_end = reply_out;
-            above_child_fds(pipe_end.as_fd())?
+    fn join_launcher(&mut self) -> Result<ExitStatus, Stage1Error> {
+        let Some(launcher) = self.launcher.take() else {
+            return Err(Stage1Error::Jail(
+                "the VMM process was already reaped".into(),
+            ));
         };
-        let reply_fd = reply_out.as_raw_fd();
-        let inherited_dir = inherited_dir
-            .map(|fd| {
-                // SAFETY: the cache's descriptor stays open while the pod runs this VM.
-                above_child_fds(unsafe { BorrowedFd::borrow_raw(fd) })
-            })
-            .transpose()?;
-        let inherited_fd = inherited_dir.as_ref().map(AsRawFd::as_raw_fd);
-        let mut command = Command::new("/proc/self/exe");
-        command
-            .arg(CHILD_ARG)
-            .stdin(Stdio::piped())
-            .stdout(if piped_stdout {
-                Stdio::piped()
-            } else {
-                Stdio::inherit()
-            })
-            .stderr(Stdio::inherit());
-        // SAFETY: only async-signal-safe calls (prctl, dup2, fcntl) between fork and exec.
-        unsafe {
-            command.pre_exec(move || {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                if libc::dup2(reply_fd, REPLY_FD) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                if let Some(fd) = inherited_fd {
-                    if libc::dup2(fd, SNAPSHOT_DIR_FD) < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                Ok(())
-            });
-        }
-        let mut child = command
-            .spawn()
-            .map_err(Stage1Error::io("starting the jailed VMM process"))?;
-        drop(reply_out);
-        let handles = Started {
-            pid: child.id(),
-            stdin: child.stdin.take(),
-            stdout: child.stdout.take(),
-            reply_in,
-        };
-        if started.send(handles).is_err() {
-            let _ = child.kill();
-        }
-        child
-            .wait()
-            .map_err(Stage1Error::io("waiting for the VMM process"))
+        launcher.join().unwrap_or_else(|_| {
+            Err(Stage1Error::Jail(
+                "the VMM's launcher thread panicked".into(),
+            ))
+        })
     }
+}
+
+impl Drop for VmmProcess {
+    /// A process that never served a request (an error in between, or a standby nobody
+    /// took): killed, reaped, its cgroup removed.
+    fn drop(&mut self) {
+        if self.launcher.is_some() {
+            self.kill();
+            let _ = self.join_launcher();
+        }
+        if let Some(cgroup) = self.cgroup.take() {
+            let _ = cgroup.remove();
+        }
+    }
+}
+
+/// `RKT_STAGE1_KVM_SECCOMP`: whether the filters only log.
+fn seccomp_log_only() -> Result<bool, Stage1Error> {
+    match std::env::var(SECCOMP_ENV).as_deref() {
+        Err(_) | Ok("") | Ok("enforce") => Ok(false),
+        Ok("log") => {
+            eprintln!(
+                "stage1-kvm: warning: {SECCOMP_ENV}=log: the VMM's seccomp filters log \
+                 forbidden system calls instead of stopping them"
+            );
+            Ok(true)
+        }
+        Ok(other) => Err(Stage1Error::Usage(format!(
+            "{SECCOMP_ENV}={other:?}: use enforce (the default) or log"
+        ))),
+    }
+}
+
+/// On a thread of its own, which lives exactly as long as the child (the child's
+/// parent-death signal is tied to the thread that started it, and a thread that entered a
+/// new pid namespace for its children can start no threads itself): a new pid namespace for
+/// the child, the pod's network namespace `netns`, the child; then waits for it.
+fn launch(
+    netns: Option<OwnedFd>,
+    started: mpsc::Sender<Started>,
+) -> Result<ExitStatus, Stage1Error> {
+    unshare(CloneFlags::CLONE_NEWPID)
+        .map_err(|e| Stage1Error::Jail(format!("creating the VMM's pid namespace: {e}")))?;
+    if let Some(netns) = &netns {
+        crate::net::netns::enter(netns).map_err(|e| {
+            Stage1Error::Network(format!("cannot enter the pod's network namespace: {e}"))
+        })?;
+    }
+    let (reply_in, reply_out) =
+        std::io::pipe().map_err(Stage1Error::io("creating the VMM's reply pipe"))?;
+    // Above the number the child gets it as, so that the dup2 below cannot clobber it.
+    let reply_out = {
+        // The pipe's own descriptor closes at the end of this block: only the copy (and the
+        // child's) may keep the pipe open, or the reply would never end.
+        let pipe_end = reply_out;
+        above_child_fds(pipe_end.as_fd())?
+    };
+    let reply_fd = reply_out.as_raw_fd();
+    let mut command = Command::new("/proc/self/exe");
+    command
+        .arg(CHILD_ARG)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    // SAFETY: only async-signal-safe calls (prctl, dup2) between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::dup2(reply_fd, REPLY_FD) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = command
+        .spawn()
+        .map_err(Stage1Error::io("starting the jailed VMM process"))?;
+    drop(reply_out);
+    let handles = Started {
+        pid: child.id(),
+        stdin: child.stdin.take(),
+        stdout: child.stdout.take(),
+        reply_in,
+    };
+    if started.send(handles).is_err() {
+        let _ = child.kill();
+    }
+    child
+        .wait()
+        .map_err(Stage1Error::io("waiting for the VMM process"))
 }
 
 /// A close-on-exec copy of `fd` numbered above the descriptors the child receives.
@@ -296,20 +414,10 @@ struct Started {
     reply_in: std::io::PipeReader,
 }
 
-fn join_launcher(
-    launcher: std::thread::ScopedJoinHandle<'_, Result<ExitStatus, Stage1Error>>,
-) -> Result<ExitStatus, Stage1Error> {
-    launcher.join().unwrap_or_else(|_| {
-        Err(Stage1Error::Jail(
-            "the VMM's launcher thread panicked".into(),
-        ))
-    })
-}
-
 /// A snapshot directory the cache handed over as `/proc/self/fd/N` (the entry as it opened
-/// and checked it): the child gets its path, and the descriptor as [`SNAPSHOT_DIR_FD`] to check
-/// that the path still leads to the same directory; the kernel's paths are rewritten to match.
-/// Returns the descriptor to pass, if any.
+/// and checked it): the child gets its path, and the directory's identity (device and inode
+/// of that descriptor) to check that the path still leads to the same directory; the kernel's
+/// paths are rewritten to match. Returns the descriptor, if any.
 fn pass_snapshot_dir(action: Action, config: &mut VmConfig) -> (Action, Option<i32>) {
     let dir = match &action {
         Action::Restore { dir } | Action::MakeSnapshot { dir } => dir.clone(),
@@ -362,14 +470,18 @@ fn interpret(status: ExitStatus, reply: &[u8]) -> Result<Reply, Stage1Error> {
         .map_err(|e| Stage1Error::Jail(format!("the VMM process replied nonsense: {e}")))
 }
 
-/// Copies the child's console into the size-capped log file.
+/// Copies the child's console into the size-capped log file, or with no file (a VM whose
+/// console is not logged) to our own stdout.
 fn relay_console(
     mut from: std::process::ChildStdout,
-    path: PathBuf,
-    max_bytes: u64,
+    log: Option<(PathBuf, u64)>,
 ) -> JoinHandle<()> {
-    std::thread::spawn(
-        move || match vmm::log_file::RotatingFile::create(&path, max_bytes) {
+    std::thread::spawn(move || {
+        let Some((path, max_bytes)) = log else {
+            let _ = std::io::copy(&mut from, &mut std::io::stdout());
+            return;
+        };
+        match vmm::log_file::RotatingFile::create(&path, max_bytes) {
             Ok(mut file) => {
                 let _ = std::io::copy(&mut from, &mut file);
             }
@@ -380,8 +492,8 @@ fn relay_console(
                 );
                 let _ = std::io::copy(&mut from, &mut std::io::sink());
             }
-        },
-    )
+        }
+    })
 }
 
 /// memory.max and pids.max of a VM's cgroup. A snapshot run also writes the guest's memory
@@ -410,8 +522,7 @@ pub fn max_open_files(config: &VmConfig) -> u64 {
 }
 
 /// `--debug`'s account of the jail.
-fn describe(request: &Request, cgroup: &Cgroup) -> String {
-    let limits = cgroup.limits();
+fn describe(request: &Request, limits: CgroupLimits, uuid: &str) -> String {
     format!(
         "stage1-kvm: jail: VMM process in its own pid, mount, network, IPC and UTS namespaces; \
          root {} (pivot_root; kernel and initramfs read-only, the shares, /sock, /dev/kvm, \
@@ -427,7 +538,10 @@ fn describe(request: &Request, cgroup: &Cgroup) -> String {
         } else {
             "kills the VMM"
         },
-        cgroup.path().display(),
+        Path::new(jail::cgroup::CGROUP_ROOT)
+            .join(CGROUP_GROUP)
+            .join(uuid)
+            .display(),
         limits.memory_max >> 20,
         limits.pids_max,
         request.max_open_files,

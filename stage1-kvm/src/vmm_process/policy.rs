@@ -12,8 +12,10 @@
 //! (open_by_handle_at escapes a bind mount), nothing of CAP_SYS_*. The spawner creates every
 //! thread after lock-down, so it holds the most any thread needs and no more.
 
+use std::os::fd::OwnedFd;
+
 use caps::{Capability, CapsHashSet};
-use nix::sched::{unshare, CloneFlags};
+use nix::sched::{setns, CloneFlags};
 use vmm::sandbox::{Policy, ThreadKind};
 use vmm::seccomp::Mismatch;
 
@@ -52,6 +54,9 @@ pub struct JailPolicy {
     pub vsock_socket: Option<std::path::PathBuf>,
     /// `--debug`'s timing origin (see `Request::debug_timing_origin`).
     pub debug_timing_origin: Option<f64>,
+    /// The empty network namespace the process moves to at lock-down (made before the
+    /// request came, off the pod's start-up path).
+    pub empty_netns: OwnedFd,
 }
 
 impl JailPolicy {
@@ -67,7 +72,7 @@ impl Policy for JailPolicy {
         self.mark("jailed VMM process: VM built, locking down");
         // The taps are open: from here on no thread needs a network namespace with anything
         // in it (threads started before, on a restore, stay behind, with no network rights).
-        unshare(CloneFlags::CLONE_NEWNET)
+        setns(&self.empty_netns, CloneFlags::CLONE_NEWNET)
             .map_err(|e| format!("leaving the pod's network namespace: {e}"))?;
         // After the devices: virtio-fs raised the limit for itself while still root.
         jail::rlimits::limit_open_files(self.max_open_files).map_err(|e| e.to_string())?;

@@ -35,9 +35,9 @@ pub struct Request {
     pub jail_dir: PathBuf,
     /// The unprivileged identity of the VMM's threads.
     pub ids: PodIds,
-    /// The snapshot directory as the stage1 opened and checked it, inherited as this
-    /// descriptor: the directory the child binds must be the same (device and inode).
-    pub snapshot_dir_fd: Option<i32>,
+    /// Device and inode of the snapshot directory as the stage1 opened and checked it: the
+    /// directory the child binds must be that one.
+    pub snapshot_dir_identity: Option<(u64, u64)>,
     /// RLIMIT_NOFILE for the process.
     pub max_open_files: u64,
     /// Log calls outside the seccomp lists instead of killing the VMM (a debugging aid:
