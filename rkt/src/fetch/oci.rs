@@ -1,10 +1,12 @@
 //! Fetching Docker and OCI images from local files: `docker-archive:PATH`
 //! (`docker save`), `oci:PATH` (an OCI layout directory) and
-//! `oci-archive:PATH` (a tar of one). Archives are first unpacked, with the
-//! same safe extraction as images, into the store's temp dir.
+//! `oci-archive:PATH` (a tar of one). Their files are read through
+//! `image::members`, which never follows a link nor opens anything but a
+//! regular file, and bounds what it copies by `--max-image-size`.
 
 use std::fs::File;
 use std::io::BufReader;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use appc::ImageId;
@@ -12,8 +14,8 @@ use appc::ImageId;
 use super::FetchError;
 use crate::error::RktError;
 use crate::extract::decompress::decompress;
-use crate::extract::{extract_into, ExtractOptions};
 use crate::image::docker::{self, Provenance};
+use crate::image::members::{ArchiveMembers, ImageFiles, LayoutDir};
 use crate::image::oci::{self, LocalImage};
 use crate::store::Store;
 
@@ -69,37 +71,32 @@ impl LocalOciFetch<'_> {
         let (path, reference) = split_path_and_reference(self.spec);
         let bad = |problem: String| RktError::Message(format!("{shown}: {problem}"));
 
-        // Archives are unpacked into a temp dir that lives until the blobs
-        // are in the store.
-        let unpacked;
-        let root: &Path = match self.kind {
-            LocalKind::OciLayout => &path,
-            LocalKind::DockerArchive | LocalKind::OciArchive => {
-                let file = File::open(&path).map_err(|source| FetchError::Open {
+        // Every file comes through `members`: opened as a regular file or
+        // refused, and (for archives) copied within the size budget.
+        let mut files: Box<dyn ImageFiles> = match self.kind {
+            LocalKind::OciLayout => {
+                Box::new(LayoutDir::open(&path).map_err(|source| FetchError::Open {
                     path: path.display().to_string(),
                     source,
-                })?;
-                unpacked = tempfile::Builder::new()
-                    .prefix("archive-")
-                    .tempdir_in(store.tmp_dir())
-                    .map_err(RktError::io("creating a temporary directory in the store"))?;
+                })?)
+            }
+            LocalKind::DockerArchive | LocalKind::OciArchive => {
+                let file = open_regular(&path)?;
                 let stream = decompress(BufReader::with_capacity(256 * 1024, file))
                     .map_err(RktError::io(format!("reading {}", path.display())))?;
-                let options = ExtractOptions {
-                    max_bytes: self.max_bytes,
-                    ..ExtractOptions::default()
-                };
-                extract_into(stream, unpacked.path(), &options)?;
-                unpacked.path()
+                Box::new(
+                    ArchiveMembers::read(stream, &store.tmp_dir(), self.max_bytes)
+                        .map_err(|err| bad(err.to_string()))?,
+                )
             }
         };
 
         let (image, repository): (LocalImage, Option<String>) = match self.kind {
             LocalKind::DockerArchive => {
-                docker::read_saved(root, reference.as_deref()).map_err(bad)?
+                docker::read_saved(files.as_mut(), reference.as_deref()).map_err(bad)?
             }
             LocalKind::OciLayout | LocalKind::OciArchive => (
-                oci::read_layout(root, reference.as_deref()).map_err(bad)?,
+                oci::read_layout(files.as_mut(), reference.as_deref()).map_err(bad)?,
                 None,
             ),
         };
@@ -127,8 +124,37 @@ impl LocalOciFetch<'_> {
             self.kind.prefix(),
             std::path::absolute(&path).unwrap_or(path.clone()).display()
         );
-        Ok(store.insert_oci(image, &appc_manifest, &source)?)
+        Ok(store.insert_oci(image, &appc_manifest, &source, self.max_bytes)?)
     }
+}
+
+/// Opens the archive the user named, refusing anything but a regular file
+/// (a FIFO there would hang the fetch; `O_NONBLOCK` keeps the open itself
+/// from blocking).
+fn open_regular(path: &Path) -> Result<File, RktError> {
+    let open_error = |source| FetchError::Open {
+        path: path.display().to_string(),
+        source,
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(open_error)?;
+    let meta = file.metadata().map_err(open_error)?;
+    if !meta.is_file() {
+        return Err(RktError::Message(format!(
+            "{} is not a regular file; give the archive as a file",
+            path.display()
+        )));
+    }
+    // A regular file's reads never block; clear the flag all the same.
+    nix::fcntl::fcntl(
+        std::os::fd::AsRawFd::as_raw_fd(&file),
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()),
+    )
+    .map_err(|err| open_error(err.into()))?;
+    Ok(file)
 }
 
 #[cfg(test)]

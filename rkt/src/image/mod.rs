@@ -3,4 +3,5 @@
 
 pub mod aci;
 pub mod docker;
+pub mod members;
 pub mod oci;
