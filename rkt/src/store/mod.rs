@@ -166,6 +166,10 @@ pub struct GcReport {
 pub struct Store {
     cas: PathBuf,
     index: Index,
+    /// `--max-image-size`: the most bytes one image may take, fetched or
+    /// rendered (an OCI image's layers are stored compressed, so rendering
+    /// checks their expansion against it again).
+    max_image_size: u64,
     mode: LockMode,
     _lock: StoreLock,
 }
@@ -196,9 +200,15 @@ impl Store {
         Ok(Store {
             cas,
             index,
+            max_image_size: crate::extract::DEFAULT_MAX_BYTES,
             mode,
             _lock: lock,
         })
+    }
+
+    /// Sets the `--max-image-size` renders are held to.
+    pub fn set_max_image_size(&mut self, limit: u64) {
+        self.max_image_size = limit;
     }
 
     pub fn tmp_dir(&self) -> PathBuf {

@@ -135,7 +135,7 @@ impl Store {
             ImageFormat::Oci => {
                 // Layers are stored compressed, so their expansion is bounded
                 // here, across all of them together.
-                let mut budget = crate::extract::DEFAULT_MAX_BYTES;
+                let mut budget = self.max_image_size;
                 let mut options = ExtractOptions {
                     subtree: None,
                     max_bytes: budget,
