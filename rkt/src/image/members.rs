@@ -50,8 +50,8 @@ pub enum MemberError {
     #[error("member {name:?} (the image's {role}) is missing")]
     Missing { name: String, role: &'static str },
     #[error(
-        "member {name:?} is larger than the {limit} bytes allowed for {role}; it is not a \
-         real one"
+        "member {name:?} is larger than the {} MiB allowed for an image's {role}; it is not \
+         a real one", .limit >> 20
     )]
     TooBig {
         name: String,
