@@ -256,6 +256,26 @@ fn a_sparse_20_gib_layer_is_refused_within_the_size_limit() {
 }
 
 #[test]
+fn a_layout_blob_longer_than_its_descriptor_costs_no_more_than_it_declares() {
+    let env = Env::new();
+    let baseline = prepare(&env);
+    let (path, _) = build(&env, "oci", "sparse-lie");
+    let measured = refused(
+        &env,
+        &baseline,
+        "oci",
+        &path,
+        &["--max-image-size=100M"],
+        &["is larger than the 52428800 bytes its descriptor declares"],
+    );
+    assert!(
+        measured.written <= 50 * MIB + 16 * MIB,
+        "wrote {} bytes for a blob declared as 50 MiB",
+        measured.written
+    );
+}
+
+#[test]
 fn an_xz_stream_declaring_a_4_gib_dictionary_is_refused_within_memory_bounds() {
     let env = Env::new();
     let baseline = prepare(&env);
@@ -290,6 +310,12 @@ fn a_100_mb_index_is_refused_without_reading_it_whole() {
         let started = Instant::now();
         let quoted = format!("member \"{member}\" is larger than the 4 MiB");
         let measured = refused(&env, &baseline, kind, &path, &[], &[&quoted]);
+        // Refused from its header, not copied out of the archive first.
+        assert!(
+            measured.written <= MIB,
+            "{kind}: wrote {} bytes",
+            measured.written
+        );
         assert!(
             measured.max_rss <= 64 * MIB,
             "{kind}: peak RSS {} MiB reading a 100 MB index",

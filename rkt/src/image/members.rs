@@ -32,6 +32,14 @@ use crate::extract::decompress::{size_limit_of, LimitedReader};
 /// Most bytes read for one JSON document (index, manifest, config,
 /// `manifest.json`, `repositories`, `oci-layout`): real ones are a few KiB.
 pub const MAX_JSON_BYTES: u64 = 4 * 1024 * 1024;
+/// The documents an archive holds at fixed names, refused as soon as their
+/// header declares more than `MAX_JSON_BYTES` (before any byte is copied).
+const JSON_MEMBERS: [(&str, &str); 4] = [
+    ("index.json", "index"),
+    ("oci-layout", "oci-layout marker"),
+    ("manifest.json", "manifest.json"),
+    ("repositories", "repositories file"),
+];
 /// Most members an archive may hold (the record of them is kept in memory).
 pub const MAX_MEMBERS: usize = 100_000;
 
@@ -329,6 +337,17 @@ impl ArchiveMembers {
             let member = match kind {
                 tar::EntryType::Regular | tar::EntryType::Continuous => {
                     let size = entry.size();
+                    let json_role = JSON_MEMBERS
+                        .iter()
+                        .find(|(name, _)| path == Path::new(name))
+                        .map(|(_, role)| *role);
+                    if let Some(role) = json_role.filter(|_| size > MAX_JSON_BYTES) {
+                        return Err(MemberError::TooBig {
+                            name: raw,
+                            role,
+                            limit: MAX_JSON_BYTES,
+                        });
+                    }
                     if size > remaining {
                         return Err(MemberError::OverBudget {
                             name: raw,

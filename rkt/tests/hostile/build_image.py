@@ -8,6 +8,7 @@ ATTACK:
                         replaced by TYPE (symlink to CANARY, hardlink, fifo,
                         chardev = /dev/zero's numbers)
   sparse                the layer blob declares (and, on disk, is) 20 GiB
+  sparse-lie            the layer blob declares 50 MiB but is 20 GiB (layout only)
   bigjson               index.json (manifest.json) of 100 MB
   xz-dict               the archive xz-compressed, declaring a 4 GiB dictionary
 Prints the member name the attack used.
@@ -36,13 +37,13 @@ members = {}
 if kind == "docker-archive":
     layer_name, config_name, top_name = "layer/layer.tar", "config.json", "manifest.json"
     members[config_name] = config
-    members[layer_name] = None if attack == "sparse" else layer
+    members[layer_name] = None if attack.startswith("sparse") else layer
     top = json.dumps([{"Config": config_name, "RepoTags": ["hostile:latest"],
                        "Layers": [layer_name]}]).encode()
     roles = {"manifest": top_name, "index": top_name, "config": config_name, "layer": layer_name}
 else:
-    layer_digest = sha(layer) if attack != "sparse" else "sha256:" + "5" * 64
-    layer_size = len(layer) if attack != "sparse" else SPARSE
+    layer_digest = sha(layer) if not attack.startswith("sparse") else "sha256:" + "5" * 64
+    layer_size = {"sparse": SPARSE, "sparse-lie": 50 << 20}.get(attack, len(layer))
     manifest = json.dumps({"schemaVersion": 2,
                            "mediaType": "application/vnd.oci.image.manifest.v1+json",
                            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
@@ -58,7 +59,7 @@ else:
     members["oci-layout"] = b'{"imageLayoutVersion":"1.0.0"}'
     members[blob(sha(manifest))] = manifest
     members[blob(sha(config))] = config
-    members[blob(layer_digest)] = None if attack == "sparse" else layer
+    members[blob(layer_digest)] = None if attack.startswith("sparse") else layer
     roles = {"index": top_name, "manifest": blob(sha(manifest)),
              "config": blob(sha(config)), "layer": blob(layer_digest)}
 if attack == "bigjson":
