@@ -34,6 +34,8 @@ struct Measured {
 
 /// Runs `command` with a timeout; reads its I/O accounting while it is a
 /// zombie (waitid WNOWAIT), then reaps it with wait4 for its rusage.
+// The child is reaped by wait4 below (Child::wait cannot return its rusage).
+#[allow(clippy::zombie_processes)]
 fn measure(mut command: Command) -> Measured {
     let stderr_file = tempfile::NamedTempFile::new().unwrap();
     command
