@@ -21,6 +21,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{fcntl, openat, FcntlArg, OFlag};
@@ -40,14 +41,16 @@ const JSON_MEMBERS: [(&str, &str); 4] = [
     ("manifest.json", "manifest.json"),
     ("repositories", "repositories file"),
 ];
+/// The role named when a member's parent is not a directory.
+const PARENT_ROLE: &str = "parent directories";
 /// Most members an archive may hold (the record of them is kept in memory).
 pub const MAX_MEMBERS: usize = 100_000;
 
 #[derive(Debug, Error)]
 pub enum MemberError {
     #[error(
-        "member {name:?} is {kind}; an image's {role} must be a regular file read from the \
-         {container} itself"
+        "member {name:?} is {kind}; an image's {role} must be {} read from the {container} \
+         itself", if *.role == PARENT_ROLE { "real directories" } else { "a regular file" }
     )]
     NotRegular {
         name: String,
@@ -172,8 +175,6 @@ impl LayoutDir {
     }
 }
 
-use std::os::unix::fs::OpenOptionsExt;
-
 /// Opens `name` under `dir` without following a symlink and without opening
 /// anything but a regular file (`O_NONBLOCK`: a FIFO cannot block the open).
 fn open_component(
@@ -235,7 +236,7 @@ impl ImageFiles for LayoutDir {
                     return Err(MemberError::NotRegular {
                         name: so_far,
                         kind: kind_of_mode(mode),
-                        role: if last { role } else { "directories" },
+                        role: if last { role } else { PARENT_ROLE },
                         container: "layout",
                     })
                 }
@@ -278,6 +279,7 @@ fn normalized(name: &str) -> Result<PathBuf, MemberError> {
 enum Member {
     /// A regular file, copied into an anonymous temp file; its size.
     Regular(File, u64),
+    Directory,
     /// Anything else, by the type the error names.
     Other(&'static str),
 }
@@ -365,6 +367,7 @@ impl ArchiveMembers {
                     remaining -= copied.min(remaining);
                     Member::Regular(file, copied)
                 }
+                tar::EntryType::Directory => Member::Directory,
                 other => Member::Other(kind_of_entry(other)),
             };
             members.insert(path, member);
@@ -381,24 +384,17 @@ impl ImageFiles for ArchiveMembers {
         let mut prefix = PathBuf::new();
         for part in clean.parent().into_iter().flat_map(Path::iter) {
             prefix.push(part);
-            if let Some(Member::Other(kind)) = self.members.get(&prefix) {
-                if *kind != "a directory" {
-                    return Err(MemberError::NotRegular {
-                        name: prefix.display().to_string(),
-                        kind,
-                        role: "directories",
-                        container: "archive",
-                    });
-                }
-            }
-            if let Some(Member::Regular(..)) = self.members.get(&prefix) {
-                return Err(MemberError::NotRegular {
-                    name: prefix.display().to_string(),
-                    kind: "a regular file",
-                    role: "directories",
-                    container: "archive",
-                });
-            }
+            let kind = match self.members.get(&prefix) {
+                None | Some(Member::Directory) => continue,
+                Some(Member::Regular(..)) => "a regular file",
+                Some(Member::Other(kind)) => kind,
+            };
+            return Err(MemberError::NotRegular {
+                name: prefix.display().to_string(),
+                kind,
+                role: PARENT_ROLE,
+                container: "archive",
+            });
         }
         match self.members.get_mut(&clean) {
             Some(Member::Regular(file, size)) => {
@@ -415,6 +411,12 @@ impl ImageFiles for ArchiveMembers {
                     })?;
                 Ok((copy, *size))
             }
+            Some(Member::Directory) => Err(MemberError::NotRegular {
+                name: clean.display().to_string(),
+                kind: "a directory",
+                role,
+                container: "archive",
+            }),
             Some(Member::Other(kind)) => Err(MemberError::NotRegular {
                 name: clean.display().to_string(),
                 kind,
