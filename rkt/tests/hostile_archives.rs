@@ -331,3 +331,39 @@ fn image_render_and_extract_take_the_fetch_size_limit() {
     }
     env.ok(&["image", "verify", &id]);
 }
+
+#[test]
+fn a_signature_that_is_a_fifo_or_huge_is_refused_without_hanging() {
+    let env = Env::new();
+    let baseline = prepare(&env);
+    let aci = env.work.join("app.aci");
+    fs::write(&aci, common::busybox_aci("example.com/app", "1.0", &[])).unwrap();
+    let signature = env.work.join("app.aci.asc");
+    nix::unistd::mkfifo(&signature, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let fifo = measure(env.command(&["fetch", aci.to_str().unwrap()]));
+    assert_eq!(fifo.status.code(), Some(254), "{}", fifo.stderr);
+    assert!(
+        fifo.stderr.contains("is not a regular file"),
+        "{}",
+        fifo.stderr
+    );
+    fs::remove_file(&signature).unwrap();
+    // A 100 MB "signature": refused after reading at most the 1 MiB cap.
+    fs::File::create(&signature)
+        .unwrap()
+        .set_len(100 * 1000 * 1000)
+        .unwrap();
+    let huge = measure(env.command(&["fetch", aci.to_str().unwrap()]));
+    assert_eq!(huge.status.code(), Some(254), "{}", huge.stderr);
+    assert!(
+        huge.stderr.contains("not a detached signature"),
+        "{}",
+        huge.stderr
+    );
+    assert!(
+        huge.max_rss <= 64 * MIB,
+        "peak RSS {} MiB",
+        huge.max_rss / MIB
+    );
+    env.ok(&["image", "verify", &baseline.0]);
+}

@@ -345,6 +345,7 @@ impl DockerFetch<'_> {
         let config: ImageConfig = serde_json::from_slice(&config_bytes)
             .map_err(|e| bad(format!("bad image config: {e}")))?;
 
+        oci::check_layer_count(manifest.layers.len()).map_err(&bad)?;
         // One budget for the whole image: each layer's declared size is
         // checked before its download starts, and the download is cut off
         // at that size.

@@ -4,9 +4,7 @@
 //! `image::members`, which never follows a link nor opens anything but a
 //! regular file, and bounds what it copies by `--max-image-size`.
 
-use std::fs::File;
 use std::io::BufReader;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use appc::ImageId;
@@ -81,7 +79,7 @@ impl LocalOciFetch<'_> {
                 })?)
             }
             LocalKind::DockerArchive | LocalKind::OciArchive => {
-                let file = open_regular(&path)?;
+                let file = super::open_regular(&path)?;
                 let stream = decompress(BufReader::with_capacity(256 * 1024, file))
                     .map_err(RktError::io(format!("reading {}", path.display())))?;
                 Box::new(
@@ -126,35 +124,6 @@ impl LocalOciFetch<'_> {
         );
         Ok(store.insert_oci(image, &appc_manifest, &source, self.max_bytes)?)
     }
-}
-
-/// Opens the archive the user named, refusing anything but a regular file
-/// (a FIFO there would hang the fetch; `O_NONBLOCK` keeps the open itself
-/// from blocking).
-fn open_regular(path: &Path) -> Result<File, RktError> {
-    let open_error = |source| FetchError::Open {
-        path: path.display().to_string(),
-        source,
-    };
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(path)
-        .map_err(open_error)?;
-    let meta = file.metadata().map_err(open_error)?;
-    if !meta.is_file() {
-        return Err(RktError::Message(format!(
-            "{} is not a regular file; give the archive as a file",
-            path.display()
-        )));
-    }
-    // A regular file's reads never block; clear the flag all the same.
-    nix::fcntl::fcntl(
-        std::os::fd::AsRawFd::as_raw_fd(&file),
-        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()),
-    )
-    .map_err(|err| open_error(err.into()))?;
-    Ok(file)
 }
 
 #[cfg(test)]

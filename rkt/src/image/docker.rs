@@ -71,6 +71,7 @@ pub fn read_saved(
         .map_err(|err| format!("the image config is not valid: {err}"))?;
 
     let mut layers = Vec::new();
+    super::oci::check_layer_count(saved.layers.len())?;
     for layer in &saved.layers {
         let (mut file, _) = files.open(layer, "layer").map_err(|err| err.to_string())?;
         let (digest, size, compression) =

@@ -169,6 +169,19 @@ fn read_json_blob(
     Ok(bytes)
 }
 
+/// Most layers an image may have: each is an open file while it is stored
+/// and an extraction pass when it is rendered. Docker itself stops at 127.
+pub const MAX_LAYERS: usize = 1000;
+
+pub fn check_layer_count(count: usize) -> Result<(), String> {
+    if count > MAX_LAYERS {
+        return Err(format!(
+            "the image has {count} layers; at most {MAX_LAYERS} are accepted"
+        ));
+    }
+    Ok(())
+}
+
 fn parse<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, String> {
     serde_json::from_slice(bytes).map_err(|err| format!("{what} is not valid: {err}"))
 }
@@ -248,6 +261,7 @@ pub fn read_layout(files: &mut dyn ImageFiles, tag: Option<&str>) -> Result<Loca
     let manifest: Manifest = parse(&manifest_bytes, "the image manifest")?;
     let config_bytes = read_json_blob(files, &manifest.config, "config")?;
     let config: ImageConfig = parse(&config_bytes, "the image config")?;
+    check_layer_count(manifest.layers.len())?;
     let mut layers = Vec::new();
     for layer in &manifest.layers {
         let (file, _) = files
