@@ -89,6 +89,16 @@ fn measure(mut command: Command) -> Measured {
     }
 }
 
+/// Asserts a measured amount (bytes) stays within its bound.
+fn assert_within(what: &str, amount: u64, bound: u64) {
+    assert!(
+        amount <= bound,
+        "{what}: {} KiB, over the {} KiB bound",
+        amount / 1024,
+        bound / 1024
+    );
+}
+
 /// Builds an image of `kind` with `attack` (see build_image.py); returns the
 /// path and the member the attack replaced.
 fn build(env: &Env, kind: &str, attack: &str) -> (PathBuf, String) {
@@ -257,11 +267,8 @@ fn a_sparse_20_gib_layer_is_refused_within_the_size_limit() {
             &["--max-image-size=100M"],
             &[named, says],
         );
-        assert!(
-            measured.written <= bound + 16 * MIB,
-            "{kind} {attack}: wrote {} bytes for a refused 20 GiB layer",
-            measured.written
-        );
+        let what = format!("{kind} {attack}: written for a refused 20 GiB layer");
+        assert_within(&what, measured.written, bound + 16 * MIB);
     }
 }
 
@@ -279,11 +286,7 @@ fn an_xz_stream_declaring_a_4_gib_dictionary_is_refused_within_memory_bounds() {
             &[],
             &["xz stream needs more than 256 MiB"],
         );
-        assert!(
-            measured.max_rss <= 512 * MIB,
-            "{kind}: peak RSS {} MiB",
-            measured.max_rss / MIB
-        );
+        assert_within(&format!("{kind}: peak RSS"), measured.max_rss, 512 * MIB);
     }
 }
 
@@ -301,16 +304,8 @@ fn a_100_mb_index_is_refused_without_reading_it_whole() {
         let quoted = format!("member \"{member}\" is larger than the 4 MiB");
         let measured = refused(&env, &baseline, kind, &path, &[], &[&quoted]);
         // Refused from its header, not copied out of the archive first.
-        assert!(
-            measured.written <= MIB,
-            "{kind}: wrote {} bytes",
-            measured.written
-        );
-        assert!(
-            measured.max_rss <= 64 * MIB,
-            "{kind}: peak RSS {} MiB reading a 100 MB index",
-            measured.max_rss / MIB
-        );
+        assert_within(&format!("{kind}: written"), measured.written, MIB);
+        assert_within(&format!("{kind}: peak RSS"), measured.max_rss, 64 * MIB);
         assert!(started.elapsed() < Duration::from_secs(30));
     }
 }
@@ -339,31 +334,25 @@ fn a_signature_that_is_a_fifo_or_huge_is_refused_without_hanging() {
     let aci = env.work.join("app.aci");
     fs::write(&aci, common::busybox_aci("example.com/app", "1.0", &[])).unwrap();
     let signature = env.work.join("app.aci.asc");
-    nix::unistd::mkfifo(&signature, nix::sys::stat::Mode::S_IRWXU).unwrap();
-    let fifo = measure(env.command(&["fetch", aci.to_str().unwrap()]));
-    assert_eq!(fifo.status.code(), Some(254), "{}", fifo.stderr);
-    assert!(
-        fifo.stderr.contains("is not a regular file"),
-        "{}",
-        fifo.stderr
-    );
-    fs::remove_file(&signature).unwrap();
+    let make_fifo = |path: &Path| nix::unistd::mkfifo(path, nix::sys::stat::Mode::S_IRWXU).unwrap();
     // A 100 MB "signature": refused after reading at most the 1 MiB cap.
-    fs::File::create(&signature)
-        .unwrap()
-        .set_len(100 * 1000 * 1000)
-        .unwrap();
-    let huge = measure(env.command(&["fetch", aci.to_str().unwrap()]));
-    assert_eq!(huge.status.code(), Some(254), "{}", huge.stderr);
-    assert!(
-        huge.stderr.contains("not a detached signature"),
-        "{}",
-        huge.stderr
-    );
-    assert!(
-        huge.max_rss <= 64 * MIB,
-        "peak RSS {} MiB",
-        huge.max_rss / MIB
-    );
+    let make_huge = |path: &Path| {
+        fs::File::create(path)
+            .unwrap()
+            .set_len(100 * 1000 * 1000)
+            .unwrap()
+    };
+    let cases: [(&dyn Fn(&Path), &str); 2] = [
+        (&make_fifo, "is not a regular file"),
+        (&make_huge, "not a detached signature"),
+    ];
+    for (plant, says) in cases {
+        let _ = fs::remove_file(&signature);
+        plant(&signature);
+        let measured = measure(env.command(&["fetch", aci.to_str().unwrap()]));
+        assert_eq!(measured.status.code(), Some(254), "{}", measured.stderr);
+        assert!(measured.stderr.contains(says), "{}", measured.stderr);
+        assert_within("peak RSS", measured.max_rss, 64 * MIB);
+    }
     env.ok(&["image", "verify", &baseline.0]);
 }
