@@ -327,6 +327,9 @@ fn image_render_and_extract_take_the_fetch_size_limit() {
     env.ok(&["image", "verify", &id]);
 }
 
+/// Puts a hostile file at a path.
+type Plant = fn(&Path);
+
 #[test]
 fn a_signature_that_is_a_fifo_or_huge_is_refused_without_hanging() {
     let env = Env::new();
@@ -342,9 +345,9 @@ fn a_signature_that_is_a_fifo_or_huge_is_refused_without_hanging() {
             .set_len(100 * 1000 * 1000)
             .unwrap()
     };
-    let cases: [(&dyn Fn(&Path), &str); 2] = [
-        (&make_fifo, "is not a regular file"),
-        (&make_huge, "not a detached signature"),
+    let cases: [(Plant, &str); 2] = [
+        (make_fifo, "is not a regular file"),
+        (make_huge, "not a detached signature"),
     ];
     for (plant, says) in cases {
         let _ = fs::remove_file(&signature);
