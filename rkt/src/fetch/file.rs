@@ -12,8 +12,8 @@ use crate::image::aci;
 use crate::store::Store;
 use crate::trust::{verify_detached, Keystore};
 
-/// Most bytes read from a detached signature file.
-const MAX_SIGNATURE_BYTES: u64 = 1024 * 1024;
+/// Most bytes read from (or downloaded for) a detached signature.
+pub const MAX_SIGNATURE_BYTES: u64 = 1024 * 1024;
 
 pub struct FileFetch<'a> {
     pub path: &'a Path,
