@@ -45,6 +45,10 @@ const JSON_MEMBERS: [(&str, &str); 4] = [
 const PARENT_ROLE: &str = "parent directories";
 /// Most members an archive may hold (the record of them is kept in memory).
 pub const MAX_MEMBERS: usize = 100_000;
+/// Most regular files an archive may hold: each stays an open anonymous file
+/// until the image is stored, and this keeps them under the usual 1024
+/// descriptors. Real archives hold a few files per layer.
+pub const MAX_FILES: usize = 900;
 
 #[derive(Debug, Error)]
 pub enum MemberError {
@@ -80,6 +84,11 @@ pub enum MemberError {
     Duplicate { name: String },
     #[error("the archive holds more than {MAX_MEMBERS} members; it is not a real image")]
     TooManyMembers,
+    #[error(
+        "the archive holds more than {MAX_FILES} regular files; an image archive holds its \
+         blobs and a few documents, not a file system"
+    )]
+    TooManyFiles,
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -308,6 +317,7 @@ impl ArchiveMembers {
         let mut tar = tar::Archive::new(stream);
         let mut members = HashMap::new();
         let mut remaining = budget;
+        let mut files = 0usize;
         for entry in tar
             .entries()
             .map_err(io_error("reading the archive".to_string()))?
@@ -349,6 +359,10 @@ impl ArchiveMembers {
                             role,
                             limit: MAX_JSON_BYTES,
                         });
+                    }
+                    files += 1;
+                    if files > MAX_FILES {
+                        return Err(MemberError::TooManyFiles);
                     }
                     if size > remaining {
                         return Err(MemberError::OverBudget {
@@ -493,6 +507,20 @@ mod tests {
             .err()
             .unwrap();
         assert!(matches!(err, MemberError::OverBudget { .. }), "{err}");
+    }
+
+    #[test]
+    fn archives_with_more_files_than_descriptors_allow_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let tar = archive(|b| {
+            for n in 0..=MAX_FILES {
+                add(b, &format!("f{n}"), tar::EntryType::Regular, b"x");
+            }
+        });
+        let err = ArchiveMembers::read(&tar[..], tmp.path(), 1 << 20)
+            .err()
+            .unwrap();
+        assert!(matches!(err, MemberError::TooManyFiles), "{err}");
     }
 
     #[test]
