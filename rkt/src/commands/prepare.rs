@@ -119,7 +119,8 @@ pub fn prepare(
         Some(file) => Wanted::Manifest(from_manifest_file(args, file)?),
         None => Wanted::Flags(pod_request(args)?),
     };
-    let store = Store::open(&globals.dir, LockMode::Shared)?;
+    let mut store = Store::open(&globals.dir, LockMode::Shared)?;
+    store.set_max_image_size(args.max_image_size);
     let fetcher = ImageFetcher::new(globals, &store, args.max_image_size);
     let stage1_defaults = super::stage1_image::Stage1Defaults::load(globals)?;
     let stage1 = args.stage1.resolve(&store, &fetcher, &stage1_defaults)?;

@@ -39,7 +39,52 @@ fn is_skippable_zstd_frame(head: &[u8]) -> bool {
     head.len() >= 4 && head[0] & 0xf0 == 0x50 && head[1..4] == [0x2a, 0x4d, 0x18]
 }
 
-/// Wraps `input` in the decoder its magic bytes call for.
+/// Most memory the xz decoder may use. xz streams declare their dictionary
+/// size; `xz -9` needs 65 MiB, so 256 MiB leaves room for any real image and
+/// refuses one that declares gigabytes.
+pub const XZ_MEMORY_LIMIT: u64 = 256 * 1024 * 1024;
+/// Largest zstd window accepted (the decoder allocates the window the frame
+/// declares): 128 MiB, `zstd --long=27`, more than `zstd -19` uses.
+pub const ZSTD_MAX_WINDOW: u64 = 128 * 1024 * 1024;
+
+/// A stream whose decoder would need more memory than allowed.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the {format} stream needs more than {} MiB of memory to decode (it declares a huge \
+     dictionary or window); recompress it with ordinary settings", .limit >> 20
+)]
+pub struct DecoderMemoryLimit {
+    pub format: &'static str,
+    pub limit: u64,
+}
+
+/// Turns liblzma's "memory limit reached" into an error that says why.
+struct XzReader<R> {
+    inner: liblzma::bufread::XzDecoder<R>,
+}
+
+impl<R: BufRead> Read for XzReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf).map_err(|err| {
+            let is_memlimit = err
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<liblzma::stream::Error>())
+                .is_some_and(|inner| matches!(inner, liblzma::stream::Error::MemLimit));
+            if is_memlimit {
+                io::Error::other(DecoderMemoryLimit {
+                    format: "xz",
+                    limit: XZ_MEMORY_LIMIT,
+                })
+            } else {
+                err
+            }
+        })
+    }
+}
+
+/// Wraps `input` in the decoder its magic bytes call for, each with a bound
+/// on the memory it may allocate (see `XZ_MEMORY_LIMIT`, `ZSTD_MAX_WINDOW`;
+/// gzip's window is 32 KiB and bzip2's blocks at most 900 KB by format).
 pub fn decompress<'a, R: Read + 'a>(input: R) -> io::Result<Box<dyn Read + 'a>> {
     let mut buffered = BufReader::with_capacity(64 * 1024, input);
     let head = buffered.fill_buf()?;
@@ -48,12 +93,26 @@ pub fn decompress<'a, R: Read + 'a>(input: R) -> io::Result<Box<dyn Read + 'a>> 
         // MultiGzDecoder: `pigz` and concatenated gzip members are valid gzip.
         Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
         Compression::Bzip2 => Box::new(bzip2::bufread::MultiBzDecoder::new(buffered)),
-        Compression::Xz => Box::new(liblzma::bufread::XzDecoder::new_multi_decoder(buffered)),
-        Compression::Zstd => Box::new(ZstdReader {
-            source: buffered,
-            decoder: ruzstd::decoding::FrameDecoder::new(),
-            in_frame: false,
-        }),
+        Compression::Xz => {
+            // Concatenated streams are valid xz, as `new_multi_decoder` reads.
+            let stream = liblzma::stream::Stream::new_stream_decoder(
+                XZ_MEMORY_LIMIT,
+                liblzma::stream::CONCATENATED,
+            )
+            .map_err(io::Error::other)?;
+            Box::new(XzReader {
+                inner: liblzma::bufread::XzDecoder::new_stream(buffered, stream),
+            })
+        }
+        Compression::Zstd => {
+            let mut decoder = ruzstd::decoding::FrameDecoder::new();
+            decoder.set_max_window_size(ZSTD_MAX_WINDOW);
+            Box::new(ZstdReader {
+                source: buffered,
+                decoder,
+                in_frame: false,
+            })
+        }
     })
 }
 
@@ -93,6 +152,12 @@ impl<R: BufRead> Read for ZstdReader<R> {
             }
             match self.decoder.reset(&mut self.source) {
                 Ok(()) => self.in_frame = true,
+                Err(FrameDecoderError::WindowSizeTooBig { .. }) => {
+                    return Err(io::Error::other(DecoderMemoryLimit {
+                        format: "zstd",
+                        limit: ZSTD_MAX_WINDOW,
+                    }))
+                }
                 Err(FrameDecoderError::ReadFrameHeaderError(ReadFrameHeaderError::SkipFrame {
                     length,
                     ..
@@ -237,6 +302,26 @@ mod tests {
         let mut limited = LimitedReader::new(decompress(&bomb[..]).unwrap(), 1024 * 1024);
         let err = io::copy(&mut limited, &mut io::sink()).unwrap_err();
         assert_eq!(size_limit_of(&err), Some(1024 * 1024));
+    }
+
+    #[test]
+    fn xz_with_a_huge_dictionary_is_refused_without_allocating_it() {
+        // An LZMA2 filter declaring a 1.5 GiB dictionary.
+        let mut options = liblzma::stream::LzmaOptions::new_preset(0).unwrap();
+        options.dict_size(1536 * 1024 * 1024);
+        let mut filters = liblzma::stream::Filters::new();
+        filters.lzma2(&options);
+        let stream =
+            liblzma::stream::Stream::new_stream_encoder(&filters, liblzma::stream::Check::Crc64)
+                .unwrap();
+        let mut xz = liblzma::write::XzEncoder::new_stream(Vec::new(), stream);
+        xz.write_all(b"tiny").unwrap();
+        let compressed = xz.finish().unwrap();
+        let err = decompress(&compressed[..])
+            .unwrap()
+            .read_to_end(&mut Vec::new())
+            .unwrap_err();
+        assert!(err.to_string().contains("needs more than 256 MiB"), "{err}");
     }
 
     #[test]

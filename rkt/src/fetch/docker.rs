@@ -27,7 +27,7 @@ const ACCEPT_MANIFESTS: &str = "application/vnd.oci.image.index.v1+json, \
     application/vnd.docker.distribution.manifest.list.v2+json, \
     application/vnd.oci.image.manifest.v1+json, \
     application/vnd.docker.distribution.manifest.v2+json";
-const MAX_JSON_BYTES: u64 = 4 * 1024 * 1024;
+use crate::image::members::MAX_JSON_BYTES;
 
 /// A parsed `docker://` reference.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -326,8 +326,22 @@ impl DockerFetch<'_> {
         let config: ImageConfig = serde_json::from_slice(&config_bytes)
             .map_err(|e| bad(format!("bad image config: {e}")))?;
 
+        oci::check_layer_count(manifest.layers.len()).map_err(&bad)?;
+        // One budget for the whole image: each layer's declared size is
+        // checked before its download starts, and the download is cut off
+        // at that size.
+        let mut remaining = self.max_bytes;
         let mut layers = Vec::new();
         for (index, layer) in manifest.layers.iter().enumerate() {
+            if layer.size > remaining {
+                return Err(bad(format!(
+                    "layer {} ({} bytes) would take the image past the {} MiB limit; if it \
+                     really is that big, raise it with --max-image-size",
+                    layer.digest,
+                    layer.size,
+                    self.max_bytes >> 20
+                )));
+            }
             let response = registry.get(&format!("blobs/{}", layer.digest), "*/*")?;
             registry.expect_ok(&response, &format!("layer {}", layer.digest))?;
             let label = format!(
@@ -336,9 +350,14 @@ impl DockerFetch<'_> {
                 manifest.layers.len(),
                 &layer.digest[..19.min(layer.digest.len())]
             );
-            let mut body = Http::stream(response, &label, self.max_bytes);
-            let path = store.put_sha256_blob(&layer.digest, &mut body)?;
-            layers.push((layer.clone(), path));
+            let mut body = Http::stream(response, &label, layer.size.saturating_add(1));
+            let (path, stored) = store.put_sha256_blob(&layer.digest, &mut body, layer.size)?;
+            remaining -= stored.min(remaining);
+            let file = std::fs::File::open(&path).map_err(RktError::io(format!(
+                "opening the stored layer {}",
+                layer.digest
+            )))?;
+            layers.push((layer.clone(), file));
         }
 
         let name = format!("{}/{}", image_ref.registry, image_ref.repository);
@@ -363,7 +382,7 @@ impl DockerFetch<'_> {
             layers,
             tag: tag.map(str::to_string),
         };
-        Ok(store.insert_oci(image, &appc, &shown)?)
+        Ok(store.insert_oci(image, &appc, &shown, self.max_bytes)?)
     }
 }
 

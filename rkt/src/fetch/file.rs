@@ -1,7 +1,7 @@
 //! Fetching an ACI from a local file, with its detached signature.
 
 use std::fs::File;
-use std::io::BufReader;
+use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use appc::ImageId;
@@ -11,6 +11,9 @@ use crate::error::RktError;
 use crate::image::aci;
 use crate::store::Store;
 use crate::trust::{verify_detached, Keystore};
+
+/// Most bytes read from (or downloaded for) a detached signature.
+pub const MAX_SIGNATURE_BYTES: u64 = 1024 * 1024;
 
 pub struct FileFetch<'a> {
     pub path: &'a Path,
@@ -74,11 +77,27 @@ impl FileFetch<'_> {
                 .signature
                 .map(Path::to_path_buf)
                 .unwrap_or_else(|| append_extension(self.path, "asc"));
-            let signature =
-                std::fs::read(&signature_path).map_err(|_| FetchError::NoSignature {
-                    image: shown.clone(),
-                    looked_for: signature_path.display().to_string(),
-                })?;
+            let no_signature = || FetchError::NoSignature {
+                image: shown.clone(),
+                looked_for: signature_path.display().to_string(),
+            };
+            if !signature_path.exists() {
+                return Err(no_signature().into());
+            }
+            // A signature is a few hundred bytes; the cap keeps a planted
+            // huge (or endless) file from being read whole.
+            let mut signature = Vec::new();
+            super::open_regular(&signature_path)?
+                .take(MAX_SIGNATURE_BYTES + 1)
+                .read_to_end(&mut signature)
+                .map_err(|_| no_signature())?;
+            if signature.len() as u64 > MAX_SIGNATURE_BYTES {
+                return Err(RktError::Message(format!(
+                    "{}: larger than {} KiB, so not a detached signature",
+                    signature_path.display(),
+                    MAX_SIGNATURE_BYTES >> 10
+                )));
+            }
             let name = &staged.manifest.name;
             let keys = keystore.keys_for(name)?;
             // The signature covers the file as published (compressed or not).

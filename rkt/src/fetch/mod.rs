@@ -12,7 +12,11 @@ pub mod oci;
 mod progress;
 pub mod remote_aci;
 
-use std::path::PathBuf;
+use std::fs::File;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::error::RktError;
 
 use thiserror::Error;
 
@@ -81,6 +85,35 @@ impl ImageSource {
             ImageSource::Name(argument.to_string())
         }
     }
+}
+
+/// Opens a file a fetch reads (an archive, an ACI's signature), refusing
+/// anything but a regular file: a FIFO there would hang the fetch, and
+/// `O_NONBLOCK` keeps the open itself from blocking.
+pub(crate) fn open_regular(path: &Path) -> Result<File, RktError> {
+    let open_error = |source| FetchError::Open {
+        path: path.display().to_string(),
+        source,
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(open_error)?;
+    let meta = file.metadata().map_err(open_error)?;
+    if !meta.is_file() {
+        return Err(RktError::Message(format!(
+            "{} is not a regular file; give the archive as a file",
+            path.display()
+        )));
+    }
+    // A regular file's reads never block; clear the flag all the same.
+    nix::fcntl::fcntl(
+        std::os::fd::AsRawFd::as_raw_fd(&file),
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()),
+    )
+    .map_err(|err| open_error(err.into()))?;
+    Ok(file)
 }
 
 #[cfg(test)]

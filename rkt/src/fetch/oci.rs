@@ -1,9 +1,9 @@
 //! Fetching Docker and OCI images from local files: `docker-archive:PATH`
 //! (`docker save`), `oci:PATH` (an OCI layout directory) and
-//! `oci-archive:PATH` (a tar of one). Archives are first unpacked, with the
-//! same safe extraction as images, into the store's temp dir.
+//! `oci-archive:PATH` (a tar of one). Their files are read through
+//! `image::members`, which never follows a link nor opens anything but a
+//! regular file, and bounds what it copies by `--max-image-size`.
 
-use std::fs::File;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
@@ -12,8 +12,8 @@ use appc::ImageId;
 use super::FetchError;
 use crate::error::RktError;
 use crate::extract::decompress::decompress;
-use crate::extract::{extract_into, ExtractOptions};
 use crate::image::docker::{self, Provenance};
+use crate::image::members::{ArchiveMembers, ImageFiles, LayoutDir};
 use crate::image::oci::{self, LocalImage};
 use crate::image::reference;
 use crate::store::Store;
@@ -70,37 +70,32 @@ impl LocalOciFetch<'_> {
         let (path, reference) = split_path_and_reference(self.spec);
         let bad = |problem: String| RktError::Message(format!("{shown}: {problem}"));
 
-        // Archives are unpacked into a temp dir that lives until the blobs
-        // are in the store.
-        let unpacked;
-        let root: &Path = match self.kind {
-            LocalKind::OciLayout => &path,
-            LocalKind::DockerArchive | LocalKind::OciArchive => {
-                let file = File::open(&path).map_err(|source| FetchError::Open {
+        // Every file comes through `members`: opened as a regular file or
+        // refused, and (for archives) copied within the size budget.
+        let mut files: Box<dyn ImageFiles> = match self.kind {
+            LocalKind::OciLayout => {
+                Box::new(LayoutDir::open(&path).map_err(|source| FetchError::Open {
                     path: path.display().to_string(),
                     source,
-                })?;
-                unpacked = tempfile::Builder::new()
-                    .prefix("archive-")
-                    .tempdir_in(store.tmp_dir())
-                    .map_err(RktError::io("creating a temporary directory in the store"))?;
+                })?)
+            }
+            LocalKind::DockerArchive | LocalKind::OciArchive => {
+                let file = super::open_regular(&path)?;
                 let stream = decompress(BufReader::with_capacity(256 * 1024, file))
                     .map_err(RktError::io(format!("reading {}", path.display())))?;
-                let options = ExtractOptions {
-                    max_bytes: self.max_bytes,
-                    ..ExtractOptions::default()
-                };
-                extract_into(stream, unpacked.path(), &options)?;
-                unpacked.path()
+                Box::new(
+                    ArchiveMembers::read(stream, &store.tmp_dir(), self.max_bytes)
+                        .map_err(|err| bad(err.to_string()))?,
+                )
             }
         };
 
         let (image, repository): (LocalImage, Option<String>) = match self.kind {
             LocalKind::DockerArchive => {
-                docker::read_saved(root, reference.as_deref()).map_err(bad)?
+                docker::read_saved(files.as_mut(), reference.as_deref()).map_err(bad)?
             }
             LocalKind::OciLayout | LocalKind::OciArchive => (
-                oci::read_layout(root, reference.as_deref()).map_err(bad)?,
+                oci::read_layout(files.as_mut(), reference.as_deref()).map_err(bad)?,
                 None,
             ),
         };
@@ -137,7 +132,7 @@ impl LocalOciFetch<'_> {
             self.kind.prefix(),
             std::path::absolute(&path).unwrap_or(path.clone()).display()
         );
-        Ok(store.insert_oci(image, &appc_manifest, &source)?)
+        Ok(store.insert_oci(image, &appc_manifest, &source, self.max_bytes)?)
     }
 }
 

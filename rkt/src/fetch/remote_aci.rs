@@ -6,7 +6,7 @@ use std::path::Path;
 
 use appc::ImageId;
 
-use super::file::FileFetch;
+use super::file::{FileFetch, MAX_SIGNATURE_BYTES};
 use super::http::Http;
 use super::FetchError;
 use crate::error::RktError;
@@ -23,9 +23,6 @@ pub struct RemoteAciFetch<'a> {
     pub skip_verification: bool,
     pub max_bytes: u64,
 }
-
-/// Signatures are small; anything bigger is not one.
-const MAX_SIGNATURE_BYTES: u64 = 1024 * 1024;
 
 impl RemoteAciFetch<'_> {
     pub fn run(

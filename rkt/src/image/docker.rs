@@ -3,15 +3,15 @@
 //! and listings see one shape. The image itself stays in its native form.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
-use std::io::{self, Read};
-use std::path::Path;
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
 
 use appc::ImageManifest;
 use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
+use super::members::{ImageFiles, MemberError};
 use super::oci::{
     sha256_digest, Descriptor, ImageConfig, LocalImage, Manifest, MEDIA_TYPE_OCI_CONFIG,
     MEDIA_TYPE_OCI_LAYER, MEDIA_TYPE_OCI_MANIFEST,
@@ -32,11 +32,16 @@ struct SavedImage {
 /// `busybox:latest`) from an unpacked `docker save` archive. The manifest is
 /// synthesized in OCI form so the store handles both alike.
 pub fn read_saved(
-    dir: &Path,
+    files: &mut dyn ImageFiles,
     reference: Option<&str>,
 ) -> Result<(LocalImage, Option<String>), String> {
-    let index_bytes = fs::read(dir.join("manifest.json"))
-        .map_err(|err| format!("not a docker save archive (no manifest.json: {err})"))?;
+    let index_bytes = match files.read_json("manifest.json", "manifest.json") {
+        Ok(bytes) => bytes,
+        Err(MemberError::Missing { .. }) => {
+            return Err("not a docker save archive (no manifest.json)".to_string())
+        }
+        Err(err) => return Err(err.to_string()),
+    };
     let images: Vec<SavedImage> = serde_json::from_slice(&index_bytes)
         .map_err(|err| format!("manifest.json is not valid: {err}"))?;
     let tags = |image: &SavedImage| image.repo_tags.clone().unwrap_or_default();
@@ -59,17 +64,18 @@ pub fn read_saved(
         .map(str::to_string)
         .or_else(|| tags(saved).into_iter().next());
 
-    let config_path = contained(dir, &saved.config)?;
-    let config_bytes =
-        fs::read(&config_path).map_err(|err| format!("reading {}: {err}", saved.config))?;
+    let config_bytes = files
+        .read_json(&saved.config, "config")
+        .map_err(|err| err.to_string())?;
     let config: ImageConfig = serde_json::from_slice(&config_bytes)
         .map_err(|err| format!("the image config is not valid: {err}"))?;
 
     let mut layers = Vec::new();
+    super::oci::check_layer_count(saved.layers.len())?;
     for layer in &saved.layers {
-        let path = contained(dir, layer)?;
+        let (mut file, _) = files.open(layer, "layer").map_err(|err| err.to_string())?;
         let (digest, size, compression) =
-            hash_file(&path).map_err(|err| format!("reading layer {layer}: {err}"))?;
+            hash_file(&mut file).map_err(|err| format!("reading layer {layer}: {err}"))?;
         let media_type = match compression {
             Compression::Gzip => format!("{MEDIA_TYPE_OCI_LAYER}+gzip"),
             Compression::Zstd => format!("{MEDIA_TYPE_OCI_LAYER}+zstd"),
@@ -83,7 +89,7 @@ pub fn read_saved(
                 platform: None,
                 annotations: BTreeMap::new(),
             },
-            path,
+            file,
         ));
     }
     let manifest = Manifest {
@@ -125,17 +131,9 @@ fn split_repo_tag(reference: &str) -> (Option<String>, Option<String>) {
     }
 }
 
-/// Resolves a path named inside the archive, refusing one that leaves it.
-fn contained(dir: &Path, name: &str) -> Result<std::path::PathBuf, String> {
-    match crate::extract::normalize(Path::new(name)) {
-        Ok(Some(clean)) => Ok(dir.join(clean)),
-        Ok(None) => Err(format!("manifest.json names {name:?}, which is not a file")),
-        Err(problem) => Err(format!("manifest.json names {name:?}, which {problem}")),
-    }
-}
-
-fn hash_file(path: &Path) -> io::Result<(String, u64, Compression)> {
-    let mut file = File::open(path)?;
+/// Hashes a layer (a member file the archive reader wrote, so bounded),
+/// then rewinds it for the copy into the store.
+fn hash_file(file: &mut File) -> io::Result<(String, u64, Compression)> {
     let mut hasher = Sha256::new();
     let mut buffer = vec![0u8; 256 * 1024];
     let mut size = 0u64;
@@ -151,6 +149,7 @@ fn hash_file(path: &Path) -> io::Result<(String, u64, Compression)> {
         hasher.update(&buffer[..n]);
         size += n as u64;
     }
+    file.seek(SeekFrom::Start(0))?;
     Ok((
         format!("sha256:{}", hex::encode(hasher.finalize())),
         size,

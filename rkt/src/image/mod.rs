@@ -3,5 +3,6 @@
 
 pub mod aci;
 pub mod docker;
+pub mod members;
 pub mod oci;
 pub mod reference;

@@ -8,12 +8,12 @@
 //! app (see `docker::appc_manifest`) only so pods and listings see one shape.
 
 use std::collections::BTreeMap;
-use std::fs;
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::fs::File;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+use super::members::{ImageFiles, MemberError};
 
 pub const MEDIA_TYPE_OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const MEDIA_TYPE_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -132,7 +132,8 @@ pub fn sha256_digest(bytes: &[u8]) -> String {
 }
 
 /// An image read out of a layout or archive, not yet in the store: JSON
-/// documents in memory, layers as files to copy in.
+/// documents in memory, layers as files already opened (as regular files,
+/// see `members`) to copy in.
 #[derive(Debug)]
 pub struct LocalImage {
     pub manifest_bytes: Vec<u8>,
@@ -140,24 +141,25 @@ pub struct LocalImage {
     pub config_bytes: Vec<u8>,
     pub config: ImageConfig,
     /// Each layer's descriptor and the file holding its (maybe compressed) tar.
-    pub layers: Vec<(Descriptor, PathBuf)>,
+    pub layers: Vec<(Descriptor, File)>,
     /// The tag it was selected by, if any.
     pub tag: Option<String>,
 }
 
-/// Most bytes read for a JSON document (index, manifest, config).
-const MAX_JSON_BYTES: u64 = 4 * 1024 * 1024;
+/// Where a blob lives in an OCI layout.
+fn blob_member(descriptor: &Descriptor) -> Result<String, String> {
+    Ok(format!("blobs/sha256/{}", sha256_hex(&descriptor.digest)?))
+}
 
-/// Reads a blob from an OCI layout, checking its digest.
-fn read_json_blob(layout: &Path, descriptor: &Descriptor) -> Result<Vec<u8>, String> {
-    let hex = sha256_hex(&descriptor.digest)?;
-    let path = layout.join("blobs/sha256").join(hex);
-    let mut bytes = Vec::new();
-    fs::File::open(&path)
-        .map_err(|err| format!("blob {} is missing: {err}", descriptor.digest))?
-        .take(MAX_JSON_BYTES)
-        .read_to_end(&mut bytes)
-        .map_err(|err| format!("reading blob {}: {err}", descriptor.digest))?;
+/// Reads a JSON blob from an OCI layout (capped), checking its digest.
+fn read_json_blob(
+    files: &mut dyn ImageFiles,
+    descriptor: &Descriptor,
+    role: &'static str,
+) -> Result<Vec<u8>, String> {
+    let bytes = files
+        .read_json(&blob_member(descriptor)?, role)
+        .map_err(|err| err.to_string())?;
     if sha256_digest(&bytes) != descriptor.digest {
         return Err(format!(
             "blob {} does not match its digest (corrupt or truncated)",
@@ -165,6 +167,19 @@ fn read_json_blob(layout: &Path, descriptor: &Descriptor) -> Result<Vec<u8>, Str
         ));
     }
     Ok(bytes)
+}
+
+/// Most layers an image may have: each is an open file while it is stored
+/// and an extraction pass when it is rendered. Docker itself stops at 127.
+pub const MAX_LAYERS: usize = 1000;
+
+pub fn check_layer_count(count: usize) -> Result<(), String> {
+    if count > MAX_LAYERS {
+        return Err(format!(
+            "the image has {count} layers; at most {MAX_LAYERS} are accepted"
+        ));
+    }
+    Ok(())
 }
 
 fn parse<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, String> {
@@ -196,16 +211,17 @@ pub fn pick_platform(index: &Index) -> Result<&Descriptor, String> {
 }
 
 /// Reads the image tagged `tag` (or the only one) from an OCI layout directory.
-pub fn read_layout(layout: &Path, tag: Option<&str>) -> Result<LocalImage, String> {
-    let layout_marker = layout.join("oci-layout");
-    if !layout_marker.is_file() {
-        return Err(format!(
-            "{} is not an OCI image layout (no oci-layout file)",
-            layout.display()
-        ));
+pub fn read_layout(files: &mut dyn ImageFiles, tag: Option<&str>) -> Result<LocalImage, String> {
+    match files.read_json("oci-layout", "oci-layout marker") {
+        Ok(_) => {}
+        Err(MemberError::Missing { .. }) => {
+            return Err("not an OCI image layout (no oci-layout file)".to_string())
+        }
+        Err(err) => return Err(err.to_string()),
     }
-    let index_bytes = fs::read(layout.join("index.json"))
-        .map_err(|err| format!("reading {}/index.json: {err}", layout.display()))?;
+    let index_bytes = files
+        .read_json("index.json", "index")
+        .map_err(|err| err.to_string())?;
     let index: Index = parse(&index_bytes, "index.json")?;
     let tag_of = |d: &Descriptor| d.annotations.get(REF_NAME).cloned();
     let chosen = match tag {
@@ -235,17 +251,23 @@ pub fn read_layout(layout: &Path, tag: Option<&str>) -> Result<LocalImage, Strin
     if descriptor.media_type == MEDIA_TYPE_OCI_INDEX
         || descriptor.media_type == MEDIA_TYPE_DOCKER_LIST
     {
-        let nested: Index = parse(&read_json_blob(layout, &descriptor)?, "the image index")?;
+        let nested: Index = parse(
+            &read_json_blob(files, &descriptor, "index")?,
+            "the image index",
+        )?;
         descriptor = pick_platform(&nested)?.clone();
     }
-    let manifest_bytes = read_json_blob(layout, &descriptor)?;
+    let manifest_bytes = read_json_blob(files, &descriptor, "manifest")?;
     let manifest: Manifest = parse(&manifest_bytes, "the image manifest")?;
-    let config_bytes = read_json_blob(layout, &manifest.config)?;
+    let config_bytes = read_json_blob(files, &manifest.config, "config")?;
     let config: ImageConfig = parse(&config_bytes, "the image config")?;
+    check_layer_count(manifest.layers.len())?;
     let mut layers = Vec::new();
     for layer in &manifest.layers {
-        let hex = sha256_hex(&layer.digest)?;
-        layers.push((layer.clone(), layout.join("blobs/sha256").join(hex)));
+        let (file, _) = files
+            .open(&blob_member(layer)?, "layer")
+            .map_err(|err| err.to_string())?;
+        layers.push((layer.clone(), file));
     }
     Ok(LocalImage {
         manifest_bytes,

@@ -45,7 +45,7 @@ mod lock;
 mod tree;
 
 use std::fs::{self, File};
-use std::io;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -90,6 +90,17 @@ pub enum StoreError {
     },
     #[error("{image}: {problem}")]
     BadImage { image: String, problem: String },
+    #[error(
+        "{image}: {what} would take it past the {} MiB limit; if the image really is that \
+         big, raise it with --max-image-size", .limit >> 20
+    )]
+    OverBudget {
+        image: String,
+        what: String,
+        limit: u64,
+    },
+    #[error("blob {digest} is larger than the {declared} bytes its descriptor declares")]
+    LongerThanDeclared { digest: String, declared: u64 },
     #[error("rendering {image}: {error}")]
     Render {
         image: String,
@@ -180,6 +191,10 @@ pub struct GcReport {
 pub struct Store {
     cas: PathBuf,
     index: Index,
+    /// `--max-image-size`: the most bytes one image may take, fetched or
+    /// rendered (an OCI image's layers are stored compressed, so rendering
+    /// checks their expansion against it again).
+    max_image_size: u64,
     mode: LockMode,
     _lock: StoreLock,
 }
@@ -217,9 +232,15 @@ impl Store {
         Ok(Store {
             cas,
             index,
+            max_image_size: crate::extract::DEFAULT_MAX_BYTES,
             mode,
             _lock: lock,
         })
+    }
+
+    /// Sets the `--max-image-size` renders are held to.
+    pub fn set_max_image_size(&mut self, limit: u64) {
+        self.max_image_size = limit;
     }
 
     pub fn tmp_dir(&self) -> PathBuf {
@@ -278,11 +299,14 @@ impl Store {
     /// sha256 blobs (each checked against its digest; layers already in the
     /// store are shared), plus `appc_manifest` derived from its config. The
     /// image ID is the SHA-512 of the OCI manifest, which pins everything else.
+    /// At most `max_bytes` (`--max-image-size`) are taken in all, checked
+    /// against each layer's declared size before it is copied and while it is.
     pub fn insert_oci(
         &self,
         image: LocalImage,
         appc_manifest: &ImageManifest,
         source: &str,
+        max_bytes: u64,
     ) -> Result<ImageId, StoreError> {
         let digest: [u8; 64] = Sha512::digest(&image.manifest_bytes).into();
         let id = ImageId::from_sha512(&digest);
@@ -303,19 +327,44 @@ impl Store {
                 digest: image.manifest.config.digest.clone(),
             },
         ];
-        self.put_sha256_blob(&manifest_digest, &mut &image.manifest_bytes[..])?;
+        let json_len = (image.manifest_bytes.len() + image.config_bytes.len()) as u64;
+        let mut remaining = max_bytes
+            .checked_sub(json_len)
+            .ok_or(StoreError::OverBudget {
+                image: source.to_string(),
+                what: "its manifest and config".to_string(),
+                limit: max_bytes,
+            })?;
+        let manifest_len = image.manifest_bytes.len() as u64;
+        self.put_sha256_blob(
+            &manifest_digest,
+            &mut &image.manifest_bytes[..],
+            manifest_len,
+        )?;
         if crate::image::oci::sha256_digest(&image.config_bytes) != image.manifest.config.digest {
             return Err(bad(
                 "its config does not match the digest in its manifest".to_string()
             ));
         }
-        self.put_sha256_blob(&image.manifest.config.digest, &mut &image.config_bytes[..])?;
-        let mut size = (image.manifest_bytes.len() + image.config_bytes.len()) as u64;
-        for (position, (descriptor, path)) in image.layers.iter().enumerate() {
-            let mut file = File::open(path)
-                .map_err(|err| bad(format!("layer {} is missing: {err}", descriptor.digest)))?;
-            self.put_sha256_blob(&descriptor.digest, &mut file)?;
-            size += descriptor.size;
+        let config_len = image.config_bytes.len() as u64;
+        self.put_sha256_blob(
+            &image.manifest.config.digest,
+            &mut &image.config_bytes[..],
+            config_len,
+        )?;
+        let mut size = json_len;
+        for (position, (descriptor, mut file)) in image.layers.into_iter().enumerate() {
+            if descriptor.size > remaining {
+                return Err(StoreError::OverBudget {
+                    image: source.to_string(),
+                    what: format!("layer {} ({} bytes)", descriptor.digest, descriptor.size),
+                    limit: max_bytes,
+                });
+            }
+            let (_, stored) =
+                self.put_sha256_blob(&descriptor.digest, &mut file, descriptor.size)?;
+            remaining -= stored.min(remaining);
+            size += stored;
             blobs.push(BlobRef {
                 role: "layer",
                 position: position as i64,
@@ -344,16 +393,23 @@ impl Store {
 
     /// Copies `content` into the sha256 blob store, verifying it hashes to
     /// `digest`. A blob already present is kept (same digest, same bytes).
-    /// Returns the blob's path.
+    /// More than `declared` bytes are refused as they arrive, so a lying or
+    /// endless source costs at most `declared` bytes of disk.
+    /// Returns the blob's path and size.
     pub fn put_sha256_blob(
         &self,
         digest: &str,
         content: &mut dyn io::Read,
-    ) -> Result<PathBuf, StoreError> {
+        declared: u64,
+    ) -> Result<(PathBuf, u64), StoreError> {
         let dest = self.sha256_blob_path(digest)?;
-        if dest.is_file() {
-            return Ok(dest);
+        if let Ok(meta) = fs::symlink_metadata(&dest) {
+            if meta.is_file() {
+                return Ok((dest, meta.len()));
+            }
         }
+        let mut content = content.take(declared.saturating_add(1));
+        let mut written = 0u64;
         let mut temp = tempfile::Builder::new()
             .prefix("blob-")
             .tempfile_in(self.tmp_dir())
@@ -379,6 +435,13 @@ impl Store {
             if n == 0 {
                 break;
             }
+            written += n as u64;
+            if written > declared {
+                return Err(StoreError::LongerThanDeclared {
+                    digest: digest.to_string(),
+                    declared,
+                });
+            }
             hasher.update(&buffer[..n]);
             io::Write::write_all(&mut temp, &buffer[..n])
                 .map_err(io_context(format!("writing blob {digest}")))?;
@@ -393,7 +456,7 @@ impl Store {
             });
         }
         atomic::persist(temp, &dest).map_err(io_context(format!("storing {}", dest.display())))?;
-        Ok(dest)
+        Ok((dest, written))
     }
 
     /// Opens a stored sha256 blob (an OCI layer, manifest or config).

@@ -167,7 +167,7 @@ impl Store {
             ImageFormat::Oci => {
                 // Layers are stored compressed, so their expansion is bounded
                 // here, across all of them together.
-                let mut budget = crate::extract::DEFAULT_MAX_BYTES;
+                let mut budget = self.max_image_size;
                 let mut options = ExtractOptions {
                     subtree: None,
                     max_bytes: budget,
@@ -194,8 +194,22 @@ impl Store {
                         }
                     })?;
                     budget = budget.saturating_sub(summary.file_bytes);
-                    io::copy(&mut (&mut layer).take(budget), &mut io::sink())
-                        .map_err(io_context(format!("reading the end of layer {digest}")))?;
+                    // The tail counts against the budget too; one byte past it
+                    // means the layer is bigger than allowed, not damaged.
+                    let tail = io::copy(
+                        &mut (&mut layer).take(budget.saturating_add(1)),
+                        &mut io::sink(),
+                    )
+                    .map_err(io_context(format!("reading the end of layer {digest}")))?;
+                    if tail > budget {
+                        return Err(StoreError::Render {
+                            image: format!("{} (layer {digest})", image.id),
+                            error: crate::extract::ExtractError::TooLarge {
+                                limit: self.max_image_size,
+                            },
+                        });
+                    }
+                    budget -= tail;
                     let unpacked = layer.digest();
                     if &unpacked != diff_id {
                         return Err(StoreError::BadImage {

@@ -10,7 +10,8 @@ use crate::globals::GlobalOptions;
 use crate::store::{ImageFormat, ImageRecord, LockMode, Store};
 
 pub fn run(globals: &GlobalOptions, args: ImageToDirArgs) -> Result<(), RktError> {
-    let store = Store::open(&globals.dir, LockMode::Shared)?;
+    let mut store = Store::open(&globals.dir, LockMode::Shared)?;
+    store.set_max_image_size(args.max_image_size);
     let image = store.resolve(&args.image)?;
     clear_destination(&args.dest, args.overwrite)?;
     if image.format == ImageFormat::Oci {

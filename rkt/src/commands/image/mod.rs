@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
 
+use super::format::parse_size;
 use crate::error::RktError;
+use crate::extract::DEFAULT_MAX_BYTES;
 use crate::globals::GlobalOptions;
 use crate::pod::PodsDir;
 use crate::store::{Holds, LockMode, Store};
@@ -92,6 +94,11 @@ pub struct ImageToDirArgs {
     /// Only the rootfs, without the manifest.
     #[arg(long)]
     rootfs_only: bool,
+    /// Refuse to unpack more than this (e.g. 512M, 8G): the same limit as
+    /// `fetch --max-image-size`, checked again here because Docker/OCI
+    /// layers are stored compressed.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value_t = DEFAULT_MAX_BYTES)]
+    max_image_size: u64,
 }
 
 /// Builds a directory at `dest` all at once: `fill` writes into a temporary sibling of `dest`

@@ -7,7 +7,8 @@ use crate::globals::GlobalOptions;
 use crate::store::{copy_tree, LockMode, Store};
 
 pub fn run(globals: &GlobalOptions, args: ImageToDirArgs) -> Result<(), RktError> {
-    let store = Store::open(&globals.dir, LockMode::Shared)?;
+    let mut store = Store::open(&globals.dir, LockMode::Shared)?;
+    store.set_max_image_size(args.max_image_size);
     let image = store.resolve(&args.image)?;
     let tree = store.tree(&image.id)?;
     clear_destination(&args.dest, args.overwrite)?;
