@@ -1,8 +1,17 @@
 //! Rendered trees: an image with its dependencies applied, as an app sees it.
 //! Built once per (image + resolved dependency chain) under `cas/tree/` and
 //! shared read-only afterwards; a second render of the same image is a lookup.
+//!
+//! The dependency graph an image's manifest declares is hostile input too: it
+//! is walked once, each distinct image placed once (a diamond renders the
+//! shared image at its first position in appc's depth-first order), and the
+//! walk stops at `MAX_DEPENDENCY_IMAGES` distinct images or
+//! `MAX_DEPENDENCY_DEPTH` levels, or at a cycle, naming the chain. What the
+//! chain unpacks is counted against one byte budget (`RENDER_LIMIT`) across
+//! all its images, and hard links stay hard links, in the store's tree and in
+//! every copy of it.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, DirBuilder, File};
 use std::io::{self, BufReader, Read};
 use std::os::fd::AsRawFd;
@@ -17,8 +26,17 @@ use crate::extract::decompress::decompress;
 use crate::extract::{extract_into, ExtractOptions};
 use crate::image::oci::ImageConfig;
 
-/// Deeper dependency chains than this are treated as a mistake.
-const MAX_DEPENDENCY_DEPTH: usize = 32;
+/// Most levels of dependencies below an image (its own dependencies are level
+/// 1). Real images nest a handful deep; more is a mistake or an attack.
+pub const MAX_DEPENDENCY_DEPTH: usize = 16;
+
+/// Most distinct images one render combines, the image itself included.
+pub const MAX_DEPENDENCY_IMAGES: usize = 64;
+
+/// Most bytes of file content one render writes, across every layer of every
+/// image of the chain: what the images can expand to is bounded even when
+/// each blob passed the fetch-time limit.
+pub const RENDER_LIMIT: u64 = crate::extract::DEFAULT_MAX_BYTES;
 
 /// Image configs are small JSON documents.
 const MAX_CONFIG_BYTES: u64 = 16 * 1024 * 1024;
@@ -56,8 +74,7 @@ impl Store {
     /// `rootfs/`), rendering it first if the cache does not have it yet.
     pub fn tree(&self, id: &ImageId) -> Result<PathBuf, StoreError> {
         let top = self.image(id)?;
-        let mut chain = Vec::new();
-        self.push_chain(top.clone(), &mut chain, &mut Vec::new())?;
+        let chain = self.dependency_chain(top.clone())?;
         let tree_id = tree_id(&chain);
         let tree = self.tree_dir().join(&tree_id);
         self.touch(id)?;
@@ -76,8 +93,9 @@ impl Store {
             .mode(0o755)
             .create(&rootfs)
             .map_err(io_context("creating the render directory's rootfs"))?;
+        let mut budget = RENDER_LIMIT;
         for layer in &chain {
-            self.unpack_into(layer, &rootfs)?;
+            self.unpack_counted(layer, &rootfs, &mut budget)?;
         }
         fs::write(staging.path().join("manifest"), &top.manifest_bytes)
             .map_err(io_context("writing the rendered tree's manifest"))?;
@@ -105,19 +123,32 @@ impl Store {
     /// `rootfs/` with its pathWhitelist, or an OCI image's layers in order
     /// with their whiteouts.
     pub fn unpack_into(&self, image: &ImageRecord, rootfs: &Path) -> Result<(), StoreError> {
+        let mut budget = RENDER_LIMIT;
+        self.unpack_counted(image, rootfs, &mut budget)
+    }
+
+    /// `unpack_into`, taking the file bytes it writes from `budget` (shared by
+    /// every image of a render) and failing once they would exceed it.
+    fn unpack_counted(
+        &self,
+        image: &ImageRecord,
+        rootfs: &Path,
+        budget: &mut u64,
+    ) -> Result<(), StoreError> {
         let is_root = nix::unistd::geteuid().is_root();
         // A verified image extracted by root keeps what rkt kept for it.
         let trusted = is_root && image.signature_verified;
         let render_error = |error| StoreError::Render {
             image: image.id.to_string(),
-            error,
+            error: whole_render_limit(error),
         };
         match image.format {
             ImageFormat::Aci => {
                 let options = ExtractOptions {
                     subtree: Some(PathBuf::from("rootfs")),
-                    // The blob was size-checked when it was fetched.
-                    max_bytes: u64::MAX,
+                    // The blob was size-checked when it was fetched, but a
+                    // chain of them is bounded only here.
+                    max_bytes: *budget,
                     allow_devices: trusted,
                     keep_setid_bits: trusted,
                     set_owners: is_root,
@@ -125,7 +156,8 @@ impl Store {
                     whiteouts: false,
                 };
                 let blob = BufReader::with_capacity(256 * 1024, self.open_blob(&image.id)?);
-                extract_into(blob, rootfs, &options).map_err(render_error)?;
+                let summary = extract_into(blob, rootfs, &options).map_err(render_error)?;
+                *budget = budget.saturating_sub(summary.file_bytes);
                 if !image.manifest.path_whitelist.is_empty() {
                     apply_path_whitelist(rootfs, &image.manifest.path_whitelist).map_err(
                         io_context(format!("applying the pathWhitelist of {}", image.id)),
@@ -134,11 +166,10 @@ impl Store {
             }
             ImageFormat::Oci => {
                 // Layers are stored compressed, so their expansion is bounded
-                // here, across all of them together.
-                let mut budget = crate::extract::DEFAULT_MAX_BYTES;
+                // here, across all of them (and the chain's other images).
                 let mut options = ExtractOptions {
                     subtree: None,
-                    max_bytes: budget,
+                    max_bytes: *budget,
                     allow_devices: trusted,
                     keep_setid_bits: trusted,
                     set_owners: is_root,
@@ -158,11 +189,11 @@ impl Store {
                     let summary = extract_into(&mut layer, rootfs, &options).map_err(|error| {
                         StoreError::Render {
                             image: format!("{} (layer {digest})", image.id),
-                            error,
+                            error: whole_render_limit(error),
                         }
                     })?;
-                    budget = budget.saturating_sub(summary.file_bytes);
-                    io::copy(&mut (&mut layer).take(budget), &mut io::sink())
+                    *budget = budget.saturating_sub(summary.file_bytes);
+                    io::copy(&mut (&mut layer).take(*budget), &mut io::sink())
                         .map_err(io_context(format!("reading the end of layer {digest}")))?;
                     let unpacked = layer.digest();
                     if &unpacked != diff_id {
@@ -176,7 +207,7 @@ impl Store {
                             ),
                         });
                     }
-                    options.max_bytes = budget;
+                    options.max_bytes = *budget;
                 }
             }
         }
@@ -220,56 +251,46 @@ impl Store {
         Ok(diff_ids)
     }
 
-    /// Appends `record`'s dependencies (depth-first, in manifest order) and
-    /// then `record` itself to `chain`.
-    fn push_chain(
+    /// The images `top` renders from, bottom first: appc's depth-first order
+    /// (each image's dependencies in manifest order, then the image), each
+    /// distinct image once, at its first position.
+    fn dependency_chain(&self, top: ImageRecord) -> Result<Vec<ImageRecord>, StoreError> {
+        let mut walk = ChainWalk {
+            store: self,
+            chain: Vec::new(),
+            placed: HashSet::new(),
+            stack: Vec::new(),
+        };
+        walk.visit(top)?;
+        Ok(walk.chain)
+    }
+
+    /// The store's image that `image`'s manifest dependency names: by ID if
+    /// it pins one, else the newest with that name and labels.
+    fn resolve_dependency(
         &self,
-        record: ImageRecord,
-        chain: &mut Vec<ImageRecord>,
-        stack: &mut Vec<ImageId>,
-    ) -> Result<(), StoreError> {
-        let problem = |dependency: &str, problem: String| StoreError::Dependency {
-            image: record.id.to_string(),
-            dependency: dependency.to_string(),
+        image: &ImageId,
+        dependency: &appc::Dependency,
+    ) -> Result<ImageRecord, StoreError> {
+        let name = dependency.image_name.as_str();
+        let missing = |problem: String| StoreError::Dependency {
+            image: image.to_string(),
+            dependency: name.to_string(),
             problem,
         };
-        if stack.contains(&record.id) {
-            return Err(problem(
-                record.manifest.name.as_str(),
-                "dependency cycle".to_string(),
-            ));
-        }
-        if stack.len() >= MAX_DEPENDENCY_DEPTH {
-            return Err(problem(
-                record.manifest.name.as_str(),
-                format!("dependencies nest deeper than {MAX_DEPENDENCY_DEPTH} levels"),
-            ));
-        }
-        stack.push(record.id.clone());
-        for dependency in &record.manifest.dependencies {
-            let name = dependency.image_name.as_str();
-            let found = match &dependency.image_id {
-                Some(id) => self.image(id).map_err(|_| {
-                    problem(
-                        name,
-                        format!("image {id} is not in the store; fetch it first"),
+        match &dependency.image_id {
+            Some(id) => self
+                .image(id)
+                .map_err(|_| missing(format!("image {id} is not in the store; fetch it first"))),
+            None => self
+                .newest_matching(name, &dependency.labels)?
+                .ok_or_else(|| {
+                    missing(
+                        "no image with that name and labels is in the store; fetch it first"
+                            .to_string(),
                     )
-                })?,
-                None => self
-                    .newest_matching(name, &dependency.labels)?
-                    .ok_or_else(|| {
-                        problem(
-                            name,
-                            "no image with that name and labels is in the store; fetch it first"
-                                .to_string(),
-                        )
-                    })?,
-            };
-            self.push_chain(found, chain, stack)?;
+                }),
         }
-        stack.pop();
-        chain.push(record);
-        Ok(())
     }
 
     fn newest_matching(
@@ -286,6 +307,90 @@ impl Store {
             }
         }
         Ok(None)
+    }
+}
+
+/// One walk of a dependency graph (see `Store::dependency_chain`).
+struct ChainWalk<'s> {
+    store: &'s Store,
+    /// Images placed so far, bottom first.
+    chain: Vec<ImageRecord>,
+    /// IDs in `chain`: an image met again is already placed.
+    placed: HashSet<ImageId>,
+    /// The path from the top image to the one being visited (ID, name).
+    stack: Vec<(ImageId, String)>,
+}
+
+impl ChainWalk<'_> {
+    /// Places `record`'s dependencies, then `record`, unless already placed.
+    fn visit(&mut self, record: ImageRecord) -> Result<(), StoreError> {
+        if self.placed.contains(&record.id) {
+            return Ok(());
+        }
+        let name = record.manifest.name.as_str().to_string();
+        if let Some(start) = self.stack.iter().position(|(id, _)| *id == record.id) {
+            let cycle = self.path_from(start, &name);
+            return Err(self.refuse(&name, format!("dependency cycle: {cycle}")));
+        }
+        if self.stack.len() > MAX_DEPENDENCY_DEPTH {
+            let path = self.path_from(0, &name);
+            return Err(self.refuse(
+                &name,
+                format!("dependencies nest deeper than {MAX_DEPENDENCY_DEPTH} levels: {path}"),
+            ));
+        }
+        self.stack.push((record.id.clone(), name.clone()));
+        for dependency in &record.manifest.dependencies {
+            let found = self.store.resolve_dependency(&record.id, dependency)?;
+            self.visit(found)?;
+        }
+        self.stack.pop();
+        if self.placed.len() >= MAX_DEPENDENCY_IMAGES {
+            let path = self.path_from(0, &name);
+            return Err(self.refuse(
+                &name,
+                format!(
+                    "the dependency graph holds more than {MAX_DEPENDENCY_IMAGES} distinct \
+                     images (reached at {path})"
+                ),
+            ));
+        }
+        self.placed.insert(record.id.clone());
+        self.chain.push(record);
+        Ok(())
+    }
+
+    /// `a -> b -> ... -> last`: the names on the stack from `start`, then `last`.
+    fn path_from(&self, start: usize, last: &str) -> String {
+        self.stack[start..]
+            .iter()
+            .map(|(_, name)| name.as_str())
+            .chain(std::iter::once(last))
+            .collect::<Vec<_>>()
+            .join(" -> ")
+    }
+
+    /// The error for a graph refused at `name`, attributed to the top image.
+    fn refuse(&self, name: &str, problem: String) -> StoreError {
+        StoreError::Dependency {
+            image: self
+                .stack
+                .first()
+                .map_or_else(|| name.to_string(), |(_, top)| top.clone()),
+            dependency: name.to_string(),
+            problem,
+        }
+    }
+}
+
+/// A render's size error names the whole render's limit, not the part of it
+/// left when the image that crossed it began.
+fn whole_render_limit(error: crate::extract::ExtractError) -> crate::extract::ExtractError {
+    match error {
+        crate::extract::ExtractError::TooLarge { .. } => crate::extract::ExtractError::TooLarge {
+            limit: RENDER_LIMIT,
+        },
+        other => other,
     }
 }
 
@@ -350,52 +455,103 @@ fn sync_filesystem(path: &Path) -> io::Result<()> {
 }
 
 /// Copies a rendered tree to `dst` (which must exist), keeping modes, symlinks,
-/// special files and, as root, owners. Hard links become separate copies.
+/// special files and, as root, owners. Files hard-linked together inside
+/// `src` are hard-linked together in the copy: one copy of the data, then
+/// links to that copy, so the copy takes no more space than the tree.
 pub fn copy_tree(src: &Path, dst: &Path) -> io::Result<()> {
-    let as_root = nix::unistd::geteuid().is_root();
-    copy_dir_contents(src, dst, as_root)?;
+    let mut copier = TreeCopier {
+        as_root: nix::unistd::geteuid().is_root(),
+        copies: HashMap::new(),
+    };
+    copier.copy_dir_contents(src, dst)?;
     let meta = fs::metadata(src)?;
     fs::set_permissions(dst, fs::Permissions::from_mode(meta.mode() & 0o7777))
 }
 
-fn copy_dir_contents(src: &Path, dst: &Path, as_root: bool) -> io::Result<()> {
-    for entry in fs::read_dir(src)? {
-        let entry = entry?;
-        let from = entry.path();
-        let to = dst.join(entry.file_name());
-        let meta = fs::symlink_metadata(&from)?;
-        let file_type = meta.file_type();
-        let mode = meta.mode() & 0o7777;
-        if file_type.is_symlink() {
-            std::os::unix::fs::symlink(fs::read_link(&from)?, &to)?;
-        } else if file_type.is_dir() {
-            DirBuilder::new().mode(0o700).create(&to)?;
-            copy_dir_contents(&from, &to, as_root)?;
-        } else if file_type.is_file() {
-            fs::copy(&from, &to)?;
-            File::options()
-                .write(true)
-                .open(&to)?
-                .set_modified(meta.modified()?)?;
-        } else {
-            let kind = nix::sys::stat::SFlag::from_bits_truncate(meta.mode() & libc::S_IFMT);
-            nix::sys::stat::mknod(
-                &to,
-                kind,
-                nix::sys::stat::Mode::from_bits_truncate(mode),
-                meta.rdev(),
-            )
-            .map_err(io::Error::from)?;
+/// A file's identity on its filesystem.
+type FileKey = (u64, u64);
+
+fn file_key(meta: &fs::Metadata) -> FileKey {
+    (meta.dev(), meta.ino())
+}
+
+struct TreeCopier {
+    as_root: bool,
+    /// For each multiply-linked source file (by its identity inside `src`),
+    /// the copy this walk made of it first and that copy's identity. Links
+    /// are made only to such a copy, and only while the path still holds the
+    /// very file this walk created.
+    copies: HashMap<FileKey, (PathBuf, FileKey)>,
+}
+
+impl TreeCopier {
+    fn copy_dir_contents(&mut self, src: &Path, dst: &Path) -> io::Result<()> {
+        for entry in fs::read_dir(src)? {
+            let entry = entry?;
+            let from = entry.path();
+            let to = dst.join(entry.file_name());
+            let meta = fs::symlink_metadata(&from)?;
+            let file_type = meta.file_type();
+            let mode = meta.mode() & 0o7777;
+            if file_type.is_symlink() {
+                std::os::unix::fs::symlink(fs::read_link(&from)?, &to)?;
+            } else if file_type.is_dir() {
+                DirBuilder::new().mode(0o700).create(&to)?;
+                self.copy_dir_contents(&from, &to)?;
+            } else if file_type.is_file() {
+                if self.link_to_earlier_copy(&meta, &to)? {
+                    // Same inode: mode, owner and mtime are already set.
+                    continue;
+                }
+                fs::copy(&from, &to)?;
+                let copy = File::options().write(true).open(&to)?;
+                copy.set_modified(meta.modified()?)?;
+                if meta.nlink() > 1 {
+                    let made = file_key(&copy.metadata()?);
+                    self.copies.insert(file_key(&meta), (to.clone(), made));
+                }
+            } else {
+                let kind = nix::sys::stat::SFlag::from_bits_truncate(meta.mode() & libc::S_IFMT);
+                nix::sys::stat::mknod(
+                    &to,
+                    kind,
+                    nix::sys::stat::Mode::from_bits_truncate(mode),
+                    meta.rdev(),
+                )
+                .map_err(io::Error::from)?;
+            }
+            if self.as_root {
+                std::os::unix::fs::lchown(&to, Some(meta.uid()), Some(meta.gid()))?;
+            }
+            if !file_type.is_symlink() {
+                // After chown, which clears setuid/setgid.
+                fs::set_permissions(&to, fs::Permissions::from_mode(mode))?;
+            }
         }
-        if as_root {
-            std::os::unix::fs::lchown(&to, Some(meta.uid()), Some(meta.gid()))?;
-        }
-        if !file_type.is_symlink() {
-            // After chown, which clears setuid/setgid.
-            fs::set_permissions(&to, fs::Permissions::from_mode(mode))?;
-        }
+        Ok(())
     }
-    Ok(())
+
+    /// Hard-links `to` to the copy already made of the source file `meta`
+    /// describes, if there is one; false when the data must be copied.
+    fn link_to_earlier_copy(&self, meta: &fs::Metadata, to: &Path) -> io::Result<bool> {
+        if meta.nlink() < 2 {
+            return Ok(false);
+        }
+        let Some((first, made)) = self.copies.get(&file_key(meta)) else {
+            return Ok(false);
+        };
+        // The first copy's path must still be the regular file made there
+        // (not followed: `symlink_metadata`, and `link` never follows either).
+        let current = fs::symlink_metadata(first)?;
+        if !current.file_type().is_file() || file_key(&current) != *made {
+            return Err(io::Error::other(format!(
+                "{} changed while the tree was being copied",
+                first.display()
+            )));
+        }
+        fs::hard_link(first, to)?;
+        Ok(true)
+    }
 }
 
 /// Gives the owner write and search permission on every directory below
