@@ -461,3 +461,89 @@ fn read_xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
     };
     (n >= 0).then(|| buffer[..n as usize].to_vec())
 }
+
+#[test]
+fn hard_links_reach_only_files_of_the_same_archive() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    fs::create_dir(&root).unwrap();
+    let options = ExtractOptions {
+        overlay: true,
+        whiteouts: true,
+        ..ExtractOptions::default()
+    };
+    let lower = TarBuilder::new().file("etc/shadow", b"secret").finish();
+    extract_into(&lower[..], &root, &options).unwrap();
+    // A later layer may not link to what an earlier one left.
+    let upper = TarBuilder::new().hardlink("mine", "etc/shadow").finish();
+    let err = extract_into(&upper[..], &root, &options)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("\"mine\"") && err.contains("does not exist earlier in the archive"),
+        "{err}"
+    );
+    assert!(!root.join("mine").exists());
+    // A directory is no hard link target either.
+    let to_dir = TarBuilder::new().dir("d/").hardlink("h", "d").finish();
+    assert_refused(
+        &to_dir,
+        &ExtractOptions::default(),
+        "h",
+        "not a regular file",
+    );
+}
+
+#[test]
+fn a_layer_replacing_many_files_replaces_each_and_still_refuses_conflicts() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    fs::create_dir(&root).unwrap();
+    let options = ExtractOptions {
+        overlay: true,
+        whiteouts: true,
+        ..ExtractOptions::default()
+    };
+    let mut lower = TarBuilder::new();
+    let mut upper = TarBuilder::new();
+    for n in 0..2000 {
+        lower.file(&format!("d{}/f{n}", n % 10), b"old");
+        upper.file(&format!("d{}/f{n}", n % 10), b"new");
+    }
+    lower.file("keep/old", b"old");
+    extract_into(&lower.finish()[..], &root, &options).unwrap();
+    extract_into(&upper.finish()[..], &root, &options).unwrap();
+    for n in (0..2000).step_by(97) {
+        assert_eq!(
+            fs::read(root.join(format!("d{}/f{n}", n % 10))).unwrap(),
+            b"new"
+        );
+    }
+
+    // Replacing a directory is fine, unless this same archive already wrote
+    // something inside it.
+    let conflicting = TarBuilder::new()
+        .file("keep/new", b"x")
+        .file("keep", b"now a file")
+        .finish();
+    let err = extract_into(&conflicting[..], &root, &options)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("\"keep\"") && err.contains("conflicts with an earlier entry"),
+        "{err}"
+    );
+    // A replaced directory is forgotten as verified: a symlink in its place
+    // is not written through.
+    let replaced = TarBuilder::new()
+        .symlink("d3", "/tmp")
+        .file("d3/evil", b"x")
+        .finish();
+    let err = extract_into(&replaced[..], &root, &options)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("\"d3/evil\"") && err.contains("symlink"),
+        "{err}"
+    );
+}

@@ -570,3 +570,156 @@ pub fn make_dirs_writable(path: &Path) -> io::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::LockMode;
+    use crate::testutil::{import, manifest};
+
+    /// `deps` as a manifest's `dependencies` member, each by name.
+    fn depends_on(deps: &[&str]) -> String {
+        let list: Vec<String> = deps
+            .iter()
+            .map(|name| format!(r#"{{"imageName":"{name}"}}"#))
+            .collect();
+        format!(r#","dependencies":[{}]"#, list.join(","))
+    }
+
+    fn names(chain: &[ImageRecord]) -> Vec<String> {
+        chain
+            .iter()
+            .map(|record| record.manifest.name.as_str().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn a_diamond_places_the_shared_image_once_at_its_first_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), LockMode::Shared).unwrap();
+        import(&store, &manifest("example.com/base", "1", ""), &[]);
+        for middle in ["example.com/left", "example.com/right"] {
+            let extra = depends_on(&["example.com/base"]);
+            import(&store, &manifest(middle, "1", &extra), &[]);
+        }
+        let extra = depends_on(&["example.com/left", "example.com/right", "example.com/base"]);
+        let top = import(&store, &manifest("example.com/top", "1", &extra), &[]);
+        let chain = store.dependency_chain(store.image(&top).unwrap()).unwrap();
+        assert_eq!(
+            names(&chain),
+            [
+                "example.com/base",
+                "example.com/left",
+                "example.com/right",
+                "example.com/top"
+            ]
+        );
+    }
+
+    #[test]
+    fn fan_out_is_walked_once_per_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), LockMode::Shared).unwrap();
+        // Each level depends twice on the one below: 2^16 paths, 17 images.
+        import(&store, &manifest("example.com/l0", "1", ""), &[]);
+        let mut top = None;
+        for level in 1..=MAX_DEPENDENCY_DEPTH {
+            let below = format!("example.com/l{}", level - 1);
+            let extra = depends_on(&[&below, &below]);
+            let name = format!("example.com/l{level}");
+            top = Some(import(&store, &manifest(&name, "1", &extra), &[]));
+        }
+        let top = store.image(&top.unwrap()).unwrap();
+        let chain = store.dependency_chain(top).unwrap();
+        let expected: Vec<String> = (0..=MAX_DEPENDENCY_DEPTH)
+            .map(|level| format!("example.com/l{level}"))
+            .collect();
+        assert_eq!(names(&chain), expected);
+    }
+
+    #[test]
+    fn too_deep_too_wide_and_cyclic_graphs_are_refused_naming_the_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), LockMode::Shared).unwrap();
+
+        import(&store, &manifest("example.com/d0", "1", ""), &[]);
+        let mut deep = None;
+        for level in 1..=MAX_DEPENDENCY_DEPTH + 1 {
+            let extra = depends_on(&[&format!("example.com/d{}", level - 1)]);
+            let name = format!("example.com/d{level}");
+            deep = Some(import(&store, &manifest(&name, "1", &extra), &[]));
+        }
+        let err = store.tree(&deep.unwrap()).unwrap_err().to_string();
+        assert!(
+            err.contains("deeper than 16 levels")
+                && err.contains("example.com/d17 -> example.com/d16")
+                && err.ends_with("example.com/d1 -> example.com/d0"),
+            "{err}"
+        );
+
+        let mut leaves = Vec::new();
+        // 70 images: the 65th placed is refused.
+        for leaf in 0..69 {
+            let name = format!("example.com/w{leaf}");
+            import(&store, &manifest(&name, "1", ""), &[]);
+            leaves.push(name);
+        }
+        let leaves: Vec<&str> = leaves.iter().map(String::as_str).collect();
+        let wide = import(
+            &store,
+            &manifest("example.com/wide", "1", &depends_on(&leaves)),
+            &[],
+        );
+        let err = store.tree(&wide).unwrap_err().to_string();
+        assert!(
+            err.contains("more than 64 distinct images")
+                && err.ends_with("(reached at example.com/wide -> example.com/w64)"),
+            "{err}"
+        );
+
+        // a -> b -> a: b must exist for a to be imported, so b names a by
+        // name and a is imported afterwards.
+        import(
+            &store,
+            &manifest("example.com/b", "1", &depends_on(&["example.com/a"])),
+            &[],
+        );
+        let a = import(
+            &store,
+            &manifest("example.com/a", "1", &depends_on(&["example.com/b"])),
+            &[],
+        );
+        let err = store.tree(&a).unwrap_err().to_string();
+        assert!(
+            err.contains("dependency cycle: example.com/a -> example.com/b -> example.com/a"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn copy_tree_keeps_hard_links_and_never_links_outside_the_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        fs::create_dir_all(src.join("a")).unwrap();
+        fs::write(src.join("a/big"), vec![7u8; 64 * 1024]).unwrap();
+        for link in 0..50 {
+            fs::hard_link(src.join("a/big"), src.join(format!("link{link}"))).unwrap();
+        }
+        fs::write(src.join("single"), b"one").unwrap();
+        let dst = dir.path().join("dst");
+        fs::create_dir(&dst).unwrap();
+        copy_tree(&src, &dst).unwrap();
+
+        let big = fs::metadata(dst.join("a/big")).unwrap();
+        assert_eq!(big.nlink(), 51, "one inode for the file and its 50 links");
+        assert_ne!(big.ino(), fs::metadata(src.join("a/big")).unwrap().ino());
+        for link in 0..50 {
+            let meta = fs::metadata(dst.join(format!("link{link}"))).unwrap();
+            assert_eq!((meta.dev(), meta.ino()), (big.dev(), big.ino()));
+        }
+        assert_eq!(fs::read(dst.join("link7")).unwrap(), vec![7u8; 64 * 1024]);
+        assert_eq!(fs::metadata(dst.join("single")).unwrap().nlink(), 1);
+        // The source is untouched: no link count added by the copy.
+        assert_eq!(fs::metadata(src.join("a/big")).unwrap().nlink(), 51);
+    }
+}
