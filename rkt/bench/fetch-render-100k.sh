@@ -2,7 +2,8 @@
 # Benchmark (not a test): `rkt fetch` + first `rkt image render` of an ACI of
 # 100,000 small files (1,000 directories of 100 files of 1 KiB), each round
 # in a fresh store, for one or more rkt binaries run interleaved (A B A B ...)
-# so a busy machine slows them alike. Prints each round and the medians.
+# so a busy machine slows them alike. Prints each round and the medians of
+# wall and CPU time (on a shared machine CPU time is the steadier).
 #
 #   rkt/bench/fetch-render-100k.sh [ROUNDS] BINARY...
 #
@@ -39,13 +40,8 @@ with tarfile.open(sys.argv[1], "w", format=tarfile.GNU_FORMAT) as tar:
 PY
 sync
 
-seconds() { # runs "$@", prints its wall time in seconds
-    local start end
-    start=$(date +%s.%N)
-    "$@" >/dev/null
-    end=$(date +%s.%N)
-    python3 -c "print(f'{$end - $start:.3f}')"
-}
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib.sh"
 
 results="$work/results"
 : >"$results"
@@ -53,10 +49,11 @@ for round in $(seq "$rounds"); do
     for bin in "$@"; do
         store=(--dir="$work/store" --insecure-options=image)
         rm -rf "$work/store" "$work/out"; sync
-        fetch=$(seconds "$bin" "${store[@]}" fetch "$work/bench.aci")
-        render=$(seconds "$bin" "${store[@]}" image render --rootfs-only example.com/bench100k "$work/out")
-        echo "round $round $bin: fetch $fetch s, first render $render s"
-        echo "$bin $fetch $render" >>"$results"
+        read -r fetch fetch_cpu < <(measure "$bin" "${store[@]}" fetch "$work/bench.aci")
+        read -r render render_cpu < <(measure "$bin" "${store[@]}" image render --rootfs-only \
+            example.com/bench100k "$work/out")
+        echo "round $round $bin: fetch $fetch s ($fetch_cpu s CPU), first render $render s ($render_cpu s CPU)"
+        echo "$bin $fetch $render $fetch_cpu $render_cpu" >>"$results"
     done
 done
 files=$(find "$work/out" -type f | wc -l)
@@ -65,11 +62,12 @@ python3 - "$results" <<'PY'
 import statistics, sys
 runs = {}
 for line in open(sys.argv[1]):
-    bin, fetch, render = line.split()
-    runs.setdefault(bin, []).append((float(fetch), float(render)))
+    bin, *times = line.split()
+    runs.setdefault(bin, []).append([float(t) for t in times])
 for bin, rows in runs.items():
-    f = statistics.median(r[0] for r in rows)
-    r = statistics.median(r[1] for r in rows)
-    t = statistics.median(r[0] + r[1] for r in rows)
-    print(f"{bin}: median fetch {f:.2f} s, first render {r:.2f} s, fetch+render {t:.2f} s")
+    f, r, fc, rc = (statistics.median(row[i] for row in rows) for i in range(4))
+    t = statistics.median(row[0] + row[1] for row in rows)
+    tc = statistics.median(row[2] + row[3] for row in rows)
+    print(f"{bin}: median wall: fetch {f:.2f} s, first render {r:.2f} s, fetch+render {t:.2f} s")
+    print(f"{bin}: median CPU:  fetch {fc:.2f} s, first render {rc:.2f} s, fetch+render {tc:.2f} s")
 PY

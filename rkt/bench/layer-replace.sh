@@ -2,7 +2,8 @@
 # Benchmark (not a test): the first render of a two-layer docker-archive
 # whose second layer replaces every file of the first, at 10k, 20k and 40k
 # files. Layer application linear in its entries shows as times that double
-# with the count; a quadratic one quadruples.
+# with the count; a quadratic one quadruples. Wall and CPU time are both
+# printed; on a shared machine CPU time is the steadier.
 #
 #   rkt/bench/layer-replace.sh BINARY...
 #
@@ -14,13 +15,8 @@ work=${WORKDIR:-$(mktemp -d /var/tmp/rkt-layer-replace.XXXXXX)}
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work"
 
-seconds() { # runs "$@", prints its wall time in seconds
-    local start end
-    start=$(date +%s.%N)
-    "$@" >/dev/null
-    end=$(date +%s.%N)
-    python3 -c "print(f'{$end - $start:.2f}')"
-}
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib.sh"
 
 for count in 10000 20000 40000; do
     python3 - "$work/replace-$count.tar" "$count" <<'PY'
@@ -54,7 +50,7 @@ PY
         store=(--dir="$work/store" --insecure-options=image)
         rm -rf "$work/store" "$work/out"; sync
         "$bin" "${store[@]}" fetch "docker-archive:$work/replace-$count.tar" >/dev/null
-        t=$(seconds "$bin" "${store[@]}" image render --rootfs-only bench/replace:1 "$work/out")
-        echo "$count replaced files, $bin: first render $t s"
+        read -r wall cpu < <(measure "$bin" "${store[@]}" image render --rootfs-only bench/replace:1 "$work/out")
+        echo "$count replaced files, $bin: first render $wall s wall, $cpu s CPU"
     done
 done

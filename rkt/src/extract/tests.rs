@@ -369,6 +369,19 @@ fn extracts_only_the_subtree() {
     assert!(!out.join("manifest").exists());
 }
 
+/// An empty root to apply layers to, and the options layers are applied with.
+fn layered_root() -> (tempfile::TempDir, PathBuf, ExtractOptions) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    fs::create_dir(&root).unwrap();
+    let options = ExtractOptions {
+        overlay: true,
+        whiteouts: true,
+        ..ExtractOptions::default()
+    };
+    (dir, root, options)
+}
+
 #[test]
 fn layers_apply_in_order_with_whiteouts() {
     let dir = tempfile::tempdir().unwrap();
@@ -464,14 +477,7 @@ fn read_xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
 
 #[test]
 fn hard_links_reach_only_files_of_the_same_archive() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("root");
-    fs::create_dir(&root).unwrap();
-    let options = ExtractOptions {
-        overlay: true,
-        whiteouts: true,
-        ..ExtractOptions::default()
-    };
+    let (_dir, root, options) = layered_root();
     let lower = TarBuilder::new().file("etc/shadow", b"secret").finish();
     extract_into(&lower[..], &root, &options).unwrap();
     // A later layer may not link to what an earlier one left.
@@ -496,14 +502,7 @@ fn hard_links_reach_only_files_of_the_same_archive() {
 
 #[test]
 fn a_layer_replacing_many_files_replaces_each_and_still_refuses_conflicts() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("root");
-    fs::create_dir(&root).unwrap();
-    let options = ExtractOptions {
-        overlay: true,
-        whiteouts: true,
-        ..ExtractOptions::default()
-    };
+    let (_dir, root, options) = layered_root();
     let mut lower = TarBuilder::new();
     let mut upper = TarBuilder::new();
     for n in 0..2000 {
