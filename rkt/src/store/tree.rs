@@ -259,6 +259,7 @@ impl Store {
             store: self,
             chain: Vec::new(),
             placed: HashSet::new(),
+            resolved: HashMap::new(),
             stack: Vec::new(),
         };
         walk.visit(top)?;
@@ -317,6 +318,10 @@ struct ChainWalk<'s> {
     chain: Vec<ImageRecord>,
     /// IDs in `chain`: an image met again is already placed.
     placed: HashSet<ImageId>,
+    /// Each distinct dependency entry (its Debug form) and the image it
+    /// resolved to: a manifest repeating one dependency thousands of times
+    /// costs one index query, not thousands.
+    resolved: HashMap<String, ImageId>,
     /// The path from the top image to the one being visited (ID, name).
     stack: Vec<(ImageId, String)>,
 }
@@ -341,7 +346,16 @@ impl ChainWalk<'_> {
         }
         self.stack.push((record.id.clone(), name.clone()));
         for dependency in &record.manifest.dependencies {
+            let key = format!("{dependency:?}");
+            if self
+                .resolved
+                .get(&key)
+                .is_some_and(|id| self.placed.contains(id))
+            {
+                continue;
+            }
             let found = self.store.resolve_dependency(&record.id, dependency)?;
+            self.resolved.insert(key, found.id.clone());
             self.visit(found)?;
         }
         self.stack.pop();
