@@ -3,7 +3,7 @@
 # 100,000 small files (1,000 directories of 100 files of 1 KiB), each round
 # in a fresh store, for one or more rkt binaries run interleaved (A B A B ...)
 # so a busy machine slows them alike. Prints each round and the medians of
-# wall and CPU time (on a shared machine CPU time is the steadier).
+# wall, CPU and user time (see lib.sh).
 #
 #   rkt/bench/fetch-render-100k.sh [ROUNDS] BINARY...
 #
@@ -49,11 +49,12 @@ for round in $(seq "$rounds"); do
     for bin in "$@"; do
         store=(--dir="$work/store" --insecure-options=image)
         rm -rf "$work/store" "$work/out"; sync
-        read -r fetch fetch_cpu < <(measure "$bin" "${store[@]}" fetch "$work/bench.aci")
-        read -r render render_cpu < <(measure "$bin" "${store[@]}" image render --rootfs-only \
-            example.com/bench100k "$work/out")
-        echo "round $round $bin: fetch $fetch s ($fetch_cpu s CPU), first render $render s ($render_cpu s CPU)"
-        echo "$bin $fetch $render $fetch_cpu $render_cpu" >>"$results"
+        read -r fetch fetch_cpu fetch_user < <(measure "$bin" "${store[@]}" fetch "$work/bench.aci")
+        read -r render render_cpu render_user < <(measure "$bin" "${store[@]}" image render \
+            --rootfs-only example.com/bench100k "$work/out")
+        echo "round $round $bin: fetch $fetch s ($fetch_cpu s CPU, $fetch_user s user)," \
+            "first render $render s ($render_cpu s CPU, $render_user s user)"
+        echo "$bin $fetch $render $fetch_cpu $render_cpu $fetch_user $render_user" >>"$results"
     done
 done
 files=$(find "$work/out" -type f | wc -l)
@@ -65,9 +66,9 @@ for line in open(sys.argv[1]):
     bin, *times = line.split()
     runs.setdefault(bin, []).append([float(t) for t in times])
 for bin, rows in runs.items():
-    f, r, fc, rc = (statistics.median(row[i] for row in rows) for i in range(4))
-    t = statistics.median(row[0] + row[1] for row in rows)
-    tc = statistics.median(row[2] + row[3] for row in rows)
-    print(f"{bin}: median wall: fetch {f:.2f} s, first render {r:.2f} s, fetch+render {t:.2f} s")
-    print(f"{bin}: median CPU:  fetch {fc:.2f} s, first render {rc:.2f} s, fetch+render {tc:.2f} s")
+    for kind, first in (("wall", 0), ("CPU", 2), ("user", 4)):
+        f = statistics.median(row[first] for row in rows)
+        r = statistics.median(row[first + 1] for row in rows)
+        t = statistics.median(row[first] + row[first + 1] for row in rows)
+        print(f"{bin}: median {kind}: fetch {f:.2f} s, first render {r:.2f} s, fetch+render {t:.2f} s")
 PY

@@ -2,8 +2,8 @@
 # Benchmark (not a test): the first render of a two-layer docker-archive
 # whose second layer replaces every file of the first, at 10k, 20k and 40k
 # files. Layer application linear in its entries shows as times that double
-# with the count; a quadratic one quadruples. Wall and CPU time are both
-# printed; on a shared machine CPU time is the steadier.
+# with the count; a quadratic one quadruples. Wall, CPU and user time are
+# printed (see lib.sh); user time shows the algorithm best.
 #
 #   rkt/bench/layer-replace.sh BINARY...
 #
@@ -50,7 +50,8 @@ PY
         store=(--dir="$work/store" --insecure-options=image)
         rm -rf "$work/store" "$work/out"; sync
         "$bin" "${store[@]}" fetch "docker-archive:$work/replace-$count.tar" >/dev/null
-        read -r wall cpu < <(measure "$bin" "${store[@]}" image render --rootfs-only bench/replace:1 "$work/out")
-        echo "$count replaced files, $bin: first render $wall s wall, $cpu s CPU"
+        read -r wall cpu user < <(measure "$bin" "${store[@]}" image render --rootfs-only \
+            bench/replace:1 "$work/out")
+        echo "$count replaced files, $bin: first render $wall s wall, $cpu s CPU, $user s user"
     done
 done
