@@ -369,6 +369,21 @@ fn extracts_only_the_subtree() {
     assert!(!out.join("manifest").exists());
 }
 
+/// Applies `layer` over `root` and asserts refusal naming `entry`.
+fn assert_layer_refused(
+    layer: &[u8],
+    root: &Path,
+    options: &ExtractOptions,
+    entry: &str,
+    says: &str,
+) {
+    let err = extract_into(layer, root, options).unwrap_err().to_string();
+    assert!(
+        err.contains(&format!("{entry:?}")) && err.contains(says),
+        "should name {entry:?} and say {says:?}: {err}"
+    );
+}
+
 /// An empty root to apply layers to, and the options layers are applied with.
 fn layered_root() -> (tempfile::TempDir, PathBuf, ExtractOptions) {
     let dir = tempfile::tempdir().unwrap();
@@ -482,12 +497,12 @@ fn hard_links_reach_only_files_of_the_same_archive() {
     extract_into(&lower[..], &root, &options).unwrap();
     // A later layer may not link to what an earlier one left.
     let upper = TarBuilder::new().hardlink("mine", "etc/shadow").finish();
-    let err = extract_into(&upper[..], &root, &options)
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("\"mine\"") && err.contains("does not exist earlier in the archive"),
-        "{err}"
+    assert_layer_refused(
+        &upper,
+        &root,
+        &options,
+        "mine",
+        "does not exist earlier in the archive",
     );
     assert!(!root.join("mine").exists());
     // A directory is no hard link target either.
@@ -525,12 +540,12 @@ fn a_layer_replacing_many_files_replaces_each_and_still_refuses_conflicts() {
         .file("keep/new", b"x")
         .file("keep", b"now a file")
         .finish();
-    let err = extract_into(&conflicting[..], &root, &options)
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("\"keep\"") && err.contains("conflicts with an earlier entry"),
-        "{err}"
+    assert_layer_refused(
+        &conflicting,
+        &root,
+        &options,
+        "keep",
+        "conflicts with an earlier entry",
     );
     // A replaced directory is forgotten as verified: a symlink in its place
     // is not written through.
@@ -538,11 +553,5 @@ fn a_layer_replacing_many_files_replaces_each_and_still_refuses_conflicts() {
         .symlink("d3", "/tmp")
         .file("d3/evil", b"x")
         .finish();
-    let err = extract_into(&replaced[..], &root, &options)
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("\"d3/evil\"") && err.contains("symlink"),
-        "{err}"
-    );
+    assert_layer_refused(&replaced, &root, &options, "d3/evil", "symlink");
 }
