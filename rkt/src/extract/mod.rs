@@ -389,10 +389,12 @@ impl Extractor<'_> {
     /// linear in the number of entries overall.
     fn mark_written(&mut self, rel: PathBuf) {
         for ancestor in rel.ancestors().skip(1) {
-            if ancestor.as_os_str().is_empty() || !self.holds_written.insert(ancestor.to_path_buf())
-            {
+            // Looked up before inserting: most entries' parents are already
+            // recorded, and then nothing is allocated.
+            if ancestor.as_os_str().is_empty() || self.holds_written.contains(ancestor) {
                 break;
             }
+            self.holds_written.insert(ancestor.to_path_buf());
         }
         self.written.insert(rel);
     }
