@@ -36,13 +36,7 @@ tar -C "$work/stage" -cf "$work/bench.aci" manifest rootfs
 rm -rf "$work/stage"
 sync
 
-seconds() { # runs "$@", prints its wall time in seconds
-    local start end
-    start=$(date +%s.%N)
-    "$@" >/dev/null
-    end=$(date +%s.%N)
-    python3 -c "print(f'{$end - $start:.2f}')"
-}
+. "$here/lib.sh"
 
 mkdir "$work/tar-out"
 t_tar=$(seconds tar -C "$work/tar-out" -xf "$work/bench.aci")

@@ -8,8 +8,10 @@
 //! - an entry whose parent directory is a symlink (planted by an earlier
 //!   entry or layer): writing through it could land anywhere on the host;
 //! - relative symlinks that climb above the archive root, and hard links to
-//!   anything but a regular file inside the tree. Absolute symlinks are kept:
-//!   they resolve inside the container's root, and nothing here follows them;
+//!   anything but a regular file this same archive created earlier (never a
+//!   symlink, a directory, an earlier layer's file or a path outside the
+//!   tree). Absolute symlinks are kept: they resolve inside the container's
+//!   root, and nothing here follows them;
 //! - device nodes, unless the caller trusts the image and runs as root;
 //! - sparse and unknown entry types;
 //! - more decompressed bytes than the configured limit (decompression bombs).
@@ -20,12 +22,19 @@
 //! restored when in the `user.` namespace; `trusted.`, `security.` and
 //! `system.` ones are host policy, not image content, and are skipped.
 //!
+//! Hard links stay hard links, so a small archive of one big file and
+//! thousands of links to it takes the space of one file, not thousands.
+//!
+//! The bookkeeping is hash sets keyed by path (and an ordered set where a
+//! whole subtree must be forgotten at once), so applying a layer costs time
+//! linear in its entries however many earlier files it replaces.
+//!
 //! `extract_new` adds atomicity: it unpacks into a temporary sibling directory
 //! and renames it into place only on success, so a failure leaves nothing.
 
 pub mod decompress;
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
@@ -158,7 +167,8 @@ pub fn extract_into(
         options,
         seen: HashSet::new(),
         written: HashSet::new(),
-        verified_dirs: HashSet::new(),
+        holds_written: HashSet::new(),
+        verified_dirs: BTreeSet::new(),
         dir_fixups: Vec::new(),
         summary: ExtractSummary::default(),
         declared_bytes: 0,
@@ -189,8 +199,13 @@ struct Extractor<'a> {
     seen: HashSet<PathBuf>,
     /// Paths (relative to `dest`) this archive created; opaque whiteouts keep these.
     written: HashSet<PathBuf>,
+    /// Every strict ancestor of a path in `written`, so "did this archive
+    /// write anything at or below P" is two lookups instead of a scan.
+    holds_written: HashSet<PathBuf>,
     /// Directories under `dest` known to be real directories (not symlinks).
-    verified_dirs: HashSet<PathBuf>,
+    /// Ordered, so the directories below a replaced one are a contiguous
+    /// range to forget (see `forget_verified_below`).
+    verified_dirs: BTreeSet<PathBuf>,
     dir_fixups: Vec<DirFixup>,
     summary: ExtractSummary,
     declared_bytes: u64,
@@ -364,8 +379,45 @@ impl Extractor<'_> {
                 )))
             }
         }
-        self.written.insert(rel);
+        self.mark_written(rel);
         Ok(())
+    }
+
+    /// Records that this archive created `rel`, and that each of its
+    /// ancestors now holds something this archive wrote. Stops at the first
+    /// ancestor already recorded (its own ancestors are too), so the cost is
+    /// linear in the number of entries overall.
+    fn mark_written(&mut self, rel: PathBuf) {
+        for ancestor in rel.ancestors().skip(1) {
+            // Looked up before inserting: most entries' parents are already
+            // recorded, and then nothing is allocated.
+            if ancestor.as_os_str().is_empty() || self.holds_written.contains(ancestor) {
+                break;
+            }
+            self.holds_written.insert(ancestor.to_path_buf());
+        }
+        self.written.insert(rel);
+    }
+
+    /// Whether this archive created `rel` or anything below it.
+    fn wrote_at_or_below(&self, rel: &Path) -> bool {
+        self.written.contains(rel) || self.holds_written.contains(rel)
+    }
+
+    /// Forgets that `rel` and the directories below it were verified (they
+    /// were just removed or replaced). Paths order component by component,
+    /// so everything below `rel` sorts right after it: this visits only the
+    /// entries it removes.
+    fn forget_verified_below(&mut self, rel: &Path) {
+        let below: Vec<PathBuf> = self
+            .verified_dirs
+            .range::<Path, _>((std::ops::Bound::Included(rel), std::ops::Bound::Unbounded))
+            .take_while(|dir| dir.starts_with(rel))
+            .cloned()
+            .collect();
+        for dir in below {
+            self.verified_dirs.remove(&dir);
+        }
     }
 
     /// Walks the parent directories of `rel`: each must be a real directory,
@@ -400,7 +452,7 @@ impl Extractor<'_> {
                         .mode(0o755)
                         .create(&full)
                         .map_err(|err| format!("cannot create its parent directory: {err}"))?;
-                    self.written.insert(prefix.clone());
+                    self.mark_written(prefix.clone());
                 }
                 Err(err) => {
                     return Err(format!(
@@ -426,13 +478,14 @@ impl Extractor<'_> {
         if is_dir && existing.is_dir() {
             return Ok(());
         }
-        let made_by_this_archive = self.written.iter().any(|path| path.starts_with(rel));
-        if !self.options.overlay || made_by_this_archive {
+        if !self.options.overlay || self.wrote_at_or_below(rel) {
             return Err("conflicts with an earlier entry at the same path".to_string());
         }
         remove_path(target)
             .map_err(|err| format!("cannot replace the earlier layer's copy: {err}"))?;
-        self.verified_dirs.retain(|dir| !dir.starts_with(rel));
+        if existing.is_dir() {
+            self.forget_verified_below(rel);
+        }
         Ok(())
     }
 
@@ -453,8 +506,7 @@ impl Extractor<'_> {
                 if !self.written.contains(&child_rel) {
                     remove_path(&child.path())
                         .map_err(|err| format!("cannot clear {}: {err}", child_rel.display()))?;
-                    self.verified_dirs
-                        .retain(|dir| !dir.starts_with(&child_rel));
+                    self.forget_verified_below(&child_rel);
                 }
             }
             return Ok(());
@@ -466,13 +518,15 @@ impl Extractor<'_> {
         let victim_rel = parent_rel.join(victim_name);
         remove_path(&self.dest.join(&victim_rel))
             .map_err(|err| format!("cannot delete {}: {err}", victim_rel.display()))?;
-        self.verified_dirs
-            .retain(|dir| !dir.starts_with(&victim_rel));
+        self.forget_verified_below(&victim_rel);
         Ok(())
     }
 
     /// Resolves a hard link's target: a normalized archive path to a regular
-    /// file already inside the tree, reached without crossing a symlink.
+    /// file this archive created earlier, reached without crossing a symlink.
+    /// Only files this code made itself: an earlier layer's file might be
+    /// anything the store's tree holds, and linking to it would let a layer
+    /// reach past what it ships.
     fn hard_link_source(&mut self, link: &Path) -> Result<PathBuf, Refusal> {
         let normalized = normalize(link)
             .map_err(|problem| {
@@ -495,6 +549,13 @@ impl Extractor<'_> {
                 })?,
         };
         self.ensure_parents(&rel, false)?;
+        if !self.written.contains(&rel) {
+            return Err(format!(
+                "hard link target {:?} does not exist earlier in the archive (a hard link \
+                 may only point to a file the same archive holds)",
+                link.display().to_string()
+            ));
+        }
         let source = self.dest.join(&rel);
         match fs::symlink_metadata(&source) {
             Ok(meta) if meta.file_type().is_file() => Ok(source),

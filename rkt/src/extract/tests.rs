@@ -369,6 +369,34 @@ fn extracts_only_the_subtree() {
     assert!(!out.join("manifest").exists());
 }
 
+/// Applies `layer` over `root` and asserts refusal naming `entry`.
+fn assert_layer_refused(
+    layer: &[u8],
+    root: &Path,
+    options: &ExtractOptions,
+    entry: &str,
+    says: &str,
+) {
+    let err = extract_into(layer, root, options).unwrap_err().to_string();
+    assert!(
+        err.contains(&format!("{entry:?}")) && err.contains(says),
+        "should name {entry:?} and say {says:?}: {err}"
+    );
+}
+
+/// An empty root to apply layers to, and the options layers are applied with.
+fn layered_root() -> (tempfile::TempDir, PathBuf, ExtractOptions) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    fs::create_dir(&root).unwrap();
+    let options = ExtractOptions {
+        overlay: true,
+        whiteouts: true,
+        ..ExtractOptions::default()
+    };
+    (dir, root, options)
+}
+
 #[test]
 fn layers_apply_in_order_with_whiteouts() {
     let dir = tempfile::tempdir().unwrap();
@@ -460,4 +488,70 @@ fn read_xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
         )
     };
     (n >= 0).then(|| buffer[..n as usize].to_vec())
+}
+
+#[test]
+fn hard_links_reach_only_files_of_the_same_archive() {
+    let (_dir, root, options) = layered_root();
+    let lower = TarBuilder::new().file("etc/shadow", b"secret").finish();
+    extract_into(&lower[..], &root, &options).unwrap();
+    // A later layer may not link to what an earlier one left.
+    let upper = TarBuilder::new().hardlink("mine", "etc/shadow").finish();
+    assert_layer_refused(
+        &upper,
+        &root,
+        &options,
+        "mine",
+        "does not exist earlier in the archive",
+    );
+    assert!(!root.join("mine").exists());
+    // A directory is no hard link target either.
+    let to_dir = TarBuilder::new().dir("d/").hardlink("h", "d").finish();
+    assert_refused(
+        &to_dir,
+        &ExtractOptions::default(),
+        "h",
+        "not a regular file",
+    );
+}
+
+#[test]
+fn a_layer_replacing_many_files_replaces_each_and_still_refuses_conflicts() {
+    let (_dir, root, options) = layered_root();
+    let mut lower = TarBuilder::new();
+    let mut upper = TarBuilder::new();
+    for n in 0..2000 {
+        lower.file(&format!("d{}/f{n}", n % 10), b"old");
+        upper.file(&format!("d{}/f{n}", n % 10), b"new");
+    }
+    lower.file("keep/old", b"old");
+    extract_into(&lower.finish()[..], &root, &options).unwrap();
+    extract_into(&upper.finish()[..], &root, &options).unwrap();
+    for n in (0..2000).step_by(97) {
+        assert_eq!(
+            fs::read(root.join(format!("d{}/f{n}", n % 10))).unwrap(),
+            b"new"
+        );
+    }
+
+    // Replacing a directory is fine, unless this same archive already wrote
+    // something inside it.
+    let conflicting = TarBuilder::new()
+        .file("keep/new", b"x")
+        .file("keep", b"now a file")
+        .finish();
+    assert_layer_refused(
+        &conflicting,
+        &root,
+        &options,
+        "keep",
+        "conflicts with an earlier entry",
+    );
+    // A replaced directory is forgotten as verified: a symlink in its place
+    // is not written through.
+    let replaced = TarBuilder::new()
+        .symlink("d3", "/tmp")
+        .file("d3/evil", b"x")
+        .finish();
+    assert_layer_refused(&replaced, &root, &options, "d3/evil", "symlink");
 }

@@ -1,8 +1,18 @@
 //! Rendered trees: an image with its dependencies applied, as an app sees it.
 //! Built once per (image + resolved dependency chain) under `cas/tree/` and
 //! shared read-only afterwards; a second render of the same image is a lookup.
+//!
+//! The dependency graph an image's manifest declares is hostile input too: it
+//! is walked once, each distinct image placed once (a diamond renders the
+//! shared image at its first position in appc's depth-first order), and the
+//! walk stops at `MAX_DEPENDENCY_IMAGES` distinct images or
+//! `MAX_DEPENDENCY_DEPTH` levels, or at a cycle, naming the chain. What the
+//! chain unpacks is counted against one byte budget (the store's
+//! `--max-image-size`, `Store::set_max_image_size`) across
+//! all its images, and hard links stay hard links, in the store's tree and in
+//! every copy of it.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, DirBuilder, File};
 use std::io::{self, BufReader, Read};
 use std::os::fd::AsRawFd;
@@ -17,8 +27,12 @@ use crate::extract::decompress::decompress;
 use crate::extract::{extract_into, ExtractOptions};
 use crate::image::oci::ImageConfig;
 
-/// Deeper dependency chains than this are treated as a mistake.
-const MAX_DEPENDENCY_DEPTH: usize = 32;
+/// Most levels of dependencies below an image (its own dependencies are level
+/// 1). Real images nest a handful deep; more is a mistake or an attack.
+pub const MAX_DEPENDENCY_DEPTH: usize = 16;
+
+/// Most distinct images one render combines, the image itself included.
+pub const MAX_DEPENDENCY_IMAGES: usize = 64;
 
 /// Image configs are small JSON documents.
 const MAX_CONFIG_BYTES: u64 = 16 * 1024 * 1024;
@@ -72,8 +86,7 @@ impl Store {
     /// records to hold them; see `Store::hold_for_pod`).
     pub fn rendered(&self, id: &ImageId) -> Result<RenderedTree, StoreError> {
         let top = self.image(id)?;
-        let mut chain = Vec::new();
-        self.push_chain(top.clone(), &mut chain, &mut Vec::new())?;
+        let chain = self.dependency_chain(top.clone())?;
         let tree_id = tree_id(&chain);
         let images = chain.iter().map(|record| record.id.clone()).collect();
         let path = self.render_chain(&top, &chain, &tree_id)?;
@@ -108,8 +121,9 @@ impl Store {
             .mode(0o755)
             .create(&rootfs)
             .map_err(io_context("creating the render directory's rootfs"))?;
+        let mut budget = self.max_image_size;
         for layer in chain {
-            self.unpack_into(layer, &rootfs)?;
+            self.unpack_counted(layer, &rootfs, &mut budget)?;
         }
         fs::write(staging.path().join("manifest"), &top.manifest_bytes)
             .map_err(io_context("writing the rendered tree's manifest"))?;
@@ -137,19 +151,32 @@ impl Store {
     /// `rootfs/` with its pathWhitelist, or an OCI image's layers in order
     /// with their whiteouts.
     pub fn unpack_into(&self, image: &ImageRecord, rootfs: &Path) -> Result<(), StoreError> {
+        let mut budget = self.max_image_size;
+        self.unpack_counted(image, rootfs, &mut budget)
+    }
+
+    /// `unpack_into`, taking the file bytes it writes from `budget` (shared by
+    /// every image of a render) and failing once they would exceed it.
+    fn unpack_counted(
+        &self,
+        image: &ImageRecord,
+        rootfs: &Path,
+        budget: &mut u64,
+    ) -> Result<(), StoreError> {
         let is_root = nix::unistd::geteuid().is_root();
         // A verified image extracted by root keeps what rkt kept for it.
         let trusted = is_root && image.signature_verified;
         let render_error = |error| StoreError::Render {
             image: image.id.to_string(),
-            error,
+            error: whole_render_limit(error, self.max_image_size),
         };
         match image.format {
             ImageFormat::Aci => {
                 let options = ExtractOptions {
                     subtree: Some(PathBuf::from("rootfs")),
-                    // The blob was size-checked when it was fetched.
-                    max_bytes: u64::MAX,
+                    // The blob was size-checked when it was fetched, but a
+                    // chain of them is bounded only here.
+                    max_bytes: *budget,
                     allow_devices: trusted,
                     keep_setid_bits: trusted,
                     set_owners: is_root,
@@ -157,7 +184,8 @@ impl Store {
                     whiteouts: false,
                 };
                 let blob = BufReader::with_capacity(256 * 1024, self.open_blob(&image.id)?);
-                extract_into(blob, rootfs, &options).map_err(render_error)?;
+                let summary = extract_into(blob, rootfs, &options).map_err(render_error)?;
+                *budget = budget.saturating_sub(summary.file_bytes);
                 if !image.manifest.path_whitelist.is_empty() {
                     apply_path_whitelist(rootfs, &image.manifest.path_whitelist).map_err(
                         io_context(format!("applying the pathWhitelist of {}", image.id)),
@@ -166,11 +194,10 @@ impl Store {
             }
             ImageFormat::Oci => {
                 // Layers are stored compressed, so their expansion is bounded
-                // here, across all of them together.
-                let mut budget = self.max_image_size;
+                // here, across all of them (and the chain's other images).
                 let mut options = ExtractOptions {
                     subtree: None,
-                    max_bytes: budget,
+                    max_bytes: *budget,
                     allow_devices: trusted,
                     keep_setid_bits: trusted,
                     set_owners: is_root,
@@ -190,10 +217,10 @@ impl Store {
                     let summary = extract_into(&mut layer, rootfs, &options).map_err(|error| {
                         StoreError::Render {
                             image: format!("{} (layer {digest})", image.id),
-                            error,
+                            error: whole_render_limit(error, self.max_image_size),
                         }
                     })?;
-                    budget = budget.saturating_sub(summary.file_bytes);
+                    *budget = budget.saturating_sub(summary.file_bytes);
                     // The tail counts against the budget too; one byte past it
                     // means the layer is bigger than allowed, not damaged.
                     let tail = io::copy(
@@ -201,7 +228,7 @@ impl Store {
                         &mut io::sink(),
                     )
                     .map_err(io_context(format!("reading the end of layer {digest}")))?;
-                    if tail > budget {
+                    if tail > *budget {
                         return Err(StoreError::Render {
                             image: format!("{} (layer {digest})", image.id),
                             error: crate::extract::ExtractError::TooLarge {
@@ -209,7 +236,7 @@ impl Store {
                             },
                         });
                     }
-                    budget -= tail;
+                    *budget -= tail;
                     let unpacked = layer.digest();
                     if &unpacked != diff_id {
                         return Err(StoreError::BadImage {
@@ -222,7 +249,7 @@ impl Store {
                             ),
                         });
                     }
-                    options.max_bytes = budget;
+                    options.max_bytes = *budget;
                 }
             }
         }
@@ -266,56 +293,47 @@ impl Store {
         Ok(diff_ids)
     }
 
-    /// Appends `record`'s dependencies (depth-first, in manifest order) and
-    /// then `record` itself to `chain`.
-    fn push_chain(
+    /// The images `top` renders from, bottom first: appc's depth-first order
+    /// (each image's dependencies in manifest order, then the image), each
+    /// distinct image once, at its first position.
+    fn dependency_chain(&self, top: ImageRecord) -> Result<Vec<ImageRecord>, StoreError> {
+        let mut walk = ChainWalk {
+            store: self,
+            chain: Vec::new(),
+            placed: HashSet::new(),
+            resolved: HashMap::new(),
+            stack: Vec::new(),
+        };
+        walk.visit(top)?;
+        Ok(walk.chain)
+    }
+
+    /// The store's image that `image`'s manifest dependency names: by ID if
+    /// it pins one, else the newest with that name and labels.
+    fn resolve_dependency(
         &self,
-        record: ImageRecord,
-        chain: &mut Vec<ImageRecord>,
-        stack: &mut Vec<ImageId>,
-    ) -> Result<(), StoreError> {
-        let problem = |dependency: &str, problem: String| StoreError::Dependency {
-            image: record.id.to_string(),
-            dependency: dependency.to_string(),
+        image: &ImageId,
+        dependency: &appc::Dependency,
+    ) -> Result<ImageRecord, StoreError> {
+        let name = dependency.image_name.as_str();
+        let missing = |problem: String| StoreError::Dependency {
+            image: image.to_string(),
+            dependency: name.to_string(),
             problem,
         };
-        if stack.contains(&record.id) {
-            return Err(problem(
-                record.manifest.name.as_str(),
-                "dependency cycle".to_string(),
-            ));
-        }
-        if stack.len() >= MAX_DEPENDENCY_DEPTH {
-            return Err(problem(
-                record.manifest.name.as_str(),
-                format!("dependencies nest deeper than {MAX_DEPENDENCY_DEPTH} levels"),
-            ));
-        }
-        stack.push(record.id.clone());
-        for dependency in &record.manifest.dependencies {
-            let name = dependency.image_name.as_str();
-            let found = match &dependency.image_id {
-                Some(id) => self.image(id).map_err(|_| {
-                    problem(
-                        name,
-                        format!("image {id} is not in the store; fetch it first"),
+        match &dependency.image_id {
+            Some(id) => self
+                .image(id)
+                .map_err(|_| missing(format!("image {id} is not in the store; fetch it first"))),
+            None => self
+                .newest_matching(name, &dependency.labels)?
+                .ok_or_else(|| {
+                    missing(
+                        "no image with that name and labels is in the store; fetch it first"
+                            .to_string(),
                     )
-                })?,
-                None => self
-                    .newest_matching(name, &dependency.labels)?
-                    .ok_or_else(|| {
-                        problem(
-                            name,
-                            "no image with that name and labels is in the store; fetch it first"
-                                .to_string(),
-                        )
-                    })?,
-            };
-            self.push_chain(found, chain, stack)?;
+                }),
         }
-        stack.pop();
-        chain.push(record);
-        Ok(())
     }
 
     fn newest_matching(
@@ -332,6 +350,106 @@ impl Store {
             }
         }
         Ok(None)
+    }
+}
+
+/// One walk of a dependency graph (see `Store::dependency_chain`).
+struct ChainWalk<'s> {
+    store: &'s Store,
+    /// Images placed so far, bottom first.
+    chain: Vec<ImageRecord>,
+    /// IDs in `chain`: an image met again is already placed.
+    placed: HashSet<ImageId>,
+    /// Each distinct dependency entry (its Debug form) and the image it
+    /// resolved to: a manifest repeating one dependency thousands of times
+    /// costs one index query, not thousands.
+    resolved: HashMap<String, ImageId>,
+    /// The path from the top image to the one being visited (ID, name).
+    stack: Vec<(ImageId, String)>,
+}
+
+impl ChainWalk<'_> {
+    /// Places `record`'s dependencies, then `record`, unless already placed.
+    fn visit(&mut self, record: ImageRecord) -> Result<(), StoreError> {
+        if self.placed.contains(&record.id) {
+            return Ok(());
+        }
+        let name = record.manifest.name.as_str().to_string();
+        if let Some(start) = self.stack.iter().position(|(id, _)| *id == record.id) {
+            let cycle = self.path_from(start, &name);
+            return Err(self.refuse(&name, format!("dependency cycle: {cycle}")));
+        }
+        if self.stack.len() > MAX_DEPENDENCY_DEPTH {
+            let path = self.path_from(0, &name);
+            return Err(self.refuse(
+                &name,
+                format!("dependencies nest deeper than {MAX_DEPENDENCY_DEPTH} levels: {path}"),
+            ));
+        }
+        self.stack.push((record.id.clone(), name.clone()));
+        for dependency in &record.manifest.dependencies {
+            let key = format!("{dependency:?}");
+            if self
+                .resolved
+                .get(&key)
+                .is_some_and(|id| self.placed.contains(id))
+            {
+                continue;
+            }
+            let found = self.store.resolve_dependency(&record.id, dependency)?;
+            self.resolved.insert(key, found.id.clone());
+            self.visit(found)?;
+        }
+        self.stack.pop();
+        if self.placed.len() >= MAX_DEPENDENCY_IMAGES {
+            let path = self.path_from(0, &name);
+            return Err(self.refuse(
+                &name,
+                format!(
+                    "the dependency graph holds more than {MAX_DEPENDENCY_IMAGES} distinct \
+                     images (reached at {path})"
+                ),
+            ));
+        }
+        self.placed.insert(record.id.clone());
+        self.chain.push(record);
+        Ok(())
+    }
+
+    /// `a -> b -> ... -> last`: the names on the stack from `start`, then `last`.
+    fn path_from(&self, start: usize, last: &str) -> String {
+        self.stack[start..]
+            .iter()
+            .map(|(_, name)| name.as_str())
+            .chain(std::iter::once(last))
+            .collect::<Vec<_>>()
+            .join(" -> ")
+    }
+
+    /// The error for a graph refused at `name`, attributed to the top image.
+    fn refuse(&self, name: &str, problem: String) -> StoreError {
+        StoreError::Dependency {
+            image: self
+                .stack
+                .first()
+                .map_or_else(|| name.to_string(), |(_, top)| top.clone()),
+            dependency: name.to_string(),
+            problem,
+        }
+    }
+}
+
+/// A render's size error names the whole render's limit, not the part of it
+/// left when the image that crossed it began.
+fn whole_render_limit(
+    error: crate::extract::ExtractError,
+    limit: u64,
+) -> crate::extract::ExtractError {
+    match error {
+        crate::extract::ExtractError::TooLarge { .. } => {
+            crate::extract::ExtractError::TooLarge { limit }
+        }
+        other => other,
     }
 }
 
@@ -396,52 +514,103 @@ fn sync_filesystem(path: &Path) -> io::Result<()> {
 }
 
 /// Copies a rendered tree to `dst` (which must exist), keeping modes, symlinks,
-/// special files and, as root, owners. Hard links become separate copies.
+/// special files and, as root, owners. Files hard-linked together inside
+/// `src` are hard-linked together in the copy: one copy of the data, then
+/// links to that copy, so the copy takes no more space than the tree.
 pub fn copy_tree(src: &Path, dst: &Path) -> io::Result<()> {
-    let as_root = nix::unistd::geteuid().is_root();
-    copy_dir_contents(src, dst, as_root)?;
+    let mut copier = TreeCopier {
+        as_root: nix::unistd::geteuid().is_root(),
+        copies: HashMap::new(),
+    };
+    copier.copy_dir_contents(src, dst)?;
     let meta = fs::metadata(src)?;
     fs::set_permissions(dst, fs::Permissions::from_mode(meta.mode() & 0o7777))
 }
 
-fn copy_dir_contents(src: &Path, dst: &Path, as_root: bool) -> io::Result<()> {
-    for entry in fs::read_dir(src)? {
-        let entry = entry?;
-        let from = entry.path();
-        let to = dst.join(entry.file_name());
-        let meta = fs::symlink_metadata(&from)?;
-        let file_type = meta.file_type();
-        let mode = meta.mode() & 0o7777;
-        if file_type.is_symlink() {
-            std::os::unix::fs::symlink(fs::read_link(&from)?, &to)?;
-        } else if file_type.is_dir() {
-            DirBuilder::new().mode(0o700).create(&to)?;
-            copy_dir_contents(&from, &to, as_root)?;
-        } else if file_type.is_file() {
-            fs::copy(&from, &to)?;
-            File::options()
-                .write(true)
-                .open(&to)?
-                .set_modified(meta.modified()?)?;
-        } else {
-            let kind = nix::sys::stat::SFlag::from_bits_truncate(meta.mode() & libc::S_IFMT);
-            nix::sys::stat::mknod(
-                &to,
-                kind,
-                nix::sys::stat::Mode::from_bits_truncate(mode),
-                meta.rdev(),
-            )
-            .map_err(io::Error::from)?;
+/// A file's identity on its filesystem.
+type FileKey = (u64, u64);
+
+fn file_key(meta: &fs::Metadata) -> FileKey {
+    (meta.dev(), meta.ino())
+}
+
+struct TreeCopier {
+    as_root: bool,
+    /// For each multiply-linked source file (by its identity inside `src`),
+    /// the copy this walk made of it first and that copy's identity. Links
+    /// are made only to such a copy, and only while the path still holds the
+    /// very file this walk created.
+    copies: HashMap<FileKey, (PathBuf, FileKey)>,
+}
+
+impl TreeCopier {
+    fn copy_dir_contents(&mut self, src: &Path, dst: &Path) -> io::Result<()> {
+        for entry in fs::read_dir(src)? {
+            let entry = entry?;
+            let from = entry.path();
+            let to = dst.join(entry.file_name());
+            let meta = fs::symlink_metadata(&from)?;
+            let file_type = meta.file_type();
+            let mode = meta.mode() & 0o7777;
+            if file_type.is_symlink() {
+                std::os::unix::fs::symlink(fs::read_link(&from)?, &to)?;
+            } else if file_type.is_dir() {
+                DirBuilder::new().mode(0o700).create(&to)?;
+                self.copy_dir_contents(&from, &to)?;
+            } else if file_type.is_file() {
+                if self.link_to_earlier_copy(&meta, &to)? {
+                    // Same inode: mode, owner and mtime are already set.
+                    continue;
+                }
+                fs::copy(&from, &to)?;
+                let copy = File::options().write(true).open(&to)?;
+                copy.set_modified(meta.modified()?)?;
+                if meta.nlink() > 1 {
+                    let made = file_key(&copy.metadata()?);
+                    self.copies.insert(file_key(&meta), (to.clone(), made));
+                }
+            } else {
+                let kind = nix::sys::stat::SFlag::from_bits_truncate(meta.mode() & libc::S_IFMT);
+                nix::sys::stat::mknod(
+                    &to,
+                    kind,
+                    nix::sys::stat::Mode::from_bits_truncate(mode),
+                    meta.rdev(),
+                )
+                .map_err(io::Error::from)?;
+            }
+            if self.as_root {
+                std::os::unix::fs::lchown(&to, Some(meta.uid()), Some(meta.gid()))?;
+            }
+            if !file_type.is_symlink() {
+                // After chown, which clears setuid/setgid.
+                fs::set_permissions(&to, fs::Permissions::from_mode(mode))?;
+            }
         }
-        if as_root {
-            std::os::unix::fs::lchown(&to, Some(meta.uid()), Some(meta.gid()))?;
-        }
-        if !file_type.is_symlink() {
-            // After chown, which clears setuid/setgid.
-            fs::set_permissions(&to, fs::Permissions::from_mode(mode))?;
-        }
+        Ok(())
     }
-    Ok(())
+
+    /// Hard-links `to` to the copy already made of the source file `meta`
+    /// describes, if there is one; false when the data must be copied.
+    fn link_to_earlier_copy(&self, meta: &fs::Metadata, to: &Path) -> io::Result<bool> {
+        if meta.nlink() < 2 {
+            return Ok(false);
+        }
+        let Some((first, made)) = self.copies.get(&file_key(meta)) else {
+            return Ok(false);
+        };
+        // The first copy's path must still be the regular file made there
+        // (not followed: `symlink_metadata`, and `link` never follows either).
+        let current = fs::symlink_metadata(first)?;
+        if !current.file_type().is_file() || file_key(&current) != *made {
+            return Err(io::Error::other(format!(
+                "{} changed while the tree was being copied",
+                first.display()
+            )));
+        }
+        fs::hard_link(first, to)?;
+        Ok(true)
+    }
 }
 
 /// Gives the owner write and search permission on every directory below
@@ -459,4 +628,157 @@ pub fn make_dirs_writable(path: &Path) -> io::Result<()> {
         make_dirs_writable(&entry?.path())?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::LockMode;
+    use crate::testutil::{import, manifest};
+
+    /// `deps` as a manifest's `dependencies` member, each by name.
+    fn depends_on(deps: &[&str]) -> String {
+        let list: Vec<String> = deps
+            .iter()
+            .map(|name| format!(r#"{{"imageName":"{name}"}}"#))
+            .collect();
+        format!(r#","dependencies":[{}]"#, list.join(","))
+    }
+
+    fn names(chain: &[ImageRecord]) -> Vec<String> {
+        chain
+            .iter()
+            .map(|record| record.manifest.name.as_str().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn a_diamond_places_the_shared_image_once_at_its_first_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), LockMode::Shared).unwrap();
+        import(&store, &manifest("example.com/base", "1", ""), &[]);
+        for middle in ["example.com/left", "example.com/right"] {
+            let extra = depends_on(&["example.com/base"]);
+            import(&store, &manifest(middle, "1", &extra), &[]);
+        }
+        let extra = depends_on(&["example.com/left", "example.com/right", "example.com/base"]);
+        let top = import(&store, &manifest("example.com/top", "1", &extra), &[]);
+        let chain = store.dependency_chain(store.image(&top).unwrap()).unwrap();
+        assert_eq!(
+            names(&chain),
+            [
+                "example.com/base",
+                "example.com/left",
+                "example.com/right",
+                "example.com/top"
+            ]
+        );
+    }
+
+    #[test]
+    fn fan_out_is_walked_once_per_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), LockMode::Shared).unwrap();
+        // Each level depends twice on the one below: 2^16 paths, 17 images.
+        import(&store, &manifest("example.com/l0", "1", ""), &[]);
+        let mut top = None;
+        for level in 1..=MAX_DEPENDENCY_DEPTH {
+            let below = format!("example.com/l{}", level - 1);
+            let extra = depends_on(&[&below, &below]);
+            let name = format!("example.com/l{level}");
+            top = Some(import(&store, &manifest(&name, "1", &extra), &[]));
+        }
+        let top = store.image(&top.unwrap()).unwrap();
+        let chain = store.dependency_chain(top).unwrap();
+        let expected: Vec<String> = (0..=MAX_DEPENDENCY_DEPTH)
+            .map(|level| format!("example.com/l{level}"))
+            .collect();
+        assert_eq!(names(&chain), expected);
+    }
+
+    #[test]
+    fn too_deep_too_wide_and_cyclic_graphs_are_refused_naming_the_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), LockMode::Shared).unwrap();
+
+        import(&store, &manifest("example.com/d0", "1", ""), &[]);
+        let mut deep = None;
+        for level in 1..=MAX_DEPENDENCY_DEPTH + 1 {
+            let extra = depends_on(&[&format!("example.com/d{}", level - 1)]);
+            let name = format!("example.com/d{level}");
+            deep = Some(import(&store, &manifest(&name, "1", &extra), &[]));
+        }
+        let err = store.tree(&deep.unwrap()).unwrap_err().to_string();
+        assert!(
+            err.contains("deeper than 16 levels")
+                && err.contains("example.com/d17 -> example.com/d16")
+                && err.ends_with("example.com/d1 -> example.com/d0"),
+            "{err}"
+        );
+
+        let mut leaves = Vec::new();
+        // 70 images: the 65th placed is refused.
+        for leaf in 0..69 {
+            let name = format!("example.com/w{leaf}");
+            import(&store, &manifest(&name, "1", ""), &[]);
+            leaves.push(name);
+        }
+        let leaves: Vec<&str> = leaves.iter().map(String::as_str).collect();
+        let wide = import(
+            &store,
+            &manifest("example.com/wide", "1", &depends_on(&leaves)),
+            &[],
+        );
+        let err = store.tree(&wide).unwrap_err().to_string();
+        assert!(
+            err.contains("more than 64 distinct images")
+                && err.ends_with("(reached at example.com/wide -> example.com/w64)"),
+            "{err}"
+        );
+
+        // a -> b -> a: b must exist for a to be imported, so b names a by
+        // name and a is imported afterwards.
+        import(
+            &store,
+            &manifest("example.com/b", "1", &depends_on(&["example.com/a"])),
+            &[],
+        );
+        let a = import(
+            &store,
+            &manifest("example.com/a", "1", &depends_on(&["example.com/b"])),
+            &[],
+        );
+        let err = store.tree(&a).unwrap_err().to_string();
+        assert!(
+            err.contains("dependency cycle: example.com/a -> example.com/b -> example.com/a"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn copy_tree_keeps_hard_links_and_never_links_outside_the_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        fs::create_dir_all(src.join("a")).unwrap();
+        fs::write(src.join("a/big"), vec![7u8; 64 * 1024]).unwrap();
+        for link in 0..50 {
+            fs::hard_link(src.join("a/big"), src.join(format!("link{link}"))).unwrap();
+        }
+        fs::write(src.join("single"), b"one").unwrap();
+        let dst = dir.path().join("dst");
+        fs::create_dir(&dst).unwrap();
+        copy_tree(&src, &dst).unwrap();
+
+        let big = fs::metadata(dst.join("a/big")).unwrap();
+        assert_eq!(big.nlink(), 51, "one inode for the file and its 50 links");
+        assert_ne!(big.ino(), fs::metadata(src.join("a/big")).unwrap().ino());
+        for link in 0..50 {
+            let meta = fs::metadata(dst.join(format!("link{link}"))).unwrap();
+            assert_eq!((meta.dev(), meta.ino()), (big.dev(), big.ino()));
+        }
+        assert_eq!(fs::read(dst.join("link7")).unwrap(), vec![7u8; 64 * 1024]);
+        assert_eq!(fs::metadata(dst.join("single")).unwrap().nlink(), 1);
+        // The source is untouched: no link count added by the copy.
+        assert_eq!(fs::metadata(src.join("a/big")).unwrap().nlink(), 51);
+    }
 }
