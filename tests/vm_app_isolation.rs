@@ -103,9 +103,10 @@ fn default_hardening_namespaces_and_masked_paths() {
     let world = RktWorld::new();
     let aci = busybox_aci(world.root.path(), IMAGE, &["/bin/true"]);
     let aci = aci.display().to_string();
-    // The default app waits a moment, so the other apps are running when it looks.
+    // The default app waits (up to 20 s) until the user app runs, so that it sees it.
     let default = format!(
-        "sleep 1; {}; \
+        "i=0; while [ $i -lt 200 ] && ! grep -qs '^Uid:[[:space:]]*1000' /proc/[0-9]*/status; \
+         do sleep 0.1; i=$((i+1)); done; {}; \
          echo default-uids=$(awk '/^Uid:/ {{print $2}}' /proc/[0-9]*/status | sort -u | tr '\\n' ,); \
          echo default-timer_list=$( [ -e /proc/timer_list ] && wc -c < /proc/timer_list || echo absent); \
          echo default-firmware=$(ls -A /sys/firmware | wc -l); \
