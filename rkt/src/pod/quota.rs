@@ -144,15 +144,20 @@ fn check_supported(dir: BorrowedFd<'_>) -> Result<(), String> {
     })
 }
 
+/// What failed (`what`) on directory `dir`, for `map_err`.
+fn system(what: &'static str, dir: &Path) -> impl FnOnce(std::io::Error) -> QuotaError {
+    let dir = dir.display().to_string();
+    move |source| QuotaError::System { what, dir, source }
+}
+
 /// Refuses `--disk-limit` where the file system holding `dir` keeps no project quotas.
 pub fn check(dir: &Path) -> Result<(), QuotaError> {
-    let shown = dir.display().to_string();
-    let opened = super::safe_read::open_host_dir(dir).map_err(|source| QuotaError::System {
-        what: "opening the directory",
-        dir: shown.clone(),
-        source,
-    })?;
-    check_supported(opened.as_fd()).map_err(|reason| QuotaError::Unsupported { dir: shown, reason })
+    let opened =
+        super::safe_read::open_host_dir(dir).map_err(system("opening the directory", dir))?;
+    check_supported(opened.as_fd()).map_err(|reason| QuotaError::Unsupported {
+        dir: dir.display().to_string(),
+        reason,
+    })
 }
 
 /// The project id for pod `uuid`: FNV-1a of the UUID folded into rkt's range.
@@ -167,10 +172,7 @@ fn hashed_project(uuid: &str) -> u32 {
 /// returns the project id used, also recorded in [`PROJECT_FILE`].
 pub fn limit(pod_dir: &Path, uuid: &str, bytes: u64) -> Result<u32, QuotaError> {
     let shown = pod_dir.display().to_string();
-    let system = |what: &'static str| {
-        let dir = shown.clone();
-        move |source| QuotaError::System { what, dir, source }
-    };
+    let system = |what: &'static str| system(what, pod_dir);
     let dir =
         super::safe_read::open_host_dir(pod_dir).map_err(system("opening the pod directory"))?;
     check_supported(dir.as_fd()).map_err(|reason| QuotaError::Unsupported {
@@ -241,7 +243,11 @@ fn set_limits(dir: &File, project: u32, bytes: u64) -> std::io::Result<()> {
 
 /// The project recorded in `pod_dir` by [`limit`], if any (one of the ids rkt hands out).
 pub fn project_of(pod_dir: &Path) -> Option<u32> {
-    let dir = super::safe_read::open_host_dir(pod_dir).ok()?;
+    recorded_project(&super::safe_read::open_host_dir(pod_dir).ok()?)
+}
+
+/// [`project_of`] the opened pod directory `dir`.
+fn recorded_project(dir: &File) -> Option<u32> {
     let bytes =
         super::safe_read::read_optional(dir.as_fd(), Path::new(PROJECT_FILE), 16).ok()??;
     let project = String::from_utf8(bytes).ok()?.trim().parse::<u32>().ok()?;
@@ -254,14 +260,7 @@ pub fn project_of(pod_dir: &Path) -> Option<u32> {
 /// Takes directory `dir` (empty, made by the host) out of the pod's project: what is created
 /// below it from then on belongs to no project and is not bounded.
 pub fn exclude(dir: &Path) -> Result<(), QuotaError> {
-    let system = |what: &'static str| {
-        let shown = dir.display().to_string();
-        move |source| QuotaError::System {
-            what,
-            dir: shown,
-            source,
-        }
-    };
+    let system = |what: &'static str| system(what, dir);
     let opened = super::safe_read::open_host_dir(dir).map_err(system("opening the directory"))?;
     let mut attrs = FsXattr::default();
     // SAFETY: the ioctl fills one fsxattr at `attrs`.
@@ -278,19 +277,14 @@ pub fn exclude(dir: &Path) -> Result<(), QuotaError> {
 /// Clears the limits of the project recorded in `pod_dir` (called before the directory goes,
 /// so that a later pod can reuse the id). A pod without a limit has nothing to clear.
 pub fn release(pod_dir: &Path) -> Result<(), QuotaError> {
-    let Some(project) = project_of(pod_dir) else {
+    // A directory that cannot be opened records nothing we could read: nothing to clear.
+    let Ok(dir) = super::safe_read::open_host_dir(pod_dir) else {
         return Ok(());
     };
-    let dir = super::safe_read::open_host_dir(pod_dir).map_err(|source| QuotaError::System {
-        what: "opening the pod directory",
-        dir: pod_dir.display().to_string(),
-        source,
-    })?;
-    set_limits(&dir, project, 0).map_err(|source| QuotaError::System {
-        what: "clearing the project's limits",
-        dir: pod_dir.display().to_string(),
-        source,
-    })
+    let Some(project) = recorded_project(&dir) else {
+        return Ok(());
+    };
+    set_limits(&dir, project, 0).map_err(system("clearing the project's limits", pod_dir))
 }
 
 #[cfg(test)]
