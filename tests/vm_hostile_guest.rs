@@ -257,7 +257,11 @@ while :; do sleep 1; done"#,
             output()
         );
         if let Some(status) = child.try_wait().unwrap() {
-            panic!("rkt run ended early ({status}): {}", output());
+            panic!(
+                "rkt run ended early ({status}): {}\n--- stderr:\n{}",
+                output(),
+                fs::read_to_string(world.root.path().join("run.err")).unwrap_or_default()
+            );
         }
         std::thread::sleep(Duration::from_millis(200));
     }
