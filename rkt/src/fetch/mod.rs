@@ -35,6 +35,12 @@ pub enum FetchError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "{url}: the server answered in plain HTTP, not TLS; if this registry (or discovery \
+         server) serves plain HTTP, pass --insecure-options=http (for an ACI URL, write it \
+         with http://)"
+    )]
+    PlainHttpServer { url: String },
 }
 
 /// An image argument, classified.
