@@ -24,7 +24,7 @@ use sha2::{Digest, Sha256, Sha512};
 
 use super::{io_context, remove_all, ImageFormat, ImageRecord, Store, StoreError};
 use crate::extract::decompress::decompress;
-use crate::extract::{extract_into, ExtractOptions};
+use crate::extract::{extract_into, DevicePolicy, ExtractOptions};
 use crate::image::oci::ImageConfig;
 
 /// Most levels of dependencies below an image (its own dependencies are level
@@ -177,7 +177,11 @@ impl Store {
                     // The blob was size-checked when it was fetched, but a
                     // chain of them is bounded only here.
                     max_bytes: *budget,
-                    allow_devices: trusted,
+                    devices: if trusted {
+                        DevicePolicy::Create
+                    } else {
+                        DevicePolicy::Refuse
+                    },
                     keep_setid_bits: trusted,
                     set_owners: is_root,
                     overlay: true,
@@ -198,7 +202,9 @@ impl Store {
                 let mut options = ExtractOptions {
                     subtree: None,
                     max_bytes: *budget,
-                    allow_devices: trusted,
+                    // As an unprivileged pull applies a layer: device nodes
+                    // are left out (counted in the summary), not refused.
+                    devices: DevicePolicy::Skip,
                     keep_setid_bits: trusted,
                     set_owners: is_root,
                     overlay: true,

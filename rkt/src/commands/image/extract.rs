@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use super::{build_dir_atomically, clear_destination, ImageToDirArgs};
 use crate::error::RktError;
-use crate::extract::{extract_new, ExtractOptions};
+use crate::extract::{extract_new, DevicePolicy, ExtractOptions};
 use crate::globals::GlobalOptions;
 use crate::store::{ImageFormat, ImageRecord, LockMode, Store};
 
@@ -22,7 +22,11 @@ pub fn run(globals: &GlobalOptions, args: ImageToDirArgs) -> Result<(), RktError
     let options = ExtractOptions {
         subtree: args.rootfs_only.then(|| PathBuf::from("rootfs")),
         max_bytes: u64::MAX, // checked when fetched
-        allow_devices: trusted,
+        devices: if trusted {
+            DevicePolicy::Create
+        } else {
+            DevicePolicy::Refuse
+        },
         keep_setid_bits: trusted,
         set_owners: nix::unistd::geteuid().is_root(),
         overlay: false,
