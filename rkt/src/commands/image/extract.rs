@@ -55,7 +55,10 @@ fn extract_layers(
                 .map_err(RktError::io(format!("creating {shown}/rootfs")))?;
             rootfs
         };
-        store.unpack_into(image, &rootfs)?;
+        let skipped = store.unpack_into(image, &rootfs)?;
+        if let Some(warning) = skipped.warning(image.id.as_str()) {
+            eprintln!("rkt: warning: {}", crate::terminal::escape(&warning));
+        }
         std::fs::set_permissions(staging, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .map_err(RktError::io(format!("setting the mode of {shown}")))
     })
