@@ -13,11 +13,11 @@ use crate::fetch::file::FileFetch;
 use crate::fetch::http::Http;
 use crate::fetch::oci::LocalOciFetch;
 use crate::fetch::remote_aci::{DiscoveryFetch, RemoteAciFetch};
-use crate::fetch::{FetchError, ImageSource};
+use crate::fetch::{FetchError, Fetched, ImageSource};
 use crate::globals::GlobalOptions;
 use appc::ImageId;
 
-use crate::store::{LockMode, Store};
+use crate::store::{LockMode, Matched, Store, StoreError};
 use crate::trust::Keystore;
 
 #[derive(Args)]
@@ -117,7 +117,19 @@ impl<'a> ImageFetcher<'a> {
         signature: Option<&Path>,
         policy: PullPolicy,
     ) -> Result<ImageId, RktError> {
-        self.fetch_checked(image, signature, policy, self.globals.insecure.image)
+        self.fetch_named(image, signature, policy)
+            .map(|fetched| fetched.id)
+    }
+
+    /// [`fetch`](Self::fetch), also saying which Docker-style name the image
+    /// was fetched or found under.
+    pub fn fetch_named(
+        &self,
+        image: &str,
+        signature: Option<&Path>,
+        policy: PullPolicy,
+    ) -> Result<Fetched, RktError> {
+        self.fetch_any(image, signature, policy, self.globals.insecure.image)
     }
 
     /// As [`fetch`](Self::fetch), but a local ACI file is taken without a
@@ -130,6 +142,17 @@ impl<'a> ImageFetcher<'a> {
         policy: PullPolicy,
         skip_file_verification: bool,
     ) -> Result<ImageId, RktError> {
+        self.fetch_any(image, signature, policy, skip_file_verification)
+            .map(|fetched| fetched.id)
+    }
+
+    fn fetch_any(
+        &self,
+        image: &str,
+        signature: Option<&Path>,
+        policy: PullPolicy,
+        skip_file_verification: bool,
+    ) -> Result<Fetched, RktError> {
         let globals = self.globals;
         let store = self.store;
         let keystore = &self.keystore;
@@ -154,25 +177,71 @@ impl<'a> ImageFetcher<'a> {
                     ),
                     None => {}
                 }
-                fetched.id
+                Fetched::id(fetched.id)
             }
-            ImageSource::Name(name) => match (store.resolve(&name), policy) {
-                (Ok(record), PullPolicy::New | PullPolicy::Never) => record.id,
-                (Err(_), PullPolicy::Never) => {
-                    return Err(FetchError::NotInStoreNever { image: name }.into())
+            ImageSource::Name(name) => match (store.lookup(&name), policy) {
+                // A Docker/OCI image's name, or an ID: the store's own
+                // names, with nothing to discover.
+                (Ok((record, Matched::Name(found))), _) => Fetched {
+                    id: record.id,
+                    name: Some(found),
+                },
+                (Ok((record, Matched::Id)), _) => Fetched::id(record.id),
+                (Ok((record, Matched::AppcName)), PullPolicy::New | PullPolicy::Never) => {
+                    Fetched::id(record.id)
                 }
-                _ => DiscoveryFetch {
-                    name: &name,
-                    signature,
-                    skip_verification: globals.insecure.image,
-                    insecure_http: globals.insecure.http,
-                    // Keys are only as good as the channel that brought them.
-                    trust_keys_from_https: self.trust_keys_from_https
-                        && !globals.insecure.http
-                        && !globals.insecure.tls,
-                    max_bytes: self.max_bytes,
+                (Err(StoreError::NotFound { suggestions, .. }), PullPolicy::Never) => {
+                    return Err(FetchError::NotInStoreNever {
+                        image: name,
+                        suggestions,
+                    }
+                    .into())
                 }
-                .run(http_client(http, globals)?, store, keystore)?,
+                // `debian-nginx`: no domain to run appc discovery on, so a
+                // Docker user's short name that is not in the store.
+                (Err(error @ StoreError::NotFound { .. }), _) if !discoverable(&name) => {
+                    return Err(FetchError::NotInStore {
+                        error,
+                        hint: format!(
+                            "to pull it from a registry: rkt fetch --insecure-options=image \
+                             docker://{name}"
+                        ),
+                    }
+                    .into())
+                }
+                (Err(StoreError::NotFound { .. }), _) | (Ok(_), _) => {
+                    let discovered = DiscoveryFetch {
+                        name: &name,
+                        signature,
+                        skip_verification: globals.insecure.image,
+                        insecure_http: globals.insecure.http,
+                        // Keys are only as good as the channel that brought them.
+                        trust_keys_from_https: self.trust_keys_from_https
+                            && !globals.insecure.http
+                            && !globals.insecure.tls,
+                        max_bytes: self.max_bytes,
+                    }
+                    .run(http_client(http, globals)?, store, keystore);
+                    match discovered {
+                        Ok(id) => Fetched::id(id),
+                        // Discovery found nothing, but the store holds
+                        // something close: say both.
+                        Err(failed) => match store.close_matches(&name)? {
+                            suggestions if suggestions.is_empty() => return Err(failed),
+                            suggestions => {
+                                return Err(FetchError::NotInStore {
+                                    error: StoreError::NotFound {
+                                        reference: name.clone(),
+                                        suggestions,
+                                    },
+                                    hint: format!("appc discovery: {failed}"),
+                                }
+                                .into())
+                            }
+                        },
+                    }
+                }
+                (Err(error), _) => return Err(error.into()),
             },
             ImageSource::LocalOci(kind, spec) => LocalOciFetch {
                 kind,
@@ -182,7 +251,7 @@ impl<'a> ImageFetcher<'a> {
             }
             .run(store)?,
             ImageSource::Docker(spec) => match reuse(store, image, policy)? {
-                Some(id) => id,
+                Some(found) => found,
                 None => DockerFetch {
                     spec: &spec,
                     auth: &DockerAuth::load_from(&globals.config_dirs())?,
@@ -193,19 +262,31 @@ impl<'a> ImageFetcher<'a> {
                 .run(http_client(http, globals)?, store)?,
             },
             ImageSource::Url(url) => match reuse(store, image, policy)? {
-                Some(id) => id,
-                None => RemoteAciFetch {
-                    url: &url,
-                    signature_url: None,
-                    expected: None,
-                    signature,
-                    skip_verification: globals.insecure.image,
-                    max_bytes: self.max_bytes,
-                }
-                .run(http_client(http, globals)?, store, keystore)?,
+                Some(found) => found,
+                None => Fetched::id(
+                    RemoteAciFetch {
+                        url: &url,
+                        signature_url: None,
+                        expected: None,
+                        signature,
+                        skip_verification: globals.insecure.image,
+                        max_bytes: self.max_bytes,
+                    }
+                    .run(http_client(http, globals)?, store, keystore)?,
+                ),
             },
         })
     }
+}
+
+/// Whether appc discovery can look `name` (`NAME[:VERSION]`) up: its first
+/// path component must be a host, with a dot (`example.com/app`,
+/// `127.0.0.1/app`) or `localhost`. A Docker short name (`nginx`,
+/// `someone/tool`) is not.
+fn discoverable(name: &str) -> bool {
+    let name = name.split_once(':').map_or(name, |(name, _)| name);
+    let host = name.split('/').next().unwrap_or(name);
+    host.contains('.') || host == "localhost"
 }
 
 /// The HTTP client, made on first use with the `auth` configs' credentials.
@@ -222,17 +303,53 @@ fn http_client<'a>(
 }
 
 /// For remote sources: the stored image fetched from `source` before, if the
-/// pull policy says to use it instead of fetching again.
-fn reuse(store: &Store, source: &str, policy: PullPolicy) -> Result<Option<ImageId>, RktError> {
+/// pull policy says to use it instead of fetching again: by the name a
+/// `docker://` reference gives it (whatever it was fetched from first), else
+/// by the source recorded for it.
+fn reuse(store: &Store, source: &str, policy: PullPolicy) -> Result<Option<Fetched>, RktError> {
     if policy == PullPolicy::Update {
         return Ok(None);
     }
+    if source.starts_with("docker://") {
+        if let Ok((record, Matched::Name(name))) = store.lookup(source) {
+            return Ok(Some(Fetched {
+                id: record.id,
+                name: Some(name),
+            }));
+        }
+    }
     match store.find_by_source(source)? {
-        Some(image) => Ok(Some(image.id)),
+        Some(image) => Ok(Some(Fetched::id(image.id))),
         None if policy == PullPolicy::Never => Err(FetchError::NotInStoreNever {
             image: source.to_string(),
+            suggestions: store.close_matches(source)?,
         }
         .into()),
         None => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_names_with_a_host_are_discoverable() {
+        for name in [
+            "example.com/app",
+            "127.0.0.1/busybox-test:1.0",
+            "localhost/x",
+            "a.b",
+        ] {
+            assert!(discoverable(name), "{name}");
+        }
+        for name in [
+            "debian-nginx",
+            "debian-nginx:bookworm",
+            "someone/tool:1",
+            "localhostx/y",
+        ] {
+            assert!(!discoverable(name), "{name}");
+        }
     }
 }

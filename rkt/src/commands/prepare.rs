@@ -189,12 +189,15 @@ fn from_flags(
 ) -> Result<PodSource, RktError> {
     let mut apps = Vec::new();
     for app in request.apps {
-        let id = fetcher.fetch(&app.image, app.signature.as_deref(), args.pull_policy)?;
-        let record = store.image(&id)?;
+        let fetched =
+            fetcher.fetch_named(&app.image, app.signature.as_deref(), args.pull_policy)?;
+        let record = store.image(&fetched.id)?;
+        let default_name = docker_app_name(store, &record, fetched.name.as_deref())?;
         apps.push(AppRequest {
-            image_id: id,
+            image_id: fetched.id,
             image: record.manifest,
             overrides: app.overrides,
+            default_name,
         });
     }
     Ok(PodSource::Flags(PodRequest {
@@ -206,6 +209,33 @@ fn from_flags(
         set_env: args.set_env.clone(),
         ports: args.port.clone(),
     }))
+}
+
+/// A Docker/OCI image's default app name, as rkt's docker2aci gave it: the
+/// last path element of its repository (`nginx` for
+/// `docker.io/library/nginx:1.25`), from the name it was run by, else from
+/// its newest Docker-style name. `None` for an ACI, or an image known only
+/// by transport names (`oci:/srv/layout:tag`): then the manifest's name.
+fn docker_app_name(
+    store: &Store,
+    record: &crate::store::ImageRecord,
+    used: Option<&str>,
+) -> Result<Option<appc::AcName>, RktError> {
+    if record.format != crate::store::ImageFormat::Oci {
+        return Ok(None);
+    }
+    let mut names: Vec<String> = used.map(str::to_string).into_iter().collect();
+    names.extend(store.names_of(&record.id)?.into_iter().rev());
+    for name in names {
+        if let Ok(parsed) = crate::image::reference::parse(&name) {
+            // The repository passed the reference grammar; `app_name_from`
+            // keeps only [a-z0-9-] of it and checks the AC name rules.
+            return Ok(Some(crate::pod::manifest::app_name_from(
+                parsed.base_name(),
+            )?));
+        }
+    }
+    Ok(None)
 }
 
 /// `--pod-manifest FILE`: only the stage1, overlay and UUID flags still

@@ -12,7 +12,14 @@
 //!   symlink, a directory, an earlier layer's file or a path outside the
 //!   tree). Absolute symlinks are kept: they resolve inside the container's
 //!   root, and nothing here follows them;
-//! - device nodes, unless the caller trusts the image and runs as root;
+//! - device nodes, unless the caller trusts the image and runs as root
+//!   (ACIs), or skips them (Docker/OCI layers: `DevicePolicy::Skip`, counted
+//!   in the summary for one warning, as containerd does for unprivileged
+//!   pulls; the guest's `/dev` is its own devtmpfs, so a layer's copies of
+//!   `/dev/null` and friends are never what an app opens anyway). FIFOs are
+//!   created either way, as Docker does: `mkfifo` needs no privilege and
+//!   grants none. A tar cannot hold a socket (GNU tar skips them when
+//!   archiving), so there is none to skip;
 //! - sparse and unknown entry types;
 //! - more decompressed bytes than the configured limit (decompression bombs).
 //!
@@ -64,8 +71,8 @@ pub struct ExtractOptions {
     pub subtree: Option<PathBuf>,
     /// Most decompressed bytes to read before giving up.
     pub max_bytes: u64,
-    /// Create device nodes (trusted image, extracted as root).
-    pub allow_devices: bool,
+    /// What to do with character and block device entries.
+    pub devices: DevicePolicy,
     /// Keep setuid/setgid bits (trusted image).
     pub keep_setid_bits: bool,
     /// Apply the archive's uid/gid to what it creates (only works as root).
@@ -82,12 +89,69 @@ impl Default for ExtractOptions {
         ExtractOptions {
             subtree: None,
             max_bytes: DEFAULT_MAX_BYTES,
-            allow_devices: false,
+            devices: DevicePolicy::Refuse,
             keep_setid_bits: false,
             set_owners: false,
             overlay: false,
             whiteouts: false,
         }
+    }
+}
+
+/// What extraction does with a device node entry (`c` or `b` in tar).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DevicePolicy {
+    /// Refuse the archive, naming the entry: an untrusted ACI.
+    Refuse,
+    /// Leave it out and count it (`ExtractSummary::skipped_devices`): a
+    /// Docker/OCI layer, applied as an unprivileged pull applies it.
+    Skip,
+    /// `mknod` it: a signature-verified ACI extracted as root.
+    Create,
+}
+
+/// Device nodes an extraction left out, by kind.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SkippedDevices {
+    pub character: u64,
+    pub block: u64,
+}
+
+impl SkippedDevices {
+    pub fn is_empty(&self) -> bool {
+        self.total() == 0
+    }
+
+    pub fn total(&self) -> u64 {
+        self.character + self.block
+    }
+
+    pub fn add(&mut self, other: SkippedDevices) {
+        self.character += other.character;
+        self.block += other.block;
+    }
+
+    /// The one warning for an image whose layers held device nodes: how
+    /// many, which kinds, and why that is fine (callers print it as
+    /// `rkt: warning: ...`).
+    pub fn warning(&self, image: &str) -> Option<String> {
+        if self.is_empty() {
+            return None;
+        }
+        let mut kinds = Vec::new();
+        if self.character > 0 {
+            kinds.push(format!("{} character", self.character));
+        }
+        if self.block > 0 {
+            kinds.push(format!("{} block", self.block));
+        }
+        let total = self.total();
+        Some(format!(
+            "{image}: skipped {total} device node{} in its layers ({}); image layers \
+             may not create devices, as in an unprivileged pull, and the pod's /dev has its own",
+            if total == 1 { "" } else { "s" },
+            kinds.join(", ")
+        ))
     }
 }
 
@@ -117,6 +181,8 @@ pub struct ExtractSummary {
     pub setid_bits_stripped: u64,
     /// Extended attributes restored.
     pub xattrs_restored: u64,
+    /// Device nodes left out (`DevicePolicy::Skip`).
+    pub skipped_devices: SkippedDevices,
 }
 
 fn io_error(context: impl Into<String>) -> impl FnOnce(io::Error) -> ExtractError {
@@ -340,12 +406,28 @@ impl Extractor<'_> {
                     .map_err(|err| refuse(format!("cannot create the hard link: {err}")))?;
             }
             tar::EntryType::Char | tar::EntryType::Block => {
-                if !self.options.allow_devices {
-                    return Err(refuse(
-                        "is a device node; device nodes are kept only for a trusted image \
-                         extracted as root"
-                            .to_string(),
-                    ));
+                match self.options.devices {
+                    DevicePolicy::Refuse => {
+                        return Err(refuse(
+                            "is a device node; device nodes are kept only for a trusted image \
+                             extracted as root"
+                                .to_string(),
+                        ))
+                    }
+                    DevicePolicy::Skip => {
+                        let skipped = &mut self.summary.skipped_devices;
+                        if kind == tar::EntryType::Char {
+                            skipped.character += 1;
+                        } else {
+                            skipped.block += 1;
+                        }
+                        // Whatever a lower layer had there is gone (as
+                        // Docker removes it before creating the entry), and
+                        // nothing is recorded as written: a hard link to it
+                        // is refused like one to any missing file.
+                        return Ok(());
+                    }
+                    DevicePolicy::Create => {}
                 }
                 let major = header.device_major().ok().flatten().unwrap_or(0);
                 let minor = header.device_minor().ok().flatten().unwrap_or(0);

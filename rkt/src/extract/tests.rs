@@ -254,6 +254,65 @@ fn refuses_device_nodes_by_default() {
 }
 
 #[test]
+fn skips_device_nodes_in_layers_counting_them_by_kind() {
+    // A naive `tar -C rootfs .` of a Debian tree: /dev with its nodes, a
+    // FIFO, and the files around them.
+    let layer = TarBuilder::new()
+        .dir("dev/")
+        .raw("dev/null", tar::EntryType::Char, None, b"", 0o666)
+        .raw("dev/zero", tar::EntryType::Char, None, b"", 0o666)
+        .raw("dev/loop0", tar::EntryType::Block, None, b"", 0o660)
+        .raw("run/initctl", tar::EntryType::Fifo, None, b"", 0o600)
+        .file("etc/hostname", b"debian")
+        .finish();
+    let skip = ExtractOptions {
+        devices: DevicePolicy::Skip,
+        overlay: true,
+        whiteouts: true,
+        ..ExtractOptions::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("rootfs");
+    fs::create_dir(&out).unwrap();
+    // A lower layer's file where the device goes is replaced by nothing,
+    // as Docker removes it before creating the entry.
+    fs::create_dir(out.join("dev")).unwrap();
+    fs::write(out.join("dev/null"), b"lower").unwrap();
+    let summary = extract_into(&layer[..], &out, &skip).unwrap();
+    assert_eq!(
+        summary.skipped_devices,
+        SkippedDevices {
+            character: 2,
+            block: 1
+        }
+    );
+    assert!(fs::symlink_metadata(out.join("dev/null")).is_err());
+    assert!(fs::symlink_metadata(out.join("dev/loop0")).is_err());
+    assert!(out.join("dev").is_dir());
+    use std::os::unix::fs::FileTypeExt;
+    assert!(fs::symlink_metadata(out.join("run/initctl"))
+        .unwrap()
+        .file_type()
+        .is_fifo());
+    assert_eq!(fs::read(out.join("etc/hostname")).unwrap(), b"debian");
+    let warning = summary.skipped_devices.warning("img").unwrap();
+    assert!(
+        warning.contains("skipped 3 device nodes") && warning.contains("(2 character, 1 block)"),
+        "{warning}"
+    );
+    assert!(!warning.contains('\n'));
+    assert_eq!(SkippedDevices::default().warning("img"), None);
+
+    // Skipping is not a way past the other checks: a traversal is still
+    // refused, naming the entry.
+    let hostile = TarBuilder::new()
+        .raw("dev/null", tar::EntryType::Char, None, b"", 0o666)
+        .file("../escape", b"x")
+        .finish();
+    assert_refused(&hostile, &skip, "../escape", "..");
+}
+
+#[test]
 fn strips_setuid_and_setgid_unless_trusted() {
     let archive = TarBuilder::new()
         .raw("su", tar::EntryType::Regular, None, b"x", 0o4755)

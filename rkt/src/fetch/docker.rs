@@ -7,18 +7,17 @@
 
 use std::collections::BTreeMap;
 
-use appc::ImageId;
-
 use super::auth::{Credentials, DockerAuth};
 use super::http::{Http, HttpResponse};
+use super::{FetchError, Fetched};
 use crate::error::RktError;
 use crate::image::docker::{appc_manifest, Provenance};
 use crate::image::oci::{
-    self, sha256_digest, ImageConfig, Index, LocalImage, Manifest, MEDIA_TYPE_DOCKER_LIST,
+    self, sha256_digest, ImageConfig, Index, Manifest, MEDIA_TYPE_DOCKER_LIST,
     MEDIA_TYPE_OCI_INDEX, MEDIA_TYPE_OCI_MANIFEST,
 };
 use crate::image::reference;
-use crate::store::Store;
+use crate::store::{StagedOci, Store};
 
 const MEDIA_TYPE_DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 const MEDIA_TYPE_DOCKER_SCHEMA1: &str = "application/vnd.docker.distribution.manifest.v1";
@@ -268,7 +267,7 @@ pub struct DockerFetch<'a> {
 }
 
 impl DockerFetch<'_> {
-    pub fn run(&self, http: &Http, store: &Store) -> Result<ImageId, RktError> {
+    pub fn run(&self, http: &Http, store: &Store) -> Result<Fetched, RktError> {
         let shown = format!("docker://{}", self.spec);
         if !self.insecure_image {
             return Err(RktError::Message(format!(
@@ -351,13 +350,11 @@ impl DockerFetch<'_> {
                 &layer.digest[..19.min(layer.digest.len())]
             );
             let mut body = Http::stream(response, &label, layer.size.saturating_add(1));
-            let (path, stored) = store.put_sha256_blob(&layer.digest, &mut body, layer.size)?;
-            remaining -= stored.min(remaining);
-            let file = std::fs::File::open(&path).map_err(RktError::io(format!(
-                "opening the stored layer {}",
-                layer.digest
-            )))?;
-            layers.push((layer.clone(), file));
+            // Staged, not stored: the layers are applied before anything of
+            // the image enters the store (`Store::insert_oci`).
+            let staged = store.stage_sha256_blob(&layer.digest, &mut body, layer.size)?;
+            remaining -= staged.size.min(remaining);
+            layers.push(staged);
         }
 
         let name = format!("{}/{}", image_ref.registry, image_ref.repository);
@@ -374,15 +371,28 @@ impl DockerFetch<'_> {
             },
         )
         .map_err(&bad)?;
-        let image = LocalImage {
+        let image = StagedOci {
             manifest_bytes: bytes,
             manifest,
             config_bytes,
             config,
             layers,
-            tag: tag.map(str::to_string),
         };
-        Ok(store.insert_oci(image, &appc, &shown, self.max_bytes)?)
+        // Its name as Docker spells it in full (`docker.io/library/nginx:1.25`).
+        let names: Vec<String> = reference::canonical_name(self.spec).into_iter().collect();
+        let inserted = store
+            .insert_oci(image, &appc, &shown, &names, self.max_bytes)
+            .map_err(|error| FetchError::Refused {
+                image: shown.clone(),
+                error,
+            })?;
+        if let Some(warning) = inserted.skipped_devices.warning(&shown) {
+            eprintln!("rkt: warning: {}", crate::terminal::escape(&warning));
+        }
+        Ok(Fetched {
+            id: inserted.id,
+            name: names.into_iter().next(),
+        })
     }
 }
 

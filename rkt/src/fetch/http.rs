@@ -11,6 +11,7 @@ use ureq::Body;
 
 use super::auth::HostAuth;
 use super::progress::ProgressReader;
+use super::FetchError;
 use crate::error::RktError;
 
 pub struct Http {
@@ -65,9 +66,16 @@ impl Http {
                 request = request.header("Authorization", value);
             }
         }
-        request
-            .call()
-            .map_err(|err| RktError::Message(format!("fetching {url}: {err}")))
+        request.call().map_err(|err| {
+            if answered_in_plain_http(&err) {
+                FetchError::PlainHttpServer {
+                    url: url.to_string(),
+                }
+                .into()
+            } else {
+                RktError::Message(format!("fetching {url}: {err}"))
+            }
+        })
     }
 
     /// Reads a small body (a manifest, a token) whole.
@@ -131,6 +139,27 @@ impl Http {
             .and_then(|_| temp.flush())
             .map_err(|err| RktError::Message(format!("downloading {url}: {err}")))?;
         Ok(Some(temp))
+    }
+}
+
+/// Whether a TLS handshake failed because the server answered in plain
+/// HTTP: the first byte of `HTTP/1.1 400 ...` read as a TLS record's
+/// content type, which rustls reports as an invalid one (as an error of its
+/// own, or inside the I/O error of the stream that read it).
+fn answered_in_plain_http(err: &ureq::Error) -> bool {
+    let is_it = |tls: &rustls::Error| {
+        matches!(
+            tls,
+            rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType)
+        )
+    };
+    match err {
+        ureq::Error::Rustls(tls) => is_it(tls),
+        ureq::Error::Io(io) => io
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            .is_some_and(is_it),
+        _ => false,
     }
 }
 

@@ -27,14 +27,66 @@ pub enum FetchError {
          signature with --signature=FILE, or skip the check with --insecure-options=image"
     )]
     NoSignature { image: String, looked_for: String },
-    #[error("{image} is not in the store and --pull-policy=never forbids fetching it")]
-    NotInStoreNever { image: String },
+    #[error(
+        "{image} is not in the store and --pull-policy=never forbids fetching it{}",
+        close(.suggestions)
+    )]
+    NotInStoreNever {
+        image: String,
+        suggestions: Vec<String>,
+    },
+    /// A name neither the store nor discovery knows.
+    #[error("{error} ({hint})")]
+    NotInStore {
+        error: crate::store::StoreError,
+        hint: String,
+    },
     #[error("opening {path}: {source}")]
     Open {
         path: String,
         #[source]
         source: std::io::Error,
     },
+    /// The store refused what was fetched (a layer the render refuses, a
+    /// blob that is not what its digest says); nothing of it was stored.
+    #[error("{image}: {error}")]
+    Refused {
+        image: String,
+        #[source]
+        error: crate::store::StoreError,
+    },
+    #[error(
+        "{url}: the server answered in plain HTTP, not TLS; if this registry (or discovery \
+         server) serves plain HTTP, pass --insecure-options=http (for an ACI URL, write it \
+         with http://)"
+    )]
+    PlainHttpServer { url: String },
+}
+
+/// "; did you mean X?" when the store holds something close.
+fn close(suggestions: &[String]) -> String {
+    match suggestions {
+        [] => String::new(),
+        [one] => format!("; did you mean {one}?"),
+        many => format!("; did you mean one of {}?", many.join(", ")),
+    }
+}
+
+/// An image a fetch put in the store (or found there).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    pub id: appc::ImageId,
+    /// The name it was fetched or found under, if it has Docker-style names
+    /// (the first, if it got several): where a pod's default app name comes
+    /// from.
+    pub name: Option<String>,
+}
+
+impl Fetched {
+    /// An image known by ID only (an ACI, or one found by ID).
+    pub fn id(id: appc::ImageId) -> Fetched {
+        Fetched { id, name: None }
+    }
 }
 
 /// An image argument, classified.

@@ -7,9 +7,7 @@
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
-use appc::ImageId;
-
-use super::FetchError;
+use super::{FetchError, Fetched};
 use crate::error::RktError;
 use crate::extract::decompress::decompress;
 use crate::image::docker::{self, Provenance};
@@ -59,7 +57,7 @@ pub struct LocalOciFetch<'a> {
 }
 
 impl LocalOciFetch<'_> {
-    pub fn run(&self, store: &Store) -> Result<ImageId, RktError> {
+    pub fn run(&self, store: &Store) -> Result<Fetched, RktError> {
         let shown = format!("{}{}", self.kind.prefix(), self.spec);
         if !self.insecure_image {
             return Err(RktError::Message(format!(
@@ -90,23 +88,41 @@ impl LocalOciFetch<'_> {
             }
         };
 
-        let (image, repository): (LocalImage, Option<String>) = match self.kind {
-            LocalKind::DockerArchive => {
-                docker::read_saved(files.as_mut(), reference.as_deref()).map_err(bad)?
-            }
-            LocalKind::OciLayout | LocalKind::OciArchive => (
-                oci::read_layout(files.as_mut(), reference.as_deref()).map_err(bad)?,
-                None,
-            ),
-        };
-        // The repository and tag come from inside the image (RepoTags,
-        // ref.name) and become its name, `version` label and annotations:
-        // only what the Docker reference grammar allows.
+        // Where the image says it is from: a docker-archive's RepoTags, or
+        // an OCI ref.name that is a whole reference rather than a tag.
+        let (mut image, mut repository, references): (LocalImage, Option<String>, Vec<String>) =
+            match self.kind {
+                LocalKind::DockerArchive => {
+                    let saved =
+                        docker::read_saved(files.as_mut(), reference.as_deref()).map_err(bad)?;
+                    (saved.image, saved.repository, saved.repo_tags)
+                }
+                LocalKind::OciLayout | LocalKind::OciArchive => (
+                    oci::read_layout(files.as_mut(), reference.as_deref()).map_err(bad)?,
+                    None,
+                    Vec::new(),
+                ),
+            };
+        // The repository and tags come from inside the image and become its
+        // names, `version` label and annotations: only what the Docker
+        // reference grammar allows.
         if let Some(repository) = &repository {
             reference::check_repository(repository).map_err(|err| bad(err.to_string()))?;
         }
-        if let Some(tag) = &image.tag {
-            reference::check_ref_name(tag).map_err(|err| bad(err.to_string()))?;
+        for tag in &references {
+            reference::parse(tag).map_err(|err| bad(err.to_string()))?;
+        }
+        let mut references = references;
+        if let Some(tag) = image.tag.clone() {
+            reference::check_ref_name(&tag).map_err(|err| bad(err.to_string()))?;
+            if reference::check_tag(&tag).is_err() {
+                // A whole reference (`docker.io/library/nginx:1.25`): its
+                // repository names the image, its tag is the version.
+                let parsed = reference::parse(&tag).map_err(|err| bad(err.to_string()))?;
+                repository = Some(parsed.repository_name());
+                image.tag = parsed.tag.clone();
+                references.push(tag);
+            }
         }
         let name = match &repository {
             Some(repository) => repository.clone(),
@@ -132,7 +148,26 @@ impl LocalOciFetch<'_> {
             self.kind.prefix(),
             std::path::absolute(&path).unwrap_or(path.clone()).display()
         );
-        Ok(store.insert_oci(image, &appc_manifest, &source, self.max_bytes)?)
+        let tag = if references.is_empty() {
+            image.tag.clone()
+        } else {
+            None
+        };
+        let names = crate::image::names::local(&source, &references, tag.as_deref());
+        let staged = store.stage_local(image, &source, self.max_bytes)?;
+        let inserted = store
+            .insert_oci(staged, &appc_manifest, &source, &names, self.max_bytes)
+            .map_err(|error| FetchError::Refused {
+                image: shown.clone(),
+                error,
+            })?;
+        if let Some(warning) = inserted.skipped_devices.warning(&shown) {
+            eprintln!("rkt: warning: {}", crate::terminal::escape(&warning));
+        }
+        Ok(Fetched {
+            id: inserted.id,
+            name: names.into_iter().next(),
+        })
     }
 }
 

@@ -16,25 +16,39 @@ use super::oci::{
     sha256_digest, Descriptor, ImageConfig, LocalImage, Manifest, MEDIA_TYPE_OCI_CONFIG,
     MEDIA_TYPE_OCI_LAYER, MEDIA_TYPE_OCI_MANIFEST,
 };
+use super::reference::canonical_name;
 use crate::extract::decompress::Compression;
 
 /// One image in a `docker save` archive's `manifest.json`.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct SavedImage {
+struct SavedEntry {
     config: String,
     #[serde(default)]
     repo_tags: Option<Vec<String>>,
     layers: Vec<String>,
 }
 
+/// An image read from a `docker save` archive.
+#[derive(Debug)]
+pub struct SavedImage {
+    pub image: LocalImage,
+    /// The repository of the tag it was picked by (or of its first tag).
+    pub repository: Option<String>,
+    /// Every `RepoTags` entry of the image, as found (each a whole
+    /// reference, still to be checked): `docker load` applies them all.
+    pub repo_tags: Vec<String>,
+}
+
 /// Reads the image (the only one, or the one tagged `reference`, e.g.
-/// `busybox:latest`) from an unpacked `docker save` archive. The manifest is
-/// synthesized in OCI form so the store handles both alike.
+/// `busybox:latest`, compared as Docker reads references, so
+/// `debian-nginx:bookworm` also picks `docker.io/library/debian-nginx:bookworm`)
+/// from an unpacked `docker save` archive. The manifest is synthesized in
+/// OCI form so the store handles both alike.
 pub fn read_saved(
     files: &mut dyn ImageFiles,
     reference: Option<&str>,
-) -> Result<(LocalImage, Option<String>), String> {
+) -> Result<SavedImage, String> {
     let index_bytes = match files.read_json("manifest.json", "manifest.json") {
         Ok(bytes) => bytes,
         Err(MemberError::Missing { .. }) => {
@@ -42,13 +56,20 @@ pub fn read_saved(
         }
         Err(err) => return Err(err.to_string()),
     };
-    let images: Vec<SavedImage> = serde_json::from_slice(&index_bytes)
+    let images: Vec<SavedEntry> = serde_json::from_slice(&index_bytes)
         .map_err(|err| format!("manifest.json is not valid: {err}"))?;
-    let tags = |image: &SavedImage| image.repo_tags.clone().unwrap_or_default();
+    let tags = |image: &SavedEntry| image.repo_tags.clone().unwrap_or_default();
+    let same = |tag: &str, wanted: &str| {
+        tag == wanted
+            || matches!(
+                (canonical_name(tag), canonical_name(wanted)),
+                (Ok(a), Ok(b)) if a == b
+            )
+    };
     let saved = match reference {
         Some(reference) => images
             .iter()
-            .find(|image| tags(image).iter().any(|t| t == reference))
+            .find(|image| tags(image).iter().any(|t| same(t, reference)))
             .ok_or_else(|| format!("no image tagged {reference:?} in the archive"))?,
         None if images.len() == 1 => &images[0],
         None => {
@@ -60,9 +81,10 @@ pub fn read_saved(
             ));
         }
     };
-    let repo_tag = reference
-        .map(str::to_string)
-        .or_else(|| tags(saved).into_iter().next());
+    let repo_tag = match reference {
+        Some(reference) => tags(saved).into_iter().find(|t| same(t, reference)),
+        None => tags(saved).into_iter().next(),
+    };
 
     let config_bytes = files
         .read_json(&saved.config, "config")
@@ -110,8 +132,8 @@ pub fn read_saved(
         Some(repo_tag) => split_repo_tag(repo_tag),
         None => (None, None),
     };
-    Ok((
-        LocalImage {
+    Ok(SavedImage {
+        image: LocalImage {
             manifest_bytes,
             manifest,
             config_bytes,
@@ -120,7 +142,8 @@ pub fn read_saved(
             tag,
         },
         repository,
-    ))
+        repo_tags: tags(saved),
+    })
 }
 
 /// `registry:5000/repo:tag` -> (`registry:5000/repo`, `tag`).

@@ -4,5 +4,6 @@
 pub mod aci;
 pub mod docker;
 pub mod members;
+pub mod names;
 pub mod oci;
 pub mod reference;

@@ -14,8 +14,12 @@ use crate::terminal::escape;
 /// Docker Hub's registry, where references without one live.
 pub const DOCKER_HUB: &str = "registry-1.docker.io";
 
-/// What `oci-spec` calls Docker Hub.
-const OCI_SPEC_HUB: &str = "docker.io";
+/// What `oci-spec` calls Docker Hub, and what Docker itself writes in the
+/// names it shows (`docker.io/library/nginx:latest`): the store's names use it.
+pub const DOCKER_HUB_NAME: &str = "docker.io";
+const OCI_SPEC_HUB: &str = DOCKER_HUB_NAME;
+/// Docker Hub's legacy index name, which Docker also reads as `docker.io`.
+const DOCKER_HUB_LEGACY: &str = "index.docker.io";
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum ReferenceError {
@@ -39,6 +43,54 @@ pub struct DockerReference {
     pub repository: String,
     pub tag: Option<String>,
     pub digest: Option<String>,
+}
+
+impl DockerReference {
+    /// The registry as Docker names it in references: Docker Hub is
+    /// `docker.io` (its API lives at `registry-1.docker.io`).
+    pub fn domain(&self) -> &str {
+        match self.registry.as_str() {
+            DOCKER_HUB | DOCKER_HUB_LEGACY => DOCKER_HUB_NAME,
+            other => other,
+        }
+    }
+
+    /// `DOMAIN/REPOSITORY`, Docker's full repository name
+    /// (`docker.io/library/nginx`).
+    pub fn repository_name(&self) -> String {
+        format!("{}/{}", self.domain(), self.repository)
+    }
+
+    /// The full name the store keeps for an image fetched or loaded under
+    /// this reference, as Docker spells it: `docker.io/library/nginx:latest`,
+    /// `127.0.0.1:5000/app:1.0`, `quay.io/x/y@sha256:...`. A digest pins
+    /// the image, so a tag given with it is dropped (Docker pulls by the
+    /// digest alone then). Built only from parts the grammar accepted.
+    pub fn canonical(&self) -> String {
+        let repository = self.repository_name();
+        match (&self.digest, &self.tag) {
+            (Some(digest), _) => format!("{repository}@{digest}"),
+            (None, Some(tag)) => format!("{repository}:{tag}"),
+            (None, None) => format!("{repository}:latest"),
+        }
+    }
+
+    /// The repository's last path element (`nginx` for
+    /// `docker.io/library/nginx:1.25`): what rkt's docker2aci image names
+    /// ended in, and so where a pod's default app name comes from.
+    pub fn base_name(&self) -> &str {
+        self.repository
+            .rsplit('/')
+            .next()
+            .unwrap_or(&self.repository)
+    }
+}
+
+/// The store's name for `spec` (see [`DockerReference::canonical`]), if
+/// `spec` is a Docker reference: `debian-nginx:bookworm` is
+/// `docker.io/library/debian-nginx:bookworm`.
+pub fn canonical_name(spec: &str) -> Result<String, ReferenceError> {
+    parse(spec).map(|parsed| parsed.canonical())
 }
 
 /// Parses `spec` by the Docker reference grammar.
@@ -65,9 +117,16 @@ pub fn parse(spec: &str) -> Result<DockerReference, ReferenceError> {
         OCI_SPEC_HUB => DOCKER_HUB,
         other => other,
     };
+    // An official Hub image named through the API host
+    // (`registry-1.docker.io/nginx`) lives under `library/` there too.
+    let repository = if registry == DOCKER_HUB && !parsed.repository().contains('/') {
+        format!("library/{}", parsed.repository())
+    } else {
+        parsed.repository().to_string()
+    };
     Ok(DockerReference {
         registry: registry.to_string(),
-        repository: parsed.repository().to_string(),
+        repository,
         tag: parsed.tag().map(str::to_string),
         digest: parsed.digest().map(str::to_string),
     })
@@ -130,6 +189,56 @@ mod tests {
         let pinned = parse(&format!("quay.io/x/y@{digest}")).unwrap();
         assert_eq!(pinned.digest.as_deref(), Some(digest.as_str()));
         assert_eq!(pinned.tag, None);
+    }
+
+    #[test]
+    fn canonical_names_are_dockers() {
+        for (spec, name, base) in [
+            ("nginx", "docker.io/library/nginx:latest", "nginx"),
+            ("nginx:1.25", "docker.io/library/nginx:1.25", "nginx"),
+            ("someone/tool", "docker.io/someone/tool:latest", "tool"),
+            (
+                "docker.io/library/nginx:1.25",
+                "docker.io/library/nginx:1.25",
+                "nginx",
+            ),
+            (
+                "index.docker.io/nginx",
+                "docker.io/library/nginx:latest",
+                "nginx",
+            ),
+            (
+                "registry-1.docker.io/nginx:2",
+                "docker.io/library/nginx:2",
+                "nginx",
+            ),
+            (
+                "registry-1.docker.io/library/nginx",
+                "docker.io/library/nginx:latest",
+                "nginx",
+            ),
+            (
+                "127.0.0.1:5000/debian-nginx:bookworm",
+                "127.0.0.1:5000/debian-nginx:bookworm",
+                "debian-nginx",
+            ),
+            ("localhost/a/b/c:1", "localhost/a/b/c:1", "c"),
+        ] {
+            let parsed = parse(spec).unwrap();
+            assert_eq!(parsed.canonical(), name, "{spec}");
+            assert_eq!(parsed.base_name(), base, "{spec}");
+            assert_eq!(
+                canonical_name(name).unwrap(),
+                name,
+                "{name} is a fixed point"
+            );
+        }
+        let digest = format!("sha256:{}", "b".repeat(64));
+        assert_eq!(
+            canonical_name(&format!("quay.io/x/y:1@{digest}")).unwrap(),
+            format!("quay.io/x/y@{digest}")
+        );
+        assert!(canonical_name("Not_Valid").is_err());
     }
 
     #[test]

@@ -118,6 +118,7 @@ mod tests {
                         image_id: app,
                         image: record.manifest,
                         overrides: AppOverrides::default(),
+                        default_name: None,
                     }],
                     ..PodRequest::default()
                 }),

@@ -22,6 +22,10 @@ pub struct AppRequest {
     pub image_id: ImageId,
     pub image: ImageManifest,
     pub overrides: AppOverrides,
+    /// The app's name unless `--name` gives one: for a Docker/OCI image, its
+    /// repository's last path element (`app_name_from`); `None`: from the
+    /// image manifest's name, as rkt did for ACIs.
+    pub default_name: Option<AcName>,
 }
 
 /// The per-app flags (`--exec`, `--user`, ...); `None`/empty = keep the
@@ -79,9 +83,9 @@ pub fn build(request: &PodRequest) -> Result<BuiltManifest, PodError> {
     let mut volumes = request.volumes.clone();
     let mut apps: Vec<PodApp> = Vec::new();
     for app in &request.apps {
-        let name = match &app.overrides.name {
-            Some(name) => name.clone(),
-            None => app_name_from_image(&app.image.name)?,
+        let name = match (&app.overrides.name, &app.default_name) {
+            (Some(name), _) | (None, Some(name)) => name.clone(),
+            (None, None) => app_name_from_image(&app.image.name)?,
         };
         if apps.iter().any(|existing| existing.name == name) {
             return Err(PodError::Invalid(format!(
@@ -281,7 +285,15 @@ fn check_ports(ports: &[PodPort], apps: &[PodApp]) -> Result<(), PodError> {
 /// rkt's default app name: the image name's last path component, made into
 /// an AC name (lowercase letters, digits and single dashes).
 pub fn app_name_from_image(image: &AcIdentifier) -> Result<AcName, PodError> {
-    let last = image.as_str().rsplit('/').next().unwrap_or_default();
+    app_name_from(image.as_str())
+}
+
+/// The last path component of `name` (an image name, or a Docker
+/// repository: `nginx` for `docker.io/library/nginx`, as rkt's docker2aci
+/// names ended), made into an AC name: lowercase letters, digits and single
+/// dashes, so it is safe as the app's directory name in the pod.
+pub fn app_name_from(image: &str) -> Result<AcName, PodError> {
+    let last = image.rsplit('/').next().unwrap_or_default();
     let mut name = String::new();
     for c in last.chars() {
         let c = c.to_ascii_lowercase();
@@ -323,6 +335,7 @@ mod tests {
             image_id: ImageId::try_from(format!("sha512-{}", "a".repeat(128))).unwrap(),
             image: image(name, app),
             overrides,
+            default_name: None,
         }
     }
 

@@ -78,6 +78,7 @@ fn tree_image(
     store: &Store,
     id: &ImageId,
     used: &mut Vec<RenderedTree>,
+    warnings: &mut Vec<String>,
 ) -> Result<TreeImage, PodError> {
     let record = store
         .image(id)
@@ -85,6 +86,11 @@ fn tree_image(
     let rendered = store
         .rendered(id)
         .map_err(|err| PodError::Invalid(err.to_string()))?;
+    // Rendered now (an image fetched before its layers were applied at
+    // fetch): the device nodes it left out get their warning here.
+    if let Some(warning) = rendered.skipped_devices.warning(id.as_str()) {
+        warnings.push(warning);
+    }
     let tree = rendered.path.clone();
     used.push(rendered);
     Ok(TreeImage {
@@ -98,7 +104,7 @@ pub fn prepare_pod(
     pods: &PodsDir,
     request: &PrepareRequest,
 ) -> Result<PreparedPod, PodError> {
-    let (manifest, manifest_json, warnings) = match &request.pod {
+    let (manifest, manifest_json, mut warnings) = match &request.pod {
         PodSource::Flags(pod) => {
             for app in &pod.apps {
                 check_platform(&app.image)?;
@@ -111,7 +117,7 @@ pub fn prepare_pod(
         PodSource::Manifest { manifest, bytes } => (manifest.clone(), bytes.clone(), Vec::new()),
     };
     let mut used = Vec::new();
-    let stage1 = tree_image(store, &request.stage1, &mut used)?;
+    let stage1 = tree_image(store, &request.stage1, &mut used, &mut warnings)?;
     let mut apps = Vec::new();
     for app in &manifest.apps {
         let name = app.name.as_str();
@@ -133,7 +139,7 @@ pub fn prepare_pod(
                 record.manifest.name
             )));
         }
-        let image = tree_image(store, &app.image.id, &mut used)?;
+        let image = tree_image(store, &app.image.id, &mut used, &mut warnings)?;
         checks::check_app(
             &effective,
             record.manifest.name.as_str(),

@@ -11,9 +11,12 @@ use std::time::{Duration, Instant};
 use rusqlite::{params, Connection, OptionalExtension};
 
 /// One step per schema version; never edit a released step, append a new one.
-const MIGRATIONS: &[&str] = &[
+/// A step is SQL, then (for steps that derive rows from what is stored) a
+/// function run in the same transaction.
+const MIGRATIONS: &[(&str, Option<Backfill>)] = &[
     // 0 -> 1: images and their rendered trees.
-    "CREATE TABLE images (
+    (
+        "CREATE TABLE images (
         id TEXT PRIMARY KEY,            -- sha512-<hex> of the uncompressed ACI tar
         name TEXT NOT NULL,             -- the manifest's name
         labels TEXT NOT NULL,           -- the manifest's labels, as JSON
@@ -29,8 +32,11 @@ const MIGRATIONS: &[&str] = &[
         tree_id TEXT PRIMARY KEY,       -- directory name under cas/tree
         image_id TEXT NOT NULL          -- the image it renders (with its dependencies)
     );",
+        None,
+    ),
     // 1 -> 2: OCI/Docker images, kept natively as sha256 blobs.
-    "ALTER TABLE images ADD COLUMN format TEXT NOT NULL DEFAULT 'aci';  -- aci | oci
+    (
+        "ALTER TABLE images ADD COLUMN format TEXT NOT NULL DEFAULT 'aci';  -- aci | oci
     CREATE TABLE blob_refs (
         image_id TEXT NOT NULL,
         role TEXT NOT NULL,             -- manifest | config | layer
@@ -39,15 +45,66 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (image_id, role, position)
     );
     CREATE INDEX blob_refs_by_digest ON blob_refs(digest);",
+        None,
+    ),
     // 2 -> 3: what each pod uses, so that image rm/gc never take it away.
-    "CREATE TABLE pod_refs (
+    (
+        "CREATE TABLE pod_refs (
         pod_uuid TEXT NOT NULL,         -- a pod directory pods/<state>/<uuid>
         image_id TEXT NOT NULL,         -- an image of one of its trees (top or dependency)
         tree_id TEXT NOT NULL,          -- the tree under cas/tree the pod was prepared from
         PRIMARY KEY (pod_uuid, image_id, tree_id)
     );
     CREATE INDEX pod_refs_by_image ON pod_refs(image_id);",
+        None,
+    ),
+    // 3 -> 4: Docker-style names, several per image (one per transport and
+    // tag it was fetched under), and what each rendered tree weighs. The
+    // Docker/OCI images already stored get the names they would get if
+    // fetched now (`backfill_names`); ACIs keep appc's names and labels.
+    (
+        "CREATE TABLE image_names (
+        name TEXT PRIMARY KEY,          -- docker.io/library/nginx:1.25, oci:/abs/path:tag, ...
+        image_id TEXT NOT NULL,         -- the one image it names (a name fetched again moves)
+        source TEXT NOT NULL,           -- what it was fetched from under this name
+        added INTEGER NOT NULL          -- unix seconds
+    );
+    CREATE INDEX image_names_by_image ON image_names(image_id);
+    ALTER TABLE trees ADD COLUMN size INTEGER;  -- bytes the render unpacked; NULL before 4",
+        Some(backfill_names),
+    ),
 ];
+
+/// A migration step's second half: Rust over the rows the SQL left.
+type Backfill = fn(&rusqlite::Transaction<'_>) -> rusqlite::Result<()>;
+
+/// Schema 4's names for the Docker/OCI images stored before it: each gets
+/// the name a fetch from its recorded source would give it now
+/// (`crate::image::names::backfill`). A row whose manifest or source no
+/// longer parses gets none and is still found by ID or appc name.
+fn backfill_names(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    let rows: Vec<(String, String, Vec<u8>, i64)> = {
+        let mut stmt = tx
+            .prepare("SELECT id, source, manifest, import_time FROM images WHERE format = 'oci'")?;
+        let rows = stmt.query_map([], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+        })?;
+        rows.collect::<Result<_, _>>()?
+    };
+    for (id, source, manifest, import_time) in rows {
+        let Ok(manifest) = appc::ImageManifest::from_json(&manifest) else {
+            continue;
+        };
+        for name in crate::image::names::backfill(&source, &manifest) {
+            tx.execute(
+                "INSERT OR IGNORE INTO image_names (name, image_id, source, added)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![name, id, source, import_time],
+            )?;
+        }
+    }
+    Ok(())
+}
 
 /// One thing a pod uses: tree `tree_id`, rendered from (among others) `image_id`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +120,15 @@ pub struct BlobRef {
     pub role: &'static str,
     pub position: i64,
     pub digest: String,
+}
+
+/// A name of a Docker/OCI image (schema 4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameRow {
+    pub name: String,
+    pub image_id: String,
+    pub source: String,
+    pub added: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -158,8 +224,11 @@ impl Index {
                 known,
             });
         }
-        for (step, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        for (step, (sql, backfill)) in MIGRATIONS.iter().enumerate().skip(current as usize) {
             tx.execute_batch(sql)?;
+            if let Some(backfill) = backfill {
+                backfill(&tx)?;
+            }
             tx.execute(
                 "INSERT INTO schema_version (version) VALUES (?1)",
                 params![step as i64 + 1],
@@ -182,6 +251,21 @@ impl Index {
     /// already there (the same bytes fetched again; its import time stays the
     /// first one).
     pub fn upsert_image(&self, row: &ImageRow, blobs: &[BlobRef]) -> Result<(), IndexError> {
+        self.store_image(row, blobs, &[], None)
+    }
+
+    /// [`upsert_image`](Self::upsert_image), plus in the same transaction the
+    /// names the image was fetched under (`(name, source)`; a name another
+    /// image had moves to this one, as a Docker tag does) and the tree
+    /// rendered for it (`(tree ID, bytes unpacked if known)`), so a fetch's rows are
+    /// all there or none is.
+    pub fn store_image(
+        &self,
+        row: &ImageRow,
+        blobs: &[BlobRef],
+        names: &[(String, String)],
+        tree: Option<(&str, Option<u64>)>,
+    ) -> Result<(), IndexError> {
         let tx = self.conn.unchecked_transaction()?;
         tx.execute(
             "INSERT INTO images (id, name, labels, manifest, size, import_time, last_used,
@@ -210,8 +294,98 @@ impl Index {
                 params![row.id, blob.role, blob.position, blob.digest],
             )?;
         }
+        for (name, source) in names {
+            // A name fetched again for the same image keeps its place.
+            tx.execute(
+                "INSERT INTO image_names (name, image_id, source, added)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(name) DO UPDATE SET
+                     image_id = excluded.image_id,
+                     source = excluded.source,
+                     added = excluded.added
+                 WHERE image_id != excluded.image_id",
+                params![name, row.id, source, row.last_used],
+            )?;
+        }
+        if let Some((tree_id, size)) = tree {
+            // A size already recorded stays when this fetch found the tree
+            // cached and so knows none.
+            tx.execute(
+                "INSERT INTO trees (tree_id, image_id, size) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(tree_id) DO UPDATE SET size = COALESCE(excluded.size, size)",
+                params![tree_id, row.id, size.map(|size| size as i64)],
+            )?;
+        }
         tx.commit()?;
         Ok(())
+    }
+
+    fn name_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<NameRow> {
+        Ok(NameRow {
+            name: row.get(0)?,
+            image_id: row.get(1)?,
+            source: row.get(2)?,
+            added: row.get(3)?,
+        })
+    }
+
+    /// Every name, oldest first (names added in the same second in the
+    /// order they were added: rowid).
+    pub fn names(&self) -> Result<Vec<NameRow>, IndexError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT name, image_id, source, added FROM image_names ORDER BY added, rowid",
+        )?;
+        let rows = stmt.query_map([], Self::name_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The names of one image, oldest first.
+    pub fn names_of(&self, image_id: &str) -> Result<Vec<NameRow>, IndexError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT name, image_id, source, added FROM image_names WHERE image_id = ?1
+             ORDER BY added, rowid",
+        )?;
+        let rows = stmt.query_map(params![image_id], Self::name_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The image `name` names, if any.
+    pub fn image_named(&self, name: &str) -> Result<Option<ImageRow>, IndexError> {
+        Ok(self
+            .conn
+            .query_row(
+                &format!(
+                    "SELECT {} FROM images WHERE id = (SELECT image_id FROM image_names WHERE name = ?1)",
+                    Self::COLUMNS
+                ),
+                params![name],
+                Self::row,
+            )
+            .optional()?)
+    }
+
+    /// Drops one name; returns how many names its image has left, or
+    /// `None` if no image had that name.
+    pub fn remove_name(&self, name: &str) -> Result<Option<usize>, IndexError> {
+        let tx = self.conn.unchecked_transaction()?;
+        let image: Option<String> = tx
+            .query_row(
+                "SELECT image_id FROM image_names WHERE name = ?1",
+                params![name],
+                |row| row.get(0),
+            )
+            .optional()?;
+        let Some(image) = image else {
+            return Ok(None);
+        };
+        tx.execute("DELETE FROM image_names WHERE name = ?1", params![name])?;
+        let left: i64 = tx.query_row(
+            "SELECT COUNT(*) FROM image_names WHERE image_id = ?1",
+            params![image],
+            |row| row.get(0),
+        )?;
+        tx.commit()?;
+        Ok(Some(left.max(0) as usize))
     }
 
     /// The blobs an image uses, in order (manifest, config, layers bottom first).
@@ -369,17 +543,33 @@ impl Index {
                 orphaned.push(digest);
             }
         }
+        tx.execute("DELETE FROM image_names WHERE image_id = ?1", params![id])?;
         tx.execute("DELETE FROM images WHERE id = ?1", params![id])?;
         tx.commit()?;
         Ok((trees, orphaned))
     }
 
-    pub fn add_tree(&self, tree_id: &str, image_id: &str) -> Result<(), IndexError> {
+    /// Records a rendered tree and the bytes its render unpacked.
+    pub fn add_tree(&self, tree_id: &str, image_id: &str, size: u64) -> Result<(), IndexError> {
         self.conn.execute(
-            "INSERT OR REPLACE INTO trees (tree_id, image_id) VALUES (?1, ?2)",
-            params![tree_id, image_id],
+            "INSERT OR REPLACE INTO trees (tree_id, image_id, size) VALUES (?1, ?2, ?3)",
+            params![tree_id, image_id, size as i64],
         )?;
         Ok(())
+    }
+
+    /// The bytes a tree's render unpacked: `None` for a tree without a row,
+    /// or rendered before schema 4 recorded it.
+    pub fn tree_size(&self, tree_id: &str) -> Result<Option<u64>, IndexError> {
+        let size: Option<Option<i64>> = self
+            .conn
+            .query_row(
+                "SELECT size FROM trees WHERE tree_id = ?1",
+                params![tree_id],
+                |row| row.get(0),
+            )
+            .optional()?;
+        Ok(size.flatten().map(|size| size.max(0) as u64))
     }
 
     /// Records, in one transaction, that pod `pod_uuid` uses each tree of
@@ -561,7 +751,7 @@ mod tests {
         let path = dir.path().join("index.sqlite");
         {
             let conn = Connection::open(&path).unwrap();
-            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.execute_batch(MIGRATIONS[0].0).unwrap();
             conn.execute_batch(
                 "CREATE TABLE schema_version (version INTEGER NOT NULL);
                  INSERT INTO schema_version VALUES (1);
@@ -574,6 +764,125 @@ mod tests {
         let old = index.image("sha512-old").unwrap().unwrap();
         assert_eq!(old.format, "aci", "rows from before OCI support are ACIs");
         assert!(index.blobs_of("sha512-old").unwrap().is_empty());
+    }
+
+    #[test]
+    fn schema_4_names_the_docker_images_already_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.sqlite");
+        let manifest = |annotations: serde_json::Value| {
+            serde_json::json!({
+                "acKind": "ImageManifest", "acVersion": "0.8.11", "name": "x",
+                "annotations": annotations,
+            })
+            .to_string()
+        };
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch("CREATE TABLE schema_version (version INTEGER NOT NULL);")
+                .unwrap();
+            for (step, (sql, _)) in MIGRATIONS[..3].iter().enumerate() {
+                conn.execute_batch(sql).unwrap();
+                conn.execute(
+                    "INSERT INTO schema_version VALUES (?1)",
+                    params![step as i64 + 1],
+                )
+                .unwrap();
+            }
+            let insert = |id: &str, source: &str, manifest: String, format: &str| {
+                conn.execute(
+                    "INSERT INTO images VALUES (?1, 'x', '[]', ?2, 1, 5, 5, ?3, 0, ?4)",
+                    params![id, manifest.into_bytes(), source, format],
+                )
+                .unwrap();
+            };
+            insert(
+                "sha512-reg",
+                "docker://busybox",
+                manifest(serde_json::json!([])),
+                "oci",
+            );
+            insert(
+                "sha512-saved",
+                "docker-archive:/w/saved.tar",
+                manifest(serde_json::json!([
+                    {"name": "appc.io/docker/repository", "value": "debian-nginx"},
+                    {"name": "appc.io/docker/tag", "value": "bookworm"}
+                ])),
+                "oci",
+            );
+            insert(
+                "sha512-layout",
+                "oci:/w/oci",
+                manifest(serde_json::json!([{"name": "appc.io/docker/tag", "value": "1.0"}])),
+                "oci",
+            );
+            insert(
+                "sha512-aci",
+                "/w/a.aci",
+                manifest(serde_json::json!([])),
+                "aci",
+            );
+            insert("sha512-broken", "oci:/w/b", "not json".to_string(), "oci");
+            conn.execute("INSERT INTO trees VALUES ('deps-old', 'sha512-aci')", [])
+                .unwrap();
+        }
+        let index = Index::open(&path).unwrap();
+        assert_eq!(index.schema_version().unwrap(), 4);
+        let names: Vec<(String, String)> = index
+            .names()
+            .unwrap()
+            .into_iter()
+            .map(|row| (row.name, row.image_id))
+            .collect();
+        let expected = [
+            ("docker.io/library/busybox:latest", "sha512-reg"),
+            ("docker.io/library/debian-nginx:bookworm", "sha512-saved"),
+            ("oci:/w/oci:1.0", "sha512-layout"),
+        ];
+        assert_eq!(names.len(), expected.len(), "{names:?}");
+        for (name, id) in expected {
+            assert!(
+                names.contains(&(name.to_string(), id.to_string())),
+                "{names:?}"
+            );
+            assert_eq!(index.image_named(name).unwrap().unwrap().id, id);
+        }
+        assert!(
+            index.image("sha512-broken").unwrap().is_some(),
+            "kept, unnamed"
+        );
+        assert_eq!(index.tree_size("deps-old").unwrap(), None, "size unknown");
+    }
+
+    #[test]
+    fn names_move_between_images_and_go_with_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut index = Index::open(&dir.path().join("i.sqlite")).unwrap();
+        let named = |name: &str| vec![(name.to_string(), "src".to_string())];
+        let mut a = row("sha512-a", "x", 1);
+        a.format = "oci".to_string();
+        let mut b = row("sha512-b", "x", 2);
+        b.format = "oci".to_string();
+        index.store_image(&a, &[], &named("r/x:1"), None).unwrap();
+        index.store_image(&a, &[], &named("r/x:2"), None).unwrap();
+        assert_eq!(index.names_of("sha512-a").unwrap().len(), 2);
+        // The tag fetched again names another image now.
+        index
+            .store_image(&b, &[], &named("r/x:1"), Some(("deps-b", Some(9))))
+            .unwrap();
+        assert_eq!(index.image_named("r/x:1").unwrap().unwrap().id, "sha512-b");
+        assert_eq!(index.tree_size("deps-b").unwrap(), Some(9));
+        // Found cached by a later fetch: the recorded size stays.
+        index
+            .store_image(&b, &[], &[], Some(("deps-b", None)))
+            .unwrap();
+        assert_eq!(index.tree_size("deps-b").unwrap(), Some(9));
+        assert_eq!(index.remove_name("r/x:2").unwrap(), Some(0));
+        assert_eq!(index.remove_name("r/x:2").unwrap(), None);
+        index.remove_image("sha512-b").unwrap();
+        assert!(index.image_named("r/x:1").unwrap().is_none());
+        assert!(index.names().unwrap().is_empty());
     }
 
     #[test]
@@ -651,7 +960,8 @@ mod tests {
         let named = index.images_named("example.com/a").unwrap();
         assert_eq!(named[0].id, "sha512-aab2", "newest import first");
 
-        index.add_tree("deps-x", "sha512-aaa1").unwrap();
+        index.add_tree("deps-x", "sha512-aaa1", 7).unwrap();
+        assert_eq!(index.tree_size("deps-x").unwrap(), Some(7));
         assert_eq!(
             index.remove_image("sha512-aaa1").unwrap(),
             (vec!["deps-x".to_string()], vec![])

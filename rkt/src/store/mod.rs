@@ -74,8 +74,15 @@ pub enum StoreError {
     },
     #[error(transparent)]
     Index(#[from] IndexError),
-    #[error("no image {reference:?} in the store; see `rkt image list`, or fetch it first")]
-    NotFound { reference: String },
+    #[error(
+        "{reference:?} is not in the store; {}",
+        suggest(.suggestions)
+    )]
+    NotFound {
+        reference: String,
+        /// Close matches among the store's names (`image::names::close_matches`).
+        suggestions: Vec<String>,
+    },
     #[error(
         "{reference:?} matches {count} images; give more of the ID (see `rkt image list --full`)"
     )]
@@ -113,6 +120,15 @@ pub enum StoreError {
         if pods.len() == 1 { "it" } else { "them" }
     )]
     InUse { image: String, pods: Vec<String> },
+}
+
+/// The end of a "not in the store" line: the close matches, or where to look.
+fn suggest(suggestions: &[String]) -> String {
+    match suggestions {
+        [] => "see `rkt image list`, or fetch it first".to_string(),
+        [one] => format!("did you mean {one}?"),
+        many => format!("did you mean one of {}?", many.join(", ")),
+    }
 }
 
 pub(crate) fn io_context(context: impl Into<String>) -> impl FnOnce(io::Error) -> StoreError {
@@ -175,6 +191,63 @@ impl ImageRecord {
     pub fn labels(&self) -> &Labels {
         &self.manifest.labels
     }
+}
+
+/// How [`Store::lookup`] found an image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Matched {
+    /// One of its names (a Docker/OCI image's), as the store keeps it.
+    Name(String),
+    /// Its ID, or its manifest or config digest, whole or a unique prefix.
+    Id,
+    /// An ACI's appc name, and version if given.
+    AppcName,
+}
+
+/// Shortest bare hex string taken as an ID prefix (`rkt image rm 3f8a`, as
+/// Docker users type config digests): shorter ones match too much.
+const MIN_HEX_PREFIX: usize = 4;
+
+/// A sha256 blob checked against its digest: either already in the store,
+/// or staged in `cas/tmp` until [`Store::persist_blob`] moves it in. A
+/// fetch stages everything, renders from the staged blobs, and only then
+/// stores them, so an image whose layers are refused leaves nothing behind.
+#[derive(Debug)]
+pub struct StagedBlob {
+    pub digest: String,
+    pub size: u64,
+    dest: PathBuf,
+    temp: Option<tempfile::NamedTempFile>,
+}
+
+impl StagedBlob {
+    /// The blob's bytes, from the start.
+    pub fn open(&self) -> io::Result<File> {
+        match &self.temp {
+            Some(temp) => temp.reopen(),
+            None => File::open(&self.dest),
+        }
+    }
+}
+
+/// A Docker/OCI image read, checked and staged, not in the store yet.
+#[derive(Debug)]
+pub struct StagedOci {
+    pub manifest_bytes: Vec<u8>,
+    pub manifest: crate::image::oci::Manifest,
+    pub config_bytes: Vec<u8>,
+    pub config: crate::image::oci::ImageConfig,
+    /// The layers, bottom first.
+    pub layers: Vec<StagedBlob>,
+}
+
+/// What [`Store::insert_oci`] stored.
+#[derive(Debug)]
+pub struct InsertedOci {
+    pub id: ImageId,
+    /// Device nodes its layers held, left out of its tree (empty when the
+    /// tree was already there).
+    pub skipped_devices: crate::extract::SkippedDevices,
 }
 
 /// What `image gc` removed (and kept because pods use it).
@@ -295,19 +368,67 @@ impl Store {
         Ok(staged.id)
     }
 
-    /// Stores an OCI/Docker image natively: manifest, config and layers as
-    /// sha256 blobs (each checked against its digest; layers already in the
-    /// store are shared), plus `appc_manifest` derived from its config. The
-    /// image ID is the SHA-512 of the OCI manifest, which pins everything else.
-    /// At most `max_bytes` (`--max-image-size`) are taken in all, checked
-    /// against each layer's declared size before it is copied and while it is.
-    pub fn insert_oci(
+    /// Stages a local image's layers (files an archive or layout reader
+    /// opened) in the store's temp dir, checked against their digests,
+    /// taking at most `max_bytes` (`--max-image-size`) in all: each layer's
+    /// declared size is checked against what is left before its copy starts,
+    /// and the copy stops at that size.
+    pub fn stage_local(
         &self,
         image: LocalImage,
-        appc_manifest: &ImageManifest,
         source: &str,
         max_bytes: u64,
-    ) -> Result<ImageId, StoreError> {
+    ) -> Result<StagedOci, StoreError> {
+        let json_len = (image.manifest_bytes.len() + image.config_bytes.len()) as u64;
+        let mut remaining = max_bytes
+            .checked_sub(json_len)
+            .ok_or(StoreError::OverBudget {
+                image: source.to_string(),
+                what: "its manifest and config".to_string(),
+                limit: max_bytes,
+            })?;
+        let mut layers = Vec::new();
+        for (descriptor, mut file) in image.layers {
+            if descriptor.size > remaining {
+                return Err(StoreError::OverBudget {
+                    image: source.to_string(),
+                    what: format!("layer {} ({} bytes)", descriptor.digest, descriptor.size),
+                    limit: max_bytes,
+                });
+            }
+            let staged = self.stage_sha256_blob(&descriptor.digest, &mut file, descriptor.size)?;
+            remaining -= staged.size.min(remaining);
+            layers.push(staged);
+        }
+        Ok(StagedOci {
+            manifest_bytes: image.manifest_bytes,
+            manifest: image.manifest,
+            config_bytes: image.config_bytes,
+            config: image.config,
+            layers,
+        })
+    }
+
+    /// Stores a staged OCI/Docker image natively: manifest, config and
+    /// layers as sha256 blobs (layers already in the store are shared), plus
+    /// `appc_manifest` derived from its config, under `names` (see
+    /// `image::names`). The image ID is the SHA-512 of the OCI manifest,
+    /// which pins everything else.
+    ///
+    /// The layers are applied first, into the image's tree (what `prepare`
+    /// would render), the way Docker unpacks at pull: so whatever a render
+    /// refuses (traversal, links out, a layer that does not unpack to its
+    /// diff_id, more than `max_bytes` unpacked) is refused here, by the
+    /// fetch, before any blob or row is stored; and device nodes are left
+    /// out here, counted in the result for the one warning.
+    pub fn insert_oci(
+        &self,
+        image: StagedOci,
+        appc_manifest: &ImageManifest,
+        source: &str,
+        names: &[String],
+        max_bytes: u64,
+    ) -> Result<InsertedOci, StoreError> {
         let digest: [u8; 64] = Sha512::digest(&image.manifest_bytes).into();
         let id = ImageId::from_sha512(&digest);
         let bad = |problem: String| StoreError::BadImage {
@@ -315,6 +436,30 @@ impl Store {
             problem,
         };
         let manifest_digest = crate::image::oci::sha256_digest(&image.manifest_bytes);
+        if crate::image::oci::sha256_digest(&image.config_bytes) != image.manifest.config.digest {
+            return Err(bad(
+                "its config does not match the digest in its manifest".to_string()
+            ));
+        }
+        if image.layers.len() != image.manifest.layers.len() {
+            return Err(bad(format!(
+                "{} layers were staged for the {} its manifest lists",
+                image.layers.len(),
+                image.manifest.layers.len()
+            )));
+        }
+        let manifest_len = image.manifest_bytes.len() as u64;
+        let manifest_blob = self.stage_sha256_blob(
+            &manifest_digest,
+            &mut &image.manifest_bytes[..],
+            manifest_len,
+        )?;
+        let config_len = image.config_bytes.len() as u64;
+        let config_blob = self.stage_sha256_blob(
+            &image.manifest.config.digest,
+            &mut &image.config_bytes[..],
+            config_len,
+        )?;
         let mut blobs = vec![
             BlobRef {
                 role: "manifest",
@@ -327,53 +472,40 @@ impl Store {
                 digest: image.manifest.config.digest.clone(),
             },
         ];
-        let json_len = (image.manifest_bytes.len() + image.config_bytes.len()) as u64;
-        let mut remaining = max_bytes
-            .checked_sub(json_len)
-            .ok_or(StoreError::OverBudget {
-                image: source.to_string(),
-                what: "its manifest and config".to_string(),
-                limit: max_bytes,
-            })?;
-        let manifest_len = image.manifest_bytes.len() as u64;
-        self.put_sha256_blob(
-            &manifest_digest,
-            &mut &image.manifest_bytes[..],
-            manifest_len,
-        )?;
-        if crate::image::oci::sha256_digest(&image.config_bytes) != image.manifest.config.digest {
-            return Err(bad(
-                "its config does not match the digest in its manifest".to_string()
-            ));
-        }
-        let config_len = image.config_bytes.len() as u64;
-        self.put_sha256_blob(
-            &image.manifest.config.digest,
-            &mut &image.config_bytes[..],
-            config_len,
-        )?;
-        let mut size = json_len;
-        for (position, (descriptor, mut file)) in image.layers.into_iter().enumerate() {
-            if descriptor.size > remaining {
-                return Err(StoreError::OverBudget {
-                    image: source.to_string(),
-                    what: format!("layer {} ({} bytes)", descriptor.digest, descriptor.size),
-                    limit: max_bytes,
-                });
-            }
-            let (_, stored) =
-                self.put_sha256_blob(&descriptor.digest, &mut file, descriptor.size)?;
-            remaining -= stored.min(remaining);
-            size += stored;
+        let mut size = manifest_len + config_len;
+        for (position, layer) in image.layers.iter().enumerate() {
+            size += layer.size;
             blobs.push(BlobRef {
                 role: "layer",
                 position: position as i64,
-                digest: descriptor.digest.clone(),
+                digest: layer.digest.clone(),
             });
         }
-        let manifest_json = serde_json::to_vec(appc_manifest).unwrap_or_default();
+
+        // Fetched again: the stored manifest (the first import's) is what
+        // its tree holds.
+        let manifest_json = match self.index.image(id.as_str())? {
+            Some(row) => row.manifest,
+            None => serde_json::to_vec(appc_manifest).unwrap_or_default(),
+        };
+        let diff_ids = image
+            .config
+            .rootfs
+            .as_ref()
+            .map(|rootfs| rootfs.diff_ids.clone())
+            .unwrap_or_default();
+        let built =
+            self.build_oci_tree(&id, &manifest_json, &image.layers, &diff_ids, max_bytes)?;
+
+        for blob in [manifest_blob, config_blob].into_iter().chain(image.layers) {
+            self.persist_blob(blob)?;
+        }
         let now = unix_now();
-        self.index.upsert_image(
+        let named: Vec<(String, String)> = names
+            .iter()
+            .map(|name| (name.clone(), source.to_string()))
+            .collect();
+        self.index.store_image(
             &ImageRow {
                 id: id.to_string(),
                 name: appc_manifest.name.to_string(),
@@ -387,27 +519,63 @@ impl Store {
                 format: "oci".to_string(),
             },
             &blobs,
+            &named,
+            Some((&built.tree_id, built.size)),
         )?;
-        Ok(id)
+        Ok(InsertedOci {
+            id,
+            skipped_devices: built.skipped_devices,
+        })
     }
 
-    /// Copies `content` into the sha256 blob store, verifying it hashes to
-    /// `digest`. A blob already present is kept (same digest, same bytes).
-    /// More than `declared` bytes are refused as they arrive, so a lying or
-    /// endless source costs at most `declared` bytes of disk.
-    /// Returns the blob's path and size.
-    pub fn put_sha256_blob(
+    /// Checks `content` against `digest` while copying it into a temporary
+    /// file in the store (or finds the blob already stored). More than
+    /// `declared` bytes are refused as they arrive, so a lying or endless
+    /// source costs at most `declared` bytes of disk.
+    pub fn stage_sha256_blob(
         &self,
         digest: &str,
         content: &mut dyn io::Read,
         declared: u64,
-    ) -> Result<(PathBuf, u64), StoreError> {
+    ) -> Result<StagedBlob, StoreError> {
         let dest = self.sha256_blob_path(digest)?;
         if let Ok(meta) = fs::symlink_metadata(&dest) {
             if meta.is_file() {
-                return Ok((dest, meta.len()));
+                return Ok(StagedBlob {
+                    digest: digest.to_string(),
+                    size: meta.len(),
+                    dest,
+                    temp: None,
+                });
             }
         }
+        let (temp, written) = self.copy_checked(digest, content, declared)?;
+        Ok(StagedBlob {
+            digest: digest.to_string(),
+            size: written,
+            dest,
+            temp: Some(temp),
+        })
+    }
+
+    /// Moves a staged blob into the blob store (durably; a blob some other
+    /// fetch stored meanwhile is replaced by the same bytes).
+    pub fn persist_blob(&self, blob: StagedBlob) -> Result<(), StoreError> {
+        match blob.temp {
+            Some(temp) => atomic::persist(temp, &blob.dest)
+                .map_err(io_context(format!("storing {}", blob.dest.display()))),
+            None => Ok(()),
+        }
+    }
+
+    /// Copies `content` into a new temporary file in the store, refusing
+    /// more than `declared` bytes and content that does not hash to `digest`.
+    fn copy_checked(
+        &self,
+        digest: &str,
+        content: &mut dyn io::Read,
+        declared: u64,
+    ) -> Result<(tempfile::NamedTempFile, u64), StoreError> {
         let mut content = content.take(declared.saturating_add(1));
         let mut written = 0u64;
         let mut temp = tempfile::Builder::new()
@@ -455,8 +623,7 @@ impl Store {
                 ),
             });
         }
-        atomic::persist(temp, &dest).map_err(io_context(format!("storing {}", dest.display())))?;
-        Ok((dest, written))
+        Ok((temp, written))
     }
 
     /// Opens a stored sha256 blob (an OCI layer, manifest or config).
@@ -534,54 +701,154 @@ impl Store {
             Some(row) => ImageRecord::from_row(row),
             None => Err(StoreError::NotFound {
                 reference: id.to_string(),
+                suggestions: Vec::new(),
             }),
         }
     }
 
-    /// Finds an image by full or abbreviated ID (`sha512-91e98d7f1679`), or by
-    /// `NAME[:VERSION]` (the newest import wins).
+    /// Finds an image the way `lookup` does.
     pub fn resolve(&self, reference: &str) -> Result<ImageRecord, StoreError> {
-        let not_found = || StoreError::NotFound {
-            reference: reference.to_string(),
-        };
+        self.lookup(reference).map(|(record, _)| record)
+    }
+
+    /// Finds an image, and says how:
+    /// - by ID (`sha512-91e98d7f1679`, whole or a unique prefix) or by a
+    ///   Docker/OCI image's manifest or config digest (`sha256:3f8a...`);
+    /// - by one of its names (`image::names`): as typed
+    ///   (`oci:/srv/l:1.0`), or as Docker reads a reference
+    ///   (`debian-nginx:bookworm` is `docker.io/library/debian-nginx:bookworm`,
+    ///   `docker://...` the reference after it);
+    /// - an ACI by appc's rule, `NAME[:VERSION]` (the newest import wins);
+    /// - by a bare hex prefix of at least `MIN_HEX_PREFIX` digits of any of
+    ///   those IDs (`rkt image rm 3f8a4339aadd`, as Docker users type them).
+    ///
+    /// Not found: the error lists the store's close matches.
+    pub fn lookup(&self, reference: &str) -> Result<(ImageRecord, Matched), StoreError> {
         if let Some(hex) = reference
             .strip_prefix("sha256:")
             .or_else(|| reference.strip_prefix("sha256-"))
         {
-            let mut rows = self
+            let rows = self
                 .index
                 .images_with_digest_prefix(&format!("sha256:{hex}"))?;
-            return match rows.len() {
-                0 => Err(not_found()),
-                1 => ImageRecord::from_row(rows.remove(0)),
-                count => Err(StoreError::Ambiguous {
-                    reference: reference.to_string(),
-                    count,
-                }),
-            };
+            return self.one_of(reference, rows).map(|r| (r, Matched::Id));
         }
         if reference.starts_with("sha512-") {
-            let mut rows = self.index.images_with_id_prefix(reference)?;
-            return match rows.len() {
-                0 => Err(not_found()),
-                1 => ImageRecord::from_row(rows.remove(0)),
-                count => Err(StoreError::Ambiguous {
-                    reference: reference.to_string(),
-                    count,
-                }),
-            };
+            let rows = self.index.images_with_id_prefix(reference)?;
+            return self.one_of(reference, rows).map(|r| (r, Matched::Id));
+        }
+        for name in name_candidates(reference) {
+            if let Some(row) = self.index.image_named(&name)? {
+                return Ok((ImageRecord::from_row(row)?, Matched::Name(name)));
+            }
         }
         let (name, version) = match reference.split_once(':') {
             Some((name, version)) => (name, Some(version)),
             None => (reference, None),
         };
         for row in self.index.images_named(name)? {
+            // Docker/OCI images go by their Docker names: `busybox` is
+            // `busybox:latest`, not whichever tag of it came last.
+            if row.format != "aci" {
+                continue;
+            }
             let record = ImageRecord::from_row(row)?;
             if version.is_none() || record.labels().get("version") == version {
-                return Ok(record);
+                return Ok((record, Matched::AppcName));
             }
         }
-        Err(not_found())
+        let is_hex = reference
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if is_hex && reference.len() >= MIN_HEX_PREFIX {
+            let mut rows = self
+                .index
+                .images_with_id_prefix(&format!("sha512-{reference}"))?;
+            for row in self
+                .index
+                .images_with_digest_prefix(&format!("sha256:{reference}"))?
+            {
+                if !rows.iter().any(|known| known.id == row.id) {
+                    rows.push(row);
+                }
+            }
+            if !rows.is_empty() {
+                return self.one_of(reference, rows).map(|r| (r, Matched::Id));
+            }
+        }
+        Err(StoreError::NotFound {
+            reference: reference.to_string(),
+            suggestions: self.close_matches(reference)?,
+        })
+    }
+
+    /// The one image of `rows`, or why not.
+    fn one_of(&self, reference: &str, mut rows: Vec<ImageRow>) -> Result<ImageRecord, StoreError> {
+        match rows.len() {
+            0 => Err(StoreError::NotFound {
+                reference: reference.to_string(),
+                suggestions: Vec::new(),
+            }),
+            1 => ImageRecord::from_row(rows.remove(0)),
+            count => Err(StoreError::Ambiguous {
+                reference: reference.to_string(),
+                count,
+            }),
+        }
+    }
+
+    /// The store's names close to `reference`: Docker/OCI images' names and
+    /// ACIs' `name:version`.
+    pub fn close_matches(&self, reference: &str) -> Result<Vec<String>, StoreError> {
+        let mut candidates: Vec<String> = self
+            .index
+            .names()?
+            .into_iter()
+            .map(|row| row.name)
+            .collect();
+        for row in self.index.images()? {
+            if row.format == "aci" {
+                let record = ImageRecord::from_row(row)?;
+                candidates.push(match record.labels().get("version") {
+                    Some(version) => format!("{}:{version}", record.manifest.name),
+                    None => record.manifest.name.to_string(),
+                });
+            }
+        }
+        Ok(crate::image::names::close_matches(
+            reference,
+            candidates.iter().map(String::as_str),
+        ))
+    }
+
+    /// The names of a Docker/OCI image, oldest first (none for an ACI).
+    pub fn names_of(&self, id: &ImageId) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .index
+            .names_of(id.as_str())?
+            .into_iter()
+            .map(|row| row.name)
+            .collect())
+    }
+
+    /// Every image's names: image ID -> names, oldest first.
+    pub fn all_names(&self) -> Result<std::collections::HashMap<String, Vec<String>>, StoreError> {
+        let mut names: std::collections::HashMap<String, Vec<String>> = Default::default();
+        for row in self.index.names()? {
+            names.entry(row.image_id).or_default().push(row.name);
+        }
+        Ok(names)
+    }
+
+    /// Drops one name (as [`lookup`](Self::lookup) matched it); returns how
+    /// many names its image has left.
+    pub fn remove_name(&self, name: &str) -> Result<usize, StoreError> {
+        self.index
+            .remove_name(name)?
+            .ok_or_else(|| StoreError::NotFound {
+                reference: name.to_string(),
+                suggestions: Vec::new(),
+            })
     }
 
     /// The newest image fetched from `source` (a URL or `docker://` reference).
@@ -699,6 +966,36 @@ impl Store {
         }
         Ok(report)
     }
+}
+
+/// The names `reference` may be stored under: itself, and the store's form
+/// of it (a Docker reference in full; a transport name with its path made
+/// absolute, as fetches record it). Only compared, never opened.
+fn name_candidates(reference: &str) -> Vec<String> {
+    let mut candidates = vec![reference.to_string()];
+    let mut add = |name: String| {
+        if !candidates.contains(&name) {
+            candidates.push(name);
+        }
+    };
+    if let Some(spec) = reference.strip_prefix("docker://") {
+        if let Ok(name) = crate::image::reference::canonical_name(spec) {
+            add(name);
+        }
+        return candidates;
+    }
+    for prefix in ["oci:", "oci-archive:", "docker-archive:"] {
+        if let Some(path) = reference.strip_prefix(prefix) {
+            if let Ok(absolute) = std::path::absolute(path) {
+                add(format!("{prefix}{}", absolute.display()));
+            }
+            return candidates;
+        }
+    }
+    if let Ok(name) = crate::image::reference::canonical_name(reference) {
+        add(name);
+    }
+    candidates
 }
 
 /// Feeds a whole stream to a fresh hasher.

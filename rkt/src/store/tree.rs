@@ -24,7 +24,7 @@ use sha2::{Digest, Sha256, Sha512};
 
 use super::{io_context, remove_all, ImageFormat, ImageRecord, Store, StoreError};
 use crate::extract::decompress::decompress;
-use crate::extract::{extract_into, ExtractOptions};
+use crate::extract::{extract_into, DevicePolicy, ExtractOptions, SkippedDevices};
 use crate::image::oci::ImageConfig;
 
 /// Most levels of dependencies below an image (its own dependencies are level
@@ -73,27 +73,47 @@ pub struct RenderedTree {
     pub tree_id: String,
     /// The images applied, bottom first (dependencies, then the image).
     pub images: Vec<ImageId>,
+    /// Device nodes Docker/OCI layers held and this render left out (empty
+    /// when the tree was already cached: it was reported when rendered).
+    pub skipped_devices: SkippedDevices,
+}
+
+/// A tree just built (or found) under `cas/tree`, its row not written yet.
+pub(super) struct BuiltTree {
+    pub path: PathBuf,
+    pub tree_id: String,
+    /// Bytes the render unpacked (`None`: found, not built, and its size
+    /// never recorded).
+    pub size: Option<u64>,
+    pub skipped_devices: SkippedDevices,
+    /// Built by this call (else found in the cache).
+    pub fresh: bool,
 }
 
 impl Store {
     /// Returns the rendered tree of `id` (a directory holding `manifest` and
     /// `rootfs/`), rendering it first if the cache does not have it yet.
+    /// (Commands use [`Store::rendered`], which also reports what it did.)
+    #[cfg(test)]
     pub fn tree(&self, id: &ImageId) -> Result<PathBuf, StoreError> {
         self.rendered(id).map(|tree| tree.path)
     }
 
     /// [`Store::tree`], also saying which tree and images it is (what a pod
-    /// records to hold them; see `Store::hold_for_pod`).
+    /// records to hold them; see `Store::hold_for_pod`). A cached tree that
+    /// unpacked more than `--max-image-size` is refused as a render of it
+    /// would be, so the limit means the same whether or not it is cached.
     pub fn rendered(&self, id: &ImageId) -> Result<RenderedTree, StoreError> {
         let top = self.image(id)?;
         let chain = self.dependency_chain(top.clone())?;
-        let tree_id = tree_id(&chain);
+        let tree_id = tree_id(chain.iter().map(|record| &record.id), is_root());
         let images = chain.iter().map(|record| record.id.clone()).collect();
-        let path = self.render_chain(&top, &chain, &tree_id)?;
+        let (path, skipped_devices) = self.render_chain(&top, &chain, &tree_id)?;
         Ok(RenderedTree {
             path,
             tree_id,
             images,
+            skipped_devices,
         })
     }
 
@@ -102,12 +122,88 @@ impl Store {
         top: &ImageRecord,
         chain: &[ImageRecord],
         tree_id: &str,
-    ) -> Result<PathBuf, StoreError> {
+    ) -> Result<(PathBuf, SkippedDevices), StoreError> {
         let id = &top.id;
-        let tree = self.tree_dir().join(tree_id);
         self.touch(id)?;
+        let built = self.build_tree(id, tree_id, &top.manifest_bytes, |rootfs, budget| {
+            let mut skipped = SkippedDevices::default();
+            for layer in chain {
+                skipped.add(self.unpack_counted(layer, rootfs, budget)?);
+            }
+            Ok(skipped)
+        })?;
+        if let (true, Some(size)) = (built.fresh, built.size) {
+            self.index.add_tree(tree_id, id.as_str(), size)?;
+        }
+        Ok((built.path, built.skipped_devices))
+    }
+
+    /// The tree of a Docker/OCI image being fetched, built from its staged
+    /// layers (see `Store::insert_oci`), or the one already cached.
+    pub(super) fn build_oci_tree(
+        &self,
+        id: &ImageId,
+        manifest_json: &[u8],
+        layers: &[super::StagedBlob],
+        diff_ids: &[String],
+        max_bytes: u64,
+    ) -> Result<BuiltTree, StoreError> {
+        let tree_id = tree_id(std::iter::once(id), is_root());
+        self.build_tree_within(id, &tree_id, manifest_json, max_bytes, |rootfs, budget| {
+            if diff_ids.len() != layers.len() {
+                return Err(diff_ids_mismatch(id, diff_ids.len(), layers.len()));
+            }
+            let opened = layers.iter().map(|layer| {
+                let file = layer
+                    .open()
+                    .map_err(io_context(format!("opening layer {}", layer.digest)))?;
+                Ok((layer.digest.clone(), file))
+            });
+            self.apply_oci_layers(id, opened, diff_ids, rootfs, budget, max_bytes)
+        })
+    }
+
+    /// [`build_tree_within`](Self::build_tree_within) held to the store's
+    /// `--max-image-size`.
+    fn build_tree(
+        &self,
+        image: &ImageId,
+        tree_id: &str,
+        manifest_json: &[u8],
+        fill: impl FnOnce(&Path, &mut u64) -> Result<SkippedDevices, StoreError>,
+    ) -> Result<BuiltTree, StoreError> {
+        self.build_tree_within(image, tree_id, manifest_json, self.max_image_size, fill)
+    }
+
+    /// Returns the tree `tree_id` of `image`, building it first if it is not
+    /// cached: `fill` writes the rootfs (taking what it unpacks from the
+    /// budget of `limit` bytes) in a directory under `cas/tmp`, which is
+    /// synced and renamed into place whole. A cached tree recorded as bigger
+    /// than `limit` is refused. The caller writes the tree's row.
+    fn build_tree_within(
+        &self,
+        image: &ImageId,
+        tree_id: &str,
+        manifest_json: &[u8],
+        limit: u64,
+        fill: impl FnOnce(&Path, &mut u64) -> Result<SkippedDevices, StoreError>,
+    ) -> Result<BuiltTree, StoreError> {
+        let tree = self.tree_dir().join(tree_id);
         if tree.is_dir() {
-            return Ok(tree);
+            let size = self.index.tree_size(tree_id)?;
+            if size.is_some_and(|size| size > limit) {
+                return Err(StoreError::Render {
+                    image: image.to_string(),
+                    error: crate::extract::ExtractError::TooLarge { limit },
+                });
+            }
+            return Ok(BuiltTree {
+                path: tree,
+                tree_id: tree_id.to_string(),
+                size,
+                skipped_devices: SkippedDevices::default(),
+                fresh: false,
+            });
         }
 
         let staging = tempfile::Builder::new()
@@ -121,11 +217,9 @@ impl Store {
             .mode(0o755)
             .create(&rootfs)
             .map_err(io_context("creating the render directory's rootfs"))?;
-        let mut budget = self.max_image_size;
-        for layer in chain {
-            self.unpack_counted(layer, &rootfs, &mut budget)?;
-        }
-        fs::write(staging.path().join("manifest"), &top.manifest_bytes)
+        let mut budget = limit;
+        let skipped_devices = fill(&rootfs, &mut budget)?;
+        fs::write(staging.path().join("manifest"), manifest_json)
             .map_err(io_context("writing the rendered tree's manifest"))?;
         sync_filesystem(staging.path()).map_err(io_context("syncing the rendered tree to disk"))?;
 
@@ -143,14 +237,23 @@ impl Store {
                 ))(err));
             }
         }
-        self.index.add_tree(tree_id, id.as_str())?;
-        Ok(tree)
+        Ok(BuiltTree {
+            path: tree,
+            tree_id: tree_id.to_string(),
+            size: Some(limit - budget),
+            skipped_devices,
+            fresh: true,
+        })
     }
 
     /// Applies one image's own files (no dependencies) over `rootfs`: an ACI's
     /// `rootfs/` with its pathWhitelist, or an OCI image's layers in order
-    /// with their whiteouts.
-    pub fn unpack_into(&self, image: &ImageRecord, rootfs: &Path) -> Result<(), StoreError> {
+    /// with their whiteouts. Returns the device nodes left out.
+    pub fn unpack_into(
+        &self,
+        image: &ImageRecord,
+        rootfs: &Path,
+    ) -> Result<SkippedDevices, StoreError> {
         let mut budget = self.max_image_size;
         self.unpack_counted(image, rootfs, &mut budget)
     }
@@ -162,98 +265,133 @@ impl Store {
         image: &ImageRecord,
         rootfs: &Path,
         budget: &mut u64,
-    ) -> Result<(), StoreError> {
-        let is_root = nix::unistd::geteuid().is_root();
-        // A verified image extracted by root keeps what rkt kept for it.
-        let trusted = is_root && image.signature_verified;
-        let render_error = |error| StoreError::Render {
-            image: image.id.to_string(),
-            error: whole_render_limit(error, self.max_image_size),
-        };
+    ) -> Result<SkippedDevices, StoreError> {
         match image.format {
             ImageFormat::Aci => {
+                let is_root = is_root();
+                // A verified image extracted by root keeps what rkt kept for it.
+                let trusted = is_root && image.signature_verified;
                 let options = ExtractOptions {
                     subtree: Some(PathBuf::from("rootfs")),
                     // The blob was size-checked when it was fetched, but a
                     // chain of them is bounded only here.
                     max_bytes: *budget,
-                    allow_devices: trusted,
+                    devices: if trusted {
+                        DevicePolicy::Create
+                    } else {
+                        DevicePolicy::Refuse
+                    },
                     keep_setid_bits: trusted,
                     set_owners: is_root,
                     overlay: true,
                     whiteouts: false,
                 };
                 let blob = BufReader::with_capacity(256 * 1024, self.open_blob(&image.id)?);
-                let summary = extract_into(blob, rootfs, &options).map_err(render_error)?;
+                let summary =
+                    extract_into(blob, rootfs, &options).map_err(|error| StoreError::Render {
+                        image: image.id.to_string(),
+                        error: whole_render_limit(error, self.max_image_size),
+                    })?;
                 *budget = budget.saturating_sub(summary.file_bytes);
                 if !image.manifest.path_whitelist.is_empty() {
                     apply_path_whitelist(rootfs, &image.manifest.path_whitelist).map_err(
                         io_context(format!("applying the pathWhitelist of {}", image.id)),
                     )?;
                 }
+                Ok(summary.skipped_devices)
             }
             ImageFormat::Oci => {
-                // Layers are stored compressed, so their expansion is bounded
-                // here, across all of them (and the chain's other images).
-                let mut options = ExtractOptions {
-                    subtree: None,
-                    max_bytes: *budget,
-                    allow_devices: trusted,
-                    keep_setid_bits: trusted,
-                    set_owners: is_root,
-                    overlay: true,
-                    whiteouts: true,
-                };
                 let layers = self.layers_of(&image.id)?;
                 let diff_ids = self.diff_ids_of(image, layers.len())?;
-                for (position, (digest, diff_id)) in layers.iter().zip(&diff_ids).enumerate() {
-                    let blob = BufReader::with_capacity(256 * 1024, self.open_sha256_blob(digest)?);
-                    let layer =
-                        decompress(blob).map_err(io_context(format!("opening layer {digest}")))?;
-                    // The diff_id covers the whole uncompressed stream, so it
-                    // is hashed while extracting and the tail the tar reader
-                    // left (end-of-archive padding) is hashed after.
-                    let mut layer = Sha256Reader::new(layer);
-                    let summary = extract_into(&mut layer, rootfs, &options).map_err(|error| {
-                        StoreError::Render {
-                            image: format!("{} (layer {digest})", image.id),
-                            error: whole_render_limit(error, self.max_image_size),
-                        }
-                    })?;
-                    *budget = budget.saturating_sub(summary.file_bytes);
-                    // The tail counts against the budget too; one byte past it
-                    // means the layer is bigger than allowed, not damaged.
-                    let tail = io::copy(
-                        &mut (&mut layer).take(budget.saturating_add(1)),
-                        &mut io::sink(),
-                    )
-                    .map_err(io_context(format!("reading the end of layer {digest}")))?;
-                    if tail > *budget {
-                        return Err(StoreError::Render {
-                            image: format!("{} (layer {digest})", image.id),
-                            error: crate::extract::ExtractError::TooLarge {
-                                limit: self.max_image_size,
-                            },
-                        });
-                    }
-                    *budget -= tail;
-                    let unpacked = layer.digest();
-                    if &unpacked != diff_id {
-                        return Err(StoreError::BadImage {
-                            image: image.id.to_string(),
-                            problem: format!(
-                                "layer {position} ({digest}) unpacks to {unpacked}, but the \
-                                 config's rootfs.diff_ids[{position}] is {diff_id}; the image \
-                                 is damaged or was tampered with: remove it and fetch it again \
-                                 from a source you trust"
-                            ),
-                        });
-                    }
-                    options.max_bytes = *budget;
-                }
+                let opened = layers.into_iter().map(|digest| {
+                    let file = self.open_sha256_blob(&digest)?;
+                    Ok((digest, file))
+                });
+                self.apply_oci_layers(
+                    &image.id,
+                    opened,
+                    &diff_ids,
+                    rootfs,
+                    budget,
+                    self.max_image_size,
+                )
             }
         }
-        Ok(())
+    }
+
+    /// Applies a Docker/OCI image's layers (digest and blob, bottom first)
+    /// over `rootfs`, as Docker applies them: whiteouts honoured, device
+    /// nodes left out and counted (an unprivileged pull cannot create them,
+    /// and the guest's /dev is its own), everything else the extraction
+    /// refuses refused. Layers are stored compressed, so their expansion is
+    /// bounded here, against `budget` (shared with the chain's other
+    /// images; `limit` is the whole render's, for messages), and each
+    /// layer's uncompressed stream must hash to its `diff_ids` entry.
+    fn apply_oci_layers(
+        &self,
+        image: &ImageId,
+        layers: impl Iterator<Item = Result<(String, File), StoreError>>,
+        diff_ids: &[String],
+        rootfs: &Path,
+        budget: &mut u64,
+        limit: u64,
+    ) -> Result<SkippedDevices, StoreError> {
+        let mut options = ExtractOptions {
+            subtree: None,
+            max_bytes: *budget,
+            devices: DevicePolicy::Skip,
+            // Docker/OCI images carry no signature rkt can verify, so they
+            // are never trusted with set-id bits (see `extract`).
+            keep_setid_bits: false,
+            set_owners: is_root(),
+            overlay: true,
+            whiteouts: true,
+        };
+        let mut skipped = SkippedDevices::default();
+        for (position, (layer, diff_id)) in layers.zip(diff_ids).enumerate() {
+            let (digest, file) = layer?;
+            let blob = BufReader::with_capacity(256 * 1024, file);
+            let layer = decompress(blob).map_err(io_context(format!("opening layer {digest}")))?;
+            // The diff_id covers the whole uncompressed stream, so it
+            // is hashed while extracting and the tail the tar reader
+            // left (end-of-archive padding) is hashed after.
+            let mut layer = Sha256Reader::new(layer);
+            let summary =
+                extract_into(&mut layer, rootfs, &options).map_err(|error| StoreError::Render {
+                    image: format!("{image} (layer {digest})"),
+                    error: whole_render_limit(error, limit),
+                })?;
+            skipped.add(summary.skipped_devices);
+            *budget = budget.saturating_sub(summary.file_bytes);
+            // The tail counts against the budget too; one byte past it
+            // means the layer is bigger than allowed, not damaged.
+            let tail = io::copy(
+                &mut (&mut layer).take(budget.saturating_add(1)),
+                &mut io::sink(),
+            )
+            .map_err(io_context(format!("reading the end of layer {digest}")))?;
+            if tail > *budget {
+                return Err(StoreError::Render {
+                    image: format!("{image} (layer {digest})"),
+                    error: crate::extract::ExtractError::TooLarge { limit },
+                });
+            }
+            *budget -= tail;
+            let unpacked = layer.digest();
+            if &unpacked != diff_id {
+                return Err(StoreError::BadImage {
+                    image: image.to_string(),
+                    problem: format!(
+                        "layer {position} ({digest}) unpacks to {unpacked}, but the \
+                         config's rootfs.diff_ids[{position}] is {diff_id}; the image \
+                         is damaged or was tampered with: fetch it again from a source \
+                         you trust"
+                    ),
+                });
+            }
+            options.max_bytes = *budget;
+        }
+        Ok(skipped)
     }
 
     /// The config's `rootfs.diff_ids` of an OCI image, which must name
@@ -285,10 +423,7 @@ impl Store {
             .map(|rootfs| rootfs.diff_ids)
             .unwrap_or_default();
         if diff_ids.len() != layers {
-            return Err(bad(format!(
-                "its config lists {} rootfs.diff_ids for {layers} layers; the image is malformed",
-                diff_ids.len()
-            )));
+            return Err(diff_ids_mismatch(&image.id, diff_ids.len(), layers));
         }
         Ok(diff_ids)
     }
@@ -453,12 +588,32 @@ fn whole_render_limit(
     }
 }
 
-/// `deps-sha512-<hex>` over the IDs of the chain, bottom first.
-fn tree_id(chain: &[ImageRecord]) -> String {
+/// A config whose `rootfs.diff_ids` do not pair with the layers.
+fn diff_ids_mismatch(image: &ImageId, diff_ids: usize, layers: usize) -> StoreError {
+    StoreError::BadImage {
+        image: image.to_string(),
+        problem: format!(
+            "its config lists {diff_ids} rootfs.diff_ids for {layers} layers; the image is malformed"
+        ),
+    }
+}
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// `deps-sha512-<hex>` over the IDs of the chain, bottom first. A tree
+/// rendered without root cannot give files their owners, so it is another
+/// tree (a `nobody-owned` line ends what is hashed): one rendered by an
+/// unprivileged `rkt fetch` is never what root's `prepare` runs.
+fn tree_id<'a>(chain: impl Iterator<Item = &'a ImageId>, as_root: bool) -> String {
     let mut hasher = Sha512::new();
-    for record in chain {
-        hasher.update(record.id.as_str().as_bytes());
+    for id in chain {
+        hasher.update(id.as_str().as_bytes());
         hasher.update(b"\n");
+    }
+    if !as_root {
+        hasher.update(b"nobody-owned\n");
     }
     let digest: [u8; 64] = hasher.finalize().into();
     format!("deps-{}", ImageId::from_sha512(&digest))

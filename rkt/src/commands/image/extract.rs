@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use super::{build_dir_atomically, clear_destination, ImageToDirArgs};
 use crate::error::RktError;
-use crate::extract::{extract_new, ExtractOptions};
+use crate::extract::{extract_new, DevicePolicy, ExtractOptions};
 use crate::globals::GlobalOptions;
 use crate::store::{ImageFormat, ImageRecord, LockMode, Store};
 
@@ -22,7 +22,11 @@ pub fn run(globals: &GlobalOptions, args: ImageToDirArgs) -> Result<(), RktError
     let options = ExtractOptions {
         subtree: args.rootfs_only.then(|| PathBuf::from("rootfs")),
         max_bytes: u64::MAX, // checked when fetched
-        allow_devices: trusted,
+        devices: if trusted {
+            DevicePolicy::Create
+        } else {
+            DevicePolicy::Refuse
+        },
         keep_setid_bits: trusted,
         set_owners: nix::unistd::geteuid().is_root(),
         overlay: false,
@@ -51,7 +55,10 @@ fn extract_layers(
                 .map_err(RktError::io(format!("creating {shown}/rootfs")))?;
             rootfs
         };
-        store.unpack_into(image, &rootfs)?;
+        let skipped = store.unpack_into(image, &rootfs)?;
+        if let Some(warning) = skipped.warning(image.id.as_str()) {
+            eprintln!("rkt: warning: {}", crate::terminal::escape(&warning));
+        }
         std::fs::set_permissions(staging, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .map_err(RktError::io(format!("setting the mode of {shown}")))
     })

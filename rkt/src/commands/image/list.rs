@@ -6,7 +6,7 @@ use serde::Serialize;
 use crate::commands::format::{ago, human_size, rfc3339};
 use crate::error::RktError;
 use crate::globals::GlobalOptions;
-use crate::store::{unix_now, ImageRecord, LockMode, Store};
+use crate::store::{unix_now, ImageFormat, ImageRecord, LockMode, Store};
 use crate::terminal::{escape, escape_json};
 
 #[derive(Args)]
@@ -76,7 +76,11 @@ enum Format {
 #[derive(Serialize)]
 struct JsonImage {
     id: String,
+    /// What the NAME column shows.
     name: String,
+    /// A Docker/OCI image's names, oldest first (empty for an ACI; not in
+    /// rkt's output, an addition).
+    names: Vec<String>,
     import_time: String,
     last_used: String,
     size: u64,
@@ -85,17 +89,30 @@ struct JsonImage {
     source: String,
 }
 
-/// `name:version` as rkt shows images.
-fn display_name(image: &ImageRecord) -> String {
-    match image.labels().get("version") {
-        Some(version) => format!("{}:{version}", image.manifest.name),
-        None => image.manifest.name.to_string(),
+/// `name:version` as rkt shows an ACI; a Docker/OCI image's names, comma
+/// separated (`<none>` once the last one moved to another image, as Docker
+/// shows it).
+fn display_name(image: &ImageRecord, names: &[String]) -> String {
+    match image.format {
+        ImageFormat::Oci if names.is_empty() => "<none>".to_string(),
+        ImageFormat::Oci => names.join(","),
+        ImageFormat::Aci => match image.labels().get("version") {
+            Some(version) => format!("{}:{version}", image.manifest.name),
+            None => image.manifest.name.to_string(),
+        },
     }
 }
 
 pub fn run(globals: &GlobalOptions, args: ListArgs) -> Result<(), RktError> {
     let store = Store::open(&globals.dir, LockMode::Shared)?;
     let mut images = store.images()?;
+    let all_names = store.all_names()?;
+    let names_of = |image: &ImageRecord| -> &[String] {
+        all_names
+            .get(image.id.as_str())
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    };
     let latest: Vec<bool> = images
         .iter()
         .map(|image| {
@@ -113,7 +130,7 @@ pub fn run(globals: &GlobalOptions, args: ListArgs) -> Result<(), RktError> {
             .iter()
             .map(|field| match field {
                 Field::Id => a.id.cmp(&b.id),
-                Field::Name => display_name(a).cmp(&display_name(b)),
+                Field::Name => display_name(a, names_of(a)).cmp(&display_name(b, names_of(b))),
                 Field::Size => a.size.cmp(&b.size),
                 Field::Importtime => a.import_time.cmp(&b.import_time),
                 Field::Lastused => a.last_used.cmp(&b.last_used),
@@ -131,7 +148,8 @@ pub fn run(globals: &GlobalOptions, args: ListArgs) -> Result<(), RktError> {
             .iter()
             .map(|(image, latest)| JsonImage {
                 id: image.id.to_string(),
-                name: display_name(image),
+                name: display_name(image, names_of(image)),
+                names: names_of(image).to_vec(),
                 import_time: rfc3339(image.import_time),
                 last_used: rfc3339(image.last_used),
                 size: image.size,
@@ -160,8 +178,9 @@ pub fn run(globals: &GlobalOptions, args: ListArgs) -> Result<(), RktError> {
                 .map(|field| match field {
                     Field::Id if args.full => image.id.to_string(),
                     Field::Id => image.id.short().to_string(),
-                    // The version label is free text from the image.
-                    Field::Name => escape(&display_name(image)).into_owned(),
+                    // The version label is free text from the image, and a
+                    // transport name holds the user's path.
+                    Field::Name => escape(&display_name(image, names_of(image))).into_owned(),
                     Field::Size if args.full => image.size.to_string(),
                     Field::Size => human_size(image.size),
                     Field::Importtime if args.full => rfc3339(image.import_time),

@@ -10,7 +10,11 @@ pub fn run(globals: &GlobalOptions, args: ImageToDirArgs) -> Result<(), RktError
     let mut store = Store::open(&globals.dir, LockMode::Shared)?;
     store.set_max_image_size(args.max_image_size);
     let image = store.resolve(&args.image)?;
-    let tree = store.tree(&image.id)?;
+    let rendered = store.rendered(&image.id)?;
+    if let Some(warning) = rendered.skipped_devices.warning(image.id.as_str()) {
+        eprintln!("rkt: warning: {warning}");
+    }
+    let tree = rendered.path;
     clear_destination(&args.dest, args.overwrite)?;
     let source = if args.rootfs_only {
         tree.join("rootfs")
