@@ -804,3 +804,157 @@ pub fn pod_consoles(world: &RktWorld) -> String {
     }
     out
 }
+
+// ---- What pods leave on the machine (tests/vm_parallel_pods.rs, bench-parallel) ----
+
+/// Everything the pods of the data directory `data` may have left on this machine, one
+/// description per item (empty: nothing left): pod directories in any state, mounts and
+/// processes under `data`, processes of the engine (`rkt`, `stage1-kvm`, `rkt-vmm`) or of the
+/// CNI plugins anywhere, pod network namespaces (`/run/netns/rkt-UUID`, which hold the taps),
+/// stage1 run directories (`/run/rkt-kvm/UUID`: sockets, jail) and VMM cgroups, CNI leases,
+/// and, in the network namespace `host_netns` (a name under /run/netns, or the caller's own
+/// when None) where the pods' networks were made, host-side veths/taps and CNI iptables rules.
+///
+/// Machine-wide on purpose (a leak need not carry the pod's UUID or live under `data`), so it
+/// is only meaningful where no other pods run at the same time: one emulated KVM host per VM
+/// test file, with its pods' checks one at a time.
+pub fn pod_leftovers(data: &Path, host_netns: Option<&str>) -> Vec<String> {
+    let mut left = Vec::new();
+    for state in [
+        "embryo",
+        "prepare",
+        "prepared",
+        "run",
+        "exited-garbage",
+        "garbage",
+    ] {
+        for entry in fs::read_dir(data.join("pods").join(state))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            left.push(format!(
+                "pod directory pods/{state}/{}",
+                entry.file_name().to_string_lossy()
+            ));
+        }
+    }
+    left.extend(mounts_under(data).into_iter().map(|m| format!("mount {m}")));
+    left.extend(
+        processes_under(data)
+            .into_iter()
+            .map(|p| format!("process {p}")),
+    );
+    left.extend(
+        processes_under(Path::new("/usr/lib/cni"))
+            .into_iter()
+            .map(|p| format!("CNI plugin process {p}")),
+    );
+    left.extend(
+        engine_processes()
+            .into_iter()
+            .map(|p| format!("process {p}")),
+    );
+    left.extend(
+        dir_names(Path::new("/run/netns"))
+            .into_iter()
+            .filter(|n| is_pod_name(n.strip_prefix("rkt-").unwrap_or_default()))
+            .map(|n| format!("network namespace /run/netns/{n}")),
+    );
+    left.extend(
+        dir_names(Path::new("/run/rkt-kvm"))
+            .into_iter()
+            .map(|n| format!("stage1 run directory /run/rkt-kvm/{n}")),
+    );
+    let cgroups = Path::new("/sys/fs/cgroup/rkt-kvm");
+    left.extend(
+        dir_names(cgroups)
+            .into_iter()
+            .filter(|n| cgroups.join(n).is_dir())
+            .map(|n| format!("cgroup {}/{n}", cgroups.display())),
+    );
+    let leases = Path::new("/var/lib/cni/networks");
+    for net in dir_names(leases) {
+        left.extend(
+            dir_names(&leases.join(&net))
+                .into_iter()
+                // host-local keeps `lock` and `last_reserved_ip.0` there for good; a lease
+                // is a file named by its address.
+                .filter(|n| n.starts_with(|c: char| c.is_ascii_digit()))
+                .map(|n| format!("CNI lease {net}/{n}")),
+        );
+    }
+    let in_host = |program: &str| {
+        let mut command = Command::new("nsenter");
+        if let Some(ns) = host_netns {
+            command.arg(format!("--net=/run/netns/{ns}"));
+        }
+        command.arg(program);
+        command
+    };
+    match in_host("ip").args(["-o", "link", "show"]).output() {
+        Ok(out) => left.extend(
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter_map(|l| l.split(':').nth(1).map(str::trim))
+                // ptp names the host end `veth<hash>`; a tap is only ever in the pod's
+                // namespace, so one here is a leak too.
+                .filter(|n| n.starts_with("veth") || n.starts_with("tap"))
+                .map(|n| format!("link {n}")),
+        ),
+        Err(e) => left.push(format!("cannot list links (ip): {e}")),
+    }
+    match in_host("iptables-save").output() {
+        // portmap's shared entry chains (`CNI-HOSTPORT-*`) stay, empty, by the plugin's
+        // design; the per-pod chains (`CNI-<hash>`, `CNI-DN-<hash>`) and jumps must go.
+        Ok(out) => left.extend(
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter(|l| l.contains("CNI-") && !l.contains("CNI-HOSTPORT-"))
+                .map(|l| format!("iptables rule {l}")),
+        ),
+        Err(e) => left.push(format!("cannot list iptables rules (iptables-save): {e}")),
+    }
+    left
+}
+
+/// Processes of the engine, by name: `rkt`, `stage1-kvm` (the supervisor, and the jailed VMM,
+/// which is the stage1 binary exec'ing itself, so its /proc/PID/exe may point into a jail
+/// that no longer exists) and `rkt-vmm`.
+pub fn engine_processes() -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let pid = entry.file_name().to_string_lossy().into_owned();
+        if !pid.chars().all(|c| c.is_ascii_digit()) {
+            continue;
+        }
+        if let Ok(comm) = fs::read_to_string(entry.path().join("comm")) {
+            let comm = comm.trim();
+            if ["rkt", "stage1-kvm", "rkt-vmm"].contains(&comm) {
+                found.push(format!("{pid} ({comm})"));
+            }
+        }
+    }
+    found
+}
+
+/// The entries of a directory (none if it does not exist), sorted.
+fn dir_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Whether `name` has a pod UUID's shape (8-4-4-4-12 hex digits).
+fn is_pod_name(name: &str) -> bool {
+    name.len() == 36
+        && name.char_indices().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => c == '-',
+            _ => c.is_ascii_hexdigit(),
+        })
+}
