@@ -28,9 +28,10 @@
 //! Usage: bench-parallel [--pods 1,4,8] [--rounds 3] [--net none,default] [--mode cold,warm]
 //! (`tools/bench-parallel` runs it in the emulated KVM host here, where absolute times are
 //! inflated by the emulation and only the ratios mean much). The defaults are sized for that
-//! host with one vCPU: one set of rounds (N = 1, 4 and 8, each network and mode, and crun)
-//! took about 4 minutes there on 2026-12-06, so three sets fit in 20 minutes; N = 1 is the
-//! serial baseline the parallel rows compare with.
+//! host with one vCPU: on 2026-12-06 they took 581 s there (one set of rounds, N = 1, 4 and 8
+//! with each network and mode and crun, about 3.2 minutes), 9 m 47 s for `tools/bench-parallel`
+//! with its set-up and the host's start; N = 1 is the serial baseline the parallel rows
+//! compare with.
 
 use std::fs;
 use std::io::Read;
