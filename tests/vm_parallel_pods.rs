@@ -21,8 +21,8 @@ use std::thread;
 use std::time::Instant;
 
 use e2e::{
-    assert_all_cleaned, busybox_aci, pod_consoles, pod_leftovers, rkt_binary, run_with_limit,
-    uuid_from, Finished, RktWorld, ScratchFs, POD_LIMIT,
+    assert_all_cleaned, busybox_aci, pod_consoles, pod_leftovers, run_with_limit, uuid_from,
+    Finished, RktWorld, ScratchFs, POD_LIMIT,
 };
 
 const IMAGE: &str = "example.com/busybox";
@@ -67,18 +67,7 @@ fn rkt_command(world: &RktWorld, host: Option<&TestHost>, args: &[&str]) -> Comm
     let Some(host) = host else {
         return world.command(args);
     };
-    let mut command = Command::new("nsenter");
-    command
-        .arg(format!("--net=/run/netns/{}", host.0))
-        .arg(rkt_binary())
-        .arg(format!("--dir={}", world.data_dir().display()))
-        .arg(format!(
-            "--local-config={}",
-            world.root.path().join("etc-rkt").display()
-        ))
-        .arg("--insecure-options=image")
-        .args(args);
-    command
+    world.command_in_netns(&host.0, args)
 }
 
 /// The line pod `index` of round `round` prints, and nothing else does.

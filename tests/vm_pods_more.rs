@@ -21,7 +21,7 @@ use std::process::Command;
 use e2e::{
     assert_all_cleaned, busybox_aci, busybox_aci_with_app, busybox_docker_archive,
     busybox_oci_layout, mounts_under, pod_consoles, pod_status, processes_under, rkt_bin_dir,
-    run_with_limit, status_value, uuid_from, RktWorld, POD_LIMIT,
+    run_with_limit, status_value, uuid_from, RktWorld, POD_LIMIT, POD_STATES,
 };
 
 const IMAGE: &str = "example.com/busybox";
@@ -427,14 +427,7 @@ fn errors_are_one_clear_line_254_and_leave_nothing_behind() {
     assert!(run.stderr.contains("root"), "{run}");
 
     // Nothing was left: no pod in any state, nothing mounted, nothing running.
-    for state in [
-        "embryo",
-        "prepare",
-        "prepared",
-        "run",
-        "exited-garbage",
-        "garbage",
-    ] {
+    for state in POD_STATES {
         assert!(world.pods_in(state).is_empty(), "pods left in {state}/");
     }
     assert!(mounts_under(&world.data_dir()).is_empty());

@@ -14,8 +14,8 @@ use std::process::{Command, Stdio};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use e2e::{
-    assert_all_cleaned, busybox_aci, pod_consoles, rkt_binary, run_with_limit, uuid_from, Finished,
-    RktWorld, POD_LIMIT,
+    assert_all_cleaned, busybox_aci, pod_consoles, run_with_limit, uuid_from, Finished, RktWorld,
+    POD_LIMIT,
 };
 
 const IMAGE: &str = "example.com/busybox";
@@ -282,18 +282,7 @@ impl Netns {
     }
 
     fn rkt(&self, world: &RktWorld, args: &[&str]) -> Finished {
-        let mut command = Command::new("nsenter");
-        command
-            .arg(format!("--net=/run/netns/{}", self.0))
-            .arg(rkt_binary())
-            .arg(format!("--dir={}", world.data_dir().display()))
-            .arg(format!(
-                "--local-config={}",
-                world.root.path().join("etc-rkt").display()
-            ))
-            .arg("--insecure-options=image")
-            .args(args);
-        run_with_limit(&mut command, POD_LIMIT)
+        run_with_limit(&mut world.command_in_netns(&self.0, args), POD_LIMIT)
     }
 }
 

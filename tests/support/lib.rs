@@ -462,15 +462,34 @@ impl RktWorld {
     /// `rkt --dir=... --insecure-options=image ARGS`, not started yet.
     pub fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(rkt_binary());
+        command.args(self.rkt_args(args));
         command
-            .arg(format!("--dir={}", self.data_dir().display()))
-            .arg(format!(
+    }
+
+    /// The same `rkt` command run in the network namespace `/run/netns/NETNS` (a test's
+    /// stand-in for the host, where `--net=default` makes the pods' host-side links).
+    pub fn command_in_netns(&self, netns: &str, args: &[&str]) -> Command {
+        let mut command = Command::new("nsenter");
+        command
+            .arg(format!("--net=/run/netns/{netns}"))
+            .arg(rkt_binary())
+            .args(self.rkt_args(args));
+        command
+    }
+
+    /// `--dir=... --local-config=... --insecure-options=image ARGS`: what every test's `rkt`
+    /// is given.
+    fn rkt_args(&self, args: &[&str]) -> Vec<String> {
+        let mut all = vec![
+            format!("--dir={}", self.data_dir().display()),
+            format!(
                 "--local-config={}",
                 self.root.path().join("etc-rkt").display()
-            ))
-            .arg("--insecure-options=image")
-            .args(args);
-        command
+            ),
+            "--insecure-options=image".to_string(),
+        ];
+        all.extend(args.iter().map(|a| a.to_string()));
+        all
     }
 
     /// `rkt --dir=... --insecure-options=image ARGS` to completion.
@@ -807,6 +826,16 @@ pub fn pod_consoles(world: &RktWorld) -> String {
 
 // ---- What pods leave on the machine (tests/vm_parallel_pods.rs, bench-parallel) ----
 
+/// Every state directory a pod can be in under `DATA/pods/` (docs/pods.md).
+pub const POD_STATES: [&str; 6] = [
+    "embryo",
+    "prepare",
+    "prepared",
+    "run",
+    "exited-garbage",
+    "garbage",
+];
+
 /// Everything the pods of the data directory `data` may have left on this machine, one
 /// description per item (empty: nothing left): pod directories in any state, mounts and
 /// processes under `data`, processes of the engine (`rkt`, `stage1-kvm`, `rkt-vmm`) or of the
@@ -820,14 +849,7 @@ pub fn pod_consoles(world: &RktWorld) -> String {
 /// test file, with its pods' checks one at a time.
 pub fn pod_leftovers(data: &Path, host_netns: Option<&str>) -> Vec<String> {
     let mut left = Vec::new();
-    for state in [
-        "embryo",
-        "prepare",
-        "prepared",
-        "run",
-        "exited-garbage",
-        "garbage",
-    ] {
+    for state in POD_STATES {
         for entry in fs::read_dir(data.join("pods").join(state))
             .into_iter()
             .flatten()
