@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use super::auth::{Credentials, DockerAuth};
 use super::http::{Http, HttpResponse};
-use super::{FetchError, Fetched};
+use super::Fetched;
 use crate::error::RktError;
 use crate::image::docker::{appc_manifest, Provenance};
 use crate::image::oci::{
@@ -380,19 +380,15 @@ impl DockerFetch<'_> {
         };
         // Its name as Docker spells it in full (`docker.io/library/nginx:1.25`).
         let names: Vec<String> = reference::canonical_name(self.spec).into_iter().collect();
-        let inserted = store
-            .insert_oci(image, &appc, &shown, &names, self.max_bytes)
-            .map_err(|error| FetchError::Refused {
-                image: shown.clone(),
-                error,
-            })?;
-        if let Some(warning) = inserted.skipped_devices.warning(&shown) {
-            eprintln!("rkt: warning: {}", crate::terminal::escape(&warning));
-        }
-        Ok(Fetched {
-            id: inserted.id,
-            name: names.into_iter().next(),
-        })
+        Ok(super::store_oci(
+            store,
+            image,
+            &appc,
+            &shown,
+            &shown,
+            names,
+            self.max_bytes,
+        )?)
     }
 }
 

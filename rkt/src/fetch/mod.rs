@@ -89,6 +89,33 @@ impl Fetched {
     }
 }
 
+/// Stores a staged Docker/OCI image under `names` (applying its layers; store::insert_oci) and
+/// warns once about the device nodes the layers had and the tree left out. `source` is what
+/// the store records it came from, `shown` how errors name it.
+pub(crate) fn store_oci(
+    store: &crate::store::Store,
+    staged: crate::store::StagedOci,
+    appc_manifest: &appc::ImageManifest,
+    source: &str,
+    shown: &str,
+    names: Vec<String>,
+    max_bytes: u64,
+) -> Result<Fetched, FetchError> {
+    let inserted = store
+        .insert_oci(staged, appc_manifest, source, &names, max_bytes)
+        .map_err(|error| FetchError::Refused {
+            image: shown.to_string(),
+            error,
+        })?;
+    if let Some(warning) = inserted.skipped_devices.warning(shown) {
+        eprintln!("rkt: warning: {}", crate::terminal::escape(&warning));
+    }
+    Ok(Fetched {
+        id: inserted.id,
+        name: names.into_iter().next(),
+    })
+}
+
 /// An image argument, classified.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ImageSource {

@@ -155,19 +155,15 @@ impl LocalOciFetch<'_> {
         };
         let names = crate::image::names::local(&source, &references, tag.as_deref());
         let staged = store.stage_local(image, &source, self.max_bytes)?;
-        let inserted = store
-            .insert_oci(staged, &appc_manifest, &source, &names, self.max_bytes)
-            .map_err(|error| FetchError::Refused {
-                image: shown.clone(),
-                error,
-            })?;
-        if let Some(warning) = inserted.skipped_devices.warning(&shown) {
-            eprintln!("rkt: warning: {}", crate::terminal::escape(&warning));
-        }
-        Ok(Fetched {
-            id: inserted.id,
-            name: names.into_iter().next(),
-        })
+        Ok(super::store_oci(
+            store,
+            staged,
+            &appc_manifest,
+            &source,
+            &shown,
+            names,
+            self.max_bytes,
+        )?)
     }
 }
 
