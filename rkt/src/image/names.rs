@@ -94,32 +94,6 @@ fn base_of(name: &str) -> String {
         .to_ascii_lowercase()
 }
 
-/// Edit distance between two short strings, in chars: insertions,
-/// deletions, substitutions and swaps of two neighbours (the usual typos)
-/// each count one (optimal string alignment).
-fn distance(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.chars().collect();
-    let b: Vec<char> = b.chars().collect();
-    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
-    for (i, row) in d.iter_mut().enumerate() {
-        row[0] = i;
-    }
-    d[0] = (0..=b.len()).collect();
-    for i in 1..=a.len() {
-        for j in 1..=b.len() {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut best = (d[i - 1][j] + 1)
-                .min(d[i][j - 1] + 1)
-                .min(d[i - 1][j - 1] + cost);
-            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                best = best.min(d[i - 2][j - 2] + 1);
-            }
-            d[i][j] = best;
-        }
-    }
-    d[a.len()][b.len()]
-}
-
 /// Most close matches offered in one error.
 const MAX_SUGGESTIONS: usize = 5;
 
@@ -135,7 +109,9 @@ pub fn close_matches<'a>(
     if wanted.is_empty() {
         return Vec::new();
     }
-    // Typos: one edit for short names, more for longer ones.
+    // Typos: one edit for short names, more for longer ones. Optimal string alignment:
+    // insertions, deletions, substitutions and swaps of two neighbours (the usual typos)
+    // each count one.
     let tolerance = (wanted.chars().count() / 4).max(1);
     let mut scored: Vec<(usize, &str)> = Vec::new();
     for candidate in candidates {
@@ -147,7 +123,7 @@ pub fn close_matches<'a>(
             0
         } else if wanted.len() >= 3 && (base.contains(&wanted) || wanted.contains(&base)) {
             1
-        } else if distance(&base, &wanted) <= tolerance {
+        } else if strsim::osa_distance(&base, &wanted) <= tolerance {
             2
         } else {
             continue;
@@ -251,7 +227,7 @@ mod tests {
         );
         assert!(close_matches("postgres", stored).is_empty());
         assert!(close_matches("", stored).is_empty());
-        assert_eq!(distance("kitten", "sitting"), 3);
-        assert_eq!(distance("redsi", "redis"), 1);
+        assert_eq!(strsim::osa_distance("kitten", "sitting"), 3);
+        assert_eq!(strsim::osa_distance("redsi", "redis"), 1);
     }
 }
