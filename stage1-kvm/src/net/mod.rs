@@ -196,6 +196,7 @@ impl PodNetwork {
                 ip,
                 args: req.args.clone(),
                 mask: guest::mask_of(prefix).to_string(),
+                ip6: parsed.pod_ipv6().map(|a| a.to_string()).unwrap_or_default(),
             });
             if request.debug {
                 eprintln!(
