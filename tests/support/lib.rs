@@ -5,6 +5,7 @@
 //! `target/guest/`); they never build or fake anything themselves.
 
 pub mod pod_net;
+pub mod registry;
 
 use std::fs;
 use std::io::Read;
