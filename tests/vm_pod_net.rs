@@ -215,9 +215,10 @@ fn default_network_pods_reach_the_host_each_other_and_forwarded_ports() {
     assert_released(&host, &world, &["default"]);
 }
 
-/// `--net=none` (loopback only), a bridge network from a conf file in `--local-config`'s
-/// net.d with a fixed address (`--net=NAME:IP=...`) plus the default-restricted network rkt
-/// adds, refusals that leave nothing behind, and gc after `kill -9` of a running pod.
+/// `--net=none` (loopback only, `[::1]` included), a dual-stack bridge network from a conf
+/// file in `--local-config`'s net.d with a fixed IPv4 address (`--net=NAME:IP=...`) plus the
+/// default-restricted network rkt adds, refusals that leave nothing behind, and gc after
+/// `kill -9` of a running pod.
 #[test]
 fn none_bridge_conf_refusals_and_gc_after_kill() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
@@ -230,8 +231,10 @@ fn none_bridge_conf_refusals_and_gc_after_kill() {
     fs::create_dir_all(&net_d).unwrap();
     fs::write(
         net_d.join("10-podbr.conf"),
-        r#"{"name":"podbr","type":"bridge","bridge":"rktbr0","isGateway":true,
-            "ipam":{"type":"host-local","subnet":"10.88.0.0/24","routes":[{"dst":"10.99.0.0/24"}]}}"#,
+        r#"{"cniVersion":"0.4.0","name":"podbr","type":"bridge","bridge":"rktbr0","isGateway":true,
+            "ipam":{"type":"host-local",
+                    "ranges":[[{"subnet":"10.88.0.0/24"}],[{"subnet":"fd52:6b74:88::/64"}]],
+                    "routes":[{"dst":"10.99.0.0/24"},{"dst":"fd99::/64"}]}}"#,
     )
     .unwrap();
 
@@ -268,6 +271,7 @@ fn none_bridge_conf_refusals_and_gc_after_kill() {
 
     let bridge_script = format!(
         "echo ifaces=$(ls /sys/class/net | tr '\\n' ' '); \
+         echo addr6=$(ip -o -6 addr show dev eth0 scope global | awk '{{print $4}}'); \
          echo from-host=$(wget -q -O - http://{HOST_IP}:8000/); httpd -p 80 -h /www; {}",
         until_done("bridge")
     );
@@ -285,8 +289,11 @@ fn none_bridge_conf_refusals_and_gc_after_kill() {
         &["--net=podbr:IP=10.88.0.42", &bridged],
     );
     let (ip, pod) = pod_ip(&host, &world, pod, "podbr");
+    let (ip6, pod) = pod_ip6(&host, &world, pod, "podbr");
     let (restricted, pod) = pod_ip(&host, &world, pod, "default-restricted");
     let page = wait_http(&host, "10.88.0.42:80");
+    // The bridge's IPv6 subnet is on link in the guest (a /64, not ptp's /128).
+    let page6 = wait_http(&host, &format!("[{ip6}]:80"));
     let bridge_links = output(
         host.command("ip")
             .args(["-o", "link", "show", "master", "rktbr0"]),
@@ -303,6 +310,9 @@ fn none_bridge_conf_refusals_and_gc_after_kill() {
     assert_eq!(ip, "10.88.0.42");
     assert!(restricted.starts_with("172.31."), "{restricted}");
     assert_eq!(page.as_deref(), Some("hello-from-bridge\n"), "{run}");
+    assert_eq!(page6.as_deref(), Some("hello-from-bridge\n"), "{run}");
+    assert!(ip6.starts_with("fd52:6b74:88::"), "{ip6}");
+    assert_eq!(value_of(&run, "addr6="), format!("{ip6}/64"), "{run}");
     assert_eq!(value_of(&run, "ifaces="), "eth0 eth1 lo", "{run}");
     assert_eq!(value_of(&run, "from-host="), "hello-from-host", "{run}");
     assert_eq!(bridge_links.lines().count(), 1, "{bridge_links}");
