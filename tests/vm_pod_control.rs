@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use e2e::{
-    assert_all_cleaned, busybox_aci, pod_status as status, run_output, start_pod,
+    assert_all_cleaned, busybox_aci, pod_consoles, pod_status as status, run_output, start_pod,
     status_value as value, RktWorld, POD_LIMIT,
 };
 use nix::pty::{openpty, Winsize};
@@ -31,17 +31,19 @@ fn world() -> (RktWorld, String) {
     (world, aci)
 }
 
-/// Waits for a background `rkt run` to end.
-fn wait_child(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+/// Waits for a background `rkt run` of `world` to end; on timeout the pods' console tails
+/// (guest-init's own messages) go into the failure.
+fn wait_child(world: &RktWorld, child: &mut Child, limit: Duration) -> std::process::ExitStatus {
     let started = Instant::now();
     loop {
         if let Some(status) = child.try_wait().unwrap() {
             return status;
         }
         if started.elapsed() > limit {
+            let consoles = pod_consoles(world);
             let _ = child.kill();
             let _ = child.wait();
-            panic!("rkt run did not end within {limit:?}");
+            panic!("rkt run did not end within {limit:?}\n{consoles}");
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -259,7 +261,7 @@ fn wait_ready_enter_and_graceful_stop() {
     ]);
     command.env("TERM", "xterm");
     let mut child = terminal.spawn(command);
-    let code = wait_child(&mut child, POD_LIMIT);
+    let code = wait_child(&world, &mut child, POD_LIMIT);
     assert_eq!(code.code(), Some(5), "{}", terminal.text());
     terminal.wait_for("30 100", Duration::from_secs(10));
     assert!(terminal.text().contains("/dev/pts/"), "{}", terminal.text());
@@ -285,7 +287,7 @@ fn wait_ready_enter_and_graceful_stop() {
     let stopped = world.rkt(&["stop", &uuid]);
     assert_eq!(stopped.code(), 0, "{stopped}");
     assert_eq!(stopped.stdout, format!("\"{uuid}\"\n"));
-    let code = wait_child(&mut run, Duration::from_secs(30));
+    let code = wait_child(&world, &mut run, Duration::from_secs(30));
     assert_eq!(code.code(), Some(143), "{}", run_output(&world));
     assert_eq!(fs::read_to_string(out.join("marker")).unwrap(), "term\n");
     let st = status(&world, &uuid);
@@ -313,7 +315,7 @@ fn forced_stop_kills_the_vm() {
     assert_eq!(stopped.code(), 0, "{stopped}");
     assert_eq!(stopped.stdout, format!("\"{uuid}\"\n"));
     // rkt run is the stage1 is the VMM: SIGKILL ended it, and no status was written.
-    let status_now = wait_child(&mut run, Duration::from_secs(10));
+    let status_now = wait_child(&world, &mut run, Duration::from_secs(10));
     assert_eq!(status_now.signal(), Some(9), "{status_now:?}");
     let st = status(&world, &uuid);
     assert_eq!(value(&st, "state"), Some("exited"), "{st:?}");
@@ -344,7 +346,7 @@ fn interactive_run_on_a_terminal() {
     terminal.wait_for("ready", POD_LIMIT);
     assert!(!terminal.cooked(), "the terminal is raw during the session");
     (&terminal.master).write_all(b"hello\n").unwrap();
-    let code = wait_child(&mut child, Duration::from_secs(60));
+    let code = wait_child(&world, &mut child, Duration::from_secs(60));
     assert_eq!(code.code(), Some(7), "{}", terminal.text());
     terminal.wait_for("got-hello", Duration::from_secs(10));
     let text = terminal.text();
