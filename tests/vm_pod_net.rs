@@ -29,6 +29,8 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 /// The test host's own address, on a dummy interface: what `--port` and the pods reach.
 const HOST_IP: &str = "10.99.0.1";
+/// The test host's own IPv6 address, on the same interface.
+const HOST_IP6: &str = "fd99::1";
 /// How long a pod may take to answer once started (boot included, under emulation).
 const UP_LIMIT: Duration = Duration::from_secs(120);
 /// The pod's bulk file for the guest -> host transfer: `seq 1 BULK_LINES`, 6.9 MB.
@@ -57,6 +59,15 @@ impl TestHost {
         host.ip(&["link", "set", "lo", "up"]);
         host.ip(&["link", "add", "d0", "type", "dummy"]);
         host.ip(&["addr", "add", &format!("{HOST_IP}/24"), "dev", "d0"]);
+        // nodad: usable at once (nothing else is on this link).
+        host.ip(&[
+            "addr",
+            "add",
+            &format!("{HOST_IP6}/64"),
+            "dev",
+            "d0",
+            "nodad",
+        ]);
         host.ip(&["link", "set", "d0", "up"]);
         host
     }
@@ -183,11 +194,16 @@ impl TestHost {
     }
 
     /// A busybox httpd in the test host serving `dir` on `HOST_IP:port` (and every other
-    /// address of the test host).
+    /// IPv4 address of the test host).
     fn serve(&self, dir: &Path, port: u16) -> Server {
+        self.serve_on(dir, &format!("0.0.0.0:{port}"))
+    }
+
+    /// A busybox httpd in the test host serving `dir` on `addr` (`IP:PORT`, `[IPv6]:PORT`).
+    fn serve_on(&self, dir: &Path, addr: &str) -> Server {
         Server(
             self.command("busybox")
-                .args(["httpd", "-f", "-p", &format!("0.0.0.0:{port}"), "-h"])
+                .args(["httpd", "-f", "-p", addr, "-h"])
                 .arg(dir)
                 .stdin(Stdio::null())
                 .spawn()
@@ -200,7 +216,8 @@ impl TestHost {
     /// (`CNI-DN-<hash>`, and the jumps to them). portmap's shared entry chains
     /// (`CNI-HOSTPORT-*`) stay, empty, by the plugin's design: they are the host's, not a pod's.
     fn cni_rules(&self) -> Vec<String> {
-        let out = output(&mut self.command("iptables-save"));
+        let out = output(&mut self.command("iptables-save"))
+            + &output(&mut self.command("ip6tables-save"));
         out.lines()
             .filter(|l| l.contains("CNI") || l.contains("cni"))
             .filter(|l| l.contains("CNI-DN-") || !l.contains("CNI-HOSTPORT-"))
@@ -407,7 +424,8 @@ fn leases(net: &str) -> Vec<String> {
         .map(|d| {
             d.filter_map(|e| e.ok())
                 .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.chars().next().is_some_and(|c| c.is_ascii_digit()))
+                // A lease is a file named by its address, IPv4 or IPv6.
+                .filter(|n| n.parse::<std::net::IpAddr>().is_ok())
                 .collect()
         })
         .unwrap_or_default()
@@ -630,9 +648,11 @@ fn none_bridge_conf_refusals_and_gc_after_kill() {
         assert!(pod_namespaces().is_empty(), "{:?}", pod_namespaces());
     }
 
+    // IPv6 on loopback works without any network: a server on [::1] and a client of it.
     let none_script = "echo ifaces=$(ls /sys/class/net | tr '\\n' ' '); \
-                       ping -c 1 -W 5 127.0.0.1 >/dev/null && echo lo-ping=ok";
-    let none = web_aci(&world, "none", none_script, &[], "");
+                       ping -c 1 -W 5 127.0.0.1 >/dev/null && echo lo-ping=ok; \
+                       httpd -p [::1]:81 -h /www && echo lo6=$(wget -q -O - http://[::1]:81/)";
+    let none = web_aci(&world, "none", none_script, &[], "hello-from-lo6\n");
     let run = run_with_limit(
         &mut host.rkt(&world, &["run", "--net=none", &none]),
         POD_LIMIT,
@@ -640,6 +660,7 @@ fn none_bridge_conf_refusals_and_gc_after_kill() {
     assert_eq!(run.code(), 0, "{run}");
     assert_eq!(value_of(&run, "ifaces="), "lo", "{run}");
     assert_eq!(value_of(&run, "lo-ping="), "ok", "{run}");
+    assert_eq!(value_of(&run, "lo6="), "hello-from-lo6", "{run}");
 
     let bridge_script = format!(
         "echo ifaces=$(ls /sys/class/net | tr '\\n' ' '); \
@@ -711,4 +732,145 @@ fn none_bridge_conf_refusals_and_gc_after_kill() {
     assert_eq!(leases("default"), [ip], "the lease stays until gc");
     assert_eq!(pod_namespaces(), [format!("rkt-{uuid}")]);
     assert_released(&host, &world, &["default", "podbr", "default-restricted"]);
+}
+
+/// The pod's IPv6 address on `net` as `rkt status` shows it (`NET:ip6=ADDR`), once there is one.
+fn pod_ip6(host: &TestHost, world: &RktWorld, pod: Running, net: &str) -> (String, Running) {
+    let uuid = pod.uuid();
+    let deadline = Instant::now() + UP_LIMIT;
+    loop {
+        let status = host.rkt_ok(world, &["status", &uuid]);
+        let found = status
+            .lines()
+            .find_map(|l| l.strip_prefix("networks="))
+            .and_then(|nets| {
+                nets.split(',')
+                    .map(str::trim)
+                    .find_map(|n| n.strip_prefix(&format!("{net}:ip6=")))
+                    .map(str::to_string)
+            });
+        if let Some(ip) = found {
+            return (ip, pod);
+        }
+        if status.contains("state=exited") || Instant::now() > deadline {
+            panic!(
+                "pod {uuid} has no IPv6 address on {net}: {status}\n{}",
+                pod.finish()
+            );
+        }
+        thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// A dual-stack network (ptp with host-local ranges of both families, from a conf file): the
+/// pod gets an IPv4 and an IPv6 address and default routes of both families; one server bound
+/// to `[::]` answers the test host over IPv4 and IPv6, directly and through `--port` (on every
+/// host address, and on an IPv6 host address only); the pod reaches the test host over IPv6
+/// and its own `[::1]`; `rkt status` and `rkt list` show both addresses; gc leaves nothing, in
+/// iptables and ip6tables alike.
+#[test]
+fn dual_stack_network_gives_the_pod_ipv4_and_ipv6() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let host = TestHost::new("dual");
+    let world = RktWorld::new();
+    let www = tempfile::tempdir().unwrap();
+    fs::write(www.path().join("index.html"), "hello-from-host\n").unwrap();
+    let _server = host.serve(www.path(), 8000);
+    let _server6 = host.serve_on(www.path(), &format!("[{HOST_IP6}]:8000"));
+    // The network is this test's: leases from an earlier run (killed before gc) would change
+    // which addresses the pod gets.
+    let _ = fs::remove_dir_all("/var/lib/cni/networks/dual6");
+    let net_d = local_config(&world).join("net.d");
+    fs::create_dir_all(&net_d).unwrap();
+    fs::write(
+        net_d.join("20-dual6.conf"),
+        r#"{"cniVersion":"0.4.0","name":"dual6","type":"ptp","ipMasq":true,
+            "ipam":{"type":"host-local",
+                    "ranges":[[{"subnet":"172.30.6.0/24"}],[{"subnet":"fd52:6b74:6::/64"}]],
+                    "routes":[{"dst":"0.0.0.0/0"},{"dst":"::/0"}]}}"#,
+    )
+    .unwrap();
+
+    let script = format!(
+        "echo addr6=$(ip -o -6 addr show dev eth0 scope global | awk '{{print $4}}'); \
+         echo route6=$(ip -6 route show default | awk '{{print $1,$2,$3}}'); \
+         httpd -p [::1]:81 -h /www && echo lo6=$(wget -q -O - http://[::1]:81/); \
+         echo from-host6=$(wget -q -O - http://[{HOST_IP6}]:8000/); \
+         httpd -p [::]:80 -h /www; httpd -p [::]:82 -h /www; {}",
+        until_done("dual")
+    );
+    let image = web_aci(
+        &world,
+        "dual",
+        &script,
+        &[("http", "tcp", 80), ("alt", "tcp", 82)],
+        "hello-from-dual\n",
+    );
+    let pod = Running::start(
+        &host,
+        &world,
+        "dual",
+        &[
+            "--net=dual6",
+            "--port=http:8080",
+            &format!("--port=alt:[{HOST_IP6}]:8082"),
+            &image,
+        ],
+    );
+    let (ip4, pod) = pod_ip(&host, &world, pod, "dual6");
+    let (ip6, pod) = pod_ip6(&host, &world, pod, "dual6");
+    let by_ip4 = wait_http(&host, &format!("{ip4}:80"));
+    let by_ip6 = wait_http(&host, &format!("[{ip6}]:80"));
+    let port4 = host.http_get(&format!("{HOST_IP}:8080"), "/");
+    let port6 = host.http_get(&format!("[{HOST_IP6}]:8080"), "/");
+    let alt6 = host.http_get(&format!("[{HOST_IP6}]:8082"), "/");
+    // Bound to the IPv6 host address only: not forwarded from the IPv4 one.
+    let alt4 = host.http_get(&format!("{HOST_IP}:8082"), "/");
+    let list = host.rkt_ok(&world, &["list", "--full"]);
+    let leases_running = leases("dual6");
+    fs::write(www.path().join("done-dual"), "").unwrap();
+    let run = pod.finish();
+
+    assert_eq!(run.code(), 0, "{run}");
+    assert!(ip4.starts_with("172.30.6."), "{ip4}");
+    assert!(ip6.starts_with("fd52:6b74:6::"), "{ip6}");
+    // ptp routes the subnet through the host, so the guest has its address as a /128.
+    assert_eq!(value_of(&run, "addr6="), format!("{ip6}/128"), "{run}");
+    assert_eq!(
+        value_of(&run, "route6="),
+        "default via fd52:6b74:6::1",
+        "{run}"
+    );
+    assert_eq!(value_of(&run, "lo6="), "hello-from-dual", "{run}");
+    assert_eq!(value_of(&run, "from-host6="), "hello-from-host", "{run}");
+    assert_eq!(by_ip4.as_deref(), Some("hello-from-dual\n"), "{run}");
+    assert_eq!(by_ip6.as_deref(), Some("hello-from-dual\n"), "{run}");
+    assert_eq!(
+        port4.as_deref(),
+        Some("hello-from-dual\n"),
+        "--port v4: {run}"
+    );
+    assert_eq!(
+        port6.as_deref(),
+        Some("hello-from-dual\n"),
+        "--port v6: {run}"
+    );
+    assert_eq!(
+        alt6.as_deref(),
+        Some("hello-from-dual\n"),
+        "--port [v6]: {run}"
+    );
+    assert_eq!(
+        alt4, None,
+        "--port bound to an IPv6 host address answered on IPv4"
+    );
+    assert!(
+        list.contains(&format!("dual6:ip4={ip4}, dual6:ip6={ip6}")),
+        "{list}"
+    );
+    assert!(
+        leases_running.contains(&ip4) && leases_running.contains(&ip6),
+        "{leases_running:?}"
+    );
+    assert_released(&host, &world, &["dual6"]);
 }

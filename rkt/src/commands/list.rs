@@ -9,7 +9,7 @@ use super::format::{ago, rkt_time};
 use super::pod_json::{pod_json, print_json, OutputFormat};
 use crate::error::RktError;
 use crate::globals::GlobalOptions;
-use crate::pod::info::now_nanos;
+use crate::pod::info::{now_nanos, NetInfo};
 use crate::pod::{Pod, PodsDir, StateDir};
 
 #[derive(Args, Debug)]
@@ -90,7 +90,7 @@ fn pod_rows(pod: &Pod, full: bool, now: i64) -> Result<Vec<Vec<String>>, RktErro
     let networks = pod
         .networks()
         .iter()
-        .map(|net| format!("{}:ip4={}", net.net_name, net.ip))
+        .map(NetInfo::describe)
         .collect::<Vec<_>>()
         .join(", ");
     let mut pod_columns = Some([

@@ -308,12 +308,19 @@ pub fn parse_seccomp(text: &str) -> Result<Isolator, String> {
     isolator(&format!("os/linux/seccomp-{mode}-set"), value, flag)
 }
 
-/// `--port NAME:[HOSTIP:]HOSTPORT`.
+/// `--port NAME:[HOSTIP:]HOSTPORT`; an IPv6 HOSTIP may be written in brackets
+/// (`http:[::1]:8080`), as in URLs.
 pub fn parse_port(text: &str) -> Result<PodPort, String> {
     let bad = || format!("--port {text:?}: expected NAME:[HOSTIP:]HOSTPORT, e.g. http:8080");
     let (name, rest) = text.split_once(':').ok_or_else(bad)?;
     let (host_ip, port) = match rest.rsplit_once(':') {
-        Some((ip, port)) => (Some(ip.to_string()), port),
+        Some((ip, port)) => {
+            let ip = ip
+                .strip_prefix('[')
+                .and_then(|ip| ip.strip_suffix(']'))
+                .unwrap_or(ip);
+            (Some(ip.to_string()), port)
+        }
         None => (None, rest),
     };
     if let Some(ip) = &host_ip {
@@ -454,6 +461,12 @@ mod tests {
         assert_eq!((port.name.as_str(), port.host_port), ("http", 8080));
         let port = parse_port("http:127.0.0.1:8080").unwrap();
         assert_eq!(port.host_ip.as_deref(), Some("127.0.0.1"));
+        for ipv6 in ["http:[fd00::1]:8080", "http:fd00::1:8080"] {
+            let port = parse_port(ipv6).unwrap();
+            assert_eq!(port.host_ip.as_deref(), Some("fd00::1"), "{ipv6}");
+            assert_eq!(port.host_port, 8080);
+        }
+        assert!(parse_port("http:[nowhere]:80").is_err());
         assert!(parse_port("http").is_err());
         assert!(parse_port("http:0").is_err());
         assert!(parse_port("http:nowhere:80").is_err());

@@ -12,6 +12,7 @@ use super::format::{parse_duration, rkt_time};
 use super::pod_json::{pod_argument, pod_json, print_json, OutputFormat};
 use crate::error::RktError;
 use crate::globals::GlobalOptions;
+use crate::pod::info::NetInfo;
 use crate::pod::{Pod, PodState, PodsDir};
 
 #[derive(Args, Debug)]
@@ -114,7 +115,7 @@ pub fn run(globals: &GlobalOptions, args: StatusArgs) -> Result<(), RktError> {
         let networks = pod
             .networks()
             .iter()
-            .map(|net| format!("{}:ip4={}", net.net_name, net.ip))
+            .map(NetInfo::describe)
             .collect::<Vec<_>>()
             .join(", ");
         println!("networks={networks}");

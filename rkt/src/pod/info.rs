@@ -231,8 +231,7 @@ impl Pod {
         Some(meta.ctime() * 1_000_000_000 + meta.ctime_nsec())
     }
 
-    /// The networks stage1 recorded (`net-info.json`), as `NAME:ip4=ADDR`
-    /// strings; empty when there is no such file, or it is unreadable
+    /// The networks stage1 recorded (`net-info.json`); empty when there is no such file, or it is unreadable
     /// (a link, a FIFO, too large, not JSON: the networks are then unknown).
     pub fn networks(&self) -> Vec<NetInfo> {
         safe_read::read(self.dir_fd(), Path::new(layout::NET_INFO), cap::NET_INFO)
@@ -250,8 +249,23 @@ pub struct NetInfo {
     pub net_name: String,
     #[serde(rename = "ip", default)]
     pub ip: String,
+    /// The IPv6 address on a dual-stack or IPv6 network (the kvm stage1's addition).
+    #[serde(rename = "ip6", default, skip_serializing_if = "String::is_empty")]
+    pub ip6: String,
     #[serde(flatten)]
     pub rest: serde_json::Map<String, serde_json::Value>,
+}
+
+impl NetInfo {
+    /// As `rkt list` and `rkt status` show a network: `NAME:ip4=ADDR`, then
+    /// `NAME:ip6=ADDR` when it has an IPv6 address too (only that when it has no IPv4 one).
+    pub fn describe(&self) -> String {
+        match (self.ip.is_empty(), self.ip6.is_empty()) {
+            (_, true) => format!("{}:ip4={}", self.net_name, self.ip),
+            (true, false) => format!("{}:ip6={}", self.net_name, self.ip6),
+            (false, false) => format!("{0}:ip4={1}, {0}:ip6={2}", self.net_name, self.ip, self.ip6),
+        }
+    }
 }
 
 /// The current time in nanoseconds since the epoch.
@@ -405,5 +419,28 @@ mod tests {
         let err = pod.manifest().unwrap_err();
         assert_names_the_pod(&err, &pod, "symbolic link");
         assert!(pod.manifest_bytes().is_err());
+    }
+
+    #[test]
+    fn a_network_is_described_by_its_addresses_of_both_families() {
+        let info = |ip: &str, ip6: &str| NetInfo {
+            net_name: "n".into(),
+            ip: ip.into(),
+            ip6: ip6.into(),
+            rest: serde_json::Map::new(),
+        };
+        assert_eq!(info("10.0.0.2", "").describe(), "n:ip4=10.0.0.2");
+        assert_eq!(info("", "fd00::2").describe(), "n:ip6=fd00::2");
+        assert_eq!(
+            info("10.0.0.2", "fd00::2").describe(),
+            "n:ip4=10.0.0.2, n:ip6=fd00::2"
+        );
+        assert_eq!(info("", "").describe(), "n:ip4=");
+        // rkt's own files have no ip6; ours write it only when there is one.
+        let parsed: NetInfo =
+            serde_json::from_str(r#"{"netName":"default","ip":"172.16.28.2","mask":"x"}"#).unwrap();
+        assert_eq!(parsed.describe(), "default:ip4=172.16.28.2");
+        let text = serde_json::to_string(&parsed).unwrap();
+        assert!(!text.contains("ip6"), "{text}");
     }
 }

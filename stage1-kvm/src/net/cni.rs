@@ -110,14 +110,35 @@ pub struct ResultDns {
 impl CniResult {
     /// The first IPv4 address of the interface in the pod's namespace, as `(addr, prefix)`.
     pub fn pod_ipv4(&self) -> Option<(std::net::Ipv4Addr, u8)> {
-        self.ips.iter().find_map(|ip| {
+        self.pod_addresses()
+            .find_map(|(address, prefix)| match address {
+                std::net::IpAddr::V4(v4) => Some((v4, prefix)),
+                std::net::IpAddr::V6(_) => None,
+            })
+    }
+
+    /// The first IPv6 address of the interface in the pod's namespace.
+    pub fn pod_ipv6(&self) -> Option<std::net::Ipv6Addr> {
+        self.pod_addresses().find_map(|(address, _)| match address {
+            std::net::IpAddr::V6(v6) => Some(v6),
+            std::net::IpAddr::V4(_) => None,
+        })
+    }
+
+    /// The addresses of the interfaces in the pod's namespace (those with a `sandbox`; an
+    /// address naming no interface counts as the pod's), in the result's order.
+    fn pod_addresses(&self) -> impl Iterator<Item = (std::net::IpAddr, u8)> + '_ {
+        self.ips.iter().filter_map(|ip| {
             let in_pod = match ip.interface.and_then(|i| self.interfaces.get(i)) {
                 Some(iface) => !iface.sandbox.is_empty(),
                 None => true,
             };
             let (addr, prefix) = ip.address.split_once('/')?;
-            let addr = addr.parse().ok()?;
-            let prefix: u8 = prefix.parse().ok().filter(|p| *p <= 32)?;
+            let addr: std::net::IpAddr = addr.parse().ok()?;
+            let prefix: u8 = prefix
+                .parse()
+                .ok()
+                .filter(|p| *p <= super::guest::max_prefix(&addr))?;
             in_pod.then_some((addr, prefix))
         })
     }

@@ -16,7 +16,9 @@ pub const GUEST_NETWORK_FILE: &str = "rkt/network.json";
 /// rkt's file of network results, relative to the pod directory.
 pub const NET_INFO_FILE: &str = "net-info.json";
 
-pub use pod_control::network::{GuestAddress, GuestInterface, GuestNetwork, GuestRoute};
+pub use pod_control::network::{
+    max_prefix, GuestAddress, GuestInterface, GuestNetwork, GuestRoute,
+};
 
 /// One entry of `net-info.json`, field names as rkt's `netinfo.NetInfo`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,6 +34,10 @@ pub struct NetInfo {
     pub ip: String,
     pub args: String,
     pub mask: String,
+    /// The pod's IPv6 address on this network, if it has one (our addition: rkt's `ip` holds
+    /// one address, the IPv4 one).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub ip6: String,
 }
 
 /// Writes the guest's file under `stage1_rootfs`.
@@ -80,13 +86,13 @@ mod tests {
                 mac: "0a:00:00:00:00:01".into(),
                 mtu: 1500,
                 addresses: vec![GuestAddress {
-                    address: Ipv4Addr::new(172, 16, 28, 2),
+                    address: Ipv4Addr::new(172, 16, 28, 2).into(),
                     prefix: 32,
                 }],
                 routes: vec![GuestRoute {
-                    dst: Ipv4Addr::UNSPECIFIED,
+                    dst: Ipv4Addr::UNSPECIFIED.into(),
                     prefix: 0,
-                    gateway: Some(Ipv4Addr::new(172, 16, 28, 1)),
+                    gateway: Some(Ipv4Addr::new(172, 16, 28, 1).into()),
                 }],
             }],
         };
@@ -106,6 +112,7 @@ mod tests {
                 ip: "172.16.28.2".into(),
                 args: String::new(),
                 mask: mask_of(24).to_string(),
+                ip6: String::new(),
             }],
         )
         .unwrap();

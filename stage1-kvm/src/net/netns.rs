@@ -4,14 +4,14 @@
 //! VMM, joined to that interface by tc ingress qdiscs with mirred redirects both ways, and the
 //! state the CNI plugin left on the interface (MAC, MTU, addresses, routes) for the guest.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::Command;
 
 use serde::Deserialize;
 
-use super::guest::{GuestAddress, GuestInterface, GuestRoute};
+use super::guest::{max_prefix, GuestAddress, GuestInterface, GuestRoute};
 
 /// Named namespaces live here (`ip netns` and the CNI conventions).
 pub const NETNS_DIR: &str = "/run/netns";
@@ -124,10 +124,16 @@ struct IpAddrInfo {
     local: String,
     #[serde(default)]
     prefixlen: u8,
+    #[serde(default)]
+    scope: String,
 }
 
 #[derive(Deserialize)]
 struct IpRoute {
+    /// Which `ip -4`/`ip -6` listing it came from: `ip` prints both default routes as
+    /// `default`.
+    #[serde(skip)]
+    ipv6: bool,
     dst: String,
     #[serde(default)]
     gateway: Option<String>,
@@ -143,7 +149,7 @@ fn parse<T: for<'de> Deserialize<'de>>(command: &str, text: &str) -> Result<T, W
 }
 
 /// What the CNI plugin configured on `ifname`, as the guest must reproduce it: the MAC (the
-/// guest takes it over: frames for it are what the outside sends), the MTU, the IPv4
+/// guest takes it over: frames for it are what the outside sends), the MTU, the IPv4 and IPv6
 /// addresses and the routes through it.
 pub fn read_interface(ns: &str, ifname: &str) -> Result<GuestInterface, WiringError> {
     let links: Vec<IpLink> = parse(
@@ -154,42 +160,51 @@ pub fn read_interface(ns: &str, ifname: &str) -> Result<GuestInterface, WiringEr
         command: format!("ip -n {ns} link show dev {ifname}"),
         message: "no such interface".into(),
     })?;
+    // Both families at once: `ip addr` lists them together.
     let addrs: Vec<IpAddrs> = parse(
         "ip addr show",
-        &ip_in(ns, &["-j", "-4", "addr", "show", "dev", ifname])?,
+        &ip_in(ns, &["-j", "addr", "show", "dev", ifname])?,
     )?;
-    let routes: Vec<IpRoute> = parse(
-        "ip route show",
-        &ip_in(
-            ns,
-            &["-j", "-4", "route", "show", "table", "main", "dev", ifname],
-        )?,
-    )?;
+    let mut routes: Vec<IpRoute> = Vec::new();
+    for (family, ipv6) in [("-4", false), ("-6", true)] {
+        let more: Vec<IpRoute> = parse(
+            "ip route show",
+            &ip_in(
+                ns,
+                &[
+                    "-j", family, "route", "show", "table", "main", "dev", ifname,
+                ],
+            )?,
+        )?;
+        routes.extend(more.into_iter().map(|route| IpRoute { ipv6, ..route }));
+    }
     Ok(guest_view(link, addrs, routes))
 }
 
 /// The guest's configuration from what `ip` showed. An address keeps its prefix only when the
 /// namespace kept the kernel's on-link route for it (bridge-style plugins); ptp-style plugins
-/// delete it and route the subnet through the gateway, which the guest gets as a /32 address
-/// plus the same routes. Link-scope routes come first so that gateways are reachable when the
-/// routes through them are added.
+/// delete it and route the subnet through the gateway, which the guest gets as a host address
+/// (/32, /128) plus the same routes. Link-scope routes come first so that gateways are
+/// reachable when the routes through them are added. IPv6 link-local addresses (fe80::/64)
+/// and the kernel's routes are left out: the guest's kernel makes its own from the same MAC.
 fn guest_view(link: IpLink, addrs: Vec<IpAddrs>, routes: Vec<IpRoute>) -> GuestInterface {
-    let kernel_routes: Vec<&str> = routes
+    let kernel_routes: Vec<(IpAddr, u8)> = routes
         .iter()
         .filter(|r| r.protocol.as_deref() == Some("kernel") && r.gateway.is_none())
-        .map(|r| r.dst.as_str())
+        .filter_map(|r| parse_destination(&r.dst, r.ipv6))
         .collect();
     let addresses = addrs
         .iter()
         .flat_map(|a| &a.addr_info)
-        .filter(|info| info.family == "inet")
+        .filter(|info| matches!(info.family.as_str(), "inet" | "inet6") && info.scope != "link")
         .filter_map(|info| {
-            let address: Ipv4Addr = info.local.parse().ok()?;
-            let network = network_of(address, info.prefixlen);
-            let on_link = kernel_routes.contains(&format!("{network}/{}", info.prefixlen).as_str());
+            let address: IpAddr = info.local.parse().ok()?;
+            let longest = max_prefix(&address);
+            let prefix = info.prefixlen.min(longest);
+            let on_link = kernel_routes.contains(&(network_of(address, prefix), prefix));
             Some(GuestAddress {
                 address,
-                prefix: if on_link { info.prefixlen.min(32) } else { 32 },
+                prefix: if on_link { prefix } else { longest },
             })
         })
         .collect();
@@ -197,16 +212,13 @@ fn guest_view(link: IpLink, addrs: Vec<IpAddrs>, routes: Vec<IpRoute>) -> GuestI
         .iter()
         .filter(|r| r.protocol.as_deref() != Some("kernel"))
         .filter_map(|r| {
-            let (dst, prefix) = if r.dst == "default" {
-                (Ipv4Addr::UNSPECIFIED, 0)
-            } else {
-                match r.dst.split_once('/') {
-                    Some((a, p)) => (a.parse().ok()?, p.parse().ok().filter(|p| *p <= 32)?),
-                    None => (r.dst.parse().ok()?, 32),
-                }
-            };
+            let (dst, prefix) = parse_destination(&r.dst, r.ipv6)?;
             let gateway = match &r.gateway {
-                Some(g) => Some(g.parse().ok()?),
+                Some(g) => Some(
+                    g.parse::<IpAddr>()
+                        .ok()
+                        .filter(|g| g.is_ipv4() == dst.is_ipv4())?,
+                ),
                 None => None,
             };
             Some(GuestRoute {
@@ -226,13 +238,43 @@ fn guest_view(link: IpLink, addrs: Vec<IpAddrs>, routes: Vec<IpRoute>) -> GuestI
     }
 }
 
-fn network_of(address: Ipv4Addr, prefix: u8) -> Ipv4Addr {
-    let mask = if prefix == 0 {
-        0
+/// A route's `dst` as `ip -j` prints it: `default` (the family is the listing's), `ADDR/LEN`,
+/// or a bare `ADDR` for a host route. None for anything else, or one of the other family.
+fn parse_destination(dst: &str, ipv6: bool) -> Option<(IpAddr, u8)> {
+    let (address, prefix) = if dst == "default" {
+        let any = if ipv6 {
+            IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+        } else {
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        };
+        (any, 0)
     } else {
-        u32::MAX << (32 - u32::from(prefix.min(32)))
+        match dst.split_once('/') {
+            Some((a, p)) => (a.parse::<IpAddr>().ok()?, p.parse::<u8>().ok()?),
+            None => {
+                let address = dst.parse::<IpAddr>().ok()?;
+                (address, max_prefix(&address))
+            }
+        }
     };
-    Ipv4Addr::from(u32::from(address) & mask)
+    (prefix <= max_prefix(&address) && address.is_ipv6() == ipv6).then_some((address, prefix))
+}
+
+fn network_of(address: IpAddr, prefix: u8) -> IpAddr {
+    match address {
+        IpAddr::V4(v4) => {
+            let mask = u32::MAX
+                .checked_shl(32 - u32::from(prefix.min(32)))
+                .unwrap_or(0);
+            IpAddr::V4(Ipv4Addr::from(u32::from(v4) & mask))
+        }
+        IpAddr::V6(v6) => {
+            let mask = u128::MAX
+                .checked_shl(128 - u32::from(prefix.min(128)))
+                .unwrap_or(0);
+            IpAddr::V6(Ipv6Addr::from(u128::from(v6) & mask))
+        }
+    }
 }
 
 /// A handle on the namespace for `setns` (the VMM must open its taps inside).
@@ -289,6 +331,87 @@ mod tests {
                 "0.0.0.0/0 Some(172.16.28.1)",
                 "172.16.28.0/24 Some(172.16.28.1)"
             ]
+        );
+    }
+
+    #[test]
+    fn dual_stack_ptp_gives_both_families_and_leaves_link_local_out() {
+        // ptp with host-local ranges of both families: ip -j addr lists both at once, the
+        // routes come from `ip -4` and `ip -6` separately, and both print `default`.
+        let link: Vec<IpLink> =
+            serde_json::from_str(r#"[{"mtu":1500,"address":"a2:47:3b:6e:4f:01"}]"#).unwrap();
+        let addrs = serde_json::from_str(
+            r#"[{"addr_info":[
+                {"family":"inet","local":"172.29.0.2","prefixlen":24,"scope":"global"},
+                {"family":"inet6","local":"fd52:6b74::2","prefixlen":64,"scope":"global"},
+                {"family":"inet6","local":"fe80::a047:3bff:fe6e:4f01","prefixlen":64,"scope":"link"}]}]"#,
+        )
+        .unwrap();
+        let v4: Vec<IpRoute> = serde_json::from_str(
+            r#"[{"dst":"default","gateway":"172.29.0.1"},
+                {"dst":"172.29.0.0/24","gateway":"172.29.0.1"},
+                {"dst":"172.29.0.1","scope":"link"}]"#,
+        )
+        .unwrap();
+        let v6: Vec<IpRoute> = serde_json::from_str(
+            r#"[{"dst":"fd52:6b74::1","metric":1024},
+                {"dst":"fd52:6b74::/64","gateway":"fd52:6b74::1","metric":1024},
+                {"dst":"fe80::/64","protocol":"kernel","metric":256},
+                {"dst":"default","gateway":"fd52:6b74::1","metric":1024}]"#,
+        )
+        .unwrap();
+        let routes = v4
+            .into_iter()
+            .chain(v6.into_iter().map(|r| IpRoute { ipv6: true, ..r }))
+            .collect();
+        let iface = guest_view(link.into_iter().next().unwrap(), addrs, routes);
+        let addresses: Vec<String> = iface
+            .addresses
+            .iter()
+            .map(|a| format!("{}/{}", a.address, a.prefix))
+            .collect();
+        assert_eq!(addresses, ["172.29.0.2/32", "fd52:6b74::2/128"]);
+        let routes: Vec<String> = iface
+            .routes
+            .iter()
+            .map(|r| format!("{}/{} {:?}", r.dst, r.prefix, r.gateway))
+            .collect();
+        assert_eq!(
+            routes,
+            [
+                "172.29.0.1/32 None",
+                "fd52:6b74::1/128 None",
+                "0.0.0.0/0 Some(172.29.0.1)",
+                "172.29.0.0/24 Some(172.29.0.1)",
+                "fd52:6b74::/64 Some(fd52:6b74::1)",
+                "::/0 Some(fd52:6b74::1)",
+            ]
+        );
+        // A bridge-style IPv6 subnet the kernel routes on link keeps its prefix.
+        let kept = guest_view(
+            IpLink {
+                address: String::new(),
+                mtu: 1500,
+            },
+            serde_json::from_str(
+                r#"[{"addr_info":[{"family":"inet6","local":"fd00:10::5","prefixlen":64}]}]"#,
+            )
+            .unwrap(),
+            vec![IpRoute {
+                ipv6: true,
+                dst: "fd00:10::/64".into(),
+                gateway: None,
+                protocol: Some("kernel".into()),
+            }],
+        );
+        assert_eq!(kept.addresses[0].prefix, 64);
+        assert!(kept.routes.is_empty());
+        // A listing's entries of the other family, or nonsense, are not routes.
+        assert_eq!(parse_destination("10.0.0.0/8", true), None);
+        assert_eq!(parse_destination("fd00::/200", true), None);
+        assert_eq!(
+            network_of("fd52:6b74::2".parse().unwrap(), 64).to_string(),
+            "fd52:6b74::"
         );
     }
 

@@ -72,9 +72,10 @@ pub fn port_mappings(
             )));
         }
         if let Some(ip) = &forward.host_ip {
-            if ip.parse::<std::net::Ipv4Addr>().is_err() {
+            // portmap forwards IPv4 and IPv6 alike (iptables and ip6tables rules).
+            if ip.parse::<std::net::IpAddr>().is_err() {
                 return Err(Stage1Error::Usage(format!(
-                    "--port={name}: host address {ip:?} is not an IPv4 address"
+                    "--port={name}: host address {ip:?} is not an IP address"
                 )));
             }
         }
