@@ -4,6 +4,9 @@
 //! The tests use what `tools/setup` built (release binaries, the guest kernel and initramfs under
 //! `target/guest/`); they never build or fake anything themselves.
 
+pub mod pod_net;
+pub mod registry;
+
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};

@@ -31,6 +31,7 @@ mod network;
 mod params;
 mod paths;
 mod pidns;
+mod relay;
 mod rootfs;
 mod seccomp;
 mod status;
@@ -43,7 +44,7 @@ use std::fs;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use appc::{PodApp, PodManifest};
 use nix::errno::Errno;
@@ -257,12 +258,16 @@ pub fn run(params: &PodParams, reporter: &Reporter) -> u8 {
         log,
     };
     // Every app's output streams before any app is set up or runs: the host takes one
-    // connection per stream, so an app that starts early cannot take a later app's.
+    // connection per stream, so an app that starts early cannot take a later app's. Each is
+    // a pipe to a relay process (relay.rs: images open /dev/stdout by name).
+    let mut relays = relay::Relays::default();
     let mut streams: Vec<Option<AppStreams>> = pod
         .apps
         .iter()
         .enumerate()
-        .map(|(index, app)| (!interactive).then(|| connect_app_streams(index, app, log)))
+        .map(|(index, app)| {
+            (!interactive).then(|| connect_app_streams(index, app, &mut relays, log))
+        })
         .collect();
     let apps: Vec<Option<PreparedApp>> = pod
         .apps
@@ -365,26 +370,49 @@ pub fn run(params: &PodParams, reporter: &Reporter) -> u8 {
     // process of a namespace whose init dies); reaped by main's clean-up, not waited for here
     // (the reaper's exit waits for zombies that only their parents can reap).
     let _ = nix::sys::signal::kill(pid_ns.reaper(), Signal::SIGKILL);
+    // Everything the apps wrote reaches the host before the host hears the pod is over:
+    // guest-init's own ends of the output pipes close with the apps, the relays copy what is
+    // left and exit at end of file.
+    launcher.apps.clear();
+    let still_copying = relays.drain(RELAY_DRAIN);
+    if still_copying > 0 {
+        log.step(format_args!(
+            "pod {}: {still_copying} output relay(s) still copying after {RELAY_DRAIN:?}; \
+             what they hold may be lost",
+            params.uuid
+        ));
+    }
     launcher.statuses.reporter.finish();
     status
 }
+
+/// How long the relays get, once the apps have ended, to pass on what is in their pipes (64
+/// KiB each at most) and see end of file: the apps' processes are being killed meanwhile.
+const RELAY_DRAIN: Duration = Duration::from_secs(5);
 
 /// An app's stdout and stderr, each a vsock stream to the host or else the console.
 type AppStreams = (io::Result<Stream>, io::Result<Stream>);
 
 /// Connects app `index`'s output streams (`pod_control::ports`).
-fn connect_app_streams(index: usize, app: &PodApp, log: Log) -> AppStreams {
+fn connect_app_streams(
+    index: usize,
+    app: &PodApp,
+    relays: &mut relay::Relays,
+    log: Log,
+) -> AppStreams {
     let name = app.name.as_str();
     let port = |port: Option<u32>| port.unwrap_or(u32::MAX);
     (
         connect_stream(
             port(pod_control::ports::stdout_port(index)),
+            relays,
             log,
             name,
             "stdout",
         ),
         connect_stream(
             port(pod_control::ports::stderr_port(index)),
+            relays,
             log,
             name,
             "stderr",
@@ -607,11 +635,33 @@ fn handlers(spec: &AppSpec) -> Result<EventHandlers, AppError> {
     })
 }
 
-/// A connected vsock stream to the host's `port`, else the console (the contract's fallback).
-fn connect_stream(port: u32, log: Log, app: &str, which: &str) -> io::Result<Stream> {
+/// A pipe relayed to a connected vsock stream to the host's `port`, else the console (the
+/// contract's fallback).
+fn connect_stream(
+    port: u32,
+    relays: &mut relay::Relays,
+    log: Log,
+    app: &str,
+    which: &str,
+) -> io::Result<Stream> {
     match connect_vsock(port) {
-        Ok(fd) => {
-            log.step(format_args!("app {app}: {which} -> vsock port {port}"));
+        Ok(socket) => {
+            let fd = match relays.relay_to(socket) {
+                Ok(pipe) => {
+                    log.step(format_args!(
+                        "app {app}: {which} -> pipe -> vsock port {port}"
+                    ));
+                    pipe
+                }
+                // No pipe or no process to spare: the socket itself still carries the output
+                // (only opening /dev/stdout by name fails then).
+                Err((error, socket)) => {
+                    log.step(format_args!(
+                        "app {app}: {which} -> vsock port {port} (no relay: {error})"
+                    ));
+                    socket
+                }
+            };
             Ok(Stream {
                 fd,
                 is_console: false,

@@ -399,11 +399,7 @@ impl Socket {
 
     fn add_route(&self, ifname: &str, route: &Route) -> Result<(), NetworkError> {
         let what = route_text(route);
-        let invalid = || NetworkError::Ioctl {
-            ifname: ifname.into(),
-            what: what.clone(),
-            source: io::Error::from(io::ErrorKind::InvalidInput),
-        };
+        let invalid = || invalid_input(ifname, &what);
         let IpAddr::V4(dst) = route.dst else {
             return Err(invalid());
         };
@@ -473,11 +469,7 @@ impl Socket {
     /// the kernel's default metric for routes added by hand.
     fn add_route_v6(&self, ifname: &str, route: &Route) -> Result<(), NetworkError> {
         let what = route_text(route);
-        let invalid = || NetworkError::Ioctl {
-            ifname: ifname.into(),
-            what: what.clone(),
-            source: io::Error::from(io::ErrorKind::InvalidInput),
-        };
+        let invalid = || invalid_input(ifname, &what);
         let IpAddr::V6(dst) = route.dst else {
             return Err(invalid());
         };
@@ -502,6 +494,15 @@ impl Socket {
             Some(IpAddr::V4(_)) => return Err(invalid()),
         }
         self.ioctl(ifname, libc::SIOCADDRT, &mut request, &what)
+    }
+}
+
+/// The error for an entry these ioctls cannot express (a route of the other family).
+fn invalid_input(ifname: &str, what: &str) -> NetworkError {
+    NetworkError::Ioctl {
+        ifname: ifname.into(),
+        what: what.into(),
+        source: io::Error::from(io::ErrorKind::InvalidInput),
     }
 }
 

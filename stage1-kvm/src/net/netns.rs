@@ -291,6 +291,15 @@ pub fn enter(fd: &impl AsFd) -> nix::Result<()> {
 mod tests {
     use super::*;
 
+    /// `DST/PREFIX Some(GATEWAY)` per route, in order.
+    fn route_lines(iface: &GuestInterface) -> Vec<String> {
+        iface
+            .routes
+            .iter()
+            .map(|r| format!("{}/{} {:?}", r.dst, r.prefix, r.gateway))
+            .collect()
+    }
+
     fn view(links: &str, addrs: &str, routes: &str) -> GuestInterface {
         let link: Vec<IpLink> = serde_json::from_str(links).unwrap();
         guest_view(
@@ -319,11 +328,7 @@ mod tests {
                 prefix: 32
             }]
         );
-        let routes: Vec<String> = iface
-            .routes
-            .iter()
-            .map(|r| format!("{}/{} {:?}", r.dst, r.prefix, r.gateway))
-            .collect();
+        let routes = route_lines(&iface);
         assert_eq!(
             routes,
             [
@@ -371,11 +376,7 @@ mod tests {
             .map(|a| format!("{}/{}", a.address, a.prefix))
             .collect();
         assert_eq!(addresses, ["172.29.0.2/32", "fd52:6b74::2/128"]);
-        let routes: Vec<String> = iface
-            .routes
-            .iter()
-            .map(|r| format!("{}/{} {:?}", r.dst, r.prefix, r.gateway))
-            .collect();
+        let routes = route_lines(&iface);
         assert_eq!(
             routes,
             [
