@@ -853,19 +853,10 @@ fn pod_runs(pods: &PodBench, runs: usize, results: &mut Results) -> Result<(), S
 
 /// docker-registry processes still running (the bench's registry is stopped by then).
 fn registry_leftovers() -> Vec<String> {
-    let mut found = Vec::new();
-    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let pid = entry.file_name().to_string_lossy().into_owned();
-        if !pid.chars().all(|c| c.is_ascii_digit()) {
-            continue;
-        }
-        if let Ok(comm) = fs::read_to_string(entry.path().join("comm")) {
-            if comm.trim() == "docker-registry" {
-                found.push(format!("process {pid} (docker-registry)"));
-            }
-        }
-    }
-    found
+    e2e::processes_named(&["docker-registry"])
+        .into_iter()
+        .map(|process| format!("process {process}"))
+        .collect()
 }
 
 fn main() {

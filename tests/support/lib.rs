@@ -947,6 +947,11 @@ pub fn pod_leftovers(data: &Path, host_netns: Option<&str>) -> Vec<String> {
 /// which is the stage1 binary exec'ing itself, so its /proc/PID/exe may point into a jail
 /// that no longer exists) and `rkt-vmm`.
 pub fn engine_processes() -> Vec<String> {
+    processes_named(&["rkt", "stage1-kvm", "rkt-vmm"])
+}
+
+/// Running processes whose name (`/proc/PID/comm`) is one of `names`, as `PID (NAME)`.
+pub fn processes_named(names: &[&str]) -> Vec<String> {
     let mut found = Vec::new();
     for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
         let pid = entry.file_name().to_string_lossy().into_owned();
@@ -955,7 +960,7 @@ pub fn engine_processes() -> Vec<String> {
         }
         if let Ok(comm) = fs::read_to_string(entry.path().join("comm")) {
             let comm = comm.trim();
-            if ["rkt", "stage1-kvm", "rkt-vmm"].contains(&comm) {
+            if names.contains(&comm) {
                 found.push(format!("{pid} ({comm})"));
             }
         }
