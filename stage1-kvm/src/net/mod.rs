@@ -469,23 +469,16 @@ fn write_cni_resolv_conf(
     if let Some(domain) = dns.domain.as_deref().filter(|d| word(d)) {
         let _ = writeln!(text, "domain {domain}");
     }
-    let search: Vec<&str> = dns
-        .search
-        .iter()
-        .map(String::as_str)
-        .filter(|s| word(s))
-        .collect();
-    if !search.is_empty() {
-        let _ = writeln!(text, "search {}", search.join(" "));
-    }
-    let options: Vec<&str> = dns
-        .options
-        .iter()
-        .map(String::as_str)
-        .filter(|s| word(s))
-        .collect();
-    if !options.is_empty() {
-        let _ = writeln!(text, "options {}", options.join(" "));
+    // `search` and `options` lines: the values that are single words, if any.
+    for (key, values) in [("search", &dns.search), ("options", &dns.options)] {
+        let words: Vec<&str> = values
+            .iter()
+            .map(String::as_str)
+            .filter(|v| word(v))
+            .collect();
+        if !words.is_empty() {
+            let _ = writeln!(text, "{key} {}", words.join(" "));
+        }
     }
     let etc = stage1_rootfs.join("etc");
     fs::create_dir_all(&etc).map_err(Stage1Error::io(format!("creating {}", etc.display())))?;
