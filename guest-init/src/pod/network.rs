@@ -65,13 +65,6 @@ use pod_control::network::{GuestNetwork as Description, GuestRoute as Route};
 /// Brings loopback up and configures the NICs the stage1 described (none without its file:
 /// `--net=none`). Returns a line per interface for the debug log.
 pub fn configure(share: &Path) -> Result<Vec<String>, NetworkError> {
-    let opening = |family: &'static str| {
-        move |source| NetworkError::Ioctl {
-            ifname: "lo".into(),
-            what: format!("opening an {family} socket for interface ioctls"),
-            source,
-        }
-    };
     let socket = Socket::open(libc::AF_INET).map_err(opening("AF_INET"))?;
     socket.set_up("lo")?;
     let path = share.join(NETWORK_FILE);
@@ -79,15 +72,8 @@ pub fn configure(share: &Path) -> Result<Vec<String>, NetworkError> {
         Some(description) => description,
         None => return Ok(vec!["lo up; no network description (--net=none)".into()]),
     };
-    let wants_ipv6 = description.interfaces.iter().any(|iface| {
-        iface.addresses.iter().any(|a| a.address.is_ipv6())
-            || iface.routes.iter().any(|r| r.dst.is_ipv6())
-    });
-    let socket6 = if wants_ipv6 {
-        Some(Socket::open(libc::AF_INET6).map_err(opening("AF_INET6"))?)
-    } else {
-        None
-    };
+    // Opened on the first IPv6 entry: pods without IPv6 never need it.
+    let mut socket6: Option<Socket> = None;
     let mut done = vec!["lo up".to_string()];
     for iface in &description.interfaces {
         let ifname = match interface_with_mac(Path::new(SYS_CLASS_NET), &iface.mac) {
@@ -108,11 +94,13 @@ pub fn configure(share: &Path) -> Result<Vec<String>, NetworkError> {
         }
         // Before the interface comes up: that is when the kernel would solicit routers and
         // start DAD on its link-local address.
-        ipv6_from_cni_only(Path::new(IPV6_CONF), &ifname, socket6.is_some())?;
+        let wants_ipv6 = iface.addresses.iter().any(|a| a.address.is_ipv6())
+            || iface.routes.iter().any(|r| r.dst.is_ipv6());
+        ipv6_from_cni_only(Path::new(IPV6_CONF), &ifname, wants_ipv6)?;
         let mut ipv4_count = 0;
         for address in &iface.addresses {
-            match (address.address, &socket6) {
-                (IpAddr::V4(v4), _) => {
+            match address.address {
+                IpAddr::V4(v4) => {
                     // The ioctls hold one IPv4 address per name: further ones go on alias
                     // labels (eth0:1, ...), as `ifconfig` did; the kernel keeps them all on eth0.
                     let label = match ipv4_count {
@@ -122,18 +110,16 @@ pub fn configure(share: &Path) -> Result<Vec<String>, NetworkError> {
                     socket.set_address(&label, v4, address.prefix)?;
                     ipv4_count += 1;
                 }
-                (IpAddr::V6(v6), Some(socket6)) => {
-                    socket6.add_address_v6(&ifname, v6, address.prefix)?
+                IpAddr::V6(v6) => {
+                    ipv6_socket(&mut socket6)?.add_address_v6(&ifname, v6, address.prefix)?
                 }
-                (IpAddr::V6(_), None) => unreachable_socket(&ifname)?,
             }
         }
         socket.set_up(&ifname)?;
         for route in &iface.routes {
-            match (route.dst, &socket6) {
-                (IpAddr::V4(_), _) => socket.add_route(&ifname, route)?,
-                (IpAddr::V6(_), Some(socket6)) => socket6.add_route_v6(&ifname, route)?,
-                (IpAddr::V6(_), None) => unreachable_socket(&ifname)?,
+            match route.dst {
+                IpAddr::V4(_) => socket.add_route(&ifname, route)?,
+                IpAddr::V6(_) => ipv6_socket(&mut socket6)?.add_route_v6(&ifname, route)?,
             }
         }
         let addresses: Vec<String> = iface
@@ -156,13 +142,20 @@ pub fn configure(share: &Path) -> Result<Vec<String>, NetworkError> {
     Ok(done)
 }
 
-/// `wants_ipv6` is computed from the same description the loop walks, so an IPv6 entry always
-/// has its socket; this keeps that an error rather than a panic should the two ever disagree.
-fn unreachable_socket(ifname: &str) -> Result<(), NetworkError> {
-    Err(NetworkError::Ioctl {
-        ifname: ifname.into(),
-        what: "an IPv6 entry without an AF_INET6 socket".into(),
-        source: io::Error::from(io::ErrorKind::InvalidInput),
+/// The error for a socket of `family` that could not be opened.
+fn opening(family: &'static str) -> impl Fn(io::Error) -> NetworkError {
+    move |source| NetworkError::Ioctl {
+        ifname: "lo".into(),
+        what: format!("opening an {family} socket for interface ioctls"),
+        source,
+    }
+}
+
+/// The AF_INET6 socket in `slot`, opened on first use.
+fn ipv6_socket(slot: &mut Option<Socket>) -> Result<&Socket, NetworkError> {
+    Ok(match slot.take() {
+        Some(socket) => slot.insert(socket),
+        None => slot.insert(Socket::open(libc::AF_INET6).map_err(opening("AF_INET6"))?),
     })
 }
 
