@@ -189,7 +189,7 @@ fn a_corrupted_snapshot_falls_back_and_is_replaced_and_list_clear_gc() {
         "{listed}"
     );
 
-    // Flip a byte in the middle of the state file: the cache's record of it (times, SHA-256)
+    // Flip a byte in the middle of the state file: the cache's record of it (its times)
     // no longer matches, so the entry is refused before the VMM reads it.
     let state = world.data_dir().join(SNAPSHOTS).join(&ids[0]).join("state");
     let mut bytes = fs::read(&state).unwrap();
