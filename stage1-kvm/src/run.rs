@@ -40,6 +40,7 @@ pub fn run(args: &RunArgs) -> Result<i32, Stage1Error> {
     check_options(args)?;
     // Before anything is set up (stage0 no longer checks the host: it knows nothing of KVM).
     vmm::check_host_early().map_err(|e| Stage1Error::Vmm(e.into()))?;
+    timeline.mark("check the host (KVM) and the options");
     let manifest = pod.read_manifest()?;
     crate::isolators::warn_not_applied(&pod, &manifest);
     pod.write_pid()?;
@@ -52,6 +53,7 @@ pub fn run(args: &RunArgs) -> Result<i32, Stage1Error> {
     }
 
     let (mut config, run_dir) = prepare_vm(args, &pod, &manifest, Path::new(RUN_DIR))?;
+    timeline.mark("lay out the pod's host files and the VM's configuration");
     let _cleanup = RunDirCleanup(run_dir.dir.clone());
     let socket = &run_dir.socket;
     // Released when dropped, after the VM (and on any error from here on).
@@ -68,6 +70,7 @@ pub fn run(args: &RunArgs) -> Result<i32, Stage1Error> {
     )?;
     if let Some(network) = &network {
         config.nets = network.nics.clone();
+        timeline.mark("set up the pod network (CNI)");
     }
     // The jailed VMM process starts now, in the pod's network namespace, and sets itself up
     // while the output and status listeners start and the warm-start cache is looked at.
@@ -79,6 +82,7 @@ pub fn run(args: &RunArgs) -> Result<i32, Stage1Error> {
         args.debug,
     );
     plan.start_standby(&config);
+    timeline.mark("start the jailed VMM process");
     if args.debug {
         eprintln!(
             "stage1-kvm: VM: {} vCPU(s), {} MiB, shares {}, vsock {}, cmdline {:?}",
@@ -108,7 +112,7 @@ pub fn run(args: &RunArgs) -> Result<i32, Stage1Error> {
         Arc::new(Mutex::new(io::stdout())),
         Arc::new(Mutex::new(io::stderr())),
     )?;
-    timeline.mark("set up the VM (layout, shares, sockets)");
+    timeline.mark("start the output and status listeners");
     let vm_ended = Arc::new(AtomicBool::new(false));
     control::ready::watch(socket.clone(), pod.stage1_rootfs(), Arc::clone(&vm_ended));
     // --interactive: the terminal is raw until we return, whichever way we return.

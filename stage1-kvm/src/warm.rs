@@ -123,6 +123,7 @@ pub fn run(
             return vmm_process::boot(plan, config);
         }
     };
+    timeline.mark("look up the warm-start snapshot");
     if !found {
         let started = Instant::now();
         match cache.make(&key, |dir| make_snapshot(plan, &config, pod, dir)) {

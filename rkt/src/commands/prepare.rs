@@ -120,10 +120,12 @@ pub fn prepare(
         None => Wanted::Flags(pod_request(args)?),
     };
     let mut store = Store::open(&globals.dir, LockMode::Shared)?;
+    crate::timing::mark(globals, "opened the store");
     store.set_max_image_size(args.max_image_size);
     let fetcher = ImageFetcher::new(globals, &store, args.max_image_size);
     let stage1_defaults = super::stage1_image::Stage1Defaults::load(globals)?;
     let stage1 = args.stage1.resolve(&store, &fetcher, &stage1_defaults)?;
+    crate::timing::mark(globals, "found the stage1 in the store");
     let pod = match wanted {
         Wanted::Manifest(pod) => pod,
         Wanted::Flags(request) => from_flags(args, request, &store, &fetcher)?,

@@ -104,7 +104,7 @@ fn serve(request: Request, namespaces: Namespaces) -> Reply {
     if let Err(err) = vmm::sandbox::install(Arc::new(policy)) {
         return Reply::Failed(err);
     }
-    match action {
+    let reply = match action {
         Action::Boot => match vmm::run(config) {
             Ok(outcome) => Reply::Ended(outcome.into()),
             Err(err) => Reply::Failed(err.to_string()),
@@ -118,7 +118,9 @@ fn serve(request: Request, namespaces: Namespaces) -> Reply {
             Err(VmmError::Snapshot(err)) => Reply::SnapshotRefused(err.to_string()),
             Err(err) => Reply::Failed(err.to_string()),
         },
-    }
+    };
+    mark("jailed VMM process: VM ended");
+    reply
 }
 
 /// Builds the jail from the request, enters it, and returns the configuration and action

@@ -203,6 +203,7 @@ impl VmmProcess {
             if let Err(err) = cgroup.remove() {
                 eprintln!("stage1-kvm: {err} (rkt gc will try again)");
             }
+            plan.mark("the VMM's cgroup removed");
         }
         result
     }
@@ -266,6 +267,7 @@ impl VmmProcess {
             None => Ok(0),
         };
         let status = self.join_launcher()?;
+        plan.mark("jailed VMM process ended");
         if let Some(relay) = relay {
             let _ = relay.join();
         }
