@@ -4,10 +4,11 @@
 //! VMM, joined to that interface by tc ingress qdiscs with mirred redirects both ways, and the
 //! state the CNI plugin left on the interface (MAC, MTU, addresses, routes) for the guest.
 
+use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use serde::Deserialize;
 
@@ -60,10 +61,45 @@ fn ip_in(ns: &str, args: &[&str]) -> Result<String, WiringError> {
     run("ip", &all)
 }
 
-/// Creates the named namespace with loopback up.
+/// `PROGRAM -n NS -batch -` with `lines` on its stdin: several `ip` or `tc` commands in one
+/// process, which stops at the first that fails. One process instead of one per command,
+/// because starting `ip` or `tc` is most of what each command costs (60 ms each in the
+/// emulated test host, where the pod's wiring took six of them).
+fn batch_in(program: &str, ns: &str, lines: &[String]) -> Result<(), WiringError> {
+    let command = format!("{program} -n {ns} -batch - ({})", lines.join("; "));
+    let failed = |message: String| WiringError {
+        command: command.clone(),
+        message,
+    };
+    let mut child = Command::new(program)
+        .args(["-n", ns, "-batch", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| failed(format!("cannot run {program} ({e}); install iproute2")))?;
+    let mut input = lines.join("\n");
+    input.push('\n');
+    // Written whole before the wait: a few hundred bytes fit in any pipe.
+    let written = match child.stdin.take() {
+        Some(mut stdin) => stdin.write_all(input.as_bytes()),
+        None => Ok(()),
+    };
+    let output = child
+        .wait_with_output()
+        .map_err(|e| failed(format!("waiting for {program}: {e}")))?;
+    if !output.status.success() {
+        return Err(failed(
+            String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        ));
+    }
+    written.map_err(|e| failed(format!("writing its commands: {e}")))
+}
+
+/// Creates the named namespace (its loopback is brought up with the first tap, in the same
+/// `ip` process: [`join_tap`]).
 pub fn create(name: &str) -> Result<(), WiringError> {
-    run("ip", &["netns", "add", name])?;
-    ip_in(name, &["link", "set", "lo", "up"]).map(drop)
+    run("ip", &["netns", "add", name]).map(drop)
 }
 
 /// Whether the named namespace exists.
@@ -85,33 +121,33 @@ pub fn delete(name: &str) -> Result<(), WiringError> {
 /// match-all u32 filter). The CNI interface's own IP stack never sees a frame, so any plugin's
 /// interface works, whatever it is (veth, macvlan, ...).
 pub fn join_tap(ns: &str, cni_if: &str, tap: &str, mtu: u32) -> Result<(), WiringError> {
-    let mtu = mtu.to_string();
-    ip_in(ns, &["tuntap", "add", "dev", tap, "mode", "tap"])?;
-    ip_in(ns, &["link", "set", "dev", tap, "mtu", &mtu, "up"])?;
+    batch_in(
+        "ip",
+        ns,
+        &[
+            "link set lo up".to_string(),
+            format!("tuntap add dev {tap} mode tap"),
+            format!("link set dev {tap} mtu {mtu} up"),
+        ],
+    )?;
+    let mut redirects = Vec::new();
     for (from, to) in [(cni_if, tap), (tap, cni_if)] {
-        run("tc", &["-n", ns, "qdisc", "add", "dev", from, "ingress"])?;
-        run(
-            "tc",
-            &[
-                "-n", ns, "filter", "add", "dev", from, "parent", "ffff:", "protocol", "all",
-                "u32", "match", "u32", "0", "0", "action", "mirred", "egress", "redirect", "dev",
-                to,
-            ],
-        )?;
+        redirects.push(format!("qdisc add dev {from} ingress"));
+        redirects.push(format!(
+            "filter add dev {from} parent ffff: protocol all u32 match u32 0 0 \
+             action mirred egress redirect dev {to}"
+        ));
     }
-    Ok(())
+    batch_in("tc", ns, &redirects)
 }
 
+/// One interface as `ip -j addr show` lists it: the link's MAC and MTU and its addresses.
 #[derive(Deserialize)]
-struct IpLink {
+struct IpAddrs {
     #[serde(default)]
     address: String,
     #[serde(default)]
     mtu: u32,
-}
-
-#[derive(Deserialize)]
-struct IpAddrs {
     #[serde(default)]
     addr_info: Vec<IpAddrInfo>,
 }
@@ -152,19 +188,18 @@ fn parse<T: for<'de> Deserialize<'de>>(command: &str, text: &str) -> Result<T, W
 /// guest takes it over: frames for it are what the outside sends), the MTU, the IPv4 and IPv6
 /// addresses and the routes through it.
 pub fn read_interface(ns: &str, ifname: &str) -> Result<GuestInterface, WiringError> {
-    let links: Vec<IpLink> = parse(
-        "ip link show",
-        &ip_in(ns, &["-j", "link", "show", "dev", ifname])?,
-    )?;
-    let link = links.into_iter().next().ok_or_else(|| WiringError {
-        command: format!("ip -n {ns} link show dev {ifname}"),
-        message: "no such interface".into(),
-    })?;
-    // Both families at once: `ip addr` lists them together.
-    let addrs: Vec<IpAddrs> = parse(
+    // The link (MAC, MTU) and both families' addresses at once: `ip addr` lists them together.
+    let mut links: Vec<IpAddrs> = parse(
         "ip addr show",
         &ip_in(ns, &["-j", "addr", "show", "dev", ifname])?,
     )?;
+    if links.len() != 1 {
+        return Err(WiringError {
+            command: format!("ip -n {ns} addr show dev {ifname}"),
+            message: "no such interface".into(),
+        });
+    }
+    let link = links.remove(0);
     let mut routes: Vec<IpRoute> = Vec::new();
     for (family, ipv6) in [("-4", false), ("-6", true)] {
         let more: Vec<IpRoute> = parse(
@@ -178,7 +213,7 @@ pub fn read_interface(ns: &str, ifname: &str) -> Result<GuestInterface, WiringEr
         )?;
         routes.extend(more.into_iter().map(|route| IpRoute { ipv6, ..route }));
     }
-    Ok(guest_view(link, addrs, routes))
+    Ok(guest_view(link, routes))
 }
 
 /// The guest's configuration from what `ip` showed. An address keeps its prefix only when the
@@ -187,15 +222,15 @@ pub fn read_interface(ns: &str, ifname: &str) -> Result<GuestInterface, WiringEr
 /// (/32, /128) plus the same routes. Link-scope routes come first so that gateways are
 /// reachable when the routes through them are added. IPv6 link-local addresses (fe80::/64)
 /// and the kernel's routes are left out: the guest's kernel makes its own from the same MAC.
-fn guest_view(link: IpLink, addrs: Vec<IpAddrs>, routes: Vec<IpRoute>) -> GuestInterface {
+fn guest_view(link: IpAddrs, routes: Vec<IpRoute>) -> GuestInterface {
     let kernel_routes: Vec<(IpAddr, u8)> = routes
         .iter()
         .filter(|r| r.protocol.as_deref() == Some("kernel") && r.gateway.is_none())
         .filter_map(|r| parse_destination(&r.dst, r.ipv6))
         .collect();
-    let addresses = addrs
+    let addresses = link
+        .addr_info
         .iter()
-        .flat_map(|a| &a.addr_info)
         .filter(|info| matches!(info.family.as_str(), "inet" | "inet6") && info.scope != "link")
         .filter_map(|info| {
             let address: IpAddr = info.local.parse().ok()?;
@@ -300,11 +335,11 @@ mod tests {
             .collect()
     }
 
-    fn view(links: &str, addrs: &str, routes: &str) -> GuestInterface {
-        let link: Vec<IpLink> = serde_json::from_str(links).unwrap();
+    /// `addrs`: what `ip -j addr show dev IF` prints (one interface: MAC, MTU, addresses).
+    fn view(addrs: &str, routes: &str) -> GuestInterface {
+        let link: Vec<IpAddrs> = serde_json::from_str(addrs).unwrap();
         guest_view(
             link.into_iter().next().unwrap(),
-            serde_json::from_str(addrs).unwrap(),
             serde_json::from_str(routes).unwrap(),
         )
     }
@@ -313,8 +348,8 @@ mod tests {
     fn ptp_gives_a_host_address_and_the_plugins_routes() {
         // What `ip -j` shows after the ptp plugin (1.1.1) in the pod's namespace.
         let iface = view(
-            r#"[{"ifindex":3,"ifname":"eth0","mtu":1500,"address":"a2:47:3b:6e:4f:01"}]"#,
-            r#"[{"addr_info":[{"family":"inet","local":"172.16.28.7","prefixlen":24}]}]"#,
+            r#"[{"ifindex":3,"ifname":"eth0","mtu":1500,"address":"a2:47:3b:6e:4f:01",
+                 "addr_info":[{"family":"inet","local":"172.16.28.7","prefixlen":24}]}]"#,
             r#"[{"dst":"default","gateway":"172.16.28.1","flags":[]},
                 {"dst":"172.16.28.0/24","gateway":"172.16.28.1","prefsrc":"172.16.28.7"},
                 {"dst":"172.16.28.1","scope":"link","prefsrc":"172.16.28.7"}]"#,
@@ -343,10 +378,8 @@ mod tests {
     fn dual_stack_ptp_gives_both_families_and_leaves_link_local_out() {
         // ptp with host-local ranges of both families: ip -j addr lists both at once, the
         // routes come from `ip -4` and `ip -6` separately, and both print `default`.
-        let link: Vec<IpLink> =
-            serde_json::from_str(r#"[{"mtu":1500,"address":"a2:47:3b:6e:4f:01"}]"#).unwrap();
-        let addrs = serde_json::from_str(
-            r#"[{"addr_info":[
+        let link: Vec<IpAddrs> = serde_json::from_str(
+            r#"[{"mtu":1500,"address":"a2:47:3b:6e:4f:01","addr_info":[
                 {"family":"inet","local":"172.29.0.2","prefixlen":24,"scope":"global"},
                 {"family":"inet6","local":"fd52:6b74::2","prefixlen":64,"scope":"global"},
                 {"family":"inet6","local":"fe80::a047:3bff:fe6e:4f01","prefixlen":64,"scope":"link"}]}]"#,
@@ -369,7 +402,7 @@ mod tests {
             .into_iter()
             .chain(v6.into_iter().map(|r| IpRoute { ipv6: true, ..r }))
             .collect();
-        let iface = guest_view(link.into_iter().next().unwrap(), addrs, routes);
+        let iface = guest_view(link.into_iter().next().unwrap(), routes);
         let addresses: Vec<String> = iface
             .addresses
             .iter()
@@ -390,12 +423,8 @@ mod tests {
         );
         // A bridge-style IPv6 subnet the kernel routes on link keeps its prefix.
         let kept = guest_view(
-            IpLink {
-                address: String::new(),
-                mtu: 1500,
-            },
             serde_json::from_str(
-                r#"[{"addr_info":[{"family":"inet6","local":"fd00:10::5","prefixlen":64}]}]"#,
+                r#"{"mtu":1500,"addr_info":[{"family":"inet6","local":"fd00:10::5","prefixlen":64}]}"#,
             )
             .unwrap(),
             vec![IpRoute {
@@ -419,8 +448,8 @@ mod tests {
     #[test]
     fn bridge_keeps_the_subnet_on_link() {
         let iface = view(
-            r#"[{"mtu":1400,"address":"0a:58:0a:16:00:05"}]"#,
-            r#"[{"addr_info":[{"family":"inet","local":"10.22.0.5","prefixlen":16}]}]"#,
+            r#"[{"mtu":1400,"address":"0a:58:0a:16:00:05",
+                 "addr_info":[{"family":"inet","local":"10.22.0.5","prefixlen":16}]}]"#,
             r#"[{"dst":"default","gateway":"10.22.0.1"},
                 {"dst":"10.22.0.0/16","protocol":"kernel","scope":"link","prefsrc":"10.22.0.5"}]"#,
         );
