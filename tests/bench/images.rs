@@ -46,6 +46,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use e2e::direct_cni::{CniAttachment, DirectCni, PortMapping};
 use e2e::pod_net::{TestHost, HOST_IP};
 use e2e::registry::{corpus_image, LocalRegistry};
 use e2e::{min_median_max, pod_leftovers, rkt_binary, ScratchFs};
@@ -62,12 +63,6 @@ const UP_LIMIT: Duration = Duration::from_secs(300);
 const STOP_LIMIT: Duration = Duration::from_secs(120);
 /// Each connection attempt of the poller (see the module comment).
 const CONNECT_LIMIT: Duration = Duration::from_millis(200);
-/// Where Debian's containernetworking-plugins puts the plugins (as the kvm stage1 looks).
-const CNI_DIRS: &[&str] = &["/usr/lib/cni", "/opt/cni/bin"];
-/// rkt's built-in `default` network as the kvm stage1 hands it to ptp
-/// (stage1-kvm/src/net/conf.rs, with the `cniVersion` it fills in).
-const DEFAULT_NET: &str = r#"{"cniVersion":"0.4.0","name":"default","type":"ptp","ipMasq":true,
-  "ipam":{"type":"host-local","subnet":"172.16.28.0/24","routes":[{"dst":"0.0.0.0/0"}]}}"#;
 /// Docker's default capability set: what a `docker run` of this image would have (nginx's
 /// master process needs CAP_SETUID/CAP_SETGID to start its workers as www-data; umoci's
 /// config has only three capabilities).
@@ -328,7 +323,7 @@ impl PodBench {
         ] {
             config["process"]["capabilities"][set] = serde_json::json!(DOCKER_CAPABILITIES);
         }
-        let netns = format!("/run/netns/{}", self.crun_netns);
+        let netns = self.cni().netns_path().display().to_string();
         let namespaces = config["linux"]["namespaces"]
             .as_array_mut()
             .ok_or("umoci's config.json has no linux.namespaces")?;
@@ -422,27 +417,11 @@ impl PodBench {
         let mut attached = CniAttachment::default();
         let mut child = None;
         let up = (|| -> Result<UpSample, String> {
-            quiet(Command::new("ip").args(["netns", "add", &self.crun_netns]))?;
-            attached.netns = true;
-            quiet(Command::new("ip").args(["-n", &self.crun_netns, "link", "set", "lo", "up"]))?;
-            let conf: serde_json::Value =
-                serde_json::from_str(DEFAULT_NET).map_err(|e| e.to_string())?;
-            attached.ptp = Some(conf.clone());
-            let result = self.cni("ptp", "ADD", &name, &conf)?;
-            attached.result = Some(result.clone());
-            let mut portmap = serde_json::json!({
-                "cniVersion": conf["cniVersion"],
-                "name": conf["name"],
-                "type": "portmap",
-                "snat": true,
-                "capabilities": {"portMappings": true},
-                "runtimeConfig": {"portMappings": [
-                    {"hostPort": HOST_PORT, "containerPort": 80, "protocol": "tcp"}
-                ]},
-            });
-            attached.portmap = Some(portmap.clone());
-            portmap["prevResult"] = result;
-            self.cni("portmap", "ADD", &name, &portmap)?;
+            let port = PortMapping {
+                host_port: HOST_PORT,
+                container_port: 80,
+            };
+            self.cni().attach(&name, &[port], &mut attached)?;
             let network = started.elapsed().as_secs_f64();
             let running = child.insert(spawn_logged(
                 Command::new("crun")
@@ -489,27 +468,8 @@ impl PodBench {
                 .stderr(Stdio::null())
                 .status();
         }
-        let with_prev = |conf: &serde_json::Value| {
-            let mut conf = conf.clone();
-            if let Some(result) = &attached.result {
-                conf["prevResult"] = result.clone();
-            }
-            conf
-        };
-        if let Some(portmap) = &attached.portmap {
-            if let Err(e) = self.cni("portmap", "DEL", name, &with_prev(portmap)) {
-                problems.push(e);
-            }
-        }
-        if let Some(ptp) = &attached.ptp {
-            if let Err(e) = self.cni("ptp", "DEL", name, &with_prev(ptp)) {
-                problems.push(e);
-            }
-        }
-        if attached.netns {
-            if let Err(e) = quiet(Command::new("ip").args(["netns", "del", &self.crun_netns])) {
-                problems.push(e);
-            }
+        if let Err(e) = self.cni().undo(name, attached) {
+            problems.push(e);
         }
         if problems.is_empty() {
             Ok(())
@@ -518,60 +478,9 @@ impl PodBench {
         }
     }
 
-    /// A CNI plugin run in the test host for the crun container, as the kvm stage1 runs them
-    /// (stage1-kvm/src/net/cni.rs): `CNI_*` in a clean environment, the configuration on
-    /// stdin; ADD's result.
-    fn cni(
-        &self,
-        plugin: &str,
-        command: &str,
-        container: &str,
-        conf: &serde_json::Value,
-    ) -> Result<serde_json::Value, String> {
-        let binary = CNI_DIRS
-            .iter()
-            .map(|d| Path::new(d).join(plugin))
-            .find(|p| p.is_file())
-            .ok_or(format!(
-                "no CNI plugin {plugin} in {CNI_DIRS:?} (containernetworking-plugins)"
-            ))?;
-        let mut child = self
-            .host
-            .command(&binary)
-            .env_clear()
-            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-            .env("CNI_COMMAND", command)
-            .env("CNI_CONTAINERID", container)
-            .env("CNI_NETNS", format!("/run/netns/{}", self.crun_netns))
-            .env("CNI_IFNAME", "eth0")
-            .env("CNI_ARGS", "")
-            .env("CNI_PATH", CNI_DIRS.join(":"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
-        let stdin = serde_json::to_vec(conf).map_err(|e| e.to_string())?;
-        if let Some(mut pipe) = child.stdin.take() {
-            pipe.write_all(&stdin)
-                .map_err(|e| format!("{plugin} {command}: writing its stdin: {e}"))?;
-        }
-        let out = child
-            .wait_with_output()
-            .map_err(|e| format!("{plugin} {command}: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "CNI {plugin} {command}: {}: {}{}",
-                out.status,
-                String::from_utf8_lossy(&out.stdout).trim(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
-        if command != "ADD" {
-            return Ok(serde_json::Value::Null);
-        }
-        serde_json::from_slice(&out.stdout)
-            .map_err(|e| format!("CNI {plugin} ADD: its result is no JSON ({e})"))
+    /// The crun container's namespace, attached by calling the CNI plugins in the test host.
+    fn cni(&self) -> DirectCni<'_> {
+        DirectCni::new(&self.crun_netns, Some(&self.host))
     }
 
     /// What the last run left: `e2e::pod_leftovers` (pods, mounts, engine and plugin
@@ -580,20 +489,9 @@ impl PodBench {
     fn leftovers(&self) -> Vec<String> {
         let mut left = pod_leftovers(&self.data, Some(self.host.name()));
         left.extend(crun_leftovers());
-        if Path::new("/run/netns").join(&self.crun_netns).exists() {
-            left.push(format!("network namespace /run/netns/{}", self.crun_netns));
-        }
+        left.extend(self.cni().leftover());
         left
     }
-}
-
-/// What the crun side attached, for undoing it.
-#[derive(Default)]
-struct CniAttachment {
-    netns: bool,
-    ptp: Option<serde_json::Value>,
-    portmap: Option<serde_json::Value>,
-    result: Option<serde_json::Value>,
 }
 
 /// crun containers of this bench (`crun list`).

@@ -4,6 +4,7 @@
 //! The tests use what `tools/setup` built (release binaries, the guest kernel and initramfs under
 //! `target/guest/`); they never build or fake anything themselves.
 
+pub mod direct_cni;
 pub mod pod_net;
 pub mod registry;
 
