@@ -12,8 +12,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use e2e::{
-    assert_all_cleaned, busybox_aci, mounts_under, pod_status as status, status_value as value,
-    uuid_from, RktWorld, ScratchFs,
+    assert_all_cleaned, busybox_aci, mounts_under, pod_status as status, sha256_digest,
+    status_value as value, uuid_from, RktWorld, ScratchFs,
 };
 
 const IMAGE: &str = "example.com/busybox";
@@ -285,6 +285,64 @@ fn gc_after_kill_9_of_a_running_pod() {
     assert!(
         !mounts_under(&world.data_dir()).is_empty(),
         "overlays until gc"
+    );
+    assert_all_cleaned(&world);
+}
+
+/// The early stop (docs/stage1-kvm.md, contract item 5): the host stops the VM as soon as every
+/// status is in, guest-init ended the status stream and every output stream ended, instead of
+/// waiting for the guest's reboot. Nothing the pod wrote may be lost to it: output written at
+/// the very end, a file written to a host volume just before the app exits (flushed by the
+/// guest's sync), and a process the app left behind is ended rather than waited for.
+#[test]
+fn the_vm_stops_early_with_all_output_and_writes_on_the_host() {
+    let (world, aci) = world();
+    let rw = world.root.path().join("host-rw");
+    fs::create_dir_all(&rw).unwrap();
+    let script = "sleep 600 & \
+                  head -c 3000000 /dev/urandom > /rw/data; sha256sum /rw/data > /rw/data.sum; \
+                  i=0; while [ $i -lt 2000 ]; do echo line-$i; i=$((i+1)); done; \
+                  echo err-last >&2; echo last-line";
+    let started = Instant::now();
+    let run = world.rkt(&[
+        "--debug",
+        "run",
+        &format!("--volume=rw,kind=host,source={}", rw.display()),
+        &aci,
+        "--exec=/bin/sh",
+        "--mount=volume=rw,target=/rw",
+        "--",
+        "-c",
+        script,
+    ]);
+    assert_eq!(run.code(), 0, "{run}");
+    // The leftover `sleep 600` was ended, not waited for.
+    assert!(started.elapsed() < Duration::from_secs(300), "{run}");
+    assert!(
+        run.stderr
+            .contains("the pod was over: VM stopped by the host"),
+        "no early stop: {run}"
+    );
+    let lines: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("line-"))
+        .collect();
+    let expected: Vec<String> = (0..2000).map(|i| format!("line-{i}")).collect();
+    assert_eq!(lines, expected, "{run}");
+    assert!(run.stdout.lines().any(|l| l == "last-line"), "{run}");
+    assert!(run.stderr.lines().any(|l| l == "err-last"), "{run}");
+    // The file the app wrote just before its end is on the host, whole: its SHA-256 as the
+    // guest computed it.
+    assert_eq!(fs::metadata(rw.join("data")).unwrap().len(), 3_000_000);
+    let guest_sum = fs::read_to_string(rw.join("data.sum")).unwrap();
+    assert_eq!(
+        sha256_digest(&rw.join("data")),
+        format!(
+            "sha256:{}",
+            guest_sum.split_whitespace().next().unwrap_or("")
+        ),
+        "the guest's and the host's SHA-256 of the volume file differ"
     );
     assert_all_cleaned(&world);
 }

@@ -16,6 +16,7 @@ use std::net::Shutdown;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -66,6 +67,9 @@ pub struct Router {
     /// When each app's first stream connected (app index, time): the app is about to start
     /// (guest-init connects its streams just before the exec); for `--debug`'s timing.
     connected_at: Arc<Mutex<Vec<(usize, Instant)>>>,
+    /// How many streams were connected and then ended by the guest: every byte the app wrote
+    /// on them has been copied (the VMM ends a stream only once it delivered all of it).
+    ended: Arc<AtomicUsize>,
     listener_paths: Vec<PathBuf>,
 }
 
@@ -92,6 +96,7 @@ impl Router {
             wake: Some(wake_write),
             connections: Arc::new(Mutex::new(Vec::new())),
             connected_at: Arc::new(Mutex::new(Vec::new())),
+            ended: Arc::new(AtomicUsize::new(0)),
             listener_paths: Vec::new(),
         };
         for (index, app) in apps.iter().enumerate() {
@@ -121,6 +126,7 @@ impl Router {
                     log: log.clone(),
                     connections: router.connections.clone(),
                     connected_at: router.connected_at.clone(),
+                    ended: router.ended.clone(),
                     app_index: index,
                     done: done_tx.clone(),
                 };
@@ -130,6 +136,14 @@ impl Router {
             }
         }
         Ok(router)
+    }
+
+    /// Tells, from any thread, whether every app's two streams were connected and have ended.
+    pub fn ended_streams(&self) -> EndedStreams {
+        EndedStreams {
+            ended: Arc::clone(&self.ended),
+            streams: self.threads.len(),
+        }
     }
 
     /// When each app (by index) first connected one of its streams, earliest first.
@@ -178,6 +192,21 @@ impl Router {
     }
 }
 
+/// Whether a pod's output streams have all ended ([`Router::ended_streams`]).
+#[derive(Clone)]
+pub struct EndedStreams {
+    ended: Arc<AtomicUsize>,
+    streams: usize,
+}
+
+impl EndedStreams {
+    /// Every app's two streams were connected and the guest has ended them: all the pod's
+    /// output has been copied. A stream that never connected keeps this false.
+    pub fn all(&self) -> bool {
+        self.ended.load(Ordering::Acquire) == self.streams
+    }
+}
+
 /// One stream's thread.
 struct Copier {
     listener: Option<UnixListener>,
@@ -187,6 +216,7 @@ struct Copier {
     log: Log,
     connections: Arc<Mutex<Vec<UnixStream>>>,
     connected_at: Arc<Mutex<Vec<(usize, Instant)>>>,
+    ended: Arc<AtomicUsize>,
     app_index: usize,
     done: Sender<()>,
 }
@@ -212,23 +242,26 @@ impl Copier {
                     .unwrap_or_else(|p| p.into_inner())
                     .push(clone);
             }
-            self.copy(stream);
+            if self.copy(stream) {
+                self.ended.fetch_add(1, Ordering::AcqRel);
+            }
         }
         let _ = self.done.send(());
     }
 
-    /// Copies until the guest closes the stream (or [`Router::finish`] cuts it off). A sink that
-    /// fails (our stdout closed) does not stop the log, nor the other way round.
-    fn copy(&self, mut stream: UnixStream) {
+    /// Copies until the guest closes the stream (true) or [`Router::finish`] cuts it off or it
+    /// fails (false). A sink that fails (our stdout closed) does not stop the log, nor the other
+    /// way round.
+    fn copy(&self, mut stream: UnixStream) -> bool {
         let mut buffer = vec![0u8; 64 * 1024];
         let mut sink_ok = true;
         let mut log_ok = true;
         loop {
             let n = match stream.read(&mut buffer) {
-                Ok(0) => return,
+                Ok(0) => return true,
                 Ok(n) => n,
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => return,
+                Err(_) => return false,
             };
             let chunk = &buffer[..n];
             if sink_ok {
@@ -306,7 +339,9 @@ mod tests {
         let starts: Vec<usize> = router.app_start_times().iter().map(|(i, _)| *i).collect();
         assert_eq!(starts.len(), 2, "{starts:?}");
         assert!(starts.contains(&0) && starts.contains(&1), "{starts:?}");
-        // db's stderr never connects: finish must not wait for it.
+        // db's stderr never connects: the pod's output is not all in (no early stop), and
+        // finish must not wait for it.
+        assert!(!router.ended_streams().all());
         let started = Instant::now();
         router.finish(Duration::from_secs(5));
         assert!(started.elapsed() < Duration::from_secs(4));
@@ -319,6 +354,41 @@ mod tests {
         );
         assert_eq!(fs::read(logs.join("db.log")).unwrap().len(), 200_000);
         assert!(!port_path(&socket, 1000).exists(), "listeners removed");
+    }
+
+    #[test]
+    fn all_streams_ended_only_once_the_guest_closed_every_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("vsock");
+        let sink = Arc::new(Mutex::new(Buffer::default()));
+        let router = Router::start(
+            &socket,
+            &["app".to_string()],
+            &dir.path().join("logs"),
+            DEFAULT_LOG_LIMIT,
+            sink.clone(),
+            sink.clone(),
+        )
+        .unwrap();
+        let ended = router.ended_streams();
+        let mut out = UnixStream::connect(port_path(&socket, 1000)).unwrap();
+        let err = UnixStream::connect(port_path(&socket, 1001)).unwrap();
+        out.write_all(b"last words\n").unwrap();
+        drop(out);
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(!ended.all(), "stderr is still open");
+        drop(err);
+        let waited = Instant::now();
+        while !ended.all() && waited.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(ended.all());
+        assert_eq!(
+            text(&sink),
+            "last words\n",
+            "copied before it counts as ended"
+        );
+        router.finish(Duration::from_secs(1));
     }
 
     #[test]

@@ -120,11 +120,24 @@ pub fn run(args: &RunArgs) -> Result<i32, Stage1Error> {
     let attach = args
         .interactive
         .then(|| control::attach::start(socket.clone(), Arc::clone(&vm_ended)));
+    // Not with --interactive: its output goes through the terminal session, not the streams
+    // the early stop waits for.
+    let early_stop = (!args.interactive).then(|| {
+        stop_when_pod_over(
+            statuses.pod_over(),
+            router.ended_streams(),
+            plan.stopper(),
+            Arc::clone(&vm_ended),
+        )
+    });
     let outcome = run_vm(&plan, config, &pod, args, &mut timeline);
+    vm_ended.store(true, Ordering::Relaxed);
+    if let Some(watcher) = early_stop {
+        let _ = watcher.join();
+    }
     drop(plan);
     // CNI DEL, the namespace and the taps go now, before the statuses are read.
     drop(network);
-    vm_ended.store(true, Ordering::Relaxed);
     let vm_ended_at = std::time::Instant::now();
     for (index, at) in router.app_start_times() {
         let app = apps.get(index).map_or("?", String::as_str);
@@ -144,6 +157,32 @@ pub fn run(args: &RunArgs) -> Result<i32, Stage1Error> {
         eprintln!("{}", timeline.summary());
     }
     result
+}
+
+/// How often the early-stop watcher looks whether the pod is over.
+const POD_OVER_POLL: Duration = Duration::from_millis(5);
+
+/// The early stop: once the pod is over (every status in and guest-init's status stream ended,
+/// which it does after ending the apps' leftovers and syncing the file systems; and every
+/// output stream ended, so all the apps wrote has been copied), the VM is stopped at once
+/// instead of waiting for the guest kernel's reboot. Nothing of the pod is left in the VM by
+/// then. The thread ends with the VM (`vm_ended`). A guest that never says the pod is over
+/// only loses the shortcut.
+fn stop_when_pod_over(
+    pod_over: Arc<AtomicBool>,
+    streams: crate::output::EndedStreams,
+    stopper: Arc<vmm_process::VmStopper>,
+    vm_ended: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        while !vm_ended.load(Ordering::Relaxed) {
+            if pod_over.load(Ordering::Acquire) && streams.all() {
+                stopper.stop();
+                return;
+            }
+            std::thread::sleep(POD_OVER_POLL);
+        }
+    })
 }
 
 /// The pod's exit code from how the VM ended and the apps' status files.

@@ -12,9 +12,11 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io;
+use std::io::Read;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -32,6 +34,8 @@ type Statuses = Arc<Mutex<BTreeMap<String, u8>>>;
 /// Receives guest-init's reports for the pod's lifetime.
 pub struct StatusReceiver {
     thread: JoinHandle<()>,
+    /// Set when every app's status is in and guest-init then ended the stream.
+    pod_over: Arc<AtomicBool>,
     statuses: Statuses,
     /// Dropping it wakes the thread if it still waits for the connection.
     wake: Option<OwnedFd>,
@@ -58,7 +62,9 @@ impl StatusReceiver {
             .map_err(|e| Stage1Error::io("creating a pipe")(io::Error::from(e)))?;
         let statuses: Statuses = Arc::default();
         let stream = Arc::new(Mutex::new(None));
+        let pod_over = Arc::new(AtomicBool::new(false));
         let reader = Reader {
+            pod_over: Arc::clone(&pod_over),
             listener,
             path,
             wake: wake_read,
@@ -69,10 +75,18 @@ impl StatusReceiver {
         };
         Ok(StatusReceiver {
             thread: std::thread::spawn(move || reader.run()),
+            pod_over,
             statuses,
             wake: Some(wake_write),
             stream,
         })
+    }
+
+    /// Whether the guest said the pod is over: every app's status arrived and guest-init then
+    /// ended the stream, which it does only after the apps' leftover processes are gone and
+    /// the file systems are synced.
+    pub fn pod_over(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.pod_over)
     }
 
     /// Once the VM is gone: waits at most `grace` for the reports still in flight (the VMM
@@ -95,6 +109,7 @@ impl StatusReceiver {
 }
 
 struct Reader {
+    pod_over: Arc<AtomicBool>,
     listener: UnixListener,
     path: PathBuf,
     wake: OwnedFd,
@@ -139,12 +154,32 @@ impl Reader {
                 eprintln!("stage1-kvm: {err}");
             }
             if complete {
+                // guest-init closes its side once the apps' leftovers are gone and the file
+                // systems are synced (guest-init's pod/mod.rs, `Statuses::finish`): that end
+                // says the pod is over, which lets `run` stop the VM early.
+                if read_to_end(&mut stream) {
+                    self.pod_over.store(true, Ordering::Release);
+                }
                 // Closing tells guest-init every status has arrived, so it powers off at once
                 // (it waits for this; the VMM passes on a close, not a half-close). Shut down,
                 // not only dropped: `finish` holds a clone of the stream.
                 let _ = stream.shutdown(std::net::Shutdown::Both);
                 break;
             }
+        }
+    }
+}
+
+/// Reads and drops what the guest still sends (it has nothing more to report) until its end;
+/// true when the stream ended cleanly. Bounded by the stream: the VMM closes it with the VM.
+fn read_to_end(stream: &mut UnixStream) -> bool {
+    let mut buffer = [0u8; 256];
+    loop {
+        match stream.read(&mut buffer) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
         }
     }
 }
@@ -229,12 +264,19 @@ mod tests {
         // A second connection (an app trying to forge) finds no listener.
         assert!(UnixStream::connect(&listener_path).is_err());
         report(&mut guest_init, "db", 0);
-        // Every app has reported: the host closes the stream, which guest-init waits for.
+        // Every app has reported, but the pod is over only once guest-init ends its side
+        // (after the leftovers are gone and the file systems synced).
+        let pod_over = receiver.pod_over();
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!pod_over.load(Ordering::Acquire));
+        guest_init.shutdown(std::net::Shutdown::Write).unwrap();
+        // Then the host closes the stream, which guest-init waits for.
         guest_init
             .set_read_timeout(Some(Duration::from_secs(5)))
             .unwrap();
         let mut byte = [0u8; 1];
         assert_eq!(guest_init.read(&mut byte).unwrap(), 0);
+        assert!(pod_over.load(Ordering::Acquire));
         drop(guest_init);
         let statuses = receiver.finish(Duration::from_secs(5));
         assert_eq!(statuses.get("web"), Some(&3));
@@ -243,6 +285,26 @@ mod tests {
         assert_eq!(fs::read_to_string(status_dir.join("web")).unwrap(), "3\n");
         assert_eq!(fs::read_to_string(status_dir.join("db")).unwrap(), "0\n");
         assert!(!status_dir.join("other").exists());
+    }
+
+    #[test]
+    fn a_stream_that_ends_before_every_status_is_not_the_pods_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("vsock");
+        let status_dir = dir.path().join("s");
+        let receiver = StatusReceiver::start(&socket, &apps(&["a", "b"]), &status_dir).unwrap();
+        let mut guest_init =
+            UnixStream::connect(port_path(&socket, pod_control::ports::STATUS_PORT)).unwrap();
+        report(&mut guest_init, "a", 0);
+        let waited = Instant::now();
+        while !status_dir.join("a").exists() && waited.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        drop(guest_init);
+        let pod_over = receiver.pod_over();
+        let statuses = receiver.finish(Duration::from_secs(5));
+        assert_eq!(statuses.len(), 1);
+        assert!(!pod_over.load(Ordering::Acquire));
     }
 
     #[test]

@@ -202,7 +202,7 @@ pub fn run(params: &PodParams, reporter: &Reporter) -> u8 {
         for app in &pod.apps {
             statuses.write(app.name.as_str(), STATUS_SETUP_FAILED, &log);
         }
-        statuses.reporter.finish();
+        statuses.finish();
         return STATUS_SETUP_FAILED;
     }
 
@@ -218,7 +218,7 @@ pub fn run(params: &PodParams, reporter: &Reporter) -> u8 {
             for app in &pod.apps {
                 statuses.write(app.name.as_str(), STATUS_SETUP_FAILED, &log);
             }
-            statuses.reporter.finish();
+            statuses.finish();
             return STATUS_SETUP_FAILED;
         }
     }
@@ -238,7 +238,7 @@ pub fn run(params: &PodParams, reporter: &Reporter) -> u8 {
             for app in &pod.apps {
                 statuses.write(app.name.as_str(), STATUS_SETUP_FAILED, &log);
             }
-            statuses.reporter.finish();
+            statuses.finish();
             return STATUS_SETUP_FAILED;
         }
     };
@@ -382,7 +382,7 @@ pub fn run(params: &PodParams, reporter: &Reporter) -> u8 {
             params.uuid
         ));
     }
-    launcher.statuses.reporter.finish();
+    launcher.statuses.finish();
     status
 }
 
@@ -719,6 +719,23 @@ struct Statuses {
 }
 
 impl Statuses {
+    /// The end of the pod, whichever way it ends: every process the apps left is ended, the
+    /// file systems are flushed (the apps' writes reach the host's files through virtio-fs),
+    /// and only then is the status stream closed. The host takes that end, with every status
+    /// in and every output stream at its end, as "the pod is over and all it wrote is on the
+    /// host", and may stop the VM at once rather than wait for the guest kernel's reboot
+    /// (stage1-kvm's run.rs, "early stop"). main's own clean-up then finds nothing left.
+    fn finish(self) {
+        reaper::terminate_all(
+            &mut SystemWaiter,
+            |signal| nix::sys::signal::kill(nix::unistd::Pid::from_raw(-1), signal),
+            reaper::TERM_GRACE,
+            reaper::KILL_GRACE,
+        );
+        nix::unistd::sync();
+        self.reporter.finish();
+    }
+
     /// Reports app `name`'s status; a failure is said on the console (the host then reports
     /// the status as missing).
     fn write(&mut self, name: &str, status: u8, log: &Log) {

@@ -26,9 +26,11 @@ pub mod child;
 pub mod parent;
 pub mod policy;
 pub mod protocol;
+pub mod stopper;
 
 pub use parent::JailPlan;
 pub use protocol::Action;
+pub use stopper::VmStopper;
 
 /// The first argument that makes the stage1 binary the jailed VMM (the stage1 execs itself).
 pub const CHILD_ARG: &str = "__jailed-vmm";

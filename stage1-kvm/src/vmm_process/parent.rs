@@ -8,7 +8,7 @@ use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::{mpsc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 
 use jail::{Cgroup, CgroupLimits, PodIds};
@@ -16,7 +16,8 @@ use nix::sched::{unshare, CloneFlags};
 use vmm::{SerialOutput, VmConfig};
 
 use super::policy::file_server_caps;
-use super::protocol::{Action, Reply, Request, MAX_MESSAGE, REPLY_FD};
+use super::protocol::{Action, Outcome, Reply, Request, MAX_MESSAGE, REPLY_FD};
+use super::stopper::{pidfd_of_child, VmStopper};
 use super::CHILD_ARG;
 use crate::error::Stage1Error;
 use crate::net::PodNetwork;
@@ -47,6 +48,8 @@ pub struct JailPlan<'a> {
     /// A VMM process started ahead of its request ([`JailPlan::start_standby`]), which the
     /// next [`JailPlan::run`] takes.
     standby: Mutex<Option<VmmProcess>>,
+    /// Stops the VM that is running, from another thread ([`JailPlan::stopper`]).
+    stopper: Arc<VmStopper>,
 }
 
 impl<'a> JailPlan<'a> {
@@ -64,7 +67,15 @@ impl<'a> JailPlan<'a> {
             network,
             debug,
             standby: Mutex::new(None),
+            stopper: Arc::default(),
         }
+    }
+
+    /// Stops whichever VM of this plan runs when it is called: for a pod that is over (every
+    /// status in, the guest's status stream and every output stream ended); the run then ends
+    /// as a clean stop.
+    pub fn stopper(&self) -> Arc<VmStopper> {
+        Arc::clone(&self.stopper)
     }
 
     /// The VMM's unprivileged ids.
@@ -114,6 +125,8 @@ struct VmmProcess {
     /// is tied to it).
     launcher: Option<JoinHandle<Result<ExitStatus, Stage1Error>>>,
     pid: u32,
+    /// A pidfd of the child, for [`VmStopper`].
+    pidfd: Option<OwnedFd>,
     stdin: Option<std::process::ChildStdin>,
     stdout: Option<std::process::ChildStdout>,
     reply_in: Option<std::io::PipeReader>,
@@ -176,6 +189,7 @@ impl VmmProcess {
             cgroup: Some(cgroup),
             launcher: Some(launcher),
             pid: started.pid,
+            pidfd: started.pidfd,
             stdin: started.stdin,
             stdout: started.stdout,
             reply_in: Some(started.reply_in),
@@ -261,13 +275,26 @@ impl VmmProcess {
         if fed.is_err() {
             self.kill();
         }
+        plan.stopper.set_serving(self.pidfd.take());
         let mut reply = Vec::new();
         let read = match self.reply_in.take() {
             Some(reply_in) => reply_in.take(MAX_MESSAGE).read_to_end(&mut reply),
             None => Ok(0),
         };
-        let status = self.join_launcher()?;
+        let status = self.join_launcher();
+        plan.stopper.set_serving(None);
+        let status = status?;
         plan.mark("jailed VMM process ended");
+        // Killed on purpose because the pod was over: a clean stop, unless it had already
+        // replied (it ended by itself first).
+        if plan.stopper.take_stopped() && reply.is_empty() && status.signal() == Some(libc::SIGKILL)
+        {
+            if let Some(relay) = relay {
+                let _ = relay.join();
+            }
+            plan.mark("the pod was over: VM stopped by the host");
+            return Ok(Reply::Ended(Outcome::CleanStop));
+        }
         if let Some(relay) = relay {
             let _ = relay.join();
         }
@@ -378,8 +405,11 @@ fn launch(
         .spawn()
         .map_err(Stage1Error::io("starting the jailed VMM process"))?;
     drop(reply_out);
+    // Here, before this thread waits for the child: nothing else can reap it meanwhile.
+    let pidfd = pidfd_of_child(child.id()).ok();
     let handles = Started {
         pid: child.id(),
+        pidfd,
         stdin: child.stdin.take(),
         stdout: child.stdout.take(),
         reply_in,
@@ -411,6 +441,7 @@ fn above_child_fds(fd: BorrowedFd<'_>) -> Result<OwnedFd, Stage1Error> {
 /// What the launcher hands back once the child runs.
 struct Started {
     pid: u32,
+    pidfd: Option<OwnedFd>,
     stdin: Option<std::process::ChildStdin>,
     stdout: Option<std::process::ChildStdout>,
     reply_in: std::io::PipeReader,
