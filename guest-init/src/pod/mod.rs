@@ -202,7 +202,7 @@ pub fn run(params: &PodParams, reporter: &Reporter) -> u8 {
         for app in &pod.apps {
             statuses.write(app.name.as_str(), STATUS_SETUP_FAILED, &log);
         }
-        statuses.finish();
+        statuses.finish(&log);
         return STATUS_SETUP_FAILED;
     }
 
@@ -218,7 +218,7 @@ pub fn run(params: &PodParams, reporter: &Reporter) -> u8 {
             for app in &pod.apps {
                 statuses.write(app.name.as_str(), STATUS_SETUP_FAILED, &log);
             }
-            statuses.finish();
+            statuses.finish(&log);
             return STATUS_SETUP_FAILED;
         }
     }
@@ -238,7 +238,7 @@ pub fn run(params: &PodParams, reporter: &Reporter) -> u8 {
             for app in &pod.apps {
                 statuses.write(app.name.as_str(), STATUS_SETUP_FAILED, &log);
             }
-            statuses.finish();
+            statuses.finish(&log);
             return STATUS_SETUP_FAILED;
         }
     };
@@ -367,8 +367,9 @@ pub fn run(params: &PodParams, reporter: &Reporter) -> u8 {
     let status = supervisor.pod_status();
     log.step(format_args!("pod {}: all apps ended", params.uuid));
     // Ends whatever the apps left behind in the pod's namespace (the kernel kills every
-    // process of a namespace whose init dies); reaped by main's clean-up, not waited for here
-    // (the reaper's exit waits for zombies that only their parents can reap).
+    // process of a namespace whose init dies); reaped with every other child at the end of
+    // the pod (`Statuses::finish`), not waited for here (the reaper's exit waits for zombies
+    // that only their parents, guest-init among them, can reap).
     let _ = nix::sys::signal::kill(pid_ns.reaper(), Signal::SIGKILL);
     // Everything the apps wrote reaches the host before the host hears the pod is over:
     // guest-init's own ends of the output pipes close with the apps, the relays copy what is
@@ -382,7 +383,7 @@ pub fn run(params: &PodParams, reporter: &Reporter) -> u8 {
             params.uuid
         ));
     }
-    launcher.statuses.finish();
+    launcher.statuses.finish(&log);
     status
 }
 
@@ -725,14 +726,16 @@ impl Statuses {
     /// in and every output stream at its end, as "the pod is over and all it wrote is on the
     /// host", and may stop the VM at once rather than wait for the guest kernel's reboot
     /// (stage1-kvm's run.rs, "early stop"). main's own clean-up then finds nothing left.
-    fn finish(self) {
+    fn finish(self, log: &Log) {
         reaper::terminate_all(
             &mut SystemWaiter,
             |signal| nix::sys::signal::kill(nix::unistd::Pid::from_raw(-1), signal),
             reaper::TERM_GRACE,
             reaper::KILL_GRACE,
         );
+        log.step(format_args!("pod: no process left"));
         nix::unistd::sync();
+        log.step(format_args!("pod: file systems synced; the pod is over"));
         self.reporter.finish();
     }
 
