@@ -49,7 +49,7 @@ use std::time::{Duration, Instant};
 use e2e::direct_cni::{CniAttachment, DirectCni, PortMapping};
 use e2e::pod_net::{TestHost, HOST_IP};
 use e2e::registry::{corpus_image, LocalRegistry};
-use e2e::{min_median_max, pod_leftovers, rkt_binary, ScratchFs};
+use e2e::{min_median_max, pod_leftovers, rkt_binary, run_quiet, ScratchFs};
 
 /// Where the bench pushes the image in the registry.
 const NAME_TAG: &str = "bench/nginx:bookworm";
@@ -152,24 +152,6 @@ fn tail(log: &Path) -> String {
     let lines: Vec<&str> = text.lines().collect();
     let start = lines.len().saturating_sub(25);
     format!("--- {}:\n{}", log.display(), lines[start..].join("\n"))
-}
-
-/// `command` to completion; Err with its output unless it succeeded.
-fn quiet(command: &mut Command) -> Result<String, String> {
-    let out = command
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot start {command:?}: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!(
-            "{command:?}: {}: {}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout).trim(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
 }
 
 // ---- Part 1: fetch and first render ----
@@ -384,7 +366,7 @@ impl PodBench {
         let mut problems = Vec::new();
         match fs::read_to_string(uuid_file) {
             Ok(uuid) if uuid.trim().len() == 36 => {
-                if let Err(e) = quiet(&mut self.rkt(&["stop", uuid.trim()])) {
+                if let Err(e) = run_quiet(&mut self.rkt(&["stop", uuid.trim()])) {
                     problems.push(e);
                 }
             }
@@ -397,7 +379,7 @@ impl PodBench {
             ));
         }
         for _ in 0..2 {
-            if let Err(e) = quiet(&mut self.rkt(&["gc", "--grace-period=0s"])) {
+            if let Err(e) = run_quiet(&mut self.rkt(&["gc", "--grace-period=0s"])) {
                 problems.push(e);
             }
         }
@@ -451,7 +433,7 @@ impl PodBench {
         let mut problems = Vec::new();
         if let Some(mut child) = child {
             if child.try_wait().ok().flatten().is_none() {
-                if let Err(e) = quiet(Command::new("crun").args(["kill", name, "TERM"])) {
+                if let Err(e) = run_quiet(Command::new("crun").args(["kill", name, "TERM"])) {
                     problems.push(e);
                 }
                 if wait_within(&mut child, STOP_LIMIT).is_none() {
@@ -497,7 +479,7 @@ impl PodBench {
 /// crun containers of this bench (`crun list`).
 fn crun_leftovers() -> Vec<String> {
     let prefix = format!("bench-images-{}-", std::process::id());
-    match quiet(Command::new("crun").arg("list")) {
+    match run_quiet(Command::new("crun").arg("list")) {
         Ok(list) => list
             .lines()
             .filter(|l| l.starts_with(&prefix))

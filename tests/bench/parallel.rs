@@ -41,7 +41,10 @@ use std::sync::Barrier;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use e2e::{busybox_aci, busybox_image_root, min_median_max, pod_leftovers, rkt_binary, ScratchFs};
+use e2e::{
+    busybox_aci, busybox_image_root, min_median_max, pod_leftovers, rkt_binary, run_quiet,
+    ScratchFs,
+};
 
 const IMAGE: &str = "example.com/hello";
 /// One pod may take this long before it counts as hung (killed, a failure).
@@ -151,9 +154,9 @@ impl HostNetns {
             .args(["netns", "del", &name])
             .stderr(Stdio::null())
             .status();
-        run_quietly(Command::new("ip").args(["netns", "add", &name]))?;
+        run_quiet(Command::new("ip").args(["netns", "add", &name]))?;
         let netns = HostNetns(name);
-        run_quietly(Command::new("ip").args(["-n", &netns.0, "link", "set", "lo", "up"]))?;
+        run_quiet(Command::new("ip").args(["-n", &netns.0, "link", "set", "lo", "up"]))?;
         Ok(netns)
     }
 }
@@ -162,22 +165,6 @@ impl Drop for HostNetns {
     fn drop(&mut self) {
         let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
     }
-}
-
-/// Runs `command` to completion; its stdout, or its stderr as the error.
-fn run_quietly(command: &mut Command) -> Result<String, String> {
-    let out = command
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot run {command:?}: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "{command:?}: {}: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 struct Bench {
@@ -210,14 +197,14 @@ impl Bench {
             _scratch: scratch,
         };
         let aci = busybox_aci(bench.root.path(), IMAGE, &["/bin/echo", "hello"]);
-        run_quietly(bench.rkt(Net::None).arg("fetch").arg(&aci))
+        run_quiet(bench.rkt(Net::None).arg("fetch").arg(&aci))
             .map_err(|e| format!("rkt fetch: {e}"))?;
 
         let rootfs = bench.root.path().join("crun-rootfs");
         busybox_image_root(&rootfs);
         let spec_dir = bench.root.path().join("crun-spec");
         fs::create_dir_all(&spec_dir).map_err(|e| format!("{}: {e}", spec_dir.display()))?;
-        run_quietly(Command::new("crun").arg("spec").current_dir(&spec_dir))
+        run_quiet(Command::new("crun").arg("spec").current_dir(&spec_dir))
             .map_err(|e| format!("crun spec (Debian's crun): {e}"))?;
         let text = fs::read_to_string(spec_dir.join("config.json"))
             .map_err(|e| format!("crun's config.json: {e}"))?;
@@ -281,14 +268,14 @@ impl Bench {
     /// `rkt gc --grace-period=0s` twice (mark, then sweep) where the pods' networks were made.
     fn gc(&self, net: Net) -> Result<(), String> {
         for _ in 0..2 {
-            run_quietly(self.rkt(net).args(["gc", "--grace-period=0s"]))
+            run_quiet(self.rkt(net).args(["gc", "--grace-period=0s"]))
                 .map_err(|e| format!("rkt gc: {e}"))?;
         }
         Ok(())
     }
 
     fn clear_snapshots(&self) -> Result<(), String> {
-        run_quietly(self.rkt(Net::None).args(["snapshot", "clear"]))
+        run_quiet(self.rkt(Net::None).args(["snapshot", "clear"]))
             .map(drop)
             .map_err(|e| format!("rkt snapshot clear: {e}"))
     }
@@ -529,7 +516,7 @@ fn run(bench: &Bench, options: &Options) -> i32 {
                 Ok(commands) => at_once(commands, &outputs),
                 Err(e) => (f64::NAN, vec![e]),
             };
-            let left: Vec<String> = match run_quietly(Command::new("crun").args(["list", "-q"])) {
+            let left: Vec<String> = match run_quiet(Command::new("crun").args(["list", "-q"])) {
                 Ok(list) => list
                     .lines()
                     .filter(|l| l.starts_with("benchpar-"))

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use crate::pod_net::TestHost;
+use crate::run_quiet;
 
 /// Where Debian's containernetworking-plugins puts the plugins (as the kvm stage1 looks).
 pub const CNI_DIRS: &[&str] = &["/usr/lib/cni", "/opt/cni/bin"];
@@ -68,9 +69,9 @@ impl<'h> DirectCni<'h> {
         ports: &[PortMapping],
         attached: &mut CniAttachment,
     ) -> Result<(), String> {
-        quiet(Command::new("ip").args(["netns", "add", &self.netns]))?;
+        run_quiet(Command::new("ip").args(["netns", "add", &self.netns]))?;
         attached.netns = true;
-        quiet(Command::new("ip").args(["-n", &self.netns, "link", "set", "lo", "up"]))?;
+        run_quiet(Command::new("ip").args(["-n", &self.netns, "link", "set", "lo", "up"]))?;
         let conf: serde_json::Value =
             serde_json::from_str(DEFAULT_NET).map_err(|e| e.to_string())?;
         attached.ptp = Some(conf.clone());
@@ -125,7 +126,7 @@ impl<'h> DirectCni<'h> {
             }
         }
         if attached.netns {
-            if let Err(e) = quiet(Command::new("ip").args(["netns", "del", &self.netns])) {
+            if let Err(e) = run_quiet(Command::new("ip").args(["netns", "del", &self.netns])) {
                 problems.push(e);
             }
         }
@@ -199,23 +200,5 @@ impl<'h> DirectCni<'h> {
         }
         serde_json::from_slice(&out.stdout)
             .map_err(|e| format!("CNI {plugin} ADD: its result is no JSON ({e})"))
-    }
-}
-
-/// `command` to completion (stdin empty); Err with its output unless it succeeded.
-fn quiet(command: &mut Command) -> Result<(), String> {
-    let out = command
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot start {command:?}: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{command:?}: {}: {}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout).trim(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
     }
 }

@@ -678,6 +678,25 @@ pub fn assert_all_cleaned(world: &RktWorld) {
 
 // ---- Docker and OCI images built from the busybox image root (tests/vm_pods_more.rs) ----
 
+/// Runs `command` to completion with an empty stdin: its stdout, or an error naming the
+/// command, its status and what it printed (the benchmarks' set-up and clean-up steps).
+pub fn run_quiet(command: &mut Command) -> Result<String, String> {
+    let out = command
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot start {command:?}: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "{command:?}: {}: {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout).trim(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
 /// `sha256:<hex>` of a file (coreutils' sha256sum: the tests add no hashing crate).
 pub fn sha256_digest(path: &Path) -> String {
     let out = Command::new("sha256sum")
