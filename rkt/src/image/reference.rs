@@ -181,13 +181,13 @@ pub fn parse(spec: &str) -> Result<DockerReference, ReferenceError> {
         ));
     }
     if let Some(digest) = digest {
-        let hex_length = match digest.split_once(':') {
-            Some(("sha256", hex)) => (hex.len(), 64),
-            Some(("sha384", hex)) => (hex.len(), 96),
-            Some(("sha512", hex)) => (hex.len(), 128),
+        let (hex, expected_len) = match digest.split_once(':') {
+            Some(("sha256", hex)) => (hex, 64),
+            Some(("sha384", hex)) => (hex, 96),
+            Some(("sha512", hex)) => (hex, 128),
             _ => return Err(refused("unsupported digest algorithm")),
         };
-        if hex_length.0 != hex_length.1 {
+        if hex.len() != expected_len {
             return Err(refused("invalid checksum digest length"));
         }
     }
