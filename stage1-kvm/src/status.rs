@@ -12,7 +12,6 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io;
-use std::io::Read;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -173,15 +172,7 @@ impl Reader {
 /// Reads and drops what the guest still sends (it has nothing more to report) until its end;
 /// true when the stream ended cleanly. Bounded by the stream: the VMM closes it with the VM.
 fn read_to_end(stream: &mut UnixStream) -> bool {
-    let mut buffer = [0u8; 256];
-    loop {
-        match stream.read(&mut buffer) {
-            Ok(0) => return true,
-            Ok(_) => {}
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return false,
-        }
-    }
+    io::copy(stream, &mut io::sink()).is_ok()
 }
 
 /// The pod's exit code from the statuses received for `apps` (manifest order).

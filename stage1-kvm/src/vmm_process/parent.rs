@@ -17,7 +17,7 @@ use vmm::{SerialOutput, VmConfig};
 
 use super::policy::file_server_caps;
 use super::protocol::{Action, Outcome, Reply, Request, MAX_MESSAGE, REPLY_FD};
-use super::stopper::{pidfd_of_child, VmStopper};
+use super::stopper::{kill_through, pidfd_of_child, VmStopper};
 use super::CHILD_ARG;
 use crate::error::Stage1Error;
 use crate::net::PodNetwork;
@@ -285,27 +285,27 @@ impl VmmProcess {
         plan.stopper.set_serving(None);
         let status = status?;
         plan.mark("jailed VMM process ended");
+        if let Some(relay) = relay {
+            let _ = relay.join();
+        }
         // Killed on purpose because the pod was over: a clean stop, unless it had already
         // replied (it ended by itself first).
         if plan.stopper.take_stopped() && reply.is_empty() && status.signal() == Some(libc::SIGKILL)
         {
-            if let Some(relay) = relay {
-                let _ = relay.join();
-            }
             plan.mark("the pod was over: VM stopped by the host");
             return Ok(Reply::Ended(Outcome::CleanStop));
-        }
-        if let Some(relay) = relay {
-            let _ = relay.join();
         }
         fed?;
         read.map_err(Stage1Error::io("reading the VMM's reply"))?;
         interpret(status, &reply)
     }
 
+    /// SIGKILLs the child (the launcher reaps it): through its pidfd while we hold it, so a
+    /// reused number is never hit; by number only if the pidfd could not be had.
     fn kill(&self) {
-        if self.pid != 0 {
-            // The launcher reaps it.
+        if let Some(pidfd) = &self.pidfd {
+            kill_through(pidfd);
+        } else if self.pid != 0 {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(self.pid as i32),
                 nix::sys::signal::Signal::SIGKILL,

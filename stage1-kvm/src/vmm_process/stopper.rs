@@ -26,17 +26,7 @@ impl VmStopper {
         let serving = self.serving.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(pidfd) = &*serving {
             self.stopped.store(true, Ordering::Release);
-            // SAFETY: pidfd_send_signal with a pidfd we own, no siginfo and no flags; a
-            // process that has already ended gives ESRCH, which changes nothing.
-            unsafe {
-                libc::syscall(
-                    libc::SYS_pidfd_send_signal,
-                    pidfd.as_raw_fd(),
-                    libc::SIGKILL,
-                    std::ptr::null::<libc::siginfo_t>(),
-                    0,
-                );
-            }
+            kill_through(pidfd);
         }
     }
 
@@ -48,6 +38,21 @@ impl VmStopper {
     /// Whether [`VmStopper::stop`] killed the process since the last call.
     pub(super) fn take_stopped(&self) -> bool {
         self.stopped.swap(false, Ordering::AcqRel)
+    }
+}
+
+/// SIGKILLs the process `pidfd` names. A process that has already ended (and been reaped)
+/// gives ESRCH, which changes nothing: the signal never reaches whoever has its number now.
+pub(super) fn kill_through(pidfd: &OwnedFd) {
+    // SAFETY: pidfd_send_signal with a pidfd we own, no siginfo and no flags.
+    unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            libc::SIGKILL,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        );
     }
 }
 
