@@ -36,22 +36,50 @@ pub fn netns_path(name: &str) -> PathBuf {
 
 /// Runs `program args`; its stdout on success.
 fn run(program: &str, args: &[&str]) -> Result<String, WiringError> {
-    let command = format!("{program} {}", args.join(" "));
-    let output = Command::new(program)
-        .args(args)
-        .output()
-        .map_err(|e| WiringError {
-            command: command.clone(),
-            message: format!("cannot run {program} ({e}); install iproute2"),
-        })?;
-    if output.status.success() {
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-    } else {
-        Err(WiringError {
-            command,
-            message: String::from_utf8_lossy(&output.stderr).trim().to_string(),
-        })
+    run_with_input(program, args, None)
+}
+
+/// Runs `program args` with `input`, if any, on its stdin (else an empty one); its stdout on
+/// success. Errors name the command, with the input's lines.
+fn run_with_input(
+    program: &str,
+    args: &[&str],
+    input: Option<&str>,
+) -> Result<String, WiringError> {
+    let mut command = format!("{program} {}", args.join(" "));
+    if let Some(input) = input {
+        command.push_str(&format!(" ({})", input.trim_end().replace('\n', "; ")));
     }
+    let failed = |message: String| WiringError {
+        command: command.clone(),
+        message,
+    };
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| failed(format!("cannot run {program} ({e}); install iproute2")))?;
+    // Written whole before the wait: the few hundred bytes of a batch fit in any pipe.
+    let written = match (child.stdin.take(), input) {
+        (Some(mut stdin), Some(input)) => stdin.write_all(input.as_bytes()),
+        _ => Ok(()),
+    };
+    let output = child
+        .wait_with_output()
+        .map_err(|e| failed(format!("waiting for {program}: {e}")))?;
+    if !output.status.success() {
+        return Err(failed(
+            String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        ));
+    }
+    written.map_err(|e| failed(format!("writing its commands: {e}")))?;
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 /// `ip -n NS ...`.
@@ -66,34 +94,9 @@ fn ip_in(ns: &str, args: &[&str]) -> Result<String, WiringError> {
 /// because starting `ip` or `tc` is most of what each command costs (60 ms each in the
 /// emulated test host, where the pod's wiring took six of them).
 fn batch_in(program: &str, ns: &str, lines: &[String]) -> Result<(), WiringError> {
-    let command = format!("{program} -n {ns} -batch - ({})", lines.join("; "));
-    let failed = |message: String| WiringError {
-        command: command.clone(),
-        message,
-    };
-    let mut child = Command::new(program)
-        .args(["-n", ns, "-batch", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| failed(format!("cannot run {program} ({e}); install iproute2")))?;
     let mut input = lines.join("\n");
     input.push('\n');
-    // Written whole before the wait: a few hundred bytes fit in any pipe.
-    let written = match child.stdin.take() {
-        Some(mut stdin) => stdin.write_all(input.as_bytes()),
-        None => Ok(()),
-    };
-    let output = child
-        .wait_with_output()
-        .map_err(|e| failed(format!("waiting for {program}: {e}")))?;
-    if !output.status.success() {
-        return Err(failed(
-            String::from_utf8_lossy(&output.stderr).trim().to_string(),
-        ));
-    }
-    written.map_err(|e| failed(format!("writing its commands: {e}")))
+    run_with_input(program, &["-n", ns, "-batch", "-"], Some(&input)).map(drop)
 }
 
 /// Creates the named namespace (its loopback is brought up with the first tap, in the same
@@ -325,6 +328,25 @@ pub fn enter(fd: &impl AsFd) -> nix::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn commands_get_their_input_and_say_what_failed() {
+        assert_eq!(
+            run_with_input("cat", &[], Some("a\nb\n")).unwrap(),
+            "a\nb\n"
+        );
+        assert_eq!(run("cat", &[]).unwrap(), "", "an empty stdin without input");
+        let err = run_with_input(
+            "sh",
+            &["-c", "cat >/dev/null; echo oops >&2; exit 3"],
+            Some("x\ny\n"),
+        )
+        .unwrap_err();
+        assert_eq!(err.message, "oops");
+        assert!(err.command.ends_with("(x; y)"), "{}", err.command);
+        let missing = run("no-such-program-here", &[]).unwrap_err();
+        assert!(missing.message.contains("install iproute2"), "{missing}");
+    }
 
     /// `DST/PREFIX Some(GATEWAY)` per route, in order.
     fn route_lines(iface: &GuestInterface) -> Vec<String> {
