@@ -67,11 +67,11 @@ def diagnose(monitor):
 def lapic_summary(text):
     """The lines of `info lapic` that say why a halted vCPU was not woken: the timer's
     mode and vector, its counts, and the pending (IRR) and in-service (ISR) vectors."""
-    keep = ("LVTT", "Timer", "ISR", "IRR", "SPIV")
+    keep = {"LVTT", "Timer", "ISR", "IRR", "SPIV"}
     return "; ".join(
         " ".join(line.split())
         for line in text.splitlines()
-        if line.strip().startswith(keep)
+        if line.split() and line.split()[0] in keep
     )
 
 
