@@ -200,11 +200,16 @@ fn the_default_stage1_file_is_imported_again_only_when_it_changed() {
         text(&out.stderr)
     };
     prepare(0);
-    // Same modification time, other bytes: the stored import is used, the file not read.
+    // Unchanged since the import (the same stamp): the stored import.
+    prepare(0);
+    // Other bytes with the old modification time, as `install -p`, `cp -p`, dpkg or tar leave
+    // an upgraded stage1: the change of ctime says it is another file, which is read again
+    // (and refused, being no image now) rather than the old stage1 used for every pod.
     fs::write(&stage1, b"not an image any more").unwrap();
     age(&stage1, 100);
-    prepare(0);
-    // Changed since the import: read again (and refused, being no image now).
+    let err = prepare(254);
+    assert!(err.contains("stage1-kvm.aci"), "{err}");
+    // Changed since the import by its content's time as well: read again.
     age(&stage1, 0);
     let err = prepare(254);
     assert!(err.contains("stage1-kvm.aci"), "{err}");

@@ -15,7 +15,7 @@ use clap::Args;
 use super::fetch::{ImageFetcher, PullPolicy};
 use crate::error::RktError;
 use crate::pod::stage1::is_stage1;
-use crate::store::Store;
+use crate::store::{FileStamp, Store};
 
 /// File name of the kvm stage1 image in the default stage1 directory.
 pub const KVM_STAGE1_FILE: &str = "stage1-kvm.aci";
@@ -86,21 +86,24 @@ impl Stage1Defaults {
     }
 }
 
-/// The image a trusted stage1 file was imported as, if the file has not changed since: every
+/// A trusted stage1 file's source in the store (`file:///abs/path`).
+fn file_source(path: &std::path::Path) -> Option<String> {
+    Some(format!(
+        "file://{}",
+        std::path::absolute(path).ok()?.display()
+    ))
+}
+
+/// The image a trusted stage1 file was imported as, if it is still the same file: every
 /// `rkt run` would otherwise read and hash the whole stage1 image (tens of MiB, the guest
 /// kernel included) again. rkt found its default stage1 in the store by name and version
-/// for the same reason; the file's modification time is stricter, as a rebuilt stage1 keeps
-/// its version. An import in the same second as the last change does not count.
+/// for the same reason; the file's stamp (device, inode, size, mtime and ctime to the
+/// nanosecond) is stricter, as a rebuilt stage1 keeps its version. The modification time
+/// alone is not enough: an upgrade that installs a new stage1 with its build's older mtime
+/// (`install -p`, `cp -p`, dpkg, tar) would leave every pod on the old stage1.
 fn unchanged_in_store(store: &Store, path: &std::path::Path) -> Option<ImageId> {
-    let source = format!("file://{}", std::path::absolute(path).ok()?.display());
-    let record = store.find_by_source(&source).ok()??;
-    let modified = std::fs::metadata(path).ok()?.modified().ok()?;
-    let modified = modified
-        .duration_since(std::time::UNIX_EPOCH)
-        .ok()?
-        .as_secs();
-    let modified = i64::try_from(modified).ok()?;
-    (record.import_time > modified).then_some(record.id)
+    let stamp = FileStamp::of(&std::fs::metadata(path).ok()?);
+    store.unchanged_file(&file_source(path)?, &stamp).ok()?
 }
 
 impl Stage1Args {
@@ -130,8 +133,16 @@ impl Stage1Args {
             if let Some(id) = unchanged_in_store(store, &path) {
                 return Ok(id);
             }
+            // Taken before the file is read: a change during the read changes the file's
+            // ctime, so the next run reads it again rather than trust this import.
+            let stamp = std::fs::metadata(&path).map(|m| FileStamp::of(&m));
             let text = path.display().to_string();
-            fetcher.fetch_checked(&text, None, PullPolicy::New, true)
+            let id = fetcher.fetch_checked(&text, None, PullPolicy::New, true)?;
+            if let (Ok(stamp), Some(source)) = (stamp, file_source(&path)) {
+                // Without the record the next run only reads the file again.
+                let _ = store.record_file(&source, &id, &stamp);
+            }
+            Ok(id)
         };
         let id = if let Some(path) = &self.stage1_path {
             let in_default_dir = path
@@ -184,5 +195,56 @@ impl Stage1Args {
             )));
         }
         Ok(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    fn stamp(path: &std::path::Path) -> FileStamp {
+        FileStamp::of(&std::fs::metadata(path).unwrap())
+    }
+
+    #[test]
+    fn a_file_keeps_its_stamp_until_it_changes_whatever_its_mtime_says() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stage1-kvm.aci");
+        std::fs::write(&path, b"old stage1").unwrap();
+        let imported = stamp(&path);
+        assert_eq!(stamp(&path), imported, "nothing changed");
+
+        // As `install -p` leaves an upgraded stage1: other bytes (here of the same size) with
+        // the old file's modification time.
+        let modified = std::fs::metadata(&path).unwrap().modified().unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        let new = dir.path().join("new.aci");
+        std::fs::write(&new, b"new stage1").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&new)
+            .unwrap()
+            .set_modified(modified)
+            .unwrap();
+        std::fs::rename(&new, &path).unwrap();
+        let upgraded = stamp(&path);
+        assert_eq!(upgraded.mtime_ns, imported.mtime_ns, "the same mtime");
+        assert_eq!(upgraded.size, imported.size, "the same size");
+        assert_ne!(upgraded, imported, "another inode, another ctime");
+
+        // Rewritten in place and its mtime set back: the ctime still moved.
+        std::thread::sleep(Duration::from_millis(20));
+        let before = stamp(&path);
+        std::fs::write(&path, b"NEW stage1").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(SystemTime::UNIX_EPOCH + Duration::from_nanos(before.mtime_ns as u64))
+            .unwrap();
+        let rewritten = stamp(&path);
+        assert_eq!(rewritten.mtime_ns, before.mtime_ns);
+        assert_ne!(rewritten, before);
     }
 }

@@ -73,6 +73,20 @@ const MIGRATIONS: &[(&str, Option<Backfill>)] = &[
     ALTER TABLE trees ADD COLUMN size INTEGER;  -- bytes the render unpacked; NULL before 4",
         Some(backfill_names),
     ),
+    // 4 -> 5: what a trusted local file (the default stage1) was when it was imported, so
+    // that a run can tell the same file from another without reading it (stage1_image.rs).
+    (
+        "CREATE TABLE file_stamps (
+        source TEXT PRIMARY KEY,        -- file:///abs/path, as in images.source
+        image_id TEXT NOT NULL,         -- what its bytes were imported as
+        dev INTEGER NOT NULL,           -- the stat of the file taken before it was read;
+        ino INTEGER NOT NULL,           -- 64-bit values keep their bits as SQLite's signed
+        size INTEGER NOT NULL,          -- integers
+        mtime_ns INTEGER NOT NULL,
+        ctime_ns INTEGER NOT NULL
+    );",
+        None,
+    ),
 ];
 
 /// A migration step's second half: Rust over the rows the SQL left.
@@ -104,6 +118,33 @@ fn backfill_names(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
         }
     }
     Ok(())
+}
+
+/// What identifies one version of a local file without reading it: which file (device and
+/// inode), its size, and its content's and its own last change (mtime, ctime; nanoseconds).
+/// Any write, rename over it or `utimes` changes one of them, and nothing sets a ctime back.
+/// 64-bit values are kept by their bits (`as i64`), as SQLite's integers are signed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStamp {
+    pub dev: i64,
+    pub ino: i64,
+    pub size: i64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+}
+
+impl FileStamp {
+    pub fn of(metadata: &std::fs::Metadata) -> FileStamp {
+        use std::os::unix::fs::MetadataExt;
+        let ns = |secs: i64, nanos: i64| secs.saturating_mul(1_000_000_000).saturating_add(nanos);
+        FileStamp {
+            dev: metadata.dev() as i64,
+            ino: metadata.ino() as i64,
+            size: metadata.size() as i64,
+            mtime_ns: ns(metadata.mtime(), metadata.mtime_nsec()),
+            ctime_ns: ns(metadata.ctime(), metadata.ctime_nsec()),
+        }
+    }
 }
 
 /// One thing a pod uses: tree `tree_id`, rendered from (among others) `image_id`.
@@ -501,6 +542,53 @@ impl Index {
             .optional()?)
     }
 
+    /// The image `source` (a local file) was imported as, and the file's stamp then.
+    pub fn file_stamp(&self, source: &str) -> Result<Option<(String, FileStamp)>, IndexError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT image_id, dev, ino, size, mtime_ns, ctime_ns FROM file_stamps
+                 WHERE source = ?1",
+                params![source],
+                |row| {
+                    Ok((
+                        row.get(0)?,
+                        FileStamp {
+                            dev: row.get(1)?,
+                            ino: row.get(2)?,
+                            size: row.get(3)?,
+                            mtime_ns: row.get(4)?,
+                            ctime_ns: row.get(5)?,
+                        },
+                    ))
+                },
+            )
+            .optional()?)
+    }
+
+    /// Records that `source`, stamped `stamp` before it was read, was imported as `image_id`.
+    pub fn set_file_stamp(
+        &self,
+        source: &str,
+        image_id: &str,
+        stamp: &FileStamp,
+    ) -> Result<(), IndexError> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO file_stamps (source, image_id, dev, ino, size, mtime_ns, ctime_ns)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                source,
+                image_id,
+                stamp.dev,
+                stamp.ino,
+                stamp.size,
+                stamp.mtime_ns,
+                stamp.ctime_ns
+            ],
+        )?;
+        Ok(())
+    }
+
     pub fn touch(&self, id: &str, now: i64) -> Result<(), IndexError> {
         self.conn.execute(
             "UPDATE images SET last_used = ?2 WHERE id = ?1",
@@ -828,7 +916,7 @@ mod tests {
                 .unwrap();
         }
         let index = Index::open(&path).unwrap();
-        assert_eq!(index.schema_version().unwrap(), 4);
+        assert_eq!(index.schema_version().unwrap(), MIGRATIONS.len() as i64);
         let names: Vec<(String, String)> = index
             .names()
             .unwrap()

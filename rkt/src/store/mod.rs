@@ -58,6 +58,7 @@ use crate::image::aci::StagedAci;
 use crate::image::oci::{sha256_hex, LocalImage};
 use crate::private_dir;
 pub use holds::{pods_phrase, Holds};
+pub use index::FileStamp;
 pub use index::IndexError;
 use index::{BlobRef, ImageRow, Index};
 pub use lock::LockMode;
@@ -849,6 +850,36 @@ impl Store {
                 reference: name.to_string(),
                 suggestions: Vec::new(),
             })
+    }
+
+    /// The image the local file `source` was imported as, if it is still the file it was then
+    /// (the same stamp) and the image is still here.
+    pub fn unchanged_file(
+        &self,
+        source: &str,
+        now: &FileStamp,
+    ) -> Result<Option<ImageId>, StoreError> {
+        let Some((id, then)) = self.index.file_stamp(source)? else {
+            return Ok(None);
+        };
+        if then != *now {
+            return Ok(None);
+        }
+        let Ok(id) = ImageId::try_from(id.as_str()) else {
+            return Ok(None);
+        };
+        Ok(self.image(&id).is_ok().then_some(id))
+    }
+
+    /// Records that the local file `source`, stamped `stamp` before it was read, was imported
+    /// as `id`.
+    pub fn record_file(
+        &self,
+        source: &str,
+        id: &ImageId,
+        stamp: &FileStamp,
+    ) -> Result<(), StoreError> {
+        Ok(self.index.set_file_stamp(source, id.as_str(), stamp)?)
     }
 
     /// The newest image fetched from `source` (a URL or `docker://` reference).

@@ -313,3 +313,42 @@ fn the_consistency_check_finds_missing_blobs_and_trees() {
         "{problems:?}"
     );
 }
+
+#[test]
+fn a_recorded_file_is_found_only_with_the_same_stamp_and_while_its_image_is_here() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, id) = store_with_one_image(dir.path());
+    let stamp = FileStamp {
+        dev: 1,
+        ino: -2, // an inode number above i64::MAX, kept by its bits
+        size: 3,
+        mtime_ns: 4,
+        ctime_ns: 5,
+    };
+    let source = "file:///usr/lib/rkt/stage1-kvm.aci";
+    assert_eq!(store.unchanged_file(source, &stamp).unwrap(), None);
+    store.record_file(source, &id, &stamp).unwrap();
+    assert_eq!(
+        store.unchanged_file(source, &stamp).unwrap(),
+        Some(id.clone())
+    );
+    let touched = FileStamp {
+        ctime_ns: 6,
+        ..stamp
+    };
+    assert_eq!(store.unchanged_file(source, &touched).unwrap(), None);
+    assert_eq!(
+        store
+            .unchanged_file("file:///elsewhere.aci", &stamp)
+            .unwrap(),
+        None
+    );
+    drop(store);
+    let mut store = Store::open(dir.path(), LockMode::Exclusive).unwrap();
+    store.remove(&id, &Holds::default()).unwrap();
+    assert_eq!(
+        store.unchanged_file(source, &stamp).unwrap(),
+        None,
+        "its image is gone"
+    );
+}
