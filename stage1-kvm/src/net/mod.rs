@@ -7,7 +7,8 @@
 //! - `conf`: `--net` and the networks' CNI configurations;
 //! - `cni`: calling a plugin (ADD, CHECK, DEL) and its result;
 //! - `ports`: `--port` as portmap's port mappings;
-//! - `netns`: the namespace, the taps and redirects, the interfaces' state (`ip`, `tc`);
+//! - `netns`: the namespace, the taps and redirects, the interfaces' state (in-process);
+//! - `rtnl`: the rtnetlink requests and listings `netns` makes;
 //! - `guest`: the guest's network file and rkt's `net-info.json`.
 //!
 //! Everything set up is first recorded in `stage1-kvm/net-state.json` in the pod directory, so
@@ -20,6 +21,7 @@ pub mod conf;
 pub mod guest;
 pub mod netns;
 pub mod ports;
+mod rtnl;
 
 use std::fs;
 use std::io::{ErrorKind, Write};
