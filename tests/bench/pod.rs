@@ -124,14 +124,44 @@ fn rkt_run_net_default(setup: &Setup) -> Command {
 
 /// Warm `rkt run --net=none` with the baseline stage1 (`--baseline-stage1`), e.g. a build from
 /// before a change whose cost is being measured: same rkt, same image, same host, same run.
+/// Both stage1s are trusted files of the bench's stage1 directory (`set_up`), so each is
+/// imported once and then found by its stamp; a `--stage1-path` elsewhere would be read and
+/// hashed on every run (about 0.8 s here), which is not the stage1's own cost.
 fn rkt_run_baseline(setup: &Setup) -> Command {
     let mut command = rkt(setup);
-    command.arg("run");
-    if let Some(aci) = &setup.baseline_stage1 {
-        command.arg(format!("--stage1-path={}", aci.display()));
-    }
-    command.args(["--pull-policy=never", "--net=none", IMAGE]);
     command
+        .arg("run")
+        .arg(format!("--stage1-from-dir={BASELINE_STAGE1}"))
+        .args(["--pull-policy=never", "--net=none", IMAGE]);
+    command
+}
+
+/// The baseline stage1's file name in the bench's stage1 directory.
+const BASELINE_STAGE1: &str = "baseline-stage1.aci";
+
+/// The bench's stage1 directory (rkt's `stage1-images` path, in the bench's own config): ours,
+/// as `stage1-kvm.aci` (the default), and the baseline beside it.
+fn stage1_images(setup: &Setup) -> Result<(), String> {
+    let dir = setup._root.path().join("stage1-images");
+    fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let copy = |from: &Path, name: &str| {
+        fs::copy(from, dir.join(name))
+            .map(drop)
+            .map_err(|e| format!("copying {} into {}: {e}", from.display(), dir.display()))
+    };
+    copy(&e2e::rkt_bin_dir().join("stage1-kvm.aci"), "stage1-kvm.aci")?;
+    if let Some(baseline) = &setup.baseline_stage1 {
+        copy(baseline, BASELINE_STAGE1)?;
+    }
+    let paths = setup.config.join("paths.d");
+    fs::create_dir_all(&paths).map_err(|e| format!("{}: {e}", paths.display()))?;
+    let json = serde_json::json!({
+        "rktKind": "paths",
+        "rktVersion": "v1",
+        "stage1-images": dir,
+    });
+    fs::write(paths.join("paths.json"), json.to_string())
+        .map_err(|e| format!("{}: {e}", paths.display()))
 }
 
 /// crun's container names, `bench-pod-PID-...`.
@@ -321,6 +351,7 @@ fn set_up(baseline_stage1: Option<PathBuf>) -> Result<Setup, String> {
             "this host is not clean before the bench (it would count as the bench's leftovers): {left:?}"
         ));
     }
+    stage1_images(&setup)?;
     let aci = busybox_aci(setup._root.path(), IMAGE, &["/bin/echo", HELLO]);
     let fetch = rkt(&setup)
         .arg("fetch")
