@@ -283,7 +283,12 @@ impl Bench {
 
 /// Runs `command` (stdout and stderr to files in `dir`) and checks it exits 0 having printed
 /// `token` on a line of its own.
-fn run_one(mut command: Command, token: &str, dir: &Path) -> Result<(), String> {
+fn run_one(
+    mut command: Command,
+    token: &str,
+    dir: &Path,
+    data: Option<&Path>,
+) -> Result<(), String> {
     let out_path = dir.join(format!("{token}.out"));
     let err_path = dir.join(format!("{token}.err"));
     let file = |path: &Path| fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()));
@@ -299,6 +304,13 @@ fn run_one(mut command: Command, token: &str, dir: &Path) -> Result<(), String> 
             break Some(status);
         }
         if started.elapsed() > LIMIT {
+            // Before the kill: what the pod was doing, if it is a pod (data/pods/... exists).
+            if let Some(data) = data {
+                eprintln!("bench-parallel: {token} still running after {LIMIT:?}:");
+                for line in what_the_pod_is_doing(data, token).lines() {
+                    eprintln!("bench-parallel:   | {line}");
+                }
+            }
             let _ = child.kill();
             let _ = child.wait();
             break None;
@@ -329,9 +341,68 @@ fn run_one(mut command: Command, token: &str, dir: &Path) -> Result<(), String> 
     Err(format!("{token}: {why}; stderr: {tail}"))
 }
 
+/// For a pod that overran: its directory (found by `token`, which only its manifest holds),
+/// the end of its guest console, and every thread of its VMM (found by its jail root, which
+/// names the pod) with its state and kernel wait channel: enough to tell a guest waiting for
+/// an interrupt (vCPU threads in `kvm_vcpu_block`) from a VMM or stage1 stuck on the host.
+fn what_the_pod_is_doing(data: &Path, token: &str) -> String {
+    let mut out = String::new();
+    let pods = data.join("pods/run");
+    let Some(pod) = fs::read_dir(&pods).ok().and_then(|dirs| {
+        dirs.flatten().map(|d| d.path()).find(|dir| {
+            fs::read_to_string(dir.join("pod")).is_ok_and(|manifest| manifest.contains(token))
+        })
+    }) else {
+        return format!("no pod under {} runs {token}", pods.display());
+    };
+    let uuid = pod.file_name().map(|n| n.to_string_lossy().into_owned());
+    out.push_str(&format!("pod {}\n", pod.display()));
+    if let Ok(console) = fs::read_to_string(pod.join("stage1-kvm/console.log")) {
+        let lines: Vec<&str> = console.lines().collect();
+        out.push_str("guest console (last 15 lines):\n");
+        for line in &lines[lines.len().saturating_sub(15)..] {
+            out.push_str(&format!("  {line}\n"));
+        }
+    }
+    let read = |path: PathBuf| fs::read_to_string(path).unwrap_or_default();
+    for process in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let root = fs::read_link(process.path().join("root")).unwrap_or_default();
+        if !uuid
+            .as_deref()
+            .is_some_and(|uuid| root.to_string_lossy().contains(uuid))
+        {
+            continue;
+        }
+        for task in fs::read_dir(process.path().join("task"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let stat = read(task.path().join("stat"));
+            // The state is the first field after the command's closing parenthesis.
+            let state = stat
+                .rsplit_once(')')
+                .map_or("?", |(_, rest)| rest.trim_start());
+            out.push_str(&format!(
+                "thread {} {}: state {} wchan {}\n",
+                task.file_name().to_string_lossy(),
+                read(task.path().join("comm")).trim(),
+                state.split(' ').next().unwrap_or("?"),
+                read(task.path().join("wchan")).trim(),
+            ));
+        }
+    }
+    out
+}
+
 /// Spawns every command at once (threads released together by a barrier); the time from the
-/// release to the last exit, and what failed.
-fn at_once(commands: Vec<(Command, String)>, dir: &Path) -> (f64, Vec<String>) {
+/// release to the last exit, and what failed. `data`: the rkt data dir, for a pod that
+/// overruns (None for crun).
+fn at_once(
+    commands: Vec<(Command, String)>,
+    dir: &Path,
+    data: Option<&Path>,
+) -> (f64, Vec<String>) {
     let start = Barrier::new(commands.len() + 1);
     thread::scope(|scope| {
         let handles: Vec<_> = commands
@@ -340,7 +411,7 @@ fn at_once(commands: Vec<(Command, String)>, dir: &Path) -> (f64, Vec<String>) {
                 let start = &start;
                 scope.spawn(move || {
                     start.wait();
-                    run_one(command, &token, dir)
+                    run_one(command, &token, dir, data)
                 })
             })
             .collect();
@@ -463,8 +534,11 @@ fn run(bench: &Bench, options: &Options) -> i32 {
                         },
                         Mode::Warm if !warmed[shape] => {
                             let t = token("warm-up");
-                            let (_, failed) =
-                                at_once(vec![(bench.rkt_run(net, mode, &t), t)], &outputs);
+                            let (_, failed) = at_once(
+                                vec![(bench.rkt_run(net, mode, &t), t)],
+                                &outputs,
+                                Some(&bench.data),
+                            );
                             failures.extend(failed.into_iter().map(|f| format!("warm-up: {f}")));
                             if let Err(e) = bench.gc(net) {
                                 failures.push(e);
@@ -478,7 +552,7 @@ fn run(bench: &Bench, options: &Options) -> i32 {
                             (bench.rkt_run(net, mode, &t), t)
                         })
                         .collect();
-                    let (wall, failed) = at_once(commands, &outputs);
+                    let (wall, failed) = at_once(commands, &outputs, Some(&bench.data));
                     failures.extend(failed);
                     if mode != Mode::Off {
                         warmed[shape] = true;
@@ -513,7 +587,7 @@ fn run(bench: &Bench, options: &Options) -> i32 {
                 })
                 .collect();
             let (wall, failures) = match commands {
-                Ok(commands) => at_once(commands, &outputs),
+                Ok(commands) => at_once(commands, &outputs, None),
                 Err(e) => (f64::NAN, vec![e]),
             };
             let left: Vec<String> = match run_quiet(Command::new("crun").args(["list", "-q"])) {
@@ -586,4 +660,58 @@ fn run(bench: &Bench, options: &Options) -> i32 {
     }
     println!("failures: 0");
     0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stand-in pod: its manifest holds the token, its console has lines, and a process
+    /// whose root is a directory named after the pod (as the VMM's jail is) sleeps.
+    #[test]
+    fn an_overrunning_pod_is_described_by_its_console_and_its_vmm_threads() {
+        let root = tempfile::tempdir().unwrap();
+        let uuid = "0f7c5e1a-0000-4000-8000-000000000001";
+        let pod = root.path().join("data/pods/run").join(uuid);
+        fs::create_dir_all(pod.join("stage1-kvm")).unwrap();
+        fs::write(
+            pod.join("pod"),
+            r#"{"apps":[{"exec":["/bin/echo","tok-123"]}]}"#,
+        )
+        .unwrap();
+        let console: String = (0..30).map(|i| format!("console line {i}\n")).collect();
+        fs::write(pod.join("stage1-kvm/console.log"), console).unwrap();
+        let jail = root.path().join("run").join(uuid).join("jail");
+        fs::create_dir_all(jail.join("bin")).unwrap();
+        fs::copy("/bin/busybox", jail.join("bin/busybox")).unwrap();
+        let mut vmm = Command::new("chroot")
+            .arg(&jail)
+            .args(["/bin/busybox", "sleep", "30"])
+            .spawn()
+            .unwrap();
+        // Until the chroot has happened and the sleep has begun.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut text = String::new();
+        while Instant::now() < deadline {
+            text = what_the_pod_is_doing(&root.path().join("data"), "tok-123");
+            if text.contains("wchan") && !text.contains("state R") {
+                break;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        let _ = vmm.kill();
+        let _ = vmm.wait();
+        assert!(text.contains(&format!("pod {}", pod.display())), "{text}");
+        assert!(text.contains("console line 29"), "{text}");
+        assert!(
+            !text.contains("console line 14\n"),
+            "only the last 15 lines: {text}"
+        );
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("thread ") && l.contains("busybox: state S wchan ")),
+            "{text}"
+        );
+        assert!(what_the_pod_is_doing(&root.path().join("data"), "tok-999").starts_with("no pod"));
+    }
 }
