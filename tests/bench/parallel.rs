@@ -342,9 +342,11 @@ fn run_one(
 }
 
 /// For a pod that overran: its directory (found by `token`, which only its manifest holds),
-/// the end of its guest console, and every thread of its VMM (found by its jail root, which
-/// names the pod) with its state and kernel wait channel: enough to tell a guest waiting for
-/// an interrupt (vCPU threads in `kvm_vcpu_block`) from a VMM or stage1 stuck on the host.
+/// the end of its guest console, and every thread of its stage1 (the PID in the pod's `pid`
+/// file) and of the stage1's children (its VMM) with its state and kernel wait channel: enough
+/// to tell a guest waiting for an interrupt (vCPU threads in `kvm_vcpu_block`) from a VMM or
+/// stage1 stuck on the host. By parentage, not by path: the VMM's root is a jail in a mount
+/// namespace of its own.
 fn what_the_pod_is_doing(data: &Path, token: &str) -> String {
     let mut out = String::new();
     let pods = data.join("pods/run");
@@ -355,7 +357,6 @@ fn what_the_pod_is_doing(data: &Path, token: &str) -> String {
     }) else {
         return format!("no pod under {} runs {token}", pods.display());
     };
-    let uuid = pod.file_name().map(|n| n.to_string_lossy().into_owned());
     out.push_str(&format!("pod {}\n", pod.display()));
     if let Ok(console) = fs::read_to_string(pod.join("stage1-kvm/console.log")) {
         let lines: Vec<&str> = console.lines().collect();
@@ -365,29 +366,35 @@ fn what_the_pod_is_doing(data: &Path, token: &str) -> String {
         }
     }
     let read = |path: PathBuf| fs::read_to_string(path).unwrap_or_default();
+    let Ok(stage1) = read(pod.join("pid")).trim().parse::<u32>() else {
+        out.push_str("no stage1 PID in the pod yet\n");
+        return out;
+    };
+    // A /proc/PID/stat line: "PID (COMM) STATE PPID ...", COMM possibly with blanks.
+    let after_comm = |stat: &str| -> Vec<String> {
+        stat.rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().map(str::to_string).collect())
+            .unwrap_or_default()
+    };
+    let mut processes = vec![stage1];
     for process in fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let root = fs::read_link(process.path().join("root")).unwrap_or_default();
-        if !uuid
-            .as_deref()
-            .is_some_and(|uuid| root.to_string_lossy().contains(uuid))
-        {
+        let Ok(pid) = process.file_name().to_string_lossy().parse::<u32>() else {
             continue;
+        };
+        let fields = after_comm(&read(process.path().join("stat")));
+        if fields.get(1).and_then(|ppid| ppid.parse::<u32>().ok()) == Some(stage1) {
+            processes.push(pid);
         }
-        for task in fs::read_dir(process.path().join("task"))
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let stat = read(task.path().join("stat"));
-            // The state is the first field after the command's closing parenthesis.
-            let state = stat
-                .rsplit_once(')')
-                .map_or("?", |(_, rest)| rest.trim_start());
+    }
+    for pid in processes {
+        let tasks = PathBuf::from(format!("/proc/{pid}/task"));
+        for task in fs::read_dir(&tasks).into_iter().flatten().flatten() {
+            let fields = after_comm(&read(task.path().join("stat")));
             out.push_str(&format!(
-                "thread {} {}: state {} wchan {}\n",
+                "process {pid} thread {} {}: state {} wchan {}\n",
                 task.file_name().to_string_lossy(),
                 read(task.path().join("comm")).trim(),
-                state.split(' ').next().unwrap_or("?"),
+                fields.first().map_or("?", String::as_str),
                 read(task.path().join("wchan")).trim(),
             ));
         }
@@ -666,13 +673,14 @@ fn run(bench: &Bench, options: &Options) -> i32 {
 mod tests {
     use super::*;
 
-    /// A stand-in pod: its manifest holds the token, its console has lines, and a process
-    /// whose root is a directory named after the pod (as the VMM's jail is) sleeps.
+    /// A stand-in pod: its manifest holds the token, its console has lines, and its `pid`
+    /// names a shell (the stage1) whose child sleeps (the VMM).
     #[test]
-    fn an_overrunning_pod_is_described_by_its_console_and_its_vmm_threads() {
+    fn an_overrunning_pod_is_described_by_its_console_and_its_processes_threads() {
         let root = tempfile::tempdir().unwrap();
-        let uuid = "0f7c5e1a-0000-4000-8000-000000000001";
-        let pod = root.path().join("data/pods/run").join(uuid);
+        let pod = root
+            .path()
+            .join("data/pods/run/0f7c5e1a-0000-4000-8000-000000000001");
         fs::create_dir_all(pod.join("stage1-kvm")).unwrap();
         fs::write(
             pod.join("pod"),
@@ -681,26 +689,28 @@ mod tests {
         .unwrap();
         let console: String = (0..30).map(|i| format!("console line {i}\n")).collect();
         fs::write(pod.join("stage1-kvm/console.log"), console).unwrap();
-        let jail = root.path().join("run").join(uuid).join("jail");
-        fs::create_dir_all(jail.join("bin")).unwrap();
-        fs::copy("/bin/busybox", jail.join("bin/busybox")).unwrap();
-        let mut vmm = Command::new("chroot")
-            .arg(&jail)
-            .args(["/bin/busybox", "sleep", "30"])
+        let data = root.path().join("data");
+        assert!(what_the_pod_is_doing(&data, "tok-123").ends_with("no stage1 PID in the pod yet\n"));
+        let mut stage1 = Command::new("sh")
+            .args(["-c", "sleep 30 & wait"])
             .spawn()
             .unwrap();
-        // Until the chroot has happened and the sleep has begun.
+        fs::write(pod.join("pid"), format!("{}\n", stage1.id())).unwrap();
+        // Until the child sleeps and the shell waits.
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut text = String::new();
         while Instant::now() < deadline {
-            text = what_the_pod_is_doing(&root.path().join("data"), "tok-123");
-            if text.contains("wchan") && !text.contains("state R") {
+            text = what_the_pod_is_doing(&data, "tok-123");
+            if text.contains("sleep: state S") && text.contains("sh: state S") {
                 break;
             }
             thread::sleep(Duration::from_millis(50));
         }
-        let _ = vmm.kill();
-        let _ = vmm.wait();
+        let _ = Command::new("pkill")
+            .args(["-P", &stage1.id().to_string()])
+            .status();
+        let _ = stage1.kill();
+        let _ = stage1.wait();
         assert!(text.contains(&format!("pod {}", pod.display())), "{text}");
         assert!(text.contains("console line 29"), "{text}");
         assert!(
@@ -708,10 +718,10 @@ mod tests {
             "only the last 15 lines: {text}"
         );
         assert!(
-            text.lines()
-                .any(|l| l.starts_with("thread ") && l.contains("busybox: state S wchan ")),
+            text.contains(&format!("process {} thread", stage1.id())),
             "{text}"
         );
-        assert!(what_the_pod_is_doing(&root.path().join("data"), "tok-999").starts_with("no pod"));
+        assert!(text.contains("sleep: state S wchan "), "{text}");
+        assert!(what_the_pod_is_doing(&data, "tok-999").starts_with("no pod"));
     }
 }
