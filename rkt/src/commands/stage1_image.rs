@@ -94,18 +94,6 @@ fn file_source(path: &std::path::Path) -> Option<String> {
     ))
 }
 
-/// The image a trusted stage1 file was imported as, if it is still the same file: every
-/// `rkt run` would otherwise read and hash the whole stage1 image (tens of MiB, the guest
-/// kernel included) again. rkt found its default stage1 in the store by name and version
-/// for the same reason; the file's stamp (device, inode, size, mtime and ctime to the
-/// nanosecond) is stricter, as a rebuilt stage1 keeps its version. The modification time
-/// alone is not enough: an upgrade that installs a new stage1 with its build's older mtime
-/// (`install -p`, `cp -p`, dpkg, tar) would leave every pod on the old stage1.
-fn unchanged_in_store(store: &Store, path: &std::path::Path) -> Option<ImageId> {
-    let stamp = FileStamp::of(&std::fs::metadata(path).ok()?);
-    store.unchanged_file(&file_source(path)?, &stamp).ok()?
-}
-
 impl Stage1Args {
     /// Puts the chosen stage1 in the store (if needed) and returns its ID.
     pub fn resolve(
@@ -130,17 +118,28 @@ impl Stage1Args {
                     path.display()
                 )));
             }
-            if let Some(id) = unchanged_in_store(store, &path) {
-                return Ok(id);
+            // The image the file was imported as, if it is still the same file: every `rkt
+            // run` would otherwise read and hash the whole stage1 image (tens of MiB, the
+            // guest kernel included) again. rkt found its default stage1 in the store by name
+            // and version for the same reason; the file's stamp (device, inode, size, mtime
+            // and ctime to the nanosecond) is stricter, as a rebuilt stage1 keeps its version.
+            // The mtime alone is not enough: an upgrade that installs a new stage1 with its
+            // build's older mtime (`install -p`, `cp -p`, dpkg, tar) would leave every pod on
+            // the old stage1. The stamp is taken before the file is read: a change during the
+            // read changes the ctime, so the next run reads it again rather than trust this
+            // import.
+            let known =
+                file_source(&path).zip(std::fs::metadata(&path).ok().map(|m| FileStamp::of(&m)));
+            if let Some((source, stamp)) = &known {
+                if let Ok(Some(id)) = store.unchanged_file(source, stamp) {
+                    return Ok(id);
+                }
             }
-            // Taken before the file is read: a change during the read changes the file's
-            // ctime, so the next run reads it again rather than trust this import.
-            let stamp = std::fs::metadata(&path).map(|m| FileStamp::of(&m));
             let text = path.display().to_string();
             let id = fetcher.fetch_checked(&text, None, PullPolicy::New, true)?;
-            if let (Ok(stamp), Some(source)) = (stamp, file_source(&path)) {
+            if let Some((source, stamp)) = &known {
                 // Without the record the next run only reads the file again.
-                let _ = store.record_file(&source, &id, &stamp);
+                let _ = store.record_file(source, &id, stamp);
             }
             Ok(id)
         };
