@@ -376,17 +376,14 @@ fn what_the_pod_is_doing(data: &Path, token: &str) -> String {
             .map(|(_, rest)| rest.split_whitespace().map(str::to_string).collect())
             .unwrap_or_default()
     };
-    let mut processes = vec![stage1];
-    for process in fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = process.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let fields = after_comm(&read(process.path().join("stat")));
+    let mut pods_processes = vec![stage1];
+    for (pid, dir) in e2e::processes() {
+        let fields = after_comm(&read(dir.join("stat")));
         if fields.get(1).and_then(|ppid| ppid.parse::<u32>().ok()) == Some(stage1) {
-            processes.push(pid);
+            pods_processes.push(pid);
         }
     }
-    for pid in processes {
+    for pid in pods_processes {
         let tasks = PathBuf::from(format!("/proc/{pid}/task"));
         for task in fs::read_dir(&tasks).into_iter().flatten().flatten() {
             let fields = after_comm(&read(task.path().join("stat")));

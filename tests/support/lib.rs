@@ -541,17 +541,26 @@ pub fn mounts_under(path: &Path) -> Vec<String> {
         .collect()
 }
 
+/// Every running process: its PID and its `/proc/PID` directory.
+pub fn processes() -> Vec<(u32, PathBuf)> {
+    fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_str()?.parse::<u32>().ok()?;
+            Some((pid, entry.path()))
+        })
+        .collect()
+}
+
 /// Processes whose executable or working directory is under `path`.
 pub fn processes_under(path: &Path) -> Vec<String> {
     let path = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
     let mut found = Vec::new();
-    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let pid = entry.file_name().to_string_lossy().into_owned();
-        if !pid.chars().all(|c| c.is_ascii_digit()) {
-            continue;
-        }
+    for (pid, dir) in processes() {
         for link in ["exe", "cwd"] {
-            if let Ok(target) = fs::read_link(entry.path().join(link)) {
+            if let Ok(target) = fs::read_link(dir.join(link)) {
                 if target.starts_with(&path) {
                     found.push(format!("{pid} ({link} {})", target.display()));
                 }
@@ -973,12 +982,8 @@ pub fn engine_processes() -> Vec<String> {
 /// Running processes whose name (`/proc/PID/comm`) is one of `names`, as `PID (NAME)`.
 pub fn processes_named(names: &[&str]) -> Vec<String> {
     let mut found = Vec::new();
-    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let pid = entry.file_name().to_string_lossy().into_owned();
-        if !pid.chars().all(|c| c.is_ascii_digit()) {
-            continue;
-        }
-        if let Ok(comm) = fs::read_to_string(entry.path().join("comm")) {
+    for (pid, dir) in processes() {
+        if let Ok(comm) = fs::read_to_string(dir.join("comm")) {
             let comm = comm.trim();
             if names.contains(&comm) {
                 found.push(format!("{pid} ({comm})"));
