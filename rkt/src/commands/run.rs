@@ -66,7 +66,13 @@ pub fn exec_stage1(
     options: &crate::pod::stage1::RunOptions,
 ) -> Result<(), RktError> {
     use std::os::unix::process::CommandExt;
-    let call = handover::hand_over(&mut pod, &globals.dir.join("cas/tree"), options)?;
+    let call = handover::hand_over(&mut pod, &globals.dir.join("cas/tree"), options).inspect_err(
+        |_| {
+            // Whatever failed, the next `prepare` tests overlay support again rather than
+            // trust a remembered success (the overlay mounts are part of the hand-over).
+            crate::pod::overlay::forget_support(&globals.dir)
+        },
+    )?;
     crate::timing::mark(
         globals,
         "handed the pod over (overlays mounted): exec stage1",

@@ -19,14 +19,112 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use super::PodError;
 use super::{layout, quota, safe_read};
 
+/// Where a positive [`check_support`] is remembered, in the data directory.
+const SUPPORT_MARKER: &str = "overlay-supported";
+
 /// Whether overlayfs works for pods under `data_dir`: root, and a test
 /// mount in a scratch directory there succeeds (the file system below must
 /// support it: not overlay-on-overlay without index, not ZFS, ...).
 /// `Err` says why not, for the "disabling overlay" message.
+///
+/// A success is remembered in `data_dir/overlay-supported` for this boot of
+/// the kernel and this file system (see [`SupportKey`]), and not tested
+/// again while both stay the same: the test mount's unmount alone took about
+/// 80 ms of every `rkt run` in the emulated KVM host (issue 15). A failure is
+/// never remembered. A pod whose overlays then fail to mount forgets the
+/// success ([`forget_support`]), so the next `prepare` tests again.
 pub fn check_support(data_dir: &Path) -> Result<(), String> {
     if !nix::unistd::geteuid().is_root() {
         return Err("overlay mounts need root".to_string());
     }
+    let key = SupportKey::of(data_dir);
+    if !needs_test(remembered(data_dir).as_deref(), key.as_ref()) {
+        return Ok(());
+    }
+    test_mount(data_dir)?;
+    if let Some(key) = key {
+        // A success that cannot be written down is only tested again next time.
+        let _ = remember(data_dir, &key.to_line());
+    }
+    Ok(())
+}
+
+/// Drops a remembered success (after a pod's overlays failed to mount).
+pub fn forget_support(data_dir: &Path) {
+    let _ = fs::remove_file(data_dir.join(SUPPORT_MARKER));
+}
+
+/// Whether the test mount has to be made: unless `remembered` is the line of
+/// `key` exactly (no key: nothing can be trusted).
+fn needs_test(remembered: Option<&str>, key: Option<&SupportKey>) -> bool {
+    match (remembered, key) {
+        (Some(line), Some(key)) => line != key.to_line(),
+        _ => true,
+    }
+}
+
+/// What a remembered test result holds for: the kernel's boot (a reboot may
+/// bring another kernel, or one without overlayfs) and the data directory's
+/// file system (device, the directory's inode, file system type: another file
+/// system mounted there differs in at least one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SupportKey {
+    boot_id: String,
+    dev: u64,
+    ino: u64,
+    fs_type: i64,
+}
+
+impl SupportKey {
+    /// None when any part cannot be read: then nothing is remembered.
+    fn of(data_dir: &Path) -> Option<SupportKey> {
+        let boot_id = fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+        let boot_id = boot_id.trim();
+        if boot_id.is_empty() || boot_id.contains(char::is_whitespace) {
+            return None;
+        }
+        let dir = safe_read::open_host_dir(data_dir).ok()?;
+        let meta = dir.metadata().ok()?;
+        let fs = nix::sys::statfs::fstatfs(&dir).ok()?;
+        Some(SupportKey {
+            boot_id: boot_id.to_string(),
+            dev: std::os::unix::fs::MetadataExt::dev(&meta),
+            ino: std::os::unix::fs::MetadataExt::ino(&meta),
+            #[allow(clippy::unnecessary_cast)] // the type of f_type differs between libcs
+            fs_type: fs.filesystem_type().0 as i64,
+        })
+    }
+
+    fn to_line(&self) -> String {
+        format!(
+            "{} {} {} {:x}\n",
+            self.boot_id, self.dev, self.ino, self.fs_type
+        )
+    }
+}
+
+/// The remembered line, if there is one (read as every host file rkt did not
+/// just write: no links followed, capped).
+fn remembered(data_dir: &Path) -> Option<String> {
+    let dir = safe_read::open_host_dir(data_dir).ok()?;
+    let bytes =
+        safe_read::read(dir.as_fd(), Path::new(SUPPORT_MARKER), safe_read::cap::LINE).ok()?;
+    String::from_utf8(bytes).ok()
+}
+
+/// Writes the marker whole: a temporary file renamed over it.
+fn remember(data_dir: &Path, line: &str) -> std::io::Result<()> {
+    let mut file = tempfile::Builder::new()
+        .prefix(".overlay-supported-")
+        .tempfile_in(data_dir)?;
+    std::io::Write::write_all(&mut file, line.as_bytes())?;
+    file.persist(data_dir.join(SUPPORT_MARKER))
+        .map_err(|err| err.error)?;
+    Ok(())
+}
+
+/// The test itself: an overlay mounted and unmounted in a scratch directory.
+fn test_mount(data_dir: &Path) -> Result<(), String> {
     let scratch = tempfile::Builder::new()
         .prefix("overlay-check-")
         .tempdir_in(data_dir)
@@ -209,4 +307,90 @@ pub fn mount_pod(pod_dir: &Path, tree_dir: &Path, apps: &[String]) -> Result<(),
         }
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn key() -> SupportKey {
+        SupportKey {
+            boot_id: "0b3c5e0e-7d4c-4b8e-9a65-2f6a0c1d2e3f".to_string(),
+            dev: 2049,
+            ino: 131_073,
+            fs_type: 0xef53,
+        }
+    }
+
+    #[test]
+    fn only_the_same_boot_and_file_system_skip_the_test_mount() {
+        let line = key().to_line();
+        assert_eq!(
+            line,
+            "0b3c5e0e-7d4c-4b8e-9a65-2f6a0c1d2e3f 2049 131073 ef53\n"
+        );
+        assert!(!needs_test(Some(&line), Some(&key())));
+        for other in [
+            SupportKey {
+                boot_id: "another-boot".to_string(),
+                ..key()
+            },
+            SupportKey { dev: 2050, ..key() },
+            SupportKey { ino: 2, ..key() },
+            SupportKey {
+                fs_type: 0x794c7630,
+                ..key()
+            },
+        ] {
+            assert!(needs_test(Some(&line), Some(&other)), "{other:?}");
+        }
+        assert!(needs_test(None, Some(&key())));
+        assert!(needs_test(Some(""), Some(&key())));
+        assert!(needs_test(Some(line.trim_end()), Some(&key())));
+        // Without a key (no boot id readable), nothing remembered is trusted.
+        assert!(needs_test(Some(&line), None));
+    }
+
+    #[test]
+    fn a_success_is_remembered_for_this_boot_and_forgotten_on_request() {
+        if !nix::unistd::geteuid().is_root() {
+            return; // the test mount needs root
+        }
+        let data = tempfile::tempdir().unwrap();
+        check_support(data.path()).unwrap();
+        let key = SupportKey::of(data.path()).unwrap();
+        assert_eq!(remembered(data.path()).unwrap(), key.to_line());
+        // Nothing else is left in the data directory (no scratch, no temporary file).
+        let names: Vec<_> = fs::read_dir(data.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, [SUPPORT_MARKER]);
+        check_support(data.path()).unwrap();
+        forget_support(data.path());
+        assert!(remembered(data.path()).is_none());
+        assert_eq!(fs::read_dir(data.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_planted_link_is_neither_trusted_nor_written_through() {
+        if !nix::unistd::geteuid().is_root() {
+            return; // the test mount needs root
+        }
+        let data = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let target = elsewhere.path().join("target");
+        let line = SupportKey::of(data.path()).unwrap().to_line();
+        fs::write(&target, &line).unwrap();
+        symlink(&target, data.path().join(SUPPORT_MARKER)).unwrap();
+        assert!(remembered(data.path()).is_none(), "a link is not read");
+        check_support(data.path()).unwrap();
+        // The link was replaced by rkt's own file; its target is untouched.
+        let marker = data.path().join(SUPPORT_MARKER);
+        assert!(fs::symlink_metadata(&marker).unwrap().file_type().is_file());
+        assert_eq!(fs::read_to_string(&target).unwrap(), line);
+        fs::write(&target, "changed").unwrap();
+        assert_eq!(remembered(data.path()).unwrap(), line);
+    }
 }
