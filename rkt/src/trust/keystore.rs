@@ -96,12 +96,15 @@ impl Keystore {
             }
         };
         let io_err = |context: String| move |source| TrustError::Io { context, source };
-        fs::create_dir_all(&dir).map_err(io_err(format!(
+        let held = create_key_dir(self.local_root(), &dir).map_err(io_err(format!(
             "creating {} (is --local-config writable? rkt trust usually needs root)",
             dir.display()
         )))?;
         let dest = dir.join(&info.fingerprint);
-        let mut temp = tempfile::NamedTempFile::new_in(&dir)
+        // The directory as opened, by its descriptor's /proc name: the file lands in it even if
+        // a path component were swapped for a link meanwhile.
+        let held_path = PathBuf::from(format!("/proc/self/fd/{}", held.as_raw_fd()));
+        let mut temp = tempfile::NamedTempFile::new_in(&held_path)
             .map_err(io_err(format!("writing a key into {}", dir.display())))?;
         temp.write_all(key_bytes)
             .and_then(|()| temp.as_file().sync_all())
@@ -110,7 +113,7 @@ impl Keystore {
                     .set_permissions(fs::Permissions::from_mode(0o644))
             })
             .map_err(io_err(format!("writing {}", dest.display())))?;
-        temp.persist(&dest)
+        temp.persist(held_path.join(&info.fingerprint))
             .map_err(|err| err.error)
             .map_err(io_err(format!("writing {}", dest.display())))?;
         Ok((info, dest))
@@ -139,6 +142,59 @@ impl Keystore {
         }
         Ok(keys)
     }
+}
+
+/// Creates (where missing) and opens `dir`, a directory below the trust root `root`
+/// (`root.d` or `prefix.d/<prefix>`), one component at a time without following a link: a
+/// link planted at `prefix.d/example.com` must not make rkt write a key elsewhere. `root`
+/// itself is the administrator's path, so a link to it is followed (as when reading).
+fn create_key_dir(root: &Path, dir: &Path) -> io::Result<File> {
+    fs::create_dir_all(root)?;
+    let rel = dir.strip_prefix(root).map_err(|_| {
+        io::Error::other(format!("{} is not below {}", dir.display(), root.display()))
+    })?;
+    let mut current = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(root)?;
+    for component in rel.components() {
+        let std::path::Component::Normal(name) = component else {
+            return Err(io::Error::other(format!(
+                "{} is not a plain path below {}",
+                dir.display(),
+                root.display()
+            )));
+        };
+        match nix::sys::stat::mkdirat(
+            Some(current.as_raw_fd()),
+            name,
+            nix::sys::stat::Mode::from_bits_truncate(0o755),
+        ) {
+            Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+            Err(errno) => return Err(errno.into()),
+        }
+        let fd = nix::fcntl::openat(
+            Some(current.as_raw_fd()),
+            name,
+            nix::fcntl::OFlag::O_DIRECTORY
+                | nix::fcntl::OFlag::O_NOFOLLOW
+                | nix::fcntl::OFlag::O_CLOEXEC
+                | nix::fcntl::OFlag::O_RDONLY,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|errno| match errno {
+            nix::errno::Errno::ELOOP | nix::errno::Errno::ENOTDIR => io::Error::other(format!(
+                "{} is a link or not a directory; rkt does not follow links in the trust store",
+                root.join(rel).display()
+            )),
+            other => other.into(),
+        })?;
+        // SAFETY: openat returned a new descriptor that nothing else owns.
+        current = File::from(unsafe {
+            <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd)
+        });
+    }
+    Ok(current)
 }
 
 /// The `/`-separated prefixes of `name`, longest first: `a/b/c`, `a/b`, `a`.

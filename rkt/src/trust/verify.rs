@@ -74,6 +74,7 @@ pub fn verify_detached<D: Read + Seek>(
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
     use std::io::Cursor;
 
     use pgp::composed::{KeyType, SecretKeyParamsBuilder, SignedSecretKey};
@@ -202,5 +203,45 @@ mod tests {
         let keys = store.keys_for(&name("x")).unwrap();
         let err = verify_detached(&keys, b"garbage", "g.asc", &mut Cursor::new(b"x"), "x");
         assert!(matches!(err, Err(TrustError::BadSignature { .. })));
+    }
+
+    #[test]
+    fn adding_a_key_never_writes_through_a_planted_link() {
+        let config = tempfile::tempdir().unwrap();
+        let system = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let store = Keystore::new(config.path(), system.path());
+        let signer = generate_key("Signer <s@example.com>");
+        let trusted = config.path().join("trustedkeys");
+        fs::create_dir_all(trusted.join("prefix.d")).unwrap();
+        for (link, prefix) in [
+            ("prefix.d/example.com", Some("example.com/app")),
+            ("root.d", None),
+        ] {
+            std::os::unix::fs::symlink(elsewhere.path(), trusted.join(link)).unwrap();
+            let err = store
+                .add(prefix, &armored_public(&signer), "signer.asc")
+                .unwrap_err();
+            assert!(err.to_string().contains(link), "{err}");
+            assert!(err.to_string().contains("link"), "{err}");
+            assert_eq!(fs::read_dir(elsewhere.path()).unwrap().count(), 0);
+        }
+        // A real directory in the same place works, whatever its depth.
+        fs::remove_file(trusted.join("prefix.d/example.com")).unwrap();
+        let (info, path) = store
+            .add(
+                Some("example.com/app"),
+                &armored_public(&signer),
+                "signer.asc",
+            )
+            .unwrap();
+        assert_eq!(
+            path,
+            trusted
+                .join("prefix.d/example.com/app")
+                .join(&info.fingerprint)
+        );
+        assert!(path.is_file());
+        assert_eq!(fs::read_dir(path.parent().unwrap()).unwrap().count(), 1);
     }
 }
