@@ -17,6 +17,7 @@ use std::ffi::OsString;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::OnceLock;
 
 use nix::sys::socket::{
     accept, bind, listen, socket, AddressFamily, Backlog, SockFlag, SockType, VsockAddr,
@@ -75,6 +76,14 @@ pub struct Handover {
     pub entropy: Vec<u8>,
 }
 
+/// The guest's uptime when the handover was done (for the pod's `--debug` lines).
+static HANDED_OVER_AT: OnceLock<String> = OnceLock::new();
+
+/// When this guest was handed its parameters after a restore; None after a cold boot.
+pub fn handed_over_at() -> Option<&'static str> {
+    HANDED_OVER_AT.get().map(String::as_str)
+}
+
 /// `rkt.warm=1` is on the kernel command line.
 pub fn requested(params: &[KernelParam]) -> bool {
     cmdline::last_value(params, "rkt.warm").is_some_and(|v| v == "1")
@@ -117,6 +126,7 @@ pub fn wait_for_handover() -> Result<Vec<u8>, WarmError> {
     let result = read_message(&mut stream).and_then(|message| {
         let handover = parse_message(&message)?;
         apply(&handover)?;
+        let _ = HANDED_OVER_AT.set(crate::pod::uptime::stamp());
         Ok(handover.params)
     });
     let reply = match &result {

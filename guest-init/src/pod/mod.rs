@@ -38,7 +38,7 @@ mod status;
 mod supervisor;
 #[cfg(test)]
 mod testutil;
-mod uptime;
+pub(crate) mod uptime;
 
 use std::fs;
 use std::io;
@@ -175,6 +175,11 @@ pub fn run(params: &PodParams, reporter: &Reporter) -> u8 {
             return error.exit_status();
         }
     };
+    if let Some(at) = crate::warm::handed_over_at() {
+        log.step(format_args!(
+            "restored from a snapshot; handover done at {at}"
+        ));
+    }
     log.step(format_args!(
         "pod {}: {} app(s)",
         params.uuid,
