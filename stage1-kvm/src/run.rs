@@ -128,6 +128,7 @@ pub fn run(args: &RunArgs) -> Result<i32, Stage1Error> {
             router.ended_streams(),
             plan.stopper(),
             Arc::clone(&vm_ended),
+            args.debug.then(crate::timing::rkt_started_at).flatten(),
         )
     });
     let outcome = run_vm(&plan, config, &pod, args, &mut timeline);
@@ -173,10 +174,14 @@ fn stop_when_pod_over(
     streams: crate::output::EndedStreams,
     stopper: Arc<vmm_process::VmStopper>,
     vm_ended: Arc<AtomicBool>,
+    debug_timing_origin: Option<f64>,
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         while !vm_ended.load(Ordering::Relaxed) {
             if pod_over.load(Ordering::Acquire) && streams.all() {
+                if let Some(origin) = debug_timing_origin {
+                    crate::timing::mark_since(origin, "the pod is over: stopping the VM");
+                }
                 stopper.stop();
                 return;
             }
