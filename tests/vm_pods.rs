@@ -346,3 +346,82 @@ fn the_vm_stops_early_with_all_output_and_writes_on_the_host() {
     );
     assert_all_cleaned(&world);
 }
+
+/// How the guest caches its shares (docs/foundation.md, "virtio-fs caching"): the pod share,
+/// which only the guest changes, keeps file data cached across opens, so an app must still see
+/// its own rewrites of a file (same size and another size) when it reads or runs it again; a
+/// host volume keeps close-to-open consistency, so a change the host makes while the pod runs
+/// is seen at the app's next open although the app had read the file before.
+#[test]
+fn an_app_sees_its_own_rewrites_and_the_hosts_changes_to_a_volume() {
+    let (world, aci) = world();
+    let vol = world.root.path().join("host-vol");
+    fs::create_dir_all(&vol).unwrap();
+    fs::write(vol.join("data"), "v1\n").unwrap();
+    let script = "printf 'echo one-aaaa\\n' > /s.sh; sh /s.sh; \
+                  printf 'echo two-bbbb\\n' > /s.sh; sh /s.sh; \
+                  printf 'echo three-and-longer\\n' > /s.sh; sh /s.sh; \
+                  echo before=$(cat /vol/data); touch /vol/ready; \
+                  i=0; while [ ! -f /vol/go ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done; \
+                  i=0; while [ \"$(cat /vol/data)\" != v2-from-the-host ] && [ $i -lt 300 ]; do \
+                  sleep 0.1; i=$((i+1)); done; echo after=$(cat /vol/data)";
+    let out = world.root.path().join("run.out");
+    let volume = format!("--volume=vol,kind=host,source={}", vol.display());
+    let mut child = world
+        .command(&[
+            "run",
+            &volume,
+            &aci,
+            "--exec=/bin/sh",
+            "--mount=volume=vol,target=/vol",
+            "--",
+            "-c",
+            script,
+        ])
+        .stdin(Stdio::null())
+        .stdout(fs::File::create(&out).unwrap())
+        .stderr(fs::File::create(world.root.path().join("run.err")).unwrap())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !vol.join("ready").exists() {
+        if started.elapsed() > Duration::from_secs(180) || child.try_wait().unwrap().is_some() {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "the app never got to reading the volume\n{}",
+                e2e::run_output(&world)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    fs::write(vol.join("data"), "v2-from-the-host\n").unwrap();
+    fs::write(vol.join("go"), "").unwrap();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(300) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("rkt run did not end\n{}", e2e::run_output(&world));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let output = e2e::run_output(&world);
+    assert!(status.success(), "{output}");
+    let stdout = fs::read_to_string(&out).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "one-aaaa",
+            "two-bbbb",
+            "three-and-longer",
+            "before=v1",
+            "after=v2-from-the-host"
+        ],
+        "{output}"
+    );
+    assert_all_cleaned(&world);
+}
