@@ -111,6 +111,48 @@ pub fn terminate_all(
     reap_until_none_left(waiter, Instant::now() + kill_grace)
 }
 
+/// Our children as `pid comm state` items (from `/proc/<pid>/stat`), for the console line
+/// when some of them outlived the SIGTERM grace at the pod's end.
+pub fn describe_children() -> String {
+    let me = std::process::id();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return "?".to_string();
+    };
+    let mut children: Vec<String> = entries
+        .flatten()
+        .filter_map(|entry| {
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            let (pid, comm, state, ppid) = parse_stat(&stat)?;
+            // An app names its own processes: no control characters reach the console (and,
+            // with --debug, the user's terminal).
+            let comm: String = comm
+                .chars()
+                .map(|c| if c.is_control() { '?' } else { c })
+                .collect();
+            (ppid == me).then(|| format!("{pid} {comm} {state}"))
+        })
+        .collect();
+    children.sort();
+    if children.is_empty() {
+        "none".to_string()
+    } else {
+        children.join(", ")
+    }
+}
+
+/// (pid, comm, state, ppid) of a `/proc/<pid>/stat` line; comm may hold spaces and
+/// parentheses, so it ends at the last `)`.
+fn parse_stat(stat: &str) -> Option<(u32, &str, &str, u32)> {
+    let open = stat.find(" (")?;
+    let close = stat.rfind(')')?;
+    let pid = stat.get(..open)?.parse().ok()?;
+    let comm = stat.get(open + 2..close)?;
+    let mut rest = stat.get(close + 1..)?.split_whitespace();
+    let state = rest.next()?;
+    let ppid = rest.next()?.parse().ok()?;
+    Some((pid, comm, state, ppid))
+}
+
 /// Reaps without blocking until there are no children (true) or the deadline passes (false).
 fn reap_until_none_left(waiter: &mut impl Waiter, deadline: Instant) -> bool {
     loop {
@@ -220,6 +262,20 @@ mod tests {
         let mut waiter = Scripted::new(vec![reaped(7, exited(0))]);
         let result = wait_for(Pid::from_raw(5), &mut waiter);
         assert!(matches!(result, Err(InitError::Wait(Errno::ECHILD))));
+    }
+
+    #[test]
+    fn stat_lines_give_pid_comm_state_and_parent() {
+        assert_eq!(
+            parse_stat("31 (busybox) S 1 31 31 0 -1"),
+            Some((31, "busybox", "S", 1))
+        );
+        assert_eq!(
+            parse_stat("7 (a (b) c) Z 27 7"),
+            Some((7, "a (b) c", "Z", 27))
+        );
+        assert_eq!(parse_stat("garbage"), None);
+        assert!(!describe_children().is_empty());
     }
 
     #[test]

@@ -734,7 +734,19 @@ impl Statuses {
     fn finish(self, log: &Log) {
         reaper::terminate_all(
             &mut SystemWaiter,
-            |signal| nix::sys::signal::kill(nix::unistd::Pid::from_raw(-1), signal),
+            |signal| {
+                if signal == Signal::SIGKILL {
+                    // The SIGTERM grace is over and something is left: say what, on the
+                    // console whether or not --debug (the pod's end took the whole grace).
+                    log.reporter.note(&format_args!(
+                        "[{}] pod: left after SIGTERM and {:?}: {}",
+                        uptime::stamp(),
+                        reaper::TERM_GRACE,
+                        reaper::describe_children()
+                    ));
+                }
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(-1), signal)
+            },
             reaper::TERM_GRACE,
             reaper::KILL_GRACE,
         );
