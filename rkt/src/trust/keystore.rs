@@ -157,6 +157,7 @@ fn create_key_dir(root: &Path, dir: &Path) -> io::Result<File> {
         .read(true)
         .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
         .open(root)?;
+    let mut reached = root.to_path_buf();
     for component in rel.components() {
         let std::path::Component::Normal(name) = component else {
             return Err(io::Error::other(format!(
@@ -165,6 +166,7 @@ fn create_key_dir(root: &Path, dir: &Path) -> io::Result<File> {
                 root.display()
             )));
         };
+        reached.push(name);
         match nix::sys::stat::mkdirat(
             Some(current.as_raw_fd()),
             name,
@@ -185,7 +187,7 @@ fn create_key_dir(root: &Path, dir: &Path) -> io::Result<File> {
         .map_err(|errno| match errno {
             nix::errno::Errno::ELOOP | nix::errno::Errno::ENOTDIR => io::Error::other(format!(
                 "{} is a link or not a directory; rkt does not follow links in the trust store",
-                root.join(rel).display()
+                reached.display()
             )),
             other => other.into(),
         })?;
