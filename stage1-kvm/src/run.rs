@@ -137,14 +137,18 @@ pub fn run(args: &RunArgs) -> Result<i32, Stage1Error> {
         let _ = watcher.join();
     }
     drop(plan);
-    // CNI DEL, the namespace and the taps go now, before the statuses are read.
-    drop(network);
     let vm_ended_at = std::time::Instant::now();
+    // CNI DEL, the namespace and the taps go now, before the statuses are read.
+    let had_network = network.is_some();
+    drop(network);
     for (index, at) in router.app_start_times() {
         let app = apps.get(index).map_or("?", String::as_str);
         timeline.mark_at(format!("boot the guest and start app {app}"), at);
     }
     timeline.mark_at("run the apps until the VM stopped", vm_ended_at);
+    if had_network {
+        timeline.mark("tear down the pod network (CNI DEL)");
+    }
     router.finish(OUTPUT_DRAIN);
     if let Some(attach) = attach {
         if let Err(err) = attach.finish(OUTPUT_DRAIN) {
