@@ -241,7 +241,6 @@ impl VolumeShares {
         };
         nix::mount::mount(Some(tag), &path, Some("virtiofs"), flags, None::<&str>)
             .map_err(|errno| step_error(step())(errno.into()))?;
-        crate::mounts::widen_read_ahead(&path);
         self.mounted.push(tag.to_owned());
         Ok(path)
     }

@@ -173,9 +173,7 @@ fn mount_share(tag: &str, mount_point: &Path) -> Result<(), ShareError> {
         MsFlags::empty(),
         None::<&str>,
     )
-    .map_err(|errno| mount_error(tag, errno))?;
-    mounts::widen_read_ahead(mount_point);
-    Ok(())
+    .map_err(|errno| mount_error(tag, errno))
 }
 
 fn mount_error(tag: &str, errno: Errno) -> ShareError {
