@@ -37,8 +37,11 @@ pub fn check_support(data_dir: &Path) -> Result<(), String> {
     if !nix::unistd::geteuid().is_root() {
         return Err("overlay mounts need root".to_string());
     }
-    let key = SupportKey::of(data_dir);
-    if !needs_test(remembered(data_dir).as_deref(), key.as_ref()) {
+    // Opened once: the key's stat and the marker's read both go through it.
+    let dir = safe_read::open_host_dir(data_dir).ok();
+    let key = dir.as_ref().and_then(SupportKey::of);
+    let line = dir.as_ref().and_then(remembered);
+    if !needs_test(line.as_deref(), key.as_ref()) {
         return Ok(());
     }
     test_mount(data_dir)?;
@@ -77,15 +80,14 @@ struct SupportKey {
 
 impl SupportKey {
     /// None when any part cannot be read: then nothing is remembered.
-    fn of(data_dir: &Path) -> Option<SupportKey> {
+    fn of(dir: &fs::File) -> Option<SupportKey> {
         let boot_id = fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
         let boot_id = boot_id.trim();
         if boot_id.is_empty() || boot_id.contains(char::is_whitespace) {
             return None;
         }
-        let dir = safe_read::open_host_dir(data_dir).ok()?;
         let meta = dir.metadata().ok()?;
-        let fs = nix::sys::statfs::fstatfs(&dir).ok()?;
+        let fs = nix::sys::statfs::fstatfs(dir).ok()?;
         Some(SupportKey {
             boot_id: boot_id.to_string(),
             dev: std::os::unix::fs::MetadataExt::dev(&meta),
@@ -105,8 +107,7 @@ impl SupportKey {
 
 /// The remembered line, if there is one (read as every host file rkt did not
 /// just write: no links followed, capped).
-fn remembered(data_dir: &Path) -> Option<String> {
-    let dir = safe_read::open_host_dir(data_dir).ok()?;
+fn remembered(dir: &fs::File) -> Option<String> {
     let bytes =
         safe_read::read(dir.as_fd(), Path::new(SUPPORT_MARKER), safe_read::cap::LINE).ok()?;
     String::from_utf8(bytes).ok()
@@ -314,6 +315,10 @@ mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
 
+    fn open(dir: &Path) -> fs::File {
+        safe_read::open_host_dir(dir).unwrap()
+    }
+
     fn key() -> SupportKey {
         SupportKey {
             boot_id: "0b3c5e0e-7d4c-4b8e-9a65-2f6a0c1d2e3f".to_string(),
@@ -359,8 +364,8 @@ mod tests {
         }
         let data = tempfile::tempdir().unwrap();
         check_support(data.path()).unwrap();
-        let key = SupportKey::of(data.path()).unwrap();
-        assert_eq!(remembered(data.path()).unwrap(), key.to_line());
+        let key = SupportKey::of(&open(data.path())).unwrap();
+        assert_eq!(remembered(&open(data.path())).unwrap(), key.to_line());
         // Nothing else is left in the data directory (no scratch, no temporary file).
         let names: Vec<_> = fs::read_dir(data.path())
             .unwrap()
@@ -369,7 +374,7 @@ mod tests {
         assert_eq!(names, [SUPPORT_MARKER]);
         check_support(data.path()).unwrap();
         forget_support(data.path());
-        assert!(remembered(data.path()).is_none());
+        assert!(remembered(&open(data.path())).is_none());
         assert_eq!(fs::read_dir(data.path()).unwrap().count(), 0);
     }
 
@@ -381,16 +386,19 @@ mod tests {
         let data = tempfile::tempdir().unwrap();
         let elsewhere = tempfile::tempdir().unwrap();
         let target = elsewhere.path().join("target");
-        let line = SupportKey::of(data.path()).unwrap().to_line();
+        let line = SupportKey::of(&open(data.path())).unwrap().to_line();
         fs::write(&target, &line).unwrap();
         symlink(&target, data.path().join(SUPPORT_MARKER)).unwrap();
-        assert!(remembered(data.path()).is_none(), "a link is not read");
+        assert!(
+            remembered(&open(data.path())).is_none(),
+            "a link is not read"
+        );
         check_support(data.path()).unwrap();
         // The link was replaced by rkt's own file; its target is untouched.
         let marker = data.path().join(SUPPORT_MARKER);
         assert!(fs::symlink_metadata(&marker).unwrap().file_type().is_file());
         assert_eq!(fs::read_to_string(&target).unwrap(), line);
         fs::write(&target, "changed").unwrap();
-        assert_eq!(remembered(data.path()).unwrap(), line);
+        assert_eq!(remembered(&open(data.path())).unwrap(), line);
     }
 }
