@@ -343,3 +343,44 @@ fn a_guest_that_never_gets_ready_is_not_saved() {
     assert_refused(&run, "before guest-init said it was ready");
     assert!(!snap.join("state").exists());
 }
+
+/// A two-vCPU guest comes back with its TSC where the snapshot left it, on both vCPUs (the VMM
+/// reads each vCPU's TSC back after setting it and refuses the restore otherwise: KVM used to
+/// drop the saved TSC of a guest saved less than a second into its life, and the restored
+/// guest's timers then fired up to a second late), and both vCPUs run and keep time: the guest
+/// sees two CPUs and its sleeps on each end.
+#[test]
+fn a_restored_two_vcpu_guest_has_its_tsc_back_and_both_vcpus_keep_time() {
+    let world = World::new();
+    let snap = world.path("two");
+    let saved = run_with_limit(
+        world
+            .vmm(&vmlinux(), &busybox_initramfs(), "two.sock", MEM)
+            .args(["--cpus", "2", "--cmdline", WARM_CMDLINE, "--serial", "off"])
+            .arg("--snapshot-to")
+            .arg(&snap),
+        BOOT_LIMIT,
+    );
+    assert_eq!(saved.code(), 0, "snapshot failed:\n{saved}");
+    let command = r#"/bin/sh -c "echo cpus: $(nproc); for cpu in 0 1; do taskset -c $cpu sh -c 'for i in 1 2 3 4 5; do sleep 0.02; done' && echo slept on $cpu; done""#;
+    let run = run_with_limit(
+        world
+            .vmm(&vmlinux(), &busybox_initramfs(), "two-back.sock", MEM)
+            .args(["--cpus", "2"])
+            .arg("--restore-from")
+            .arg(&snap)
+            .args(["--cmdline", &share_params(command)]),
+        BOOT_LIMIT,
+    );
+    assert_eq!(run.code(), 0, "{run}");
+    assert!(
+        !run.stderr.contains("did not put the guest's TSC back"),
+        "{run}"
+    );
+    assert_eq!(lines_with(&run, "cpus: "), vec!["cpus: 2"], "{run}");
+    assert_eq!(
+        lines_with(&run, "slept on "),
+        vec!["slept on 0", "slept on 1"],
+        "{run}"
+    );
+}

@@ -3,8 +3,9 @@
 //!
 //! Order matters on restore (as KVM's documentation and other VMMs have it): CPUID first (it
 //! decides which state is valid), then MP state, general and special registers (the latter
-//! carry the APIC base), XSAVE, XCRs, debug registers, the LAPIC, MSRs (the TSC before the
-//! TSC deadline, which is relative to it) and last the pending events. The kvmclock is set
+//! carry the APIC base), XSAVE, XCRs, debug registers, the LAPIC, the TSC (through its offset,
+//! tsc.rs) before the other MSRs (the TSC deadline is relative to it) and last the pending
+//! events. The kvmclock is set
 //! after the vCPUs, without KVM_CLOCK_REALTIME, so the guest's monotonic clock continues
 //! where it stopped; the wall clock is stepped by guest-init from the handover.
 
@@ -17,6 +18,7 @@ use kvm_ioctls::{VcpuFd, VmFd};
 use zerocopy::{FromBytes, IntoBytes};
 
 use super::format::{Blob, VcpuState, VmState};
+use super::tsc::{TscRestore, MSR_IA32_TSC};
 use super::SnapshotError;
 
 /// MSR_IA32_TSC_DEADLINE: meaningful only once the TSC is set, so it is restored last.
@@ -105,9 +107,18 @@ fn save_msrs(vcpu: &VcpuFd, indexes: &[u32]) -> Result<Vec<(u32, u64)>, Snapshot
     Ok(saved)
 }
 
-/// Puts `state` into a freshly created vCPU that already has its CPUID table.
-pub fn restore_vcpu(vcpu: &VcpuFd, state: &VcpuState) -> Result<(), SnapshotError> {
+/// Puts `state` into a freshly created vCPU that already has its CPUID table. `tsc` carries
+/// the TSC of the restore from the first vCPU to the others (`tsc.rs`): pass the same one,
+/// `None` at first, for every vCPU of a restore, in order.
+pub fn restore_vcpu(
+    vcpu: &VcpuFd,
+    state: &VcpuState,
+    tsc: &mut Option<TscRestore>,
+) -> Result<(), SnapshotError> {
     let current_khz = vcpu.get_tsc_khz().map_err(kvm("KVM_GET_TSC_KHZ"))?;
+    if tsc.is_none() {
+        *tsc = saved_tsc(state).map(|saved| TscRestore::new(saved, state.tsc_khz, current_khz));
+    }
     if current_khz != state.tsc_khz {
         // Needs TSC scaling in the host CPU; without it the guest's clocks would drift.
         vcpu.set_tsc_khz(state.tsc_khz)
@@ -135,7 +146,17 @@ pub fn restore_vcpu(vcpu: &VcpuFd, state: &VcpuState) -> Result<(), SnapshotErro
         .map_err(kvm("KVM_SET_DEBUGREGS"))?;
     let lapic: kvm_lapic_state = from_blob(&state.lapic, "lapic")?;
     vcpu.set_lapic(&lapic).map_err(kvm("KVM_SET_LAPIC"))?;
-    for chunk in state.msrs.chunks(MSR_CHUNK) {
+    // The TSC first, through its offset (tsc.rs says why not with the other MSRs).
+    if let Some(tsc) = tsc {
+        tsc.apply(vcpu)?;
+    }
+    let msrs: Vec<(u32, u64)> = state
+        .msrs
+        .iter()
+        .copied()
+        .filter(|&(index, _)| index != MSR_IA32_TSC)
+        .collect();
+    for chunk in msrs.chunks(MSR_CHUNK) {
         let entries: Vec<kvm_msr_entry> = chunk
             .iter()
             .map(|&(index, data)| kvm_msr_entry {
@@ -155,6 +176,15 @@ pub fn restore_vcpu(vcpu: &VcpuFd, state: &VcpuState) -> Result<(), SnapshotErro
     vcpu.set_vcpu_events(&events)
         .map_err(kvm("KVM_SET_VCPU_EVENTS"))?;
     Ok(())
+}
+
+/// The TSC a vCPU had when it was saved.
+fn saved_tsc(state: &VcpuState) -> Option<u64> {
+    state
+        .msrs
+        .iter()
+        .find(|&&(index, _)| index == MSR_IA32_TSC)
+        .map(|&(_, value)| value)
 }
 
 /// The CPUID entries of a saved vCPU.

@@ -25,6 +25,7 @@ mod handover;
 mod identity;
 mod kvm_state;
 mod memory_file;
+mod tsc;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -118,6 +119,14 @@ pub enum SnapshotError {
         saved: u32,
         /// This host's.
         host: u32,
+    },
+    /// The restored TSC did not take.
+    #[error("KVM did not put the guest's TSC back (saved {saved}, now {restored}): the guest's timers would be late; the snapshot cannot be used on this host")]
+    Tsc {
+        /// The snapshot's.
+        saved: u64,
+        /// What the vCPU reads after the restore.
+        restored: u64,
     },
     /// KVM refused an MSR.
     #[error("KVM refused to restore MSR {0:#x}: make a new snapshot on this host")]
@@ -234,6 +243,7 @@ pub(crate) fn restore_vm(kvm: Kvm, vm_fd: VmFd, loaded: &Loaded) -> Result<Vm, V
 pub(crate) fn restore_vcpus(vm: &Vm, loaded: &Loaded) -> Result<Vec<VcpuFd>, VmmError> {
     let count = loaded.state.identity.shape.vcpus;
     let mut fds = Vec::with_capacity(usize::from(count));
+    let mut tsc = None;
     for (index, state) in loaded.state.vcpus.iter().enumerate() {
         let index = index as u8;
         let cpuid = vm.vcpu_cpuid(index, count)?;
@@ -247,7 +257,7 @@ pub(crate) fn restore_vcpus(vm: &Vm, loaded: &Loaded) -> Result<Vec<VcpuFd>, Vmm
             .map_err(VmmError::kvm("KVM_CREATE_VCPU"))?;
         vcpu.set_cpuid2(&cpuid)
             .map_err(VmmError::kvm("KVM_SET_CPUID2"))?;
-        kvm_state::restore_vcpu(&vcpu, state)?;
+        kvm_state::restore_vcpu(&vcpu, state, &mut tsc)?;
         fds.push(vcpu);
     }
     kvm_state::restore_clock(&vm.fd, &loaded.state.vm)?;
