@@ -5,6 +5,7 @@
 //! `target/guest/`); they never build or fake anything themselves.
 
 pub mod direct_cni;
+pub mod hang_report;
 pub mod pod_net;
 pub mod registry;
 
@@ -99,10 +100,11 @@ pub fn run_with_limit(command: &mut Command, limit: Duration) -> Finished {
             break status;
         }
         if started.elapsed() > limit {
+            let report = hang_report::describe(command, child.id());
             let _ = child.kill();
             let _ = child.wait();
             panic!(
-                "{command:?} did not finish within {limit:?}; output so far:\n{}\n{}",
+                "{command:?} did not finish within {limit:?}; output so far:\n{}\n{}\n{report}",
                 read_lossy(&out_path),
                 read_lossy(&err_path)
             );
