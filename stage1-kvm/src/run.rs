@@ -8,7 +8,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use appc::PodManifest;
 use vmm::{KernelConfig, SerialOutput, VmConfig, VmOutcome, VsockConfig};
@@ -125,6 +125,7 @@ pub fn run(args: &RunArgs) -> Result<i32, Stage1Error> {
     let early_stop = (!args.interactive).then(|| {
         stop_when_pod_over(
             statuses.pod_over(),
+            statuses.all_reported(),
             router.ended_streams(),
             plan.stopper(),
             Arc::clone(&vm_ended),
@@ -167,29 +168,78 @@ pub fn run(args: &RunArgs) -> Result<i32, Stage1Error> {
 /// How often the early-stop watcher looks whether the pod is over.
 const POD_OVER_POLL: Duration = Duration::from_millis(5);
 
+/// How long guest-init may take, once every app's status is in, to end the apps' leftovers,
+/// sync and say the pod is over. It needs at most about 6 s (the output relays' 5 s drain and
+/// the half-second SIGTERM grace); a guest that takes longer is wedged or hostile, and its
+/// VM is stopped rather than left to hold `rkt run` for ever.
+const POD_END_LIMIT: Duration = Duration::from_secs(30);
+
+/// Where the end of the pod stands, for the early-stop watcher.
+#[derive(Debug, PartialEq, Eq)]
+enum PodEnd {
+    /// Apps still run, or guest-init is still ending the pod within its limit.
+    Running,
+    /// Every status in, guest-init's stream ended, every output stream ended.
+    Over,
+    /// Every status in for longer than `POD_END_LIMIT`, and guest-init never said the pod is
+    /// over.
+    Wedged,
+}
+
+fn pod_end(pod_over: bool, streams_ended: bool, all_reported_for: Option<Duration>) -> PodEnd {
+    if pod_over && streams_ended {
+        PodEnd::Over
+    } else if all_reported_for.is_some_and(|waited| waited > POD_END_LIMIT) {
+        PodEnd::Wedged
+    } else {
+        PodEnd::Running
+    }
+}
+
 /// The early stop: once the pod is over (every status in and guest-init's status stream ended,
 /// which it does after ending the apps' leftovers and syncing the file systems; and every
 /// output stream ended, so all the apps wrote has been copied), the VM is stopped at once
 /// instead of waiting for the guest kernel's reboot. Nothing of the pod is left in the VM by
 /// then. The thread ends with the VM (`vm_ended`). A guest that never says the pod is over
-/// only loses the shortcut.
+/// only loses the shortcut, unless every app's status is in: then it gets `POD_END_LIMIT`,
+/// after which its VM is stopped, with a warning (the pod's exit status is the apps').
 fn stop_when_pod_over(
     pod_over: Arc<AtomicBool>,
+    all_reported: Arc<AtomicBool>,
     streams: crate::output::EndedStreams,
     stopper: Arc<vmm_process::VmStopper>,
     vm_ended: Arc<AtomicBool>,
     debug_timing_origin: Option<f64>,
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
+        let mut all_reported_at = None;
         while !vm_ended.load(Ordering::Relaxed) {
-            if pod_over.load(Ordering::Acquire) && streams.all() {
-                if let Some(origin) = debug_timing_origin {
-                    crate::timing::mark_since(origin, "the pod is over: stopping the VM");
-                }
-                stopper.stop();
-                return;
+            if all_reported_at.is_none() && all_reported.load(Ordering::Acquire) {
+                all_reported_at = Some(Instant::now());
             }
-            std::thread::sleep(POD_OVER_POLL);
+            match pod_end(
+                pod_over.load(Ordering::Acquire),
+                streams.all(),
+                all_reported_at.map(|at| at.elapsed()),
+            ) {
+                PodEnd::Running => std::thread::sleep(POD_OVER_POLL),
+                PodEnd::Over => {
+                    if let Some(origin) = debug_timing_origin {
+                        crate::timing::mark_since(origin, "the pod is over: stopping the VM");
+                    }
+                    stopper.stop();
+                    return;
+                }
+                PodEnd::Wedged => {
+                    eprintln!(
+                        "stage1-kvm: warning: every app has ended, but the guest did not finish \
+                         the pod within {POD_END_LIMIT:?} (end the apps' leftovers, sync): \
+                         stopping its VM; what the apps had not yet written back may be lost"
+                    );
+                    stopper.stop();
+                    return;
+                }
+            }
         }
     })
 }
@@ -373,6 +423,23 @@ mod tests {
         let mut all: Vec<String> = words.iter().map(|w| w.to_string()).collect();
         all.push(UUID.to_string());
         parse(&all).unwrap()
+    }
+
+    #[test]
+    fn the_pod_is_over_when_guest_init_says_so_or_wedged_past_the_limit() {
+        let second = Duration::from_secs(1);
+        assert_eq!(pod_end(true, true, Some(second)), PodEnd::Over);
+        // Output still in flight, or guest-init still ending the pod: wait.
+        assert_eq!(pod_end(true, false, Some(second)), PodEnd::Running);
+        assert_eq!(pod_end(false, true, Some(second)), PodEnd::Running);
+        assert_eq!(pod_end(false, true, None), PodEnd::Running);
+        // Apps running (not every status in): no limit at all.
+        assert_eq!(pod_end(false, false, None), PodEnd::Running);
+        // Every status in, and guest-init silent past the limit: stopped.
+        let past = POD_END_LIMIT + second;
+        assert_eq!(pod_end(false, true, Some(past)), PodEnd::Wedged);
+        assert_eq!(pod_end(true, false, Some(past)), PodEnd::Wedged);
+        assert_eq!(pod_end(false, false, Some(POD_END_LIMIT)), PodEnd::Running);
     }
 
     #[test]

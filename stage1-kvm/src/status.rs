@@ -35,6 +35,8 @@ pub struct StatusReceiver {
     thread: JoinHandle<()>,
     /// Set when every app's status is in and guest-init then ended the stream.
     pod_over: Arc<AtomicBool>,
+    /// Set when every app's status is in.
+    all_reported: Arc<AtomicBool>,
     statuses: Statuses,
     /// Dropping it wakes the thread if it still waits for the connection.
     wake: Option<OwnedFd>,
@@ -62,8 +64,10 @@ impl StatusReceiver {
         let statuses: Statuses = Arc::default();
         let stream = Arc::new(Mutex::new(None));
         let pod_over = Arc::new(AtomicBool::new(false));
+        let all_reported = Arc::new(AtomicBool::new(false));
         let reader = Reader {
             pod_over: Arc::clone(&pod_over),
+            all_reported: Arc::clone(&all_reported),
             listener,
             path,
             wake: wake_read,
@@ -75,6 +79,7 @@ impl StatusReceiver {
         Ok(StatusReceiver {
             thread: std::thread::spawn(move || reader.run()),
             pod_over,
+            all_reported,
             statuses,
             wake: Some(wake_write),
             stream,
@@ -86,6 +91,12 @@ impl StatusReceiver {
     /// the file systems are synced.
     pub fn pod_over(&self) -> Arc<AtomicBool> {
         Arc::clone(&self.pod_over)
+    }
+
+    /// Whether every app's status has arrived (the pod may not be over yet: guest-init still
+    /// ends the apps' leftovers and syncs).
+    pub fn all_reported(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.all_reported)
     }
 
     /// Once the VM is gone: waits at most `grace` for the reports still in flight (the VMM
@@ -109,6 +120,7 @@ impl StatusReceiver {
 
 struct Reader {
     pod_over: Arc<AtomicBool>,
+    all_reported: Arc<AtomicBool>,
     listener: UnixListener,
     path: PathBuf,
     wake: OwnedFd,
@@ -153,6 +165,7 @@ impl Reader {
                 eprintln!("stage1-kvm: {err}");
             }
             if complete {
+                self.all_reported.store(true, Ordering::Release);
                 // guest-init closes its side once the apps' leftovers are gone and the file
                 // systems are synced (guest-init's pod/mod.rs, `Statuses::finish`): that end
                 // says the pod is over, which lets `run` stop the VM early.
@@ -254,12 +267,14 @@ mod tests {
         }
         // A second connection (an app trying to forge) finds no listener.
         assert!(UnixStream::connect(&listener_path).is_err());
+        assert!(!receiver.all_reported().load(Ordering::Acquire));
         report(&mut guest_init, "db", 0);
         // Every app has reported, but the pod is over only once guest-init ends its side
         // (after the leftovers are gone and the file systems synced).
         let pod_over = receiver.pod_over();
         std::thread::sleep(Duration::from_millis(50));
         assert!(!pod_over.load(Ordering::Acquire));
+        assert!(receiver.all_reported().load(Ordering::Acquire));
         guest_init.shutdown(std::net::Shutdown::Write).unwrap();
         // Then the host closes the stream, which guest-init waits for.
         guest_init
