@@ -9,7 +9,9 @@
 //! - the VM's size and the per-app cgroup limits from `--memory` and `--cpu`;
 //! - the error cases (missing volume source, missing working directory, exec path not in the
 //!   image, image not in the store with `--pull-policy=never`, not root, no KVM, unknown flag):
-//!   one clear line, 254 (2 for usage), nothing left behind.
+//!   one clear line, 254 (2 for usage), nothing left behind;
+//! - pods writing 400 MiB to memory-backed volumes: within the VMM's memory limit on a tmpfs, an
+//!   out-of-memory kill said as such on a ramfs.
 //!
 //! Every test ends with `rkt gc` and checks that no pod directory, mount or process is left.
 //! Needs ordinary KVM: run inside the emulated KVM host on machines whose /dev/kvm is kvm_pvm.
@@ -475,5 +477,55 @@ fn errors_are_one_clear_line_254_and_leave_nothing_behind() {
     assert!(run.stderr.contains(&source.display().to_string()), "{run}");
     let st = pod_status(&world, prepared.trim());
     assert_eq!(status_value(&st, "state"), Some("exited"), "{st:?}");
+    assert_all_cleaned(&world);
+}
+
+/// File data a pod writes to a memory-backed volume stays in memory, charged to the VMM's
+/// cgroup. On a tmpfs, whose size bounds it, the cgroup's memory.max grows by that size: 400
+/// MiB written by a pod of 128 MiB RAM (whose VMM may otherwise use 128 MiB more) succeed. On a
+/// ramfs, which has no size, the kernel's out-of-memory killer ends the VMM at its memory.max,
+/// and `rkt run` says so in one line that names what counts and the fix (254); nothing is left
+/// behind either way.
+#[test]
+fn a_pod_writing_to_memory_backed_volumes_fits_a_tmpfs_and_is_ended_clearly_on_a_ramfs() {
+    let world = RktWorld::new();
+    let aci = busybox_aci(world.root.path(), IMAGE, &["/bin/true"]);
+    let aci = aci.display().to_string();
+    for (kind, options) in [("tmpfs", "size=1g"), ("ramfs", "mode=0755")] {
+        let dir = world.root.path().join(kind);
+        fs::create_dir(&dir).unwrap();
+        let mounted = Command::new("mount")
+            .args(["-t", kind, "-o", options, "rkt-e2e-mem"])
+            .arg(&dir)
+            .status()
+            .unwrap();
+        assert!(mounted.success(), "mounting a {kind} on {}", dir.display());
+        // A 64 MiB app: a VM of 64 + 64 MiB.
+        let run = world.rkt(&[
+            "run",
+            &format!("--volume=mem,kind=host,source={}", dir.display()),
+            &aci,
+            "--memory=64M",
+            "--mount=volume=mem,target=/mem",
+            "--exec=/bin/sh",
+            "--",
+            "-c",
+            "dd if=/dev/zero of=/mem/fill bs=1M count=400 2>/dev/null && echo wrote",
+        ]);
+        let _ = fs::remove_file(dir.join("fill"));
+        let unmounted = Command::new("umount").arg(&dir).status().unwrap();
+        assert!(unmounted.success());
+        if kind == "tmpfs" {
+            assert_eq!(run.code(), 0, "{run}\n{}", pod_consoles(&world));
+            assert!(run.stdout.contains("wrote"), "{run}");
+        } else {
+            assert_eq!(run.code(), 254, "{run}\n{}", pod_consoles(&world));
+            assert!(
+                run.stderr.contains("out-of-memory killer") && run.stderr.contains("(ramfs)"),
+                "{run}"
+            );
+            assert!(!run.stdout.contains("wrote"), "{run}");
+        }
+    }
     assert_all_cleaned(&world);
 }

@@ -120,6 +120,13 @@ impl Cgroup {
         self.limits
     }
 
+    /// How many processes the kernel's out-of-memory killer ended in it for reaching
+    /// memory.max (memory.events' `oom_kill`); `None` if that cannot be read.
+    pub fn oom_kills(&self) -> Option<u64> {
+        let events = std::fs::read_to_string(self.path.join("memory.events")).ok()?;
+        oom_kills_in(&events)
+    }
+
     /// Removes the cgroup once its processes are gone (the kernel may take a moment to
     /// notice an exit).
     pub fn remove(self) -> Result<(), CgroupError> {
@@ -231,6 +238,14 @@ fn make_dir(path: &Path) -> Result<(), CgroupError> {
     }
 }
 
+/// The `oom_kill` count of a memory.events file's text.
+fn oom_kills_in(events: &str) -> Option<u64> {
+    events
+        .lines()
+        .find_map(|line| line.strip_prefix("oom_kill "))
+        .and_then(|count| count.trim().parse().ok())
+}
+
 fn remove_dir(path: &Path) -> Result<(), CgroupError> {
     for attempt in 0.. {
         match fs::remove_dir(path) {
@@ -276,6 +291,15 @@ fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> C
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_oom_kill_count_is_read_from_memory_events() {
+        let events = "low 0\nhigh 0\nmax 12\noom 1\noom_kill 1\noom_group_kill 0\n";
+        assert_eq!(oom_kills_in(events), Some(1));
+        // oom_group_kill is not oom_kill.
+        assert_eq!(oom_kills_in("oom_group_kill 3\n"), None);
+        assert_eq!(oom_kills_in("oom_kill x\n"), None);
+    }
 
     const LIMITS: CgroupLimits = CgroupLimits {
         memory_max: 256 << 20,

@@ -297,6 +297,13 @@ impl VmmProcess {
         }
         fed?;
         read.map_err(Stage1Error::io("reading the VMM's reply"))?;
+        if status.signal() == Some(libc::SIGKILL) {
+            if let Some(cgroup) = &self.cgroup {
+                if cgroup.oom_kills().is_some_and(|kills| kills > 0) {
+                    return Err(out_of_memory(config, limits));
+                }
+            }
+        }
         interpret(status, &reply)
     }
 
@@ -480,6 +487,21 @@ fn pass_snapshot_dir(action: Action, config: &mut VmConfig) -> (Action, Option<i
     (action, Some(fd))
 }
 
+/// The VMM was killed for reaching its cgroup's memory.max: what counts against it, and what to
+/// do about it.
+fn out_of_memory(config: &VmConfig, limits: CgroupLimits) -> Stage1Error {
+    Stage1Error::Jail(format!(
+        "the VMM process was killed by the kernel's out-of-memory killer: its cgroup reached \
+         memory.max ({} MiB: the guest's {} MiB of RAM, and {MEMORY_OVERHEAD_MIB} MiB for the \
+         VMM and the page cache of the files it serves, plus the size of each tmpfs it \
+         writes to). Files the pod writes to a memory-backed file system without a size \
+         (ramfs) stay in memory and count against it too: keep them on a disk or a tmpfs, or \
+         give the pod more memory (its memory isolator, --memory)",
+        limits.memory_max >> 20,
+        config.mem_mib
+    ))
+}
+
 /// The pod's result from how the child ended and what it replied.
 fn interpret(status: ExitStatus, reply: &[u8]) -> Result<Reply, Stage1Error> {
     if let Some(signal) = status.signal() {
@@ -532,15 +554,49 @@ fn relay_console(
 /// memory.max and pids.max of a VM's cgroup. A snapshot run also writes the guest's memory
 /// into a file, whose pages (page cache, or tmpfs pages that cannot be reclaimed without
 /// swap) are charged to the VMM too: it gets the guest's RAM twice.
+///
+/// What the pod writes to a writable share on a memory-backed file system (tmpfs) stays in
+/// memory, charged to the VMM whose virtio-fs thread wrote it; on a disk it would be page
+/// cache the kernel can reclaim. So each such file system's size is added once: the pod may
+/// fill it as it could fill a disk, and the limit still holds the VMM itself to guest RAM and
+/// overhead beyond that. (Without it, a postgres pod on a tmpfs data directory was killed.)
 pub fn cgroup_limits(config: &VmConfig, action: &Action) -> CgroupLimits {
     let guest = match action {
         Action::MakeSnapshot { .. } => 2 * config.mem_mib,
         Action::Boot | Action::Restore { .. } => config.mem_mib,
     };
     CgroupLimits {
-        memory_max: (guest + MEMORY_OVERHEAD_MIB) << 20,
+        memory_max: ((guest + MEMORY_OVERHEAD_MIB) << 20)
+            .saturating_add(memory_backed_share_bytes(&config.shares)),
         pids_max: PIDS_BASE + u64::from(config.vcpus) + config.shares.len() as u64,
     }
+}
+
+/// The sizes of the distinct tmpfs file systems holding a writable share. ramfs has no size
+/// and adds nothing (its writes can reach the limit: the out-of-memory kill says why).
+fn memory_backed_share_bytes(shares: &[vmm::ShareConfig]) -> u64 {
+    let mut seen = Vec::new();
+    let mut total: u64 = 0;
+    for share in shares.iter().filter(|share| !share.read_only) {
+        let Ok(fs) = nix::sys::statfs::statfs(&share.host_dir) else {
+            continue;
+        };
+        if fs.filesystem_type() != nix::sys::statfs::TMPFS_MAGIC {
+            continue;
+        }
+        let Ok(stat) = nix::sys::stat::stat(&share.host_dir) else {
+            continue;
+        };
+        if seen.contains(&stat.st_dev) {
+            continue;
+        }
+        seen.push(stat.st_dev);
+        let size = fs
+            .blocks()
+            .saturating_mul(u64::try_from(fs.block_size()).unwrap_or(0));
+        total = total.saturating_add(size);
+    }
+    total
 }
 
 /// RLIMIT_NOFILE: every inode a share holds is a host descriptor, and so is every file the
@@ -607,6 +663,41 @@ mod tests {
         assert_eq!(
             max_open_files(&config),
             BASE_OPEN_FILES + 2 * config.shares[0].max_inodes as u64
+        );
+    }
+
+    /// Needs a tmpfs at /dev/shm (every Linux host here has one) and a temp dir elsewhere
+    /// that is not a tmpfs (checked, not assumed).
+    #[test]
+    fn writable_shares_on_a_tmpfs_add_its_size_once() {
+        let on_tmpfs = tempfile::tempdir_in("/dev/shm").unwrap();
+        let tmpfs = nix::sys::statfs::statfs("/dev/shm").unwrap();
+        let tmpfs_bytes = tmpfs.blocks() * u64::try_from(tmpfs.block_size()).unwrap();
+        assert!(tmpfs_bytes > 0);
+        let disk = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
+        let disk_is_tmpfs = nix::sys::statfs::statfs(disk.path())
+            .unwrap()
+            .filesystem_type()
+            == nix::sys::statfs::TMPFS_MAGIC;
+        let a = on_tmpfs.path().join("a");
+        let b = on_tmpfs.path().join("b");
+        std::fs::create_dir(&a).unwrap();
+        std::fs::create_dir(&b).unwrap();
+        let shares = [
+            ShareConfig::new("pod", &a, false),
+            // The same file system again: counted once.
+            ShareConfig::new("vol", &b, false),
+            // Read-only: the pod cannot write there.
+            ShareConfig::new("ro", "/dev/shm", true),
+        ];
+        assert_eq!(memory_backed_share_bytes(&shares), tmpfs_bytes);
+        if !disk_is_tmpfs {
+            let on_disk = [ShareConfig::new("pod", disk.path(), false)];
+            assert_eq!(memory_backed_share_bytes(&on_disk), 0);
+        }
+        assert_eq!(
+            memory_backed_share_bytes(&[ShareConfig::new("gone", "/no/such/dir", false)]),
+            0
         );
     }
 
