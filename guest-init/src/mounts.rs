@@ -201,6 +201,35 @@ pub fn is_mount_point(path: &Path) -> bool {
     }
 }
 
+/// The read-ahead window given to a virtio-fs mount, in KiB: a whole 2 MiB static binary in
+/// one window. The kernel's default of 128 KiB makes an exec through virtio-fs fault its
+/// pages in over many small requests, each a round trip to the VMM; measured in the
+/// emulated KVM host (issue 15), the first exec of a 2 MiB busybox took 52-75 ms with 128 KiB
+/// and 40-50 ms with 2048 KiB. Requests stay at most 1 MiB each (the VMM's max_pages).
+pub const VIRTIOFS_READ_AHEAD_KB: u32 = 2048;
+
+/// Widens the read-ahead of the virtio-fs mount at `mount_point` to
+/// [`VIRTIOFS_READ_AHEAD_KB`], through its backing device's `/sys/class/bdi/MAJOR:MINOR/
+/// read_ahead_kb`. Best effort: a share works the same without it, only slower.
+pub fn widen_read_ahead(mount_point: &Path) {
+    if let Ok(meta) = fs::metadata(mount_point) {
+        let _ = fs::write(
+            read_ahead_file(meta.dev()),
+            VIRTIOFS_READ_AHEAD_KB.to_string(),
+        );
+    }
+}
+
+/// The read-ahead knob of the backing device `dev` (a FUSE mount's bdi is named after its
+/// anonymous device, `0:N`).
+fn read_ahead_file(dev: u64) -> String {
+    format!(
+        "/sys/class/bdi/{}:{}/read_ahead_kb",
+        nix::sys::stat::major(dev),
+        nix::sys::stat::minor(dev)
+    )
+}
+
 /// The links go into devtmpfs, which is one instance however often it is mounted, so under a
 /// new root they usually exist already.
 fn create_dev_links(root: &Path) -> Result<(), MountError> {
@@ -224,6 +253,18 @@ fn create_dev_links(root: &Path) -> Result<(), MountError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_read_ahead_knob_is_named_after_the_device() {
+        assert_eq!(
+            read_ahead_file(nix::sys::stat::makedev(0, 18)),
+            "/sys/class/bdi/0:18/read_ahead_kb"
+        );
+        assert_eq!(
+            read_ahead_file(nix::sys::stat::makedev(259, 3)),
+            "/sys/class/bdi/259:3/read_ahead_kb"
+        );
+    }
 
     #[test]
     fn parents_are_mounted_before_children() {

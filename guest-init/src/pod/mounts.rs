@@ -241,6 +241,7 @@ impl VolumeShares {
         };
         nix::mount::mount(Some(tag), &path, Some("virtiofs"), flags, None::<&str>)
             .map_err(|errno| step_error(step())(errno.into()))?;
+        crate::mounts::widen_read_ahead(&path);
         self.mounted.push(tag.to_owned());
         Ok(path)
     }

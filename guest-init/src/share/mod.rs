@@ -173,7 +173,9 @@ fn mount_share(tag: &str, mount_point: &Path) -> Result<(), ShareError> {
         MsFlags::empty(),
         None::<&str>,
     )
-    .map_err(|errno| mount_error(tag, errno))
+    .map_err(|errno| mount_error(tag, errno))?;
+    mounts::widen_read_ahead(mount_point);
+    Ok(())
 }
 
 fn mount_error(tag: &str, errno: Errno) -> ShareError {
