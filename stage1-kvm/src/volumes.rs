@@ -20,7 +20,10 @@ use crate::pod::PodPaths;
 /// own read-only tmpfs and bind-mount flags decide what is writable) first, then one per host
 /// volume, in manifest order.
 pub fn shares(view: &Path, manifest: &PodManifest) -> Result<Vec<ShareConfig>, Stage1Error> {
-    let mut shares = vec![ShareConfig::new(POD_SHARE_TAG, view, false)];
+    // Nothing but the guest changes the pod share while the VM runs (the host writes its
+    // files before the VM starts and reads the statuses after), so the guest may keep its
+    // cache across opens; host volumes may be changed by the host or other pods meanwhile.
+    let mut shares = vec![ShareConfig::new(POD_SHARE_TAG, view, false).guest_only()];
     for (index, volume) in manifest.volumes.iter().enumerate() {
         if volume.kind == VolumeKind::Host {
             shares.push(ShareConfig::new(

@@ -97,6 +97,12 @@ pub struct ShareConfig {
     /// the guest's FORGETs (its kernel evicting inodes) make room. Default
     /// [`DEFAULT_MAX_INODES`] (65536).
     pub max_inodes: usize,
+    /// Nothing but the guest changes this tree while the VM runs (the pod share: the pod's
+    /// own root file systems). The guest then keeps file data and directory listings cached
+    /// across opens instead of dropping them at every open (close-to-open consistency, what a
+    /// tree the host may change needs). Only the guest's own view depends on it. Default false.
+    #[serde(default)]
+    pub guest_only: bool,
 }
 
 impl ShareConfig {
@@ -107,7 +113,15 @@ impl ShareConfig {
             host_dir: host_dir.into(),
             read_only,
             max_inodes: DEFAULT_MAX_INODES,
+            guest_only: false,
         }
+    }
+
+    /// The same share, declared as changed by nothing but the guest while the VM runs (see
+    /// [`ShareConfig::guest_only`]).
+    pub fn guest_only(mut self) -> Self {
+        self.guest_only = true;
+        self
     }
 }
 
@@ -322,6 +336,7 @@ mod tests {
             host_dir: PathBuf::from("/srv"),
             read_only: false,
             max_inodes: DEFAULT_MAX_INODES,
+            guest_only: false,
         }
     }
 

@@ -24,6 +24,7 @@ pub(crate) fn create(
                 host_dir: share.host_dir.clone(),
                 read_only: share.read_only,
                 max_inodes: share.max_inodes,
+                guest_only: share.guest_only,
             };
             let fs = Fs::new(&fs_config).map_err(|source| VmmError::Fs {
                 tag: share.tag.clone(),
@@ -92,6 +93,7 @@ mod tests {
             host_dir: PathBuf::from("/nonexistent/share/dir"),
             read_only: false,
             max_inodes: 16,
+            guest_only: false,
         });
         let err = create_err(&c, VirtioKind::Fs(0));
         let text = err.to_string();

@@ -32,7 +32,7 @@ impl FsHarness {
             source,
         })?;
         let root = resolve_root(host_dir)?;
-        let passthrough = new_passthrough(&root).map_err(|source| FsError::Passthrough {
+        let passthrough = new_passthrough(&root, false).map_err(|source| FsError::Passthrough {
             path: host_dir.to_path_buf(),
             source,
         })?;

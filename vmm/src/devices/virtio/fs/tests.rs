@@ -141,13 +141,25 @@ struct Reply {
 
 impl Guest {
     fn new(read_only: bool) -> Guest {
+        Guest::with_policy(read_only, false)
+    }
+
+    /// A guest of a share declared as changed by nothing but the guest (the pod share).
+    fn of_guest_only_share() -> Guest {
+        Guest::with_policy(false, true)
+    }
+
+    fn with_policy(read_only: bool, guest_only: bool) -> Guest {
         // The passthrough sets the umask to 0 at FUSE_INIT; keep it to this test's thread.
         unshare_fs_context().unwrap();
         let share = TempDir::new_with_prefix("/tmp/vmm-fs-request-").unwrap();
         std::fs::write(share.as_path().join("hello.txt"), b"hello, guest").unwrap();
         std::fs::create_dir(share.as_path().join("sub")).unwrap();
         let root = resolve_root(share.as_path()).unwrap();
-        let server = Server::new(GuardedFs::new(new_passthrough(&root).unwrap(), read_only));
+        let server = Server::new(GuardedFs::new(
+            new_passthrough(&root, guest_only).unwrap(),
+            read_only,
+        ));
         let ram = GuestMemory::from_ranges(&[(GuestAddress(0), RAM_SIZE as usize)]).unwrap();
         let queue = queue_view(&ring_at(&ram, QUEUE_BASE, QUEUE_SIZE)).unwrap();
         let memory_view = GuestMemoryView::new(&ram).unwrap();
@@ -326,6 +338,40 @@ fn init_lookup_open_read_round_trip() {
         assert_eq!(guest.body_bytes(&reply), b"hello, guest");
         let reply = guest.read(entry.nodeid, open.fh, 7, 5);
         assert_eq!(guest.body_bytes(&reply), b"guest");
+    }
+}
+
+#[test]
+fn only_a_guest_only_share_lets_the_guest_keep_its_cache_across_opens() {
+    // FOPEN_KEEP_CACHE and FOPEN_CACHE_DIR (fuse.h): without them the guest kernel drops a
+    // file's cached pages at every open (close-to-open consistency), which a host volume needs
+    // and the pod share does not.
+    const FOPEN_KEEP_CACHE: u32 = 1 << 1;
+    const FOPEN_CACHE_DIR: u32 = 1 << 3;
+    for (mut guest, keeps) in [
+        (Guest::new(false), false),
+        (Guest::of_guest_only_share(), true),
+    ] {
+        guest.init();
+        let file = guest.lookup_ok(ROOT_ID, "hello.txt");
+        let open: OpenOut = {
+            let reply = guest.open(file.nodeid, libc::O_RDONLY);
+            guest.body(&reply)
+        };
+        assert_eq!(open.open_flags & FOPEN_KEEP_CACHE != 0, keeps);
+        let dir = guest.lookup_ok(ROOT_ID, "sub");
+        let opendir: OpenOut = {
+            let reply = guest.call(
+                Opcode::Opendir,
+                dir.nodeid,
+                &[OpenIn::default().as_slice()],
+                64,
+            );
+            guest.body(&reply)
+        };
+        assert_eq!(opendir.open_flags & FOPEN_CACHE_DIR != 0, keeps);
+        // Never direct I/O, which would refuse shared mmap.
+        assert_eq!(open.open_flags & 1, 0);
     }
 }
 
@@ -824,6 +870,7 @@ mod device {
             host_dir: host_dir.to_path_buf(),
             read_only: false,
             max_inodes: crate::devices::virtio::fs::DEFAULT_MAX_INODES,
+            guest_only: false,
         }
     }
 
@@ -1259,7 +1306,7 @@ mod inode_cap {
         }
         std::fs::create_dir(dir.as_path().join("sub")).unwrap();
         let root = resolve_root(dir.as_path()).unwrap();
-        let fs = GuardedFs::new(new_passthrough(&root).unwrap(), false).with_max_inodes(max);
+        let fs = GuardedFs::new(new_passthrough(&root, false).unwrap(), false).with_max_inodes(max);
         fs.init(FsOptions::empty()).unwrap();
         (dir, fs)
     }
