@@ -347,11 +347,11 @@ fn the_vm_stops_early_with_all_output_and_writes_on_the_host() {
     assert_all_cleaned(&world);
 }
 
-/// How the guest caches its shares: an app must see its own rewrites of a file on the pod share
-/// (same size and another size) when it reads or runs it again, and a host volume keeps
-/// close-to-open consistency, so a change the host makes while the pod runs is seen at the
-/// app's next open although the app had read the file before. (Written for a pod share that
-/// kept the guest's cache across opens, a change since reverted: docs/stage1-kvm.md.)
+/// How the guest caches its shares (docs/foundation.md, "virtio-fs caching"): the pod share,
+/// which only the guest changes, keeps file data cached across opens, so an app must still see
+/// its own rewrites of a file (same size and another size) when it reads or runs it again; a
+/// host volume keeps close-to-open consistency, so a change the host makes while the pod runs
+/// is seen at the app's next open although the app had read the file before.
 #[test]
 fn an_app_sees_its_own_rewrites_and_the_hosts_changes_to_a_volume() {
     let (world, aci) = world();

@@ -23,7 +23,7 @@ use std::process::Command;
 use e2e::{
     assert_all_cleaned, busybox_aci, busybox_aci_with_app, busybox_docker_archive,
     busybox_oci_layout, mounts_under, pod_consoles, pod_status, processes_under, rkt_bin_dir,
-    run_with_limit, status_value, uuid_from, RktWorld, POD_LIMIT, POD_STATES,
+    run_with_limit, status_value, uuid_from, RktWorld, ScratchFs, POD_LIMIT, POD_STATES,
 };
 
 const IMAGE: &str = "example.com/busybox";
@@ -488,7 +488,9 @@ fn errors_are_one_clear_line_254_and_leave_nothing_behind() {
 /// behind either way.
 #[test]
 fn a_pod_writing_to_memory_backed_volumes_fits_a_tmpfs_and_is_ended_clearly_on_a_ramfs() {
-    let world = RktWorld::new();
+    // The pod's own directory on a disk (TMPDIR may be a tmpfs, which would add its size).
+    let scratch = ScratchFs::new();
+    let world = RktWorld::in_dir(scratch.path());
     let aci = busybox_aci(world.root.path(), IMAGE, &["/bin/true"]);
     let aci = aci.display().to_string();
     for (kind, options) in [("tmpfs", "size=1g"), ("ramfs", "mode=0755")] {

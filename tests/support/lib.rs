@@ -445,8 +445,9 @@ pub struct RktWorld {
 }
 
 impl RktWorld {
+    /// A world under `TMPDIR` (in the emulated KVM host, its scratch tmpfs: tests/kvm-host).
     pub fn new() -> RktWorld {
-        RktWorld::in_dir(Path::new("/tmp"))
+        RktWorld::in_dir(&std::env::temp_dir())
     }
 
     /// A world whose files (data dir included) live under `parent`, e.g. a [`ScratchFs`]:

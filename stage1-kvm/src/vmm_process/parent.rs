@@ -152,6 +152,7 @@ impl VmmProcess {
             &Action::MakeSnapshot {
                 dir: PathBuf::new(),
             },
+            plan.pod_dir,
         );
         let cgroup = Cgroup::create(
             Path::new(jail::cgroup::CGROUP_ROOT),
@@ -229,7 +230,7 @@ impl VmmProcess {
         config: &mut VmConfig,
     ) -> Result<Reply, Stage1Error> {
         let seccomp_log_only = seccomp_log_only()?;
-        let limits = cgroup_limits(config, &action);
+        let limits = cgroup_limits(config, &action, plan.pod_dir);
         if let Some(cgroup) = &mut self.cgroup {
             cgroup
                 .set_limits(limits)
@@ -555,36 +556,45 @@ fn relay_console(
 /// into a file, whose pages (page cache, or tmpfs pages that cannot be reclaimed without
 /// swap) are charged to the VMM too: it gets the guest's RAM twice.
 ///
-/// What the pod writes to a writable share on a memory-backed file system (tmpfs) stays in
-/// memory, charged to the VMM whose virtio-fs thread wrote it; on a disk it would be page
-/// cache the kernel can reclaim. So each such file system's size is added once: the pod may
-/// fill it as it could fill a disk, and the limit still holds the VMM itself to guest RAM and
-/// overhead beyond that. (Without it, a postgres pod on a tmpfs data directory was killed.)
-pub fn cgroup_limits(config: &VmConfig, action: &Action) -> CgroupLimits {
+/// What the pod writes to a memory-backed file system (tmpfs) stays in memory, charged to the
+/// VMM whose virtio-fs thread wrote it; on a disk it would be page cache the kernel can
+/// reclaim. The pod writes into its own directory `pod_dir` (its overlay upper layers or
+/// copied images, whichever share they are reached through) and into its writable volumes:
+/// each distinct tmpfs among those adds its size once. The pod may fill it as it could fill a
+/// disk, and the limit still holds the VMM itself to guest RAM and overhead beyond that.
+/// (Without it, a postgres pod whose data directory was on a tmpfs was killed.)
+pub fn cgroup_limits(config: &VmConfig, action: &Action, pod_dir: &Path) -> CgroupLimits {
     let guest = match action {
         Action::MakeSnapshot { .. } => 2 * config.mem_mib,
         Action::Boot | Action::Restore { .. } => config.mem_mib,
     };
+    let written = std::iter::once(pod_dir).chain(
+        config
+            .shares
+            .iter()
+            .filter(|share| !share.read_only)
+            .map(|share| share.host_dir.as_path()),
+    );
     CgroupLimits {
         memory_max: ((guest + MEMORY_OVERHEAD_MIB) << 20)
-            .saturating_add(memory_backed_share_bytes(&config.shares)),
+            .saturating_add(memory_backed_bytes(written)),
         pids_max: PIDS_BASE + u64::from(config.vcpus) + config.shares.len() as u64,
     }
 }
 
-/// The sizes of the distinct tmpfs file systems holding a writable share. ramfs has no size
-/// and adds nothing (its writes can reach the limit: the out-of-memory kill says why).
-fn memory_backed_share_bytes(shares: &[vmm::ShareConfig]) -> u64 {
+/// The sizes of the distinct tmpfs file systems among `dirs`. ramfs has no size and adds
+/// nothing (its writes can reach the limit: the out-of-memory kill says why).
+fn memory_backed_bytes<'a>(dirs: impl Iterator<Item = &'a Path>) -> u64 {
     let mut seen = Vec::new();
     let mut total: u64 = 0;
-    for share in shares.iter().filter(|share| !share.read_only) {
-        let Ok(fs) = nix::sys::statfs::statfs(&share.host_dir) else {
+    for dir in dirs {
+        let Ok(fs) = nix::sys::statfs::statfs(dir) else {
             continue;
         };
         if fs.filesystem_type() != nix::sys::statfs::TMPFS_MAGIC {
             continue;
         }
-        let Ok(stat) = nix::sys::stat::stat(&share.host_dir) else {
+        let Ok(stat) = nix::sys::stat::stat(dir) else {
             continue;
         };
         if seen.contains(&stat.st_dev) {
@@ -652,11 +662,11 @@ mod tests {
         config.mem_mib = 256;
         config.vcpus = 2;
         config.shares = vec![ShareConfig::new("pod", "/x", false)];
-        let limits = cgroup_limits(&config, &Action::Boot);
+        let limits = cgroup_limits(&config, &Action::Boot, Path::new("/x"));
         assert_eq!(limits.memory_max, (256 + MEMORY_OVERHEAD_MIB) << 20);
         let snapshot = Action::MakeSnapshot { dir: "/s".into() };
         assert_eq!(
-            cgroup_limits(&config, &snapshot).memory_max,
+            cgroup_limits(&config, &snapshot, Path::new("/x")).memory_max,
             (512 + MEMORY_OVERHEAD_MIB) << 20
         );
         assert_eq!(limits.pids_max, PIDS_BASE + 3);
@@ -669,7 +679,7 @@ mod tests {
     /// Needs a tmpfs at /dev/shm (every Linux host here has one) and a temp dir elsewhere
     /// that is not a tmpfs (checked, not assumed).
     #[test]
-    fn writable_shares_on_a_tmpfs_add_its_size_once() {
+    fn a_pod_dir_or_writable_shares_on_a_tmpfs_add_its_size_once() {
         let on_tmpfs = tempfile::tempdir_in("/dev/shm").unwrap();
         let tmpfs = nix::sys::statfs::statfs("/dev/shm").unwrap();
         let tmpfs_bytes = tmpfs.blocks() * u64::try_from(tmpfs.block_size()).unwrap();
@@ -683,22 +693,36 @@ mod tests {
         let b = on_tmpfs.path().join("b");
         std::fs::create_dir(&a).unwrap();
         std::fs::create_dir(&b).unwrap();
-        let shares = [
-            ShareConfig::new("pod", &a, false),
-            // The same file system again: counted once.
+        let mut config = VmConfig::new(KernelConfig {
+            path: "/k".into(),
+            cmdline: String::new(),
+            initrd: None,
+        });
+        config.mem_mib = 128;
+        let base = (128 + MEMORY_OVERHEAD_MIB) << 20;
+        config.shares = vec![
             ShareConfig::new("vol", &b, false),
             // Read-only: the pod cannot write there.
-            ShareConfig::new("ro", "/dev/shm", true),
+            ShareConfig::new("ro", "/no/such/dir", true),
         ];
-        assert_eq!(memory_backed_share_bytes(&shares), tmpfs_bytes);
-        if !disk_is_tmpfs {
-            let on_disk = [ShareConfig::new("pod", disk.path(), false)];
-            assert_eq!(memory_backed_share_bytes(&on_disk), 0);
-        }
+        // The pod directory and a volume on the same tmpfs: counted once.
         assert_eq!(
-            memory_backed_share_bytes(&[ShareConfig::new("gone", "/no/such/dir", false)]),
-            0
+            cgroup_limits(&config, &Action::Boot, &a).memory_max,
+            base + tmpfs_bytes
         );
+        if !disk_is_tmpfs {
+            // Only the volume on the tmpfs.
+            assert_eq!(
+                cgroup_limits(&config, &Action::Boot, disk.path()).memory_max,
+                base + tmpfs_bytes
+            );
+            // Nothing on a tmpfs (a read-only share there does not count).
+            config.shares = vec![ShareConfig::new("ro", &b, true)];
+            assert_eq!(
+                cgroup_limits(&config, &Action::Boot, disk.path()).memory_max,
+                base
+            );
+        }
     }
 
     #[test]
