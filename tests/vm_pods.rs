@@ -30,7 +30,7 @@ fn world_in(world: RktWorld) -> (RktWorld, String) {
 
 #[test]
 fn one_pod_environment_user_workdir_output_and_volumes() {
-    // On ext4, so that rkt mounts overlays (the other tests run where it copies images).
+    // On ext4, so that rkt mounts overlays on an ordinary disk file system.
     let scratch = ScratchFs::new();
     let (world, aci) = world_in(RktWorld::in_dir(scratch.path()));
     let ro = world.root.path().join("host-ro");
@@ -170,8 +170,10 @@ fn exit_codes_propagate_first_failing_app_wins() {
     };
     // All four apps in one pod: the first non-zero in manifest order is the pod's code.
     let uuid_file = world.root.path().join("uuid");
+    // Copy mode: the other tests' pods overlay-mount their images (a tmpfs or ext4 data dir).
     let mut args: Vec<String> = vec![
         "run".into(),
+        "--no-overlay".into(),
         format!("--uuid-file-save={}", uuid_file.display()),
     ];
     for (i, app) in [
@@ -200,13 +202,29 @@ fn exit_codes_propagate_first_failing_app_wins() {
     ] {
         assert_eq!(value(&st, &format!("app-{app}")), Some(code), "{st:?}");
     }
+    let uuid = uuid_from(&uuid_file);
+    let pod = ["run", "exited-garbage"]
+        .iter()
+        .map(|state| world.data_dir().join("pods").join(state).join(&uuid))
+        .find(|dir| dir.exists())
+        .expect("the pod's directory");
+    assert!(
+        !pod.join("overlay-prepared").exists() && pod.join("stage1/rootfs").is_dir(),
+        "not a copied pod despite --no-overlay"
+    );
 
     // One app each: 0, killed by a signal, and 1 through prepare + run-prepared.
     let zero = world.rkt(&["run", &aci, "--exec=/bin/true"]);
     assert_eq!(zero.code(), 0, "{zero}");
     let killed = world.rkt(&["run", &aci, "--exec=/bin/sh", "--", "-c", "kill -9 $$"]);
     assert_eq!(killed.code(), 137, "{killed}");
-    let prepared = world.ok(&["prepare", "--quiet", &aci, "--exec=/bin/false"]);
+    let prepared = world.ok(&[
+        "prepare",
+        "--quiet",
+        "--no-overlay",
+        &aci,
+        "--exec=/bin/false",
+    ]);
     let one = world.rkt(&["run-prepared", prepared.trim()]);
     assert_eq!(one.code(), 1, "{one}");
 
