@@ -3,8 +3,8 @@
 //!
 //! Order matters on restore (as KVM's documentation and other VMMs have it): CPUID first (it
 //! decides which state is valid), then MP state, general and special registers (the latter
-//! carry the APIC base), XSAVE, XCRs, debug registers, the LAPIC, the TSC (through its offset,
-//! tsc.rs) before the other MSRs (the TSC deadline is relative to it) and last the pending
+//! carry the APIC base), XSAVE, XCRs, debug registers, the LAPIC, the TSC (written so that KVM
+//! cannot take it for a synchronization, tsc.rs) before the other MSRs (the TSC deadline is relative to it) and last the pending
 //! events. The kvmclock is set
 //! after the vCPUs, without KVM_CLOCK_REALTIME, so the guest's monotonic clock continues
 //! where it stopped; the wall clock is stepped by guest-init from the handover.
@@ -117,7 +117,7 @@ pub fn restore_vcpu(
 ) -> Result<(), SnapshotError> {
     let current_khz = vcpu.get_tsc_khz().map_err(kvm("KVM_GET_TSC_KHZ"))?;
     if tsc.is_none() {
-        *tsc = saved_tsc(state).map(|saved| TscRestore::new(saved, state.tsc_khz, current_khz));
+        *tsc = saved_tsc(state).map(TscRestore::new);
     }
     if current_khz != state.tsc_khz {
         // Needs TSC scaling in the host CPU; without it the guest's clocks would drift.
@@ -146,7 +146,7 @@ pub fn restore_vcpu(
         .map_err(kvm("KVM_SET_DEBUGREGS"))?;
     let lapic: kvm_lapic_state = from_blob(&state.lapic, "lapic")?;
     vcpu.set_lapic(&lapic).map_err(kvm("KVM_SET_LAPIC"))?;
-    // The TSC first, through its offset (tsc.rs says why not with the other MSRs).
+    // The TSC first, on its own (tsc.rs says why not with the other MSRs).
     if let Some(tsc) = tsc {
         tsc.apply(vcpu)?;
     }
