@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use e2e::{
-    assert_all_cleaned, busybox_aci, pod_consoles, pod_status as status, run_output, start_pod,
+    assert_all_cleaned, busybox_aci, pod_status as status, run_output, start_pod,
     status_value as value, RktWorld, POD_LIMIT,
 };
 use nix::pty::{openpty, Winsize};
@@ -40,10 +40,10 @@ fn wait_child(world: &RktWorld, child: &mut Child, limit: Duration) -> std::proc
             return status;
         }
         if started.elapsed() > limit {
-            let consoles = pod_consoles(world);
+            let report = e2e::hang_report::describe_tree(child.id(), Some(&world.data_dir()));
             let _ = child.kill();
             let _ = child.wait();
-            panic!("rkt run did not end within {limit:?}\n{consoles}");
+            panic!("rkt run did not end within {limit:?}\n{report}");
         }
         std::thread::sleep(Duration::from_millis(50));
     }

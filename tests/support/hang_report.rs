@@ -18,12 +18,17 @@ const STACK_FRAMES: usize = 12;
 
 /// The report for `command`, running as `pid`.
 pub fn describe(command: &Command, pid: u32) -> String {
+    describe_tree(pid, data_dir_of(command).as_deref())
+}
+
+/// The report for the process `pid` and those below it, with the pod consoles of `data_dir`.
+pub fn describe_tree(pid: u32, data_dir: Option<&Path>) -> String {
     let mut out = String::from("--- what it was doing when its limit passed:\n");
     for process in with_descendants(pid) {
         describe_process(&mut out, process);
     }
-    if let Some(data_dir) = data_dir_of(command) {
-        out.push_str(&pod_console_tails(&data_dir));
+    if let Some(data_dir) = data_dir {
+        out.push_str(&pod_console_tails(data_dir));
     }
     out
 }
