@@ -4,10 +4,10 @@
 //! Order matters on restore (as KVM's documentation and other VMMs have it): CPUID first (it
 //! decides which state is valid), then MP state, general and special registers (the latter
 //! carry the APIC base), XSAVE, XCRs, debug registers, the LAPIC, the TSC (written so that KVM
-//! cannot take it for a synchronization, tsc.rs) before the other MSRs (the TSC deadline is relative to it) and last the pending
-//! events. The kvmclock is set
-//! after the vCPUs, without KVM_CLOCK_REALTIME, so the guest's monotonic clock continues
-//! where it stopped; the wall clock is stepped by guest-init from the handover.
+//! cannot take it for a synchronization: tsc.rs) before the other MSRs (the TSC deadline is
+//! relative to it), and last the pending events. The kvmclock is set after the vCPUs, without
+//! KVM_CLOCK_REALTIME, so the guest's monotonic clock continues where it stopped; the wall
+//! clock is stepped by guest-init from the handover.
 
 use kvm_bindings::{
     kvm_clock_data, kvm_cpuid_entry2, kvm_debugregs, kvm_irqchip, kvm_lapic_state, kvm_mp_state,
@@ -18,8 +18,9 @@ use kvm_ioctls::{VcpuFd, VmFd};
 use zerocopy::{FromBytes, IntoBytes};
 
 use super::format::{Blob, VcpuState, VmState};
-use super::tsc::{TscRestore, MSR_IA32_TSC};
+use super::tsc::TscRestore;
 use super::SnapshotError;
+use crate::arch::x86_64::msrs::MSR_IA32_TSC;
 
 /// MSR_IA32_TSC_DEADLINE: meaningful only once the TSC is set, so it is restored last.
 const MSR_IA32_TSC_DEADLINE: u32 = 0x6e0;
@@ -41,7 +42,7 @@ fn from_blob<T: FromBytes>(blob: &Blob, what: &str) -> Result<T, SnapshotError> 
     })
 }
 
-fn kvm(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> SnapshotError {
+pub(super) fn kvm(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> SnapshotError {
     move |source| SnapshotError::Kvm { what, source }
 }
 
@@ -107,18 +108,15 @@ fn save_msrs(vcpu: &VcpuFd, indexes: &[u32]) -> Result<Vec<(u32, u64)>, Snapshot
     Ok(saved)
 }
 
-/// Puts `state` into a freshly created vCPU that already has its CPUID table. `tsc` carries
-/// the TSC of the restore from the first vCPU to the others (`tsc.rs`): pass the same one,
-/// `None` at first, for every vCPU of a restore, in order.
+/// Puts `state` into a freshly created vCPU that already has its CPUID table. `tsc` is the
+/// restore's TSC (`tsc.rs`, made from the first vCPU's state by [`saved_tsc`]), the same one
+/// for every vCPU of a restore, in order.
 pub fn restore_vcpu(
     vcpu: &VcpuFd,
     state: &VcpuState,
-    tsc: &mut Option<TscRestore>,
+    tsc: Option<&mut TscRestore>,
 ) -> Result<(), SnapshotError> {
     let current_khz = vcpu.get_tsc_khz().map_err(kvm("KVM_GET_TSC_KHZ"))?;
-    if tsc.is_none() {
-        *tsc = saved_tsc(state).map(TscRestore::new);
-    }
     if current_khz != state.tsc_khz {
         // Needs TSC scaling in the host CPU; without it the guest's clocks would drift.
         vcpu.set_tsc_khz(state.tsc_khz)
@@ -179,7 +177,7 @@ pub fn restore_vcpu(
 }
 
 /// The TSC a vCPU had when it was saved.
-fn saved_tsc(state: &VcpuState) -> Option<u64> {
+pub fn saved_tsc(state: &VcpuState) -> Option<u64> {
     state
         .msrs
         .iter()

@@ -243,7 +243,12 @@ pub(crate) fn restore_vm(kvm: Kvm, vm_fd: VmFd, loaded: &Loaded) -> Result<Vm, V
 pub(crate) fn restore_vcpus(vm: &Vm, loaded: &Loaded) -> Result<Vec<VcpuFd>, VmmError> {
     let count = loaded.state.identity.shape.vcpus;
     let mut fds = Vec::with_capacity(usize::from(count));
-    let mut tsc = None;
+    let mut tsc = loaded
+        .state
+        .vcpus
+        .first()
+        .and_then(kvm_state::saved_tsc)
+        .map(tsc::TscRestore::new);
     for (index, state) in loaded.state.vcpus.iter().enumerate() {
         let index = index as u8;
         let cpuid = vm.vcpu_cpuid(index, count)?;
@@ -257,7 +262,7 @@ pub(crate) fn restore_vcpus(vm: &Vm, loaded: &Loaded) -> Result<Vec<VcpuFd>, Vmm
             .map_err(VmmError::kvm("KVM_CREATE_VCPU"))?;
         vcpu.set_cpuid2(&cpuid)
             .map_err(VmmError::kvm("KVM_SET_CPUID2"))?;
-        kvm_state::restore_vcpu(&vcpu, state, &mut tsc)?;
+        kvm_state::restore_vcpu(&vcpu, state, tsc.as_mut())?;
         fds.push(vcpu);
     }
     kvm_state::restore_clock(&vm.fd, &loaded.state.vm)?;

@@ -25,10 +25,9 @@
 use kvm_bindings::{kvm_msr_entry, Msrs};
 use kvm_ioctls::VcpuFd;
 
+use super::kvm_state::kvm;
 use super::SnapshotError;
-
-/// MSR_IA32_TSC.
-pub const MSR_IA32_TSC: u32 = 0x10;
+use crate::arch::x86_64::msrs::MSR_IA32_TSC;
 
 /// Far enough from any TSC value KVM expects (minutes of cycles) that a write of it is never
 /// taken for a synchronization.
@@ -80,10 +79,7 @@ fn read_tsc(vcpu: &VcpuFd) -> Result<u64, SnapshotError> {
     .map_err(|_| SnapshotError::Corrupt("one MSR does not fit KVM_GET_MSRS".into()))?;
     let read = vcpu
         .get_msrs(&mut msrs)
-        .map_err(|source| SnapshotError::Kvm {
-            what: "KVM_GET_MSRS (TSC)",
-            source,
-        })?;
+        .map_err(kvm("KVM_GET_MSRS (TSC)"))?;
     match msrs.as_slice().first() {
         Some(entry) if read == 1 => Ok(entry.data),
         _ => Err(SnapshotError::Msr(MSR_IA32_TSC)),
@@ -97,10 +93,7 @@ fn write_tsc(vcpu: &VcpuFd, value: u64) -> Result<(), SnapshotError> {
         ..Default::default()
     }])
     .map_err(|_| SnapshotError::Corrupt("one MSR does not fit KVM_SET_MSRS".into()))?;
-    let written = vcpu.set_msrs(&msrs).map_err(|source| SnapshotError::Kvm {
-        what: "KVM_SET_MSRS (TSC)",
-        source,
-    })?;
+    let written = vcpu.set_msrs(&msrs).map_err(kvm("KVM_SET_MSRS (TSC)"))?;
     if written != 1 {
         return Err(SnapshotError::Msr(MSR_IA32_TSC));
     }

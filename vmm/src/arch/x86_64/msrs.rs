@@ -6,7 +6,8 @@ use kvm_ioctls::VcpuFd;
 
 use super::BootError;
 
-const MSR_IA32_TSC: u32 = 0x10;
+/// The time-stamp counter (also restored on its own: snapshot/tsc.rs).
+pub const MSR_IA32_TSC: u32 = 0x10;
 const MSR_IA32_SYSENTER_CS: u32 = 0x174;
 const MSR_IA32_SYSENTER_ESP: u32 = 0x175;
 const MSR_IA32_SYSENTER_EIP: u32 = 0x176;
