@@ -110,26 +110,5 @@ fn data_dir_of(command: &Command) -> Option<PathBuf> {
 
 /// The end of the guest console of every pod under `data_dir`, whatever its state.
 fn pod_console_tails(data_dir: &Path) -> String {
-    let mut out = String::new();
-    for state in crate::POD_STATES {
-        let Ok(pods) = fs::read_dir(data_dir.join("pods").join(state)) else {
-            continue;
-        };
-        for pod in pods.flatten() {
-            let path = pod.path().join("stage1-kvm/console.log");
-            let Ok(bytes) = fs::read(&path) else {
-                continue;
-            };
-            let text = String::from_utf8_lossy(&bytes);
-            let lines: Vec<&str> = text.lines().collect();
-            let tail = &lines[lines.len().saturating_sub(CONSOLE_TAIL)..];
-            out.push_str(&format!(
-                "--- console {} (last {} lines):\n{}\n",
-                path.display(),
-                tail.len(),
-                tail.join("\n")
-            ));
-        }
-    }
-    out
+    crate::console_tails(data_dir, &crate::POD_STATES, CONSOLE_TAIL)
 }

@@ -840,20 +840,28 @@ pub fn busybox_oci_layout(dir: &Path, name: &str, tag: &str, config: &str) -> St
 /// The last lines of every pod's guest console under the world's data dir, for a failed
 /// assertion's message (the console stays in the pod until gc).
 pub fn pod_consoles(world: &RktWorld) -> String {
+    console_tails(&world.data_dir(), &["run", "exited-garbage"], 40)
+}
+
+/// The last `lines` lines of the guest console of every pod of `data` in the pod states
+/// `states` (`pods/<state>/<uuid>/stage1-kvm/console.log`), each under a `---` header.
+pub fn console_tails(data: &Path, states: &[&str], lines: usize) -> String {
     let mut out = String::new();
-    for state in ["run", "exited-garbage"] {
-        for uuid in world.pods_in(state) {
-            let path = world
-                .data_dir()
-                .join("pods")
-                .join(state)
-                .join(&uuid)
-                .join("stage1-kvm/console.log");
-            if let Ok(text) = fs::read_to_string(&path) {
-                let lines: Vec<&str> = text.lines().collect();
-                let tail = &lines[lines.len().saturating_sub(40)..];
-                out.push_str(&format!("--- {}:\n{}\n", path.display(), tail.join("\n")));
-            }
+    for state in states {
+        let Ok(pods) = fs::read_dir(data.join("pods").join(state)) else {
+            continue;
+        };
+        let mut pods: Vec<PathBuf> = pods.flatten().map(|pod| pod.path()).collect();
+        pods.sort();
+        for pod in pods {
+            let path = pod.join("stage1-kvm/console.log");
+            let Ok(bytes) = fs::read(&path) else {
+                continue;
+            };
+            let text = String::from_utf8_lossy(&bytes);
+            let all: Vec<&str> = text.lines().collect();
+            let tail = &all[all.len().saturating_sub(lines)..];
+            out.push_str(&format!("--- {}:\n{}\n", path.display(), tail.join("\n")));
         }
     }
     out
