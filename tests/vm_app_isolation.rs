@@ -103,11 +103,14 @@ fn default_hardening_namespaces_and_masked_paths() {
     let world = RktWorld::new();
     let aci = busybox_aci(world.root.path(), IMAGE, &["/bin/true"]);
     let aci = aci.display().to_string();
-    // The default app waits (up to 20 s) until the user app runs, so that it sees it.
+    // The default app waits (up to 20 s) until the user app runs, and lists the uids at once,
+    // before its slower probe: under emulation the probe can outlast the user app's sleep. `cat`
+    // reads the status files, not busybox awk: awk stops at the first process that has gone.
     let default = format!(
         "i=0; while [ $i -lt 200 ] && ! grep -qs '^Uid:[[:space:]]*1000' /proc/[0-9]*/status; \
-         do sleep 0.1; i=$((i+1)); done; {}; \
-         echo default-uids=$(awk '/^Uid:/ {{print $2}}' /proc/[0-9]*/status | sort -u | tr '\\n' ,); \
+         do sleep 0.1; i=$((i+1)); done; \
+         echo default-uids=$(cat /proc/[0-9]*/status 2>/dev/null | awk '/^Uid:/ {{print $2}}' | sort -u | tr '\\n' ,); \
+         {}; \
          echo default-timer_list=$( [ -e /proc/timer_list ] && wc -c < /proc/timer_list || echo absent); \
          echo default-firmware=$(ls -A /sys/firmware | wc -l); \
          echo default-ro=$(awk '$5 == \"/proc/sys\" || $5 == \"/sys/firmware\" || $5 == \"/sys\" \
