@@ -19,9 +19,22 @@ impl Store {
         // The rows from one snapshot, so a fetch or prepare committing
         // meanwhile is seen whole or not at all; then the files they name,
         // which were in place before the rows were committed.
+        let mut problems = Vec::new();
         let (images, trees, held) = self.index.snapshot(|| {
             let mut images = Vec::new();
-            for image in self.images()? {
+            for record in self.image_records()? {
+                // A row that cannot be read is reported; the rest are still checked, and its
+                // trees and pods are not reported again as naming an image not in the index.
+                let image = match record {
+                    Ok(image) => image,
+                    Err(err) => {
+                        if let StoreError::Damaged { id, .. } = &err {
+                            images.push((id.clone(), Vec::new()));
+                        }
+                        problems.push(err.to_string());
+                        continue;
+                    }
+                };
                 let blobs = match image.format {
                     ImageFormat::Aci => vec![("blob".to_string(), self.blob_path(&image.id))],
                     ImageFormat::Oci => {
@@ -38,7 +51,6 @@ impl Store {
             Ok::<_, StoreError>((images, self.index.trees()?, self.index.pod_refs()?))
         })?;
 
-        let mut problems = Vec::new();
         let mut known = HashSet::new();
         for (id, blobs) in images {
             for (what, path) in blobs {

@@ -689,6 +689,18 @@ impl Store {
             .collect())
     }
 
+    /// Every image row, each read on its own: a row that cannot be read (a damaged manifest,
+    /// an unknown format) is its own error, not the end of the listing, for the checks that
+    /// must go on past it (`image verify --all`, the consistency check).
+    pub fn image_records(&self) -> Result<Vec<Result<ImageRecord, StoreError>>, StoreError> {
+        Ok(self
+            .index
+            .images()?
+            .into_iter()
+            .map(ImageRecord::from_row)
+            .collect())
+    }
+
     pub fn images(&self) -> Result<Vec<ImageRecord>, StoreError> {
         self.index
             .images()?

@@ -314,6 +314,39 @@ fn the_consistency_check_finds_missing_blobs_and_trees() {
     );
 }
 
+/// One image row whose manifest cannot be read is one problem of the listing and of the
+/// consistency check; the other images are still there to check, and the damaged image's tree
+/// is not reported again as naming an image not in the index.
+#[test]
+fn a_damaged_image_row_does_not_stop_the_checks_of_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, damaged) = store_with_one_image(dir.path());
+    store.tree(&damaged).unwrap();
+    let intact = import(
+        &store,
+        &manifest("example.com/other", "1", ""),
+        &[("b", b"2")],
+    );
+    let db = rusqlite::Connection::open(dir.path().join("cas/db/index.sqlite")).unwrap();
+    db.execute(
+        "UPDATE images SET manifest = ?2 WHERE id = ?1",
+        rusqlite::params![damaged.as_str(), b"{not json".to_vec()],
+    )
+    .unwrap();
+    drop(db);
+
+    let records = store.image_records().unwrap();
+    assert_eq!(records.len(), 2);
+    let readable: Vec<_> = records.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert_eq!(readable.len(), 1);
+    assert_eq!(readable[0].id, intact);
+    assert!(store.verify(readable[0]).unwrap().is_empty());
+
+    let problems = store.check_consistency().unwrap();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(problems[0].contains(damaged.as_str()), "{problems:?}");
+}
+
 #[test]
 fn a_recorded_file_is_found_only_with_the_same_stamp_and_while_its_image_is_here() {
     let dir = tempfile::tempdir().unwrap();

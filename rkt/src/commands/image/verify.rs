@@ -6,7 +6,7 @@ use clap::Args;
 
 use crate::error::RktError;
 use crate::globals::GlobalOptions;
-use crate::store::{ImageRecord, LockMode, Store};
+use crate::store::{ImageRecord, LockMode, Store, StoreError};
 
 #[derive(Args)]
 pub struct VerifyArgs {
@@ -24,16 +24,25 @@ pub struct VerifyArgs {
 
 pub fn run(globals: &GlobalOptions, args: VerifyArgs) -> Result<(), RktError> {
     let store = Store::open(&globals.dir, LockMode::Shared)?;
-    let images: Vec<ImageRecord> = if args.all {
-        store.images()?
+    let records: Vec<Result<ImageRecord, StoreError>> = if args.all {
+        store.image_records()?
     } else {
         args.images
             .iter()
-            .map(|reference| store.resolve(reference))
+            .map(|reference| store.resolve(reference).map(Ok))
             .collect::<Result<_, _>>()?
     };
     let mut damaged = 0;
-    for image in &images {
+    for record in &records {
+        // A row that cannot be read is one damaged image; the others are still checked.
+        let image = match record {
+            Ok(image) => image,
+            Err(err) => {
+                damaged += 1;
+                eprintln!("rkt: {err}");
+                continue;
+            }
+        };
         // A missing blob is one more problem found, not the end of the check.
         let problems = store
             .verify(image)
@@ -71,7 +80,7 @@ pub fn run(globals: &GlobalOptions, args: VerifyArgs) -> Result<(), RktError> {
         )));
     }
     if args.all {
-        println!("the store is consistent ({} images)", images.len());
+        println!("the store is consistent ({} images)", records.len());
     }
     Ok(())
 }
