@@ -56,8 +56,9 @@ struct Cli {
     user_config: Option<PathBuf>,
     /// Comma-separated security checks to skip: none, image, tls, ondisk,
     /// http, pubkey, capabilities, paths, seccomp, all-fetch, all-run, all.
-    #[arg(long, global = true, default_value = "none", value_parser = InsecureOptions::parse, value_name = "OPTIONS")]
-    insecure_options: InsecureOptions,
+    /// Given more than once, the lists add up.
+    #[arg(long, global = true, action = clap::ArgAction::Append, value_parser = InsecureOptions::parse, value_name = "OPTIONS")]
+    insecure_options: Vec<InsecureOptions>,
     /// Print more debug information to stderr.
     #[arg(long, global = true)]
     debug: bool,
@@ -110,7 +111,10 @@ fn main() -> ExitCode {
         local_config: cli.local_config,
         system_config: cli.system_config,
         user_config: cli.user_config,
-        insecure: cli.insecure_options,
+        insecure: cli
+            .insecure_options
+            .into_iter()
+            .fold(InsecureOptions::default(), InsecureOptions::union),
         debug: cli.debug,
     };
     if cli.dir.is_none() {

@@ -35,6 +35,24 @@ fn signed_fetch_needs_a_signature_and_a_trusted_key() {
         err.contains("no signature") && err.contains("--insecure-options=image"),
         "{err}"
     );
+    // --insecure-options given twice adds up (the image check skipped by the first list).
+    env.fails(
+        2,
+        &[
+            "--insecure-options=ondisk",
+            "--insecure-options=bogus",
+            "fetch",
+            &aci,
+        ],
+    );
+    let id = env.ok(&[
+        "--insecure-options=image",
+        "--insecure-options=ondisk",
+        "fetch",
+        &aci,
+    ]);
+    assert!(id.starts_with("sha512-"), "{id}");
+    env.ok(&["image", "rm", id.trim()]);
 
     let gpg = Gpg::new();
     gpg.sign(&aci);
