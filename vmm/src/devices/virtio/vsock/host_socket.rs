@@ -25,6 +25,24 @@ impl HostSocket {
     }
 }
 
+impl HostSocket {
+    /// recv(2) with MSG_PEEK: what a read would return, left in the socket. (std's
+    /// `UnixStream::peek` is not stable.)
+    pub fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the duration of the
+        // call, and the fd is open for as long as `self` lives.
+        let n = unsafe {
+            libc::recv(
+                self.0.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_PEEK,
+            )
+        };
+        usize::try_from(n).map_err(|_| io::Error::last_os_error())
+    }
+}
+
 impl AsRawFd for HostSocket {
     fn as_raw_fd(&self) -> RawFd {
         self.0.as_raw_fd()

@@ -180,24 +180,42 @@ impl Muxer {
         self.apply(id, verdict);
     }
 
-    /// Reads the CONNECT line byte by byte (so no data after it is consumed) and, once it is
-    /// complete, turns the handshake into a host-initiated connection.
+    /// Reads the CONNECT line and, once it is complete, turns the handshake into a
+    /// host-initiated connection. What has arrived is peeked first and only the line's bytes
+    /// are read, so no data after the newline is consumed (it belongs to the connection);
+    /// a partial line is consumed too, so a level-triggered epoll does not wake again for it.
     fn read_connect_line(&mut self, id: StreamId) {
         let Some(handshake) = self.handshakes.get_mut(&id) else {
             return;
         };
         loop {
-            let mut byte = [0u8; 1];
-            match handshake.stream.read(&mut byte) {
-                Ok(1) if byte[0] == b'\n' => break,
-                Ok(1) if handshake.line.len() < MAX_CONNECT_LINE => handshake.line.push(byte[0]),
+            let mut buf = [0u8; MAX_CONNECT_LINE + 1];
+            let room = MAX_CONNECT_LINE + 1 - handshake.line.len();
+            let peeked = match handshake.stream.peek(&mut buf[..room]) {
+                Ok(n) => n,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                // EOF, an overlong line, or an error: close the stream.
-                _ => {
-                    self.handshakes.remove(&id);
-                    return;
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(_) => 0,
+            };
+            let newline = buf[..peeked].iter().position(|&b| b == b'\n');
+            let take = newline.map_or(peeked, |at| at + 1);
+            // EOF, an overlong line (no newline within MAX_CONNECT_LINE bytes), or a read
+            // that does not return the bytes just peeked: close the stream.
+            let line_too_long =
+                newline.is_none() && handshake.line.len() + peeked > MAX_CONNECT_LINE;
+            if peeked == 0
+                || line_too_long
+                || handshake.stream.read_exact(&mut buf[..take]).is_err()
+            {
+                self.handshakes.remove(&id);
+                return;
+            }
+            match newline {
+                Some(at) => {
+                    handshake.line.extend_from_slice(&buf[..at]);
+                    break;
                 }
+                None => handshake.line.extend_from_slice(&buf[..take]),
             }
         }
         let Some(handshake) = self.handshakes.remove(&id) else {

@@ -1166,6 +1166,23 @@ fn an_unknown_operation_on_a_live_connection_resets_it() {
 }
 
 #[test]
+fn a_connect_line_in_pieces_is_read_whole() {
+    let mut rig = Rig::new();
+    let mut host = rig.host_connect();
+    rig.guest.top_up_rx(8);
+    host.write_all(b"CONN").unwrap();
+    rig.pump();
+    assert!(rig.guest.received().is_empty(), "half a line is no request");
+    host.write_all(b"ECT 5").unwrap();
+    rig.pump();
+    host.write_all(b"2\n").unwrap();
+    rig.pump();
+    let packets = rig.guest.received();
+    assert_eq!(packets.len(), 1);
+    assert_eq!((packets[0].0.op, packets[0].0.dst_port), (op::REQUEST, 52));
+}
+
+#[test]
 fn host_bytes_sent_right_after_the_connect_line_arrive_after_the_handshake() {
     let mut rig = Rig::new();
     let mut host = rig.host_connect();
