@@ -642,13 +642,33 @@ fn bad_flags_are_usage_errors_and_bad_requests_leave_no_pod() {
         ],
     );
     assert!(err.contains("not a stage1"), "{err}");
+    // A --stage1-path outside the stage1 directory, under --insecure-options=image, is found
+    // again by its file stamp (the second prepare imports only the app); without that option
+    // its signature is checked on every run, also after an import that skipped the check.
+    let skipped_checks = |args: &[String]| {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = pods.env.rkt(&refs);
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stderr)
+            .matches("signature verification skipped")
+            .count()
+    };
+    let copy = pods.env.work.join("stage1-copy.aci");
+    fs::copy(&pods.stage1, &copy).unwrap();
+    let copy = copy.display().to_string();
+    let args: Vec<String> = [
+        "--insecure-options=image",
+        "prepare",
+        &format!("--stage1-path={copy}"),
+        &pods.app,
+    ]
+    .map(String::from)
+    .to_vec();
+    assert_eq!(skipped_checks(&args), 2, "the stage1 and the app imported");
+    assert_eq!(skipped_checks(&args), 1, "only the app read again");
     let err = pods.env.fails(
         254,
-        &[
-            "prepare",
-            &format!("--stage1-path={}", pods.stage1),
-            &pods.app,
-        ],
+        &["prepare", &format!("--stage1-path={copy}"), &pods.app],
     );
     assert!(err.contains("signature"), "{err}");
     let err = pods.env.fails(
@@ -671,6 +691,10 @@ fn bad_flags_are_usage_errors_and_bad_requests_leave_no_pod() {
         ],
     );
     assert!(err.contains("kvm"), "{err}");
+    for pod in pods.all_pods() {
+        let uuid = pod.rsplit('/').next().unwrap_or(&pod).to_string();
+        pods.env.ok(&["rm", &uuid]);
+    }
     assert!(pods.all_pods().is_empty(), "{:?}", pods.all_pods());
 
     // Pod lookup errors.

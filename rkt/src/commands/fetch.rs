@@ -104,6 +104,11 @@ impl<'a> ImageFetcher<'a> {
         }
     }
 
+    /// Whether the user chose to skip image signature checks (`--insecure-options=image`).
+    pub fn skips_image_verification(&self) -> bool {
+        self.globals.insecure.image
+    }
+
     pub fn trust_keys_from_https(mut self, trust: bool) -> Self {
         self.trust_keys_from_https = trust;
         self
