@@ -84,21 +84,6 @@ impl InsecureOptions {
         }
         Ok(options)
     }
-
-    /// Every check either set skips: `--insecure-options` given more than once adds up, as
-    /// its words within one list do.
-    pub fn union(self, other: InsecureOptions) -> InsecureOptions {
-        InsecureOptions {
-            image: self.image || other.image,
-            tls: self.tls || other.tls,
-            ondisk: self.ondisk || other.ondisk,
-            http: self.http || other.http,
-            pubkey: self.pubkey || other.pubkey,
-            capabilities: self.capabilities || other.capabilities,
-            paths: self.paths || other.paths,
-            seccomp: self.seccomp || other.seccomp,
-        }
-    }
 }
 
 #[cfg(test)]
@@ -119,18 +104,5 @@ mod tests {
         assert!(InsecureOptions::parse("image,bogus")
             .unwrap_err()
             .contains("bogus"));
-    }
-
-    #[test]
-    fn two_lists_add_up() {
-        let both = InsecureOptions::parse("image")
-            .unwrap()
-            .union(InsecureOptions::parse("all-run").unwrap());
-        assert!(both.image && both.seccomp && both.paths && !both.tls);
-        assert_eq!(
-            both.union(InsecureOptions::default()),
-            both,
-            "none takes nothing back"
-        );
     }
 }

@@ -56,7 +56,8 @@ struct Cli {
     user_config: Option<PathBuf>,
     /// Comma-separated security checks to skip: none, image, tls, ondisk,
     /// http, pubkey, capabilities, paths, seccomp, all-fetch, all-run, all.
-    /// Given more than once, the lists add up.
+    /// Given more than once, the last list counts (as in rkt): `none` at the end turns every
+    /// check back on.
     #[arg(long, global = true, action = clap::ArgAction::Append, value_parser = InsecureOptions::parse, value_name = "OPTIONS")]
     insecure_options: Vec<InsecureOptions>,
     /// Print more debug information to stderr.
@@ -111,10 +112,7 @@ fn main() -> ExitCode {
         local_config: cli.local_config,
         system_config: cli.system_config,
         user_config: cli.user_config,
-        insecure: cli
-            .insecure_options
-            .into_iter()
-            .fold(InsecureOptions::default(), InsecureOptions::union),
+        insecure: cli.insecure_options.last().copied().unwrap_or_default(),
         debug: cli.debug,
     };
     if cli.dir.is_none() {

@@ -35,19 +35,30 @@ fn signed_fetch_needs_a_signature_and_a_trusted_key() {
         err.contains("no signature") && err.contains("--insecure-options=image"),
         "{err}"
     );
-    // --insecure-options given twice adds up (the image check skipped by the first list).
+    // --insecure-options given more than once: the last list counts, as in rkt, so a `none`
+    // at the end turns the checks back on; a bad word in any of them is a usage error.
     env.fails(
         2,
         &[
-            "--insecure-options=ondisk",
             "--insecure-options=bogus",
+            "--insecure-options=image",
             "fetch",
             &aci,
         ],
     );
+    let err = env.fails(
+        254,
+        &[
+            "--insecure-options=image",
+            "--insecure-options=none",
+            "fetch",
+            &aci,
+        ],
+    );
+    assert!(err.contains("no signature"), "{err}");
     let id = env.ok(&[
-        "--insecure-options=image",
         "--insecure-options=ondisk",
+        "--insecure-options=image",
         "fetch",
         &aci,
     ]);
