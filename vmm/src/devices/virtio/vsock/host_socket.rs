@@ -23,9 +23,7 @@ impl HostSocket {
         stream.set_nonblocking(true)?;
         Ok(HostSocket(stream))
     }
-}
 
-impl HostSocket {
     /// recv(2) with MSG_PEEK: what a read would return, left in the socket. (std's
     /// `UnixStream::peek` is not stable.)
     pub fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
