@@ -223,6 +223,9 @@ impl Vm {
             vcpu.set_cpuid2(&vcpu_cpuid)
                 .map_err(VmmError::kvm("KVM_SET_CPUID2"))?;
             msrs::setup_msrs(&vcpu)?;
+            if index == 0 {
+                msrs::check_tsc_is_kept(&vcpu)?;
+            }
             regs::setup_fpu(&vcpu)?;
             interrupts::setup_lint(&vcpu)?;
             if index == 0 {

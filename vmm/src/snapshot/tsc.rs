@@ -28,6 +28,7 @@ use kvm_ioctls::VcpuFd;
 use super::kvm_state::kvm;
 use super::SnapshotError;
 use crate::arch::x86_64::msrs::MSR_IA32_TSC;
+use crate::arch::x86_64::BootError;
 
 /// Far enough from any TSC value KVM expects (minutes of cycles) that a write of it is never
 /// taken for a synchronization.
@@ -58,10 +59,13 @@ impl TscRestore {
         self.check(vcpu)
     }
 
-    /// Reads the TSC back: behind the saved value means KVM dropped the write.
+    /// Reads the TSC back: behind the saved value means KVM dropped the write; one that does
+    /// not advance means this host's KVM cannot keep TSCs at all (msrs::check_tsc_is_kept), and
+    /// the cold boot the warm path falls back to says so.
     fn check(&self, vcpu: &VcpuFd) -> Result<(), SnapshotError> {
         let now = read_tsc(vcpu)?;
-        if now < self.saved {
+        let kept = crate::arch::x86_64::msrs::check_tsc_is_kept(vcpu).is_ok();
+        if now < self.saved || !kept {
             return Err(SnapshotError::Tsc {
                 saved: self.saved,
                 restored: now,
@@ -72,18 +76,10 @@ impl TscRestore {
 }
 
 fn read_tsc(vcpu: &VcpuFd) -> Result<u64, SnapshotError> {
-    let mut msrs = Msrs::from_entries(&[kvm_msr_entry {
-        index: MSR_IA32_TSC,
-        ..Default::default()
-    }])
-    .map_err(|_| SnapshotError::Corrupt("one MSR does not fit KVM_GET_MSRS".into()))?;
-    let read = vcpu
-        .get_msrs(&mut msrs)
-        .map_err(kvm("KVM_GET_MSRS (TSC)"))?;
-    match msrs.as_slice().first() {
-        Some(entry) if read == 1 => Ok(entry.data),
-        _ => Err(SnapshotError::Msr(MSR_IA32_TSC)),
-    }
+    crate::arch::x86_64::msrs::read_tsc(vcpu).map_err(|err| match err {
+        BootError::Vcpu(what, source) => kvm(what)(source),
+        _ => SnapshotError::Msr(MSR_IA32_TSC),
+    })
 }
 
 fn write_tsc(vcpu: &VcpuFd, value: u64) -> Result<(), SnapshotError> {

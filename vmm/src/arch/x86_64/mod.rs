@@ -28,4 +28,12 @@ pub enum BootError {
     /// The MP table could not be built.
     #[error(transparent)]
     MpTable(#[from] mptable::MpTableError),
+    /// The host's KVM does not keep the vCPU's TSC (msrs::check_tsc_is_kept).
+    #[error(
+        "the host's KVM cannot keep this VM's time stamp counter (it does not advance), so the \
+         guest's timers would fire late by about the host's uptime: KVM was \
+         probably loaded before the host's TSC calibration settled and cannot scale TSCs; \
+         reload it (rmmod kvm_amd kvm, or kvm_intel kvm; then modprobe kvm_amd or kvm_intel)"
+    )]
+    TscNotKept,
 }
