@@ -91,12 +91,20 @@ const TSC_SECOND_LOOK: std::time::Duration = std::time::Duration::from_millis(1)
 /// KVM"); a host in that state must be told, not given a VM that hangs. A running TSC moves
 /// between two reads (GHz), so the check costs two KVM_GET_MSRS.
 pub fn check_tsc_is_kept(vcpu: &VcpuFd) -> Result<(), BootError> {
-    let first = read_tsc(vcpu)?;
-    if read_tsc(vcpu)? != first {
+    tsc_advances(|| read_tsc(vcpu), || std::thread::sleep(TSC_SECOND_LOOK))
+}
+
+/// The decision of [`check_tsc_is_kept`], over any way of reading a TSC and of waiting.
+fn tsc_advances(
+    mut read: impl FnMut() -> Result<u64, BootError>,
+    wait: impl FnOnce(),
+) -> Result<(), BootError> {
+    let first = read()?;
+    if read()? != first {
         return Ok(());
     }
-    std::thread::sleep(TSC_SECOND_LOOK);
-    if read_tsc(vcpu)? == first {
+    wait();
+    if read()? == first {
         return Err(BootError::TscNotKept);
     }
     Ok(())
@@ -105,6 +113,34 @@ pub fn check_tsc_is_kept(vcpu: &VcpuFd) -> Result<(), BootError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A TSC that moves passes at once; one that stands still for two reads gets a second
+    /// look after the wait; one that still has not moved (what a KVM that left the TSC
+    /// multiplier at zero gives) is refused; a failed read is an error, not a verdict.
+    #[test]
+    fn a_tsc_that_does_not_advance_is_refused() {
+        let reads = |values: Vec<u64>| {
+            let mut values = values.into_iter();
+            move || values.next().ok_or(BootError::Msr(MSR_IA32_TSC))
+        };
+        let mut waited = false;
+        assert!(tsc_advances(reads(vec![10, 20]), || waited = true).is_ok());
+        assert!(!waited, "a moving TSC needs no second look");
+        assert!(tsc_advances(reads(vec![5, 5, 9]), || waited = true).is_ok());
+        assert!(waited);
+        assert!(matches!(
+            tsc_advances(reads(vec![0, 0, 0]), || ()),
+            Err(BootError::TscNotKept)
+        ));
+        assert!(matches!(
+            tsc_advances(reads(vec![7, 7, 7]), || ()),
+            Err(BootError::TscNotKept)
+        ));
+        assert!(matches!(
+            tsc_advances(reads(vec![1]), || ()),
+            Err(BootError::Msr(MSR_IA32_TSC))
+        ));
+    }
 
     #[test]
     fn mtrr_default_is_write_back_and_enabled() {
