@@ -77,9 +77,16 @@ fn kvm_view(vmm: u32) -> String {
             .status();
     }
     let prefix = format!("{vmm}-");
-    for vm in dir_entries(debugfs).filter(|p| file_name_starts(p, &prefix)) {
-        for vcpu in dir_entries(&vm).filter(|p| file_name_starts(p, "vcpu")) {
-            for entry in dir_entries(&vcpu) {
+    let named = |dir: &Path, prefix: &str| -> Vec<PathBuf> {
+        crate::dir_names(dir)
+            .into_iter()
+            .filter(|name| name.starts_with(prefix))
+            .map(|name| dir.join(name))
+            .collect()
+    };
+    for vm in named(debugfs, &prefix) {
+        for vcpu in named(&vm, "vcpu") {
+            for entry in named(&vcpu, "") {
                 if let Ok(value) = fs::read_to_string(&entry) {
                     out.push_str(&format!("  {}: {}\n", entry.display(), value.trim()));
                 }
@@ -96,9 +103,7 @@ fn kvm_view(vmm: u32) -> String {
             .status();
     }
     let write = |name: &str, value: &str| fs::write(tracing.join(name), value);
-    let threads: Vec<String> = dir_entries(Path::new(&format!("/proc/{vmm}/task")))
-        .filter_map(|t| t.file_name()?.to_str().map(String::from))
-        .collect();
+    let threads = crate::dir_names(Path::new(&format!("/proc/{vmm}/task")));
     let started = write("trace", "")
         .and_then(|()| write("set_event_pid", &threads.join(" ")))
         .and_then(|()| {
@@ -129,23 +134,6 @@ fn kvm_view(vmm: u32) -> String {
         }
     }
     out
-}
-
-fn dir_entries(dir: &Path) -> impl Iterator<Item = PathBuf> {
-    let mut entries: Vec<PathBuf> = fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    entries.sort();
-    entries.into_iter()
-}
-
-fn file_name_starts(path: &Path, prefix: &str) -> bool {
-    path.file_name()
-        .and_then(OsStr::to_str)
-        .is_some_and(|name| name.starts_with(prefix))
 }
 
 /// `pid` and every process below it, parents first.

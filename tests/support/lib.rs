@@ -1005,7 +1005,7 @@ pub fn processes_named(names: &[&str]) -> Vec<String> {
 }
 
 /// The entries of a directory (none if it does not exist), sorted.
-fn dir_names(dir: &Path) -> Vec<String> {
+pub(crate) fn dir_names(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = fs::read_dir(dir)
         .into_iter()
         .flatten()
