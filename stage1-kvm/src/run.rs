@@ -74,13 +74,20 @@ pub fn run(args: &RunArgs) -> Result<i32, Stage1Error> {
     }
     // The jailed VMM process starts now, in the pod's network namespace, and sets itself up
     // while the output and status listeners start and the warm-start cache is looked at.
+    let network_namespace = network
+        .as_ref()
+        .map(net::PodNetwork::namespace)
+        .transpose()?;
     let plan = JailPlan::new(
         &args.uuid,
         &pod.dir,
         &run_dir.jail,
-        network.as_ref(),
+        network_namespace,
         args.debug,
     );
+    // Shared with the early stop, which releases the network while the stopped VMM dies.
+    let had_network = network.is_some();
+    let network = Arc::new(Mutex::new(network));
     plan.start_standby(&config);
     timeline.mark("start the jailed VMM process");
     if args.debug {
@@ -128,20 +135,22 @@ pub fn run(args: &RunArgs) -> Result<i32, Stage1Error> {
             statuses.all_reported(),
             router.ended_streams(),
             plan.stopper(),
+            Arc::clone(&network),
             Arc::clone(&vm_ended),
             args.debug.then(crate::timing::rkt_started_at).flatten(),
         )
     });
     let outcome = run_vm(&plan, config, &pod, args, &mut timeline);
+    let vm_ended_at = std::time::Instant::now();
     vm_ended.store(true, Ordering::Relaxed);
+    // The early stop may still be releasing the network (below).
     if let Some(watcher) = early_stop {
         let _ = watcher.join();
     }
     drop(plan);
-    let vm_ended_at = std::time::Instant::now();
-    // CNI DEL, the namespace and the taps go now, before the statuses are read.
-    let had_network = network.is_some();
-    drop(network);
+    // CNI DEL, the namespace and the taps go now, before the statuses are read, unless the
+    // early stop has already released them.
+    release_network(&network);
     for (index, at) in router.app_start_times() {
         let app = apps.get(index).map_or("?", String::as_str);
         timeline.mark_at(format!("boot the guest and start app {app}"), at);
@@ -202,12 +211,14 @@ fn pod_end(pod_over: bool, streams_ended: bool, all_reported_for: Option<Duratio
 /// instead of waiting for the guest kernel's reboot. Nothing of the pod is left in the VM by
 /// then. The thread ends with the VM (`vm_ended`). A guest that never says the pod is over
 /// only loses the shortcut, unless every app's status is in: then it gets `POD_END_LIMIT`,
-/// after which its VM is stopped, with a warning (the pod's exit status is the apps').
+/// after which its VM is stopped, with a warning (the pod's exit status is the apps'). Either
+/// way the pod's network is released right after the kill ([`release_network`]).
 fn stop_when_pod_over(
     pod_over: Arc<AtomicBool>,
     all_reported: Arc<AtomicBool>,
     streams: crate::output::EndedStreams,
     stopper: Arc<vmm_process::VmStopper>,
+    network: Arc<Mutex<Option<net::PodNetwork>>>,
     vm_ended: Arc<AtomicBool>,
     debug_timing_origin: Option<f64>,
 ) -> std::thread::JoinHandle<()> {
@@ -228,6 +239,7 @@ fn stop_when_pod_over(
                         crate::timing::mark_since(origin, "the pod is over: stopping the VM");
                     }
                     stopper.stop();
+                    release_network(&network);
                     return;
                 }
                 PodEnd::Wedged => {
@@ -237,11 +249,23 @@ fn stop_when_pod_over(
                          stopping its VM; what the apps had not yet written back may be lost"
                     );
                     stopper.stop();
+                    release_network(&network);
                     return;
                 }
             }
         }
     })
+}
+
+/// Releases the pod's network (CNI DEL, its namespace and taps) if nobody has yet. The early
+/// stop calls it right after sending the VMM SIGKILL, so the plugins' DEL runs while the kernel
+/// tears the dead VMM down (KVM's and the memory's teardown take tens of milliseconds). The
+/// guest cannot send a packet once its vCPUs have taken the signal, which they do within
+/// moments, long before the first plugin has even started. `run` calls it once the VMM is gone,
+/// for every other way a VM ends.
+fn release_network(network: &Mutex<Option<net::PodNetwork>>) {
+    let taken = network.lock().unwrap_or_else(|p| p.into_inner()).take();
+    drop(taken);
 }
 
 /// The pod's exit code from how the VM ended and the apps' status files.

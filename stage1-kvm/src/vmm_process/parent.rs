@@ -20,7 +20,6 @@ use super::protocol::{Action, Outcome, Reply, Request, MAX_MESSAGE, REPLY_FD};
 use super::stopper::{kill_through, pidfd_of_child, VmStopper};
 use super::CHILD_ARG;
 use crate::error::Stage1Error;
-use crate::net::PodNetwork;
 
 /// The cgroup group every VMM's cgroup is made in, under the unified hierarchy's root.
 pub const CGROUP_GROUP: &str = "rkt-kvm";
@@ -43,7 +42,10 @@ pub struct JailPlan<'a> {
     pub pod_dir: &'a Path,
     /// The host directory the jail's root is mounted on (`RunDir::jail`).
     pub jail_dir: &'a Path,
-    pub network: Option<&'a PodNetwork>,
+    /// The pod's network namespace (`--net` other than none), which every VMM process of the
+    /// plan joins. Held open, not borrowed from the `PodNetwork`: the network may be released
+    /// (CNI DEL) while the last VMM is still dying (`run`'s early stop).
+    pub network_namespace: Option<OwnedFd>,
     pub debug: bool,
     /// A VMM process started ahead of its request ([`JailPlan::start_standby`]), which the
     /// next [`JailPlan::run`] takes.
@@ -57,14 +59,14 @@ impl<'a> JailPlan<'a> {
         uuid: &'a str,
         pod_dir: &'a Path,
         jail_dir: &'a Path,
-        network: Option<&'a PodNetwork>,
+        network_namespace: Option<OwnedFd>,
         debug: bool,
     ) -> JailPlan<'a> {
         JailPlan {
             uuid,
             pod_dir,
             jail_dir,
-            network,
+            network_namespace,
             debug,
             standby: Mutex::new(None),
             stopper: Arc::default(),
@@ -121,6 +123,8 @@ impl<'a> JailPlan<'a> {
 /// dropped before it served one.
 struct VmmProcess {
     cgroup: Option<Cgroup>,
+    /// [`pod_memory_backed_bytes`], for the action's own limits.
+    memory_backed: u64,
     /// The thread that started the child and waits for it (the child's parent-death signal
     /// is tied to it).
     launcher: Option<JoinHandle<Result<ExitStatus, Stage1Error>>>,
@@ -147,12 +151,13 @@ impl VmmProcess {
                 "creating {}",
                 plan.jail_dir.display()
             )))?;
+        let memory_backed = pod_memory_backed_bytes(config, plan.pod_dir);
         let largest = cgroup_limits(
             config,
             &Action::MakeSnapshot {
                 dir: PathBuf::new(),
             },
-            plan.pod_dir,
+            memory_backed,
         );
         let cgroup = Cgroup::create(
             Path::new(jail::cgroup::CGROUP_ROOT),
@@ -161,7 +166,16 @@ impl VmmProcess {
             largest,
         )
         .map_err(|e| Stage1Error::Unsupported(e.to_string()))?;
-        let netns = plan.network.map(PodNetwork::namespace).transpose()?;
+        let netns = match plan.network_namespace.as_ref().map(OwnedFd::try_clone) {
+            Some(Err(err)) => {
+                let _ = cgroup.remove();
+                return Err(Stage1Error::Network(format!(
+                    "cannot hold the pod's network namespace for its VMM: {err}"
+                )));
+            }
+            Some(Ok(fd)) => Some(fd),
+            None => None,
+        };
         let (started_tx, started_rx) = mpsc::channel();
         let launcher = std::thread::Builder::new()
             .name("vmm-launcher".into())
@@ -188,6 +202,7 @@ impl VmmProcess {
         };
         let process = VmmProcess {
             cgroup: Some(cgroup),
+            memory_backed,
             launcher: Some(launcher),
             pid: started.pid,
             pidfd: started.pidfd,
@@ -230,7 +245,7 @@ impl VmmProcess {
         config: &mut VmConfig,
     ) -> Result<Reply, Stage1Error> {
         let seccomp_log_only = seccomp_log_only()?;
-        let limits = cgroup_limits(config, &action, plan.pod_dir);
+        let limits = cgroup_limits(config, &action, self.memory_backed);
         if let Some(cgroup) = &mut self.cgroup {
             cgroup
                 .set_limits(limits)
@@ -558,16 +573,27 @@ fn relay_console(
 ///
 /// What the pod writes to a memory-backed file system (tmpfs) stays in memory, charged to the
 /// VMM whose virtio-fs thread wrote it; on a disk it would be page cache the kernel can
-/// reclaim. The pod writes into its own directory `pod_dir` (its overlay upper layers or
-/// copied images, whichever share they are reached through) and into its writable volumes:
-/// each distinct tmpfs among those adds its size once. The pod may fill it as it could fill a
+/// reclaim. The pod writes into its own directory (its overlay upper layers or copied images,
+/// whichever share they are reached through) and into its writable volumes: each distinct
+/// tmpfs among those adds its size once (`memory_backed`, from [`pod_memory_backed_bytes`]).
+/// The pod may fill it as it could fill a
 /// disk, and the limit still holds the VMM itself to guest RAM and overhead beyond that.
 /// (Without it, a postgres pod whose data directory was on a tmpfs was killed.)
-pub fn cgroup_limits(config: &VmConfig, action: &Action, pod_dir: &Path) -> CgroupLimits {
+pub fn cgroup_limits(config: &VmConfig, action: &Action, memory_backed: u64) -> CgroupLimits {
     let guest = match action {
         Action::MakeSnapshot { .. } => 2 * config.mem_mib,
         Action::Boot | Action::Restore { .. } => config.mem_mib,
     };
+    CgroupLimits {
+        memory_max: ((guest + MEMORY_OVERHEAD_MIB) << 20).saturating_add(memory_backed),
+        pids_max: PIDS_BASE + u64::from(config.vcpus) + config.shares.len() as u64,
+    }
+}
+
+/// What the pod may write into memory ([`cgroup_limits`]' `memory_backed`): the sizes of the
+/// distinct tmpfs file systems among `pod_dir` and the writable shares. Looked at once per
+/// VMM process: the set-up limits and the action's own use the same figure.
+pub fn pod_memory_backed_bytes(config: &VmConfig, pod_dir: &Path) -> u64 {
     let written = std::iter::once(pod_dir).chain(
         config
             .shares
@@ -575,11 +601,7 @@ pub fn cgroup_limits(config: &VmConfig, action: &Action, pod_dir: &Path) -> Cgro
             .filter(|share| !share.read_only)
             .map(|share| share.host_dir.as_path()),
     );
-    CgroupLimits {
-        memory_max: ((guest + MEMORY_OVERHEAD_MIB) << 20)
-            .saturating_add(memory_backed_bytes(written)),
-        pids_max: PIDS_BASE + u64::from(config.vcpus) + config.shares.len() as u64,
-    }
+    memory_backed_bytes(written)
 }
 
 /// The sizes of the distinct tmpfs file systems among `dirs`. ramfs has no size and adds
@@ -662,11 +684,11 @@ mod tests {
         config.mem_mib = 256;
         config.vcpus = 2;
         config.shares = vec![ShareConfig::new("pod", "/x", false)];
-        let limits = cgroup_limits(&config, &Action::Boot, Path::new("/x"));
+        let limits = cgroup_limits(&config, &Action::Boot, 0);
         assert_eq!(limits.memory_max, (256 + MEMORY_OVERHEAD_MIB) << 20);
         let snapshot = Action::MakeSnapshot { dir: "/s".into() };
         assert_eq!(
-            cgroup_limits(&config, &snapshot, Path::new("/x")).memory_max,
+            cgroup_limits(&config, &snapshot, 0).memory_max,
             (512 + MEMORY_OVERHEAD_MIB) << 20
         );
         assert_eq!(limits.pids_max, PIDS_BASE + 3);
@@ -707,19 +729,29 @@ mod tests {
         ];
         // The pod directory and a volume on the same tmpfs: counted once.
         assert_eq!(
-            cgroup_limits(&config, &Action::Boot, &a).memory_max,
+            cgroup_limits(&config, &Action::Boot, pod_memory_backed_bytes(&config, &a)).memory_max,
             base + tmpfs_bytes
         );
         if !disk_is_tmpfs {
             // Only the volume on the tmpfs.
             assert_eq!(
-                cgroup_limits(&config, &Action::Boot, disk.path()).memory_max,
+                cgroup_limits(
+                    &config,
+                    &Action::Boot,
+                    pod_memory_backed_bytes(&config, disk.path())
+                )
+                .memory_max,
                 base + tmpfs_bytes
             );
             // Nothing on a tmpfs (a read-only share there does not count).
             config.shares = vec![ShareConfig::new("ro", &b, true)];
             assert_eq!(
-                cgroup_limits(&config, &Action::Boot, disk.path()).memory_max,
+                cgroup_limits(
+                    &config,
+                    &Action::Boot,
+                    pod_memory_backed_bytes(&config, disk.path())
+                )
+                .memory_max,
                 base
             );
         }
