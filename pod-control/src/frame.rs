@@ -28,6 +28,10 @@ pub enum FrameKind {
     Exit,
     /// Guest to host, on the status stream (host port `STATUS_PORT`): JSON `AppStatus`.
     Status,
+    /// Guest to host, on the status stream, at most once: guest-init's control server listens
+    /// (guest port `CONTROL_PORT`), so the pod can be entered and stopped; the
+    /// host marks the pod ready (`rkt status --wait-ready`). Empty payload.
+    Ready,
 }
 
 impl FrameKind {
@@ -42,6 +46,7 @@ impl FrameKind {
             FrameKind::Resize => 7,
             FrameKind::Exit => 8,
             FrameKind::Status => 9,
+            FrameKind::Ready => 10,
         }
     }
 
@@ -56,6 +61,7 @@ impl FrameKind {
             7 => FrameKind::Resize,
             8 => FrameKind::Exit,
             9 => FrameKind::Status,
+            10 => FrameKind::Ready,
             _ => return None,
         })
     }
@@ -159,6 +165,29 @@ mod tests {
         );
         assert_eq!(read_frame(&mut reader).unwrap().unwrap().payload.len(), 10);
         assert!(read_frame(&mut reader).unwrap().is_none());
+    }
+
+    #[test]
+    fn every_kind_has_its_own_byte() {
+        let kinds = [
+            FrameKind::Request,
+            FrameKind::Response,
+            FrameKind::Stdin,
+            FrameKind::StdinEnd,
+            FrameKind::Stdout,
+            FrameKind::Stderr,
+            FrameKind::Resize,
+            FrameKind::Exit,
+            FrameKind::Status,
+            FrameKind::Ready,
+        ];
+        let mut bytes: Vec<u8> = kinds.iter().map(|kind| kind.to_byte()).collect();
+        for (kind, byte) in kinds.iter().zip(&bytes) {
+            assert_eq!(FrameKind::from_byte(*byte), Some(*kind));
+        }
+        bytes.sort_unstable();
+        bytes.dedup();
+        assert_eq!(bytes.len(), kinds.len());
     }
 
     #[test]

@@ -110,7 +110,17 @@ pub fn run(args: &RunArgs) -> Result<i32, Stage1Error> {
             config.kernel.cmdline
         );
     }
-    let statuses = StatusReceiver::start(socket, &apps, &pod.status_dir())?;
+    let stage1_rootfs = pod.stage1_rootfs();
+    let statuses = StatusReceiver::start(
+        socket,
+        &apps,
+        &pod.status_dir(),
+        Box::new(move || {
+            if let Err(err) = control::ready::mark_ready(&stage1_rootfs) {
+                eprintln!("stage1-kvm: cannot mark the pod ready (rkt status --wait-ready): {err}");
+            }
+        }),
+    )?;
     let router = Router::start(
         socket,
         &apps,
@@ -121,7 +131,6 @@ pub fn run(args: &RunArgs) -> Result<i32, Stage1Error> {
     )?;
     timeline.mark("start the output and status listeners");
     let vm_ended = Arc::new(AtomicBool::new(false));
-    control::ready::watch(socket.clone(), pod.stage1_rootfs(), Arc::clone(&vm_ended));
     // --interactive: the terminal is raw until we return, whichever way we return.
     let _raw = args.interactive.then(RawMode::enter).flatten();
     let attach = args

@@ -5,6 +5,10 @@
 //! The pod exits with the first app (in manifest order) whose status is not 0, else 0. An app
 //! without a report means the guest did not finish its job: a stage1 error (254).
 //!
+//! The same stream carries guest-init's `Ready` frame, sent once its control server listens:
+//! the pod can be entered and stopped, and the caller's `on_ready` marks it so (the ready link
+//! of `rkt status --wait-ready`). Only the first counts.
+//!
 //! The guest is hostile: one connection is accepted and the listener is then closed (an app
 //! cannot connect later and forge a status); frames are bounded (`pod_control::frame`); a
 //! report for an app the pod does not have, or a second one for the same app, is ignored.
@@ -30,6 +34,9 @@ use crate::vsock::port_path;
 /// The statuses received so far, by app name.
 type Statuses = Arc<Mutex<BTreeMap<String, u8>>>;
 
+/// What to do when guest-init says the pod is ready (run at most once, on the reader thread).
+pub type OnReady = Box<dyn FnOnce() + Send>;
+
 /// Receives guest-init's reports for the pod's lifetime.
 pub struct StatusReceiver {
     thread: JoinHandle<()>,
@@ -45,11 +52,12 @@ pub struct StatusReceiver {
 
 impl StatusReceiver {
     /// Listens on `<socket>_<STATUS_PORT>` (before the VM boots) for the reports of `apps`,
-    /// writing each into `status_dir`.
+    /// writing each into `status_dir`, and runs `on_ready` at guest-init's first `Ready`.
     pub fn start(
         socket: &Path,
         apps: &[String],
         status_dir: &Path,
+        on_ready: OnReady,
     ) -> Result<StatusReceiver, Stage1Error> {
         fs::create_dir_all(status_dir).map_err(Stage1Error::io(format!(
             "creating {}",
@@ -75,6 +83,7 @@ impl StatusReceiver {
             status_dir: status_dir.to_path_buf(),
             statuses: Arc::clone(&statuses),
             stream: Arc::clone(&stream),
+            on_ready: Some(on_ready),
         };
         Ok(StatusReceiver {
             thread: std::thread::spawn(move || reader.run()),
@@ -128,10 +137,11 @@ struct Reader {
     status_dir: PathBuf,
     statuses: Statuses,
     stream: Arc<Mutex<Option<UnixStream>>>,
+    on_ready: Option<OnReady>,
 }
 
 impl Reader {
-    fn run(self) {
+    fn run(mut self) {
         let accepted = accept_or_wake(&self.listener, &self.wake);
         // One connection only: nobody else may report.
         drop(self.listener);
@@ -144,6 +154,12 @@ impl Reader {
         }
         // A broken frame ends the stream: what arrived before it stands.
         while let Ok(Some(frame)) = read_frame(&mut stream) {
+            if frame.kind == FrameKind::Ready {
+                if let Some(on_ready) = self.on_ready.take() {
+                    on_ready();
+                }
+                continue;
+            }
             if frame.kind != FrameKind::Status {
                 break;
             }
@@ -221,6 +237,43 @@ mod tests {
         names.iter().map(|n| n.to_string()).collect()
     }
 
+    fn no_ready() -> OnReady {
+        Box::new(|| {})
+    }
+
+    #[test]
+    fn the_first_ready_frame_marks_the_pod_ready_and_statuses_still_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("vsock");
+        let status_dir = dir.path().join("s");
+        let readies = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = Arc::clone(&readies);
+        let receiver = StatusReceiver::start(
+            &socket,
+            &apps(&["a"]),
+            &status_dir,
+            Box::new(move || {
+                counted.fetch_add(1, Ordering::SeqCst);
+            }),
+        )
+        .unwrap();
+        let mut guest_init =
+            UnixStream::connect(port_path(&socket, pod_control::ports::STATUS_PORT)).unwrap();
+        // A hostile guest repeats it: marked once.
+        write_frame(&mut guest_init, FrameKind::Ready, b"").unwrap();
+        write_frame(&mut guest_init, FrameKind::Ready, b"").unwrap();
+        report(&mut guest_init, "a", 5);
+        guest_init.shutdown(std::net::Shutdown::Write).unwrap();
+        // The host closes the stream once it has every status and the guest's end.
+        guest_init
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        assert_eq!(guest_init.read(&mut [0u8; 1]).unwrap(), 0);
+        let statuses = receiver.finish(Duration::from_secs(5));
+        assert_eq!(statuses.get("a"), Some(&5));
+        assert_eq!(readies.load(Ordering::SeqCst), 1);
+    }
+
     fn report(stream: &mut UnixStream, app: &str, status: u8) {
         let payload = AppStatus {
             app: app.into(),
@@ -254,7 +307,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("vsock");
         let status_dir = dir.path().join("status");
-        let receiver = StatusReceiver::start(&socket, &apps(&["web", "db"]), &status_dir).unwrap();
+        let receiver =
+            StatusReceiver::start(&socket, &apps(&["web", "db"]), &status_dir, no_ready()).unwrap();
         let listener_path = port_path(&socket, pod_control::ports::STATUS_PORT);
         let mut guest_init = UnixStream::connect(&listener_path).unwrap();
         report(&mut guest_init, "web", 3);
@@ -298,7 +352,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("vsock");
         let status_dir = dir.path().join("s");
-        let receiver = StatusReceiver::start(&socket, &apps(&["a", "b"]), &status_dir).unwrap();
+        let receiver =
+            StatusReceiver::start(&socket, &apps(&["a", "b"]), &status_dir, no_ready()).unwrap();
         let mut guest_init =
             UnixStream::connect(port_path(&socket, pod_control::ports::STATUS_PORT)).unwrap();
         report(&mut guest_init, "a", 0);
@@ -318,7 +373,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("vsock");
         let receiver =
-            StatusReceiver::start(&socket, &apps(&["a"]), &dir.path().join("s")).unwrap();
+            StatusReceiver::start(&socket, &apps(&["a"]), &dir.path().join("s"), no_ready())
+                .unwrap();
         let started = Instant::now();
         assert!(receiver.finish(Duration::from_secs(5)).is_empty());
         assert!(started.elapsed() < Duration::from_secs(2));

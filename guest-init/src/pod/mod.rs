@@ -323,6 +323,9 @@ pub fn run(params: &PodParams, reporter: &Reporter) -> u8 {
     };
     let mut supervisor = Supervisor::new(plans);
     let mut control = Control::start(interactive, &|line| log.error(&line));
+    if control.listening() {
+        launcher.statuses.ready(&log);
+    }
     // An interactive pod's app starts when the host has attached to its terminal.
     let mut started = !interactive;
     if started {
@@ -754,6 +757,17 @@ impl Statuses {
         nix::unistd::sync();
         log.step(format_args!("pod: file systems synced; the pod is over"));
         self.reporter.finish();
+    }
+
+    /// Tells the host the pod can be entered and stopped; a failure is said on the console
+    /// (the pod then never reads as ready; its apps' statuses cannot reach the host either).
+    fn ready(&mut self, log: &Log) {
+        match self.reporter.ready() {
+            Ok(()) => log.step(format_args!("control server listening; ready reported")),
+            Err(error) => log.error(&format_args!(
+                "cannot report to the host that the pod is ready: {error}"
+            )),
+        }
     }
 
     /// Reports app `name`'s status; a failure is said on the console (the host then reports

@@ -1,7 +1,8 @@
 //! Reporting the apps' exit statuses to the host (`pod_control::status`): one vsock stream to
 //! host port `STATUS_PORT`, connected before any app starts (the host accepts exactly one
-//! connection there, so no app can report in our place), one `Status` frame per app as soon
-//! as its status is known. The host writes rkt's status files from these reports.
+//! connection there, so no app can report in our place), one `Ready` frame once guest-init's
+//! control server listens, one `Status` frame per app as soon as its status is known. The host
+//! writes rkt's status files from these reports, and its ready link from the first.
 //!
 //! At the end of the pod, [`StatusReporter::finish`] half-closes the stream and waits until
 //! the host has closed its side (it does once it holds every app's status), so the reports
@@ -60,6 +61,24 @@ impl StatusReporter {
         sent
     }
 
+    /// Tells the host that guest-init's control server listens (`FrameKind::Ready`): the pod
+    /// can be entered and stopped from now on. Sent once, before any app starts; pushed rather
+    /// than found by the host's pings, which cost the guest a connection (and the host its
+    /// CPU) every tenth of a second while the pod was being set up.
+    pub fn ready(&mut self) -> std::io::Result<()> {
+        let Some(stream) = &mut self.stream else {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotConnected,
+                "no status stream to the host",
+            ));
+        };
+        let sent = write_frame(stream, FrameKind::Ready, &[]).and_then(|()| stream.flush());
+        if sent.is_err() {
+            self.stream = None;
+        }
+        sent
+    }
+
     /// Ends the stream and waits (at most [`CONFIRM_TIMEOUT`]) for the host to close it.
     pub fn finish(mut self) {
         let Some(mut stream) = self.stream.take() else {
@@ -101,9 +120,12 @@ mod tests {
         let mut reporter = StatusReporter {
             stream: Some(File::from(OwnedFd::from(ours))),
         };
+        reporter.ready().unwrap();
         reporter.report("web", 42).unwrap();
         reporter.report("db", 0).unwrap();
         let host_side = std::thread::spawn(move || {
+            let first = pod_control::read_frame(&mut host).unwrap().unwrap();
+            assert_eq!((first.kind, first.payload.len()), (FrameKind::Ready, 0));
             let mut seen = Vec::new();
             while let Ok(Some(frame)) = pod_control::read_frame(&mut host) {
                 assert_eq!(frame.kind, FrameKind::Status);
@@ -130,6 +152,7 @@ mod tests {
             ]
         );
         let mut nowhere = StatusReporter::none();
+        assert!(nowhere.ready().is_err());
         assert!(nowhere.report("x", 1).is_err());
         nowhere.finish();
     }

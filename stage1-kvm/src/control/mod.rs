@@ -4,7 +4,7 @@
 //! - `client`: the `CONNECT 1` handshake and one request/response;
 //! - `terminal`: the host terminal in raw mode (restored on drop), its size;
 //! - `session`: relaying stdin/stdout/stderr of an `enter` or `--interactive` session;
-//! - `ready`: `rkt/supervisor-status -> ready` once the guest answers (for `run`);
+//! - `ready`: `rkt/supervisor-status -> ready` once guest-init says its server listens (`run`);
 //! - `attach`: `run --interactive`'s terminal session;
 //! - `enter`, `stop`: the `enter_kvm` and `stop_kvm` entrypoints.
 

@@ -124,6 +124,11 @@ impl Control {
         }
     }
 
+    /// Whether the control server listens (`rkt enter` and `rkt stop` can reach the pod).
+    pub fn listening(&self) -> bool {
+        self.listener.is_some()
+    }
+
     /// Waits for the next event, at most `timeout` (`None`: as long as it takes). With
     /// `children_expected` false, having no children at all is not an error (an interactive
     /// pod before its attach).
