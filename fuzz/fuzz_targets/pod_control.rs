@@ -73,7 +73,12 @@ fn check_payload(kind: FrameKind, payload: &[u8]) {
                 assert_eq!(AppStatus::from_json(&status.to_json()), Some(status));
             }
         }
-        FrameKind::Stdin | FrameKind::StdinEnd | FrameKind::Stdout | FrameKind::Stderr => {}
+        // Raw bytes, or nothing the host reads (Ready's payload is ignored).
+        FrameKind::Stdin
+        | FrameKind::StdinEnd
+        | FrameKind::Stdout
+        | FrameKind::Stderr
+        | FrameKind::Ready => {}
     }
 }
 
