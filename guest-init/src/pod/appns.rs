@@ -63,7 +63,7 @@ impl AppNamespace {
         let (go_read, go_write) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io_error)?;
         // SAFETY: guest-init is single-threaded (main.rs).
-        match unsafe { pid_ns.fork_in() }.map_err(AppNsError::Create)? {
+        match unsafe { pid_ns.fork_in(None) }.map_err(AppNsError::Create)? {
             ForkResult::Child => {
                 drop((result_read, go_write));
                 helper(root, mask, result_write, go_read)

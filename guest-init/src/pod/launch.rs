@@ -11,7 +11,7 @@
 use std::ffi::{CString, OsStr};
 use std::fs::OpenOptions;
 use std::io::{self, Write};
-use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -39,7 +39,8 @@ pub struct ProcessSpec<'a> {
     pub identity: &'a Identity,
     /// Absolute, inside the root.
     pub working_dir: &'a str,
-    /// The app's `cgroup.procs`, joined before exec.
+    /// The app's `cgroup.procs`: the process is cloned into that cgroup (fork.rs), or joins it
+    /// before exec when its directory cannot be opened.
     pub cgroup_procs: Option<&'a Path>,
     /// The process's stdin; `None`: /dev/null.
     pub stdin: Option<BorrowedFd<'a>>,
@@ -77,18 +78,36 @@ pub fn launch(spec: &ProcessSpec) -> Result<Pid, InitError> {
             .iter()
             .map(OsStr::new),
     );
+    // The process is cloned straight into its cgroup (fork.rs says why). If the cgroup's
+    // directory cannot be opened, the child joins it by `cgroup.procs` and says why it could
+    // not, as it always did.
+    let cgroup_dir = spec.cgroup_procs.and_then(|procs| {
+        let dir = procs.parent()?;
+        nix::fcntl::open(
+            dir,
+            nix::fcntl::OFlag::O_PATH
+                | nix::fcntl::OFlag::O_DIRECTORY
+                | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .ok()
+        // SAFETY: open(2) just returned this descriptor, owned by nobody else.
+        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
+    });
+    let cgroup = cgroup_dir.as_ref().map(AsFd::as_fd);
     // guest-init and its handler processes are single-threaded (see main.rs), so the child is
     // a complete copy of a consistent process: no lock can be held by a thread that does not
-    // exist in the child.
+    // exist in the child. The child keeps to fork.rs's rules: plain system calls, then exec or
+    // _exit.
     let forked = match spec.namespaces {
         // SAFETY: single-threaded caller, as `fork_in` requires (above).
-        Some(namespaces) => unsafe { namespaces.pid.fork_in() },
+        Some(namespaces) => unsafe { namespaces.pid.fork_in(cgroup) },
         // SAFETY: single-threaded caller (above).
-        None => unsafe { nix::unistd::fork() }.map_err(io::Error::from),
+        None => unsafe { super::fork::fork(cgroup) },
     };
     match forked {
         Ok(ForkResult::Parent { child }) => Ok(child),
-        Ok(ForkResult::Child) => child(spec, argv, envp),
+        Ok(ForkResult::Child) => child(spec, argv, envp, cgroup.is_some()),
         Err(source) => Err(InitError::ProcessCreation {
             path: spec.argv.first().map(Into::into).unwrap_or_default(),
             source,
@@ -102,8 +121,13 @@ fn c_strings<'a>(strings: impl Iterator<Item = &'a OsStr>) -> Option<Vec<CString
     strings.map(|s| CString::new(s.as_bytes()).ok()).collect()
 }
 
-/// The child's side; never returns.
-fn child(spec: &ProcessSpec, argv: Option<Vec<CString>>, envp: Option<Vec<CString>>) -> ! {
+/// The child's side; never returns. `in_cgroup`: it was cloned into its cgroup already.
+fn child(
+    spec: &ProcessSpec,
+    argv: Option<Vec<CString>>,
+    envp: Option<Vec<CString>>,
+    in_cgroup: bool,
+) -> ! {
     // The console as guest-init has it, for failure messages: opened before the chroot.
     let console = crate::console::open_console().ok();
     let fail = |error: &dyn std::fmt::Display, status: u8| -> ! {
@@ -124,7 +148,7 @@ fn child(spec: &ProcessSpec, argv: Option<Vec<CString>>, envp: Option<Vec<CStrin
         unsafe { libc::_exit(i32::from(status)) }
     };
 
-    if let Err(error) = enter(spec) {
+    if let Err(error) = enter(spec, in_cgroup) {
         fail(&error, STATUS_SETUP_FAILED);
     }
     let (Some(argv), Some(envp)) = (argv, envp) else {
@@ -181,11 +205,11 @@ fn child(spec: &ProcessSpec, argv: Option<Vec<CString>>, envp: Option<Vec<CStrin
 }
 
 /// Session, signals, cgroup, stdio, root: everything done as root before the identity drops.
-fn enter(spec: &ProcessSpec) -> io::Result<()> {
+fn enter(spec: &ProcessSpec, in_cgroup: bool) -> io::Result<()> {
     // Its own session, so the app and its children can be signalled as a group.
     nix::unistd::setsid()?;
     reset_signals();
-    if let Some(procs) = spec.cgroup_procs {
+    if let Some(procs) = spec.cgroup_procs.filter(|_| !in_cgroup) {
         std::fs::write(procs, "0").map_err(|error| {
             io::Error::new(
                 error.kind(),

@@ -22,6 +22,7 @@ mod caps;
 mod cgroup;
 mod control;
 mod env;
+mod fork;
 mod identity;
 mod isolators;
 mod launch;

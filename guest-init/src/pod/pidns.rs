@@ -20,7 +20,7 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use nix::sched::CloneFlags;
 use nix::sys::signal::{SigSet, Signal};
@@ -94,17 +94,17 @@ impl PodPidNamespace {
         })
     }
 
-    /// Forks with the child in the pod's namespace; the caller's namespace for later children
-    /// is restored in the parent before this returns.
+    /// Forks with the child in the pod's namespace (and in `cgroup`, when given: fork.rs); the
+    /// caller's namespace for later children is restored in the parent before this returns.
     ///
     /// # Safety
-    /// As for fork(2): the caller must be single-threaded (guest-init and its handler
-    /// processes are).
-    pub unsafe fn fork_in(&self) -> io::Result<ForkResult> {
+    /// As for [`super::fork::fork`]: the caller must be single-threaded (guest-init and its
+    /// handler processes are).
+    pub unsafe fn fork_in(&self, cgroup: Option<BorrowedFd>) -> io::Result<ForkResult> {
         let own = own_namespace()?;
         nix::sched::setns(self.pod.as_fd(), CloneFlags::CLONE_NEWPID)?;
-        // SAFETY: the caller guarantees a single-threaded process.
-        let forked = unsafe { nix::unistd::fork() };
+        // SAFETY: the caller guarantees a single-threaded process and keeps to fork.rs's rules.
+        let forked = unsafe { super::fork::fork(cgroup) };
         if let Ok(ForkResult::Child) = forked {
             return Ok(ForkResult::Child);
         }
@@ -194,7 +194,7 @@ mod tests {
         crate::pod::testutil::in_child(|| {
             let ns = PodPidNamespace::create().map_err(|e| e.to_string())?;
             // SAFETY: the test child is single-threaded (forked from the test thread).
-            match unsafe { ns.fork_in() }.map_err(|e| e.to_string())? {
+            match unsafe { ns.fork_in(None) }.map_err(|e| e.to_string())? {
                 ForkResult::Child => {
                     // Our pid inside the namespace.
                     let code = if nix::unistd::getpid().as_raw() == 2 {
