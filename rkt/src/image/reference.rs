@@ -125,6 +125,12 @@ const REFERENCE_GRAMMAR: &str = concat!(
 /// The distribution project's limit on a repository name.
 const NAME_MAX: usize = 255;
 
+/// Longer than any reference the grammar and the limits can accept (a registry of up to 253
+/// characters and a port, a repository of `NAME_MAX`, a 128-character tag, a sha512 digest):
+/// refused before it is matched. References come from inside images too (a docker-archive's
+/// `RepoTags`), and matching costs time in proportion to the length.
+const REFERENCE_MAX: usize = 1024;
+
 fn grammar() -> &'static Regex {
     static GRAMMAR: OnceLock<Regex> = OnceLock::new();
     // The pattern is a constant that a unit test compiles; it cannot fail here.
@@ -161,6 +167,15 @@ pub fn parse(spec: &str) -> Result<DockerReference, ReferenceError> {
     };
     if spec.is_empty() {
         return Err(refused("repository name must have at least one component"));
+    }
+    if spec.len() > REFERENCE_MAX {
+        return Err(ReferenceError::Reference {
+            reference: format!("{}...", spec.chars().take(64).collect::<String>()),
+            problem: format!(
+                "a reference of {} bytes is longer than any valid one ({REFERENCE_MAX} at most)",
+                spec.len()
+            ),
+        });
     }
     let parts = grammar()
         .captures(spec)
@@ -381,6 +396,26 @@ mod tests {
             tag: parsed.tag().map(str::to_string),
             digest: parsed.digest().map(str::to_string),
         })
+    }
+
+    #[test]
+    fn an_overlong_reference_is_refused_before_it_is_matched() {
+        let long = format!("{}:latest", "a".repeat(1 << 20));
+        let started = std::time::Instant::now();
+        let err = parse(&long).unwrap_err().to_string();
+        assert!(started.elapsed() < std::time::Duration::from_millis(50));
+        assert!(err.contains("longer than any valid one"), "{err}");
+        assert!(err.len() < 400, "the message quotes only the start: {err}");
+        // The longest valid shape still parses.
+        let registry = format!("{}.example", "r".repeat(240));
+        let valid = format!(
+            "{registry}:5000/{}:{}@sha512:{}",
+            "n".repeat(NAME_MAX),
+            "t".repeat(128),
+            "0".repeat(128)
+        );
+        assert!(valid.len() <= REFERENCE_MAX);
+        assert!(parse(&valid).is_ok(), "{valid}");
     }
 
     #[test]
