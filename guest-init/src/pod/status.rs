@@ -43,22 +43,12 @@ impl StatusReporter {
 
     /// Sends app `app`'s status; an error is returned for the console and ends the stream.
     pub fn report(&mut self, app: &str, status: u8) -> std::io::Result<()> {
-        let Some(stream) = &mut self.stream else {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::NotConnected,
-                "no status stream to the host",
-            ));
-        };
         let payload = AppStatus {
             app: app.to_owned(),
             status,
         }
         .to_json();
-        let sent = write_frame(stream, FrameKind::Status, &payload).and_then(|()| stream.flush());
-        if sent.is_err() {
-            self.stream = None;
-        }
-        sent
+        self.send(FrameKind::Status, &payload)
     }
 
     /// Tells the host that guest-init's control server listens (`FrameKind::Ready`): the pod
@@ -66,13 +56,18 @@ impl StatusReporter {
     /// than found by the host's pings, which cost the guest a connection (and the host its
     /// CPU) every tenth of a second while the pod was being set up.
     pub fn ready(&mut self) -> std::io::Result<()> {
+        self.send(FrameKind::Ready, &[])
+    }
+
+    /// Sends one frame; an error ends the stream (later sends fail at once).
+    fn send(&mut self, kind: FrameKind, payload: &[u8]) -> std::io::Result<()> {
         let Some(stream) = &mut self.stream else {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::NotConnected,
                 "no status stream to the host",
             ));
         };
-        let sent = write_frame(stream, FrameKind::Ready, &[]).and_then(|()| stream.flush());
+        let sent = write_frame(stream, kind, payload).and_then(|()| stream.flush());
         if sent.is_err() {
             self.stream = None;
         }
