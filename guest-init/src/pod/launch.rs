@@ -11,8 +11,9 @@
 use std::ffi::{CString, OsStr};
 use std::fs::OpenOptions;
 use std::io::{self, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use nix::unistd::{ForkResult, Gid, Pid, Uid};
@@ -82,17 +83,11 @@ pub fn launch(spec: &ProcessSpec) -> Result<Pid, InitError> {
     // directory cannot be opened, the child joins it by `cgroup.procs` and says why it could
     // not, as it always did.
     let cgroup_dir = spec.cgroup_procs.and_then(|procs| {
-        let dir = procs.parent()?;
-        nix::fcntl::open(
-            dir,
-            nix::fcntl::OFlag::O_PATH
-                | nix::fcntl::OFlag::O_DIRECTORY
-                | nix::fcntl::OFlag::O_CLOEXEC,
-            nix::sys::stat::Mode::empty(),
-        )
-        .ok()
-        // SAFETY: open(2) just returned this descriptor, owned by nobody else.
-        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
+        OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY)
+            .open(procs.parent()?)
+            .ok()
     });
     let cgroup = cgroup_dir.as_ref().map(AsFd::as_fd);
     // guest-init and its handler processes are single-threaded (see main.rs), so the child is

@@ -576,8 +576,8 @@ fn relay_console(
 /// reclaim. The pod writes into its own directory (its overlay upper layers or copied images,
 /// whichever share they are reached through) and into its writable volumes: each distinct
 /// tmpfs among those adds its size once (`memory_backed`, from [`pod_memory_backed_bytes`]).
-/// The pod may fill it as it could fill a
-/// disk, and the limit still holds the VMM itself to guest RAM and overhead beyond that.
+/// The pod may fill it as it could fill a disk, and the limit still holds the VMM itself to
+/// guest RAM and overhead beyond that.
 /// (Without it, a postgres pod whose data directory was on a tmpfs was killed.)
 pub fn cgroup_limits(config: &VmConfig, action: &Action, memory_backed: u64) -> CgroupLimits {
     let guest = match action {
