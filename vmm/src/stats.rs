@@ -158,6 +158,8 @@ pub struct VmStats {
     pub max_rss_kib: u64,
     /// Guest RAM size, to subtract from the RSS.
     pub guest_mem_mib: u64,
+    /// A restore's mapping of the snapshot's memory ahead of the guest.
+    pub snapshot_prefault: Option<crate::snapshot::Prefault>,
 }
 
 /// User + system CPU time and peak RSS of this process.
@@ -218,6 +220,9 @@ impl VmStats {
         }
         writeln!(out, "vmm.max_rss_kib={}", self.max_rss_kib)?;
         writeln!(out, "vmm.guest_mem_mib={}", self.guest_mem_mib)?;
+        if let Some(prefault) = &self.snapshot_prefault {
+            prefault.write_to(out)?;
+        }
         let pio: u64 = self
             .exits
             .pio_in

@@ -142,7 +142,7 @@ pub(crate) fn restore(config: VmConfig, loaded: &Loaded) -> Result<VmReport, Vmm
     let vm = crate::snapshot::restore_vm(kvm, vm_fd, loaded)?;
     let (events_tx, events_rx) = mpsc::channel();
     let devices = DeviceManager::restored(&vm, &config, events_tx.clone(), loaded)?;
-    let vcpu_fds = crate::snapshot::restore_vcpus(&vm, loaded)?;
+    let (vcpu_fds, prefault) = crate::snapshot::restore_vcpus(&vm, loaded)?;
 
     let vcpus = Supervisor::start(
         started,
@@ -169,7 +169,11 @@ pub(crate) fn restore(config: VmConfig, loaded: &Loaded) -> Result<VmReport, Vmm
     if let Some(error) = handover_error {
         return Err(error);
     }
-    finish(&config, &devices, first_stop, stopped)
+    let mut report = finish(&config, &devices, first_stop, stopped)?;
+    if let Some(stats) = report.stats.as_mut() {
+        stats.snapshot_prefault = Some(prefault);
+    }
+    Ok(report)
 }
 
 /// The start of every build: the host's KVM, a new VM handle, the configuration checked

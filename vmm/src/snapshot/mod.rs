@@ -25,6 +25,7 @@ mod handover;
 mod identity;
 mod kvm_state;
 mod memory_file;
+mod prefault;
 mod tsc;
 
 use std::fs::File;
@@ -44,6 +45,7 @@ pub mod fuzzing {
     pub use super::kvm_state::saved_cpuid;
 }
 pub use handover::{HandoverMessage, ENTROPY_BYTES, HANDOVER_PORT, MAX_HANDOVER_LEN};
+pub use prefault::Prefault;
 
 use crate::builder::{VmOutcome, VmReport};
 use crate::config::VmConfig;
@@ -239,8 +241,9 @@ pub(crate) fn restore_vm(kvm: Kvm, vm_fd: VmFd, loaded: &Loaded) -> Result<Vm, V
     Ok(vm)
 }
 
-/// The vCPUs of a restore, each checked to get the CPUID it had, then the kvmclock.
-pub(crate) fn restore_vcpus(vm: &Vm, loaded: &Loaded) -> Result<Vec<VcpuFd>, VmmError> {
+/// The vCPUs of a restore, each checked to get the CPUID it had, then the kvmclock; last, the
+/// memory file's data mapped ahead of the guest where KVM can (`prefault`).
+pub(crate) fn restore_vcpus(vm: &Vm, loaded: &Loaded) -> Result<(Vec<VcpuFd>, Prefault), VmmError> {
     let count = loaded.state.identity.shape.vcpus;
     let mut fds = Vec::with_capacity(usize::from(count));
     let mut tsc = loaded
@@ -266,7 +269,11 @@ pub(crate) fn restore_vcpus(vm: &Vm, loaded: &Loaded) -> Result<Vec<VcpuFd>, Vmm
         fds.push(vcpu);
     }
     kvm_state::restore_clock(&vm.fd, &loaded.state.vm)?;
-    Ok(fds)
+    let prefault = match fds.first() {
+        Some(vcpu) => prefault::map_ahead(&vm.fd, vcpu, &loaded.memory, vm.layout),
+        None => Prefault::Unsupported,
+    };
+    Ok((fds, prefault))
 }
 
 fn same_cpuid(a: &[kvm_bindings::kvm_cpuid_entry2], b: &[kvm_bindings::kvm_cpuid_entry2]) -> bool {
