@@ -9,8 +9,9 @@
 //!
 //! Only the file's data extents are mapped: holes are pages that were zero at the snapshot,
 //! which the guest may never touch. The mapping is read-only for KVM (the pre-fault is a read),
-//! so the pages stay the page cache's, shared by every VM restored from the same snapshot, and
-//! the VMM's own memory does not grow. It is an optimisation only: when KVM does not offer it
+//! so the pages stay the page cache's, shared by every VM restored from the same snapshot:
+//! nothing is allocated or copied (the guest's first write to a page still copies it, as
+//! without this). It is an optimisation only: when KVM does not offer it
 //! (older kernels, or a KVM whose VM type cannot), or stops partway, the guest faults the rest
 //! in as before and the restore goes on.
 
