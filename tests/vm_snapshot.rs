@@ -9,7 +9,8 @@
 //! refused for another kernel, initramfs or memory size, and when its files are corrupted or
 //! truncated, without leaving the vsock socket behind; a guest that never gets ready is not
 //! saved; where KVM offers KVM_PRE_FAULT_MEMORY (Linux 6.10), a restore maps the snapshot's
-//! memory into KVM's page tables before the guest runs. Needs ordinary KVM: runs inside the emulated KVM host on kvm_pvm machines.
+//! memory into KVM's page tables before the guest runs. Needs ordinary KVM: runs inside the
+//! emulated KVM host on kvm_pvm machines.
 
 use std::fs;
 use std::io::{Read, Write};
@@ -103,6 +104,24 @@ impl World {
         (snap, kib * 1024)
     }
 
+    /// `rkt-vmm --restore-from SNAP --cmdline PARAMS` with this kernel, initramfs and memory.
+    fn restore_command(
+        &self,
+        snap: &Path,
+        socket: &str,
+        kernel: &Path,
+        initrd: &Path,
+        mem: &str,
+        params: &str,
+    ) -> Command {
+        let mut command = self.vmm(kernel, initrd, socket, mem);
+        command
+            .arg("--restore-from")
+            .arg(snap)
+            .args(["--cmdline", params]);
+        command
+    }
+
     fn restore_with(
         &self,
         snap: &Path,
@@ -113,10 +132,7 @@ impl World {
         params: &str,
     ) -> Finished {
         run_with_limit(
-            self.vmm(kernel, initrd, socket, mem)
-                .arg("--restore-from")
-                .arg(snap)
-                .args(["--cmdline", params]),
+            &mut self.restore_command(snap, socket, kernel, initrd, mem, params),
             BOOT_LIMIT,
         )
     }
@@ -267,10 +283,15 @@ fn a_restore_maps_the_snapshots_memory_ahead_of_the_guest_where_kvm_can() {
     let (snap, saved) = world.snapshot_and_size("snap");
     let run = run_with_limit(
         world
-            .vmm(&vmlinux(), &busybox_initramfs(), "pf.sock", MEM)
-            .arg("--restore-from")
-            .arg(&snap)
-            .args(["--cmdline", &share_params("/bin/true"), "--stats"]),
+            .restore_command(
+                &snap,
+                "pf.sock",
+                &vmlinux(),
+                &busybox_initramfs(),
+                MEM,
+                &share_params("/bin/true"),
+            )
+            .arg("--stats"),
         BOOT_LIMIT,
     );
     assert_eq!(run.code(), 0, "{run}");

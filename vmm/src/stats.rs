@@ -12,6 +12,8 @@ use std::time::Duration;
 use vmm_sys_util::ioctl::ioctl;
 use vmm_sys_util::ioctl_io_nr;
 
+use crate::snapshot::Prefault;
+
 const KVMIO: u32 = 0xae;
 ioctl_io_nr!(KVM_GET_STATS_FD, KVMIO, 0xce);
 
@@ -159,7 +161,7 @@ pub struct VmStats {
     /// Guest RAM size, to subtract from the RSS.
     pub guest_mem_mib: u64,
     /// A restore's mapping of the snapshot's memory ahead of the guest.
-    pub snapshot_prefault: Option<crate::snapshot::Prefault>,
+    pub snapshot_prefault: Option<Prefault>,
 }
 
 /// User + system CPU time and peak RSS of this process.
@@ -221,7 +223,7 @@ impl VmStats {
         writeln!(out, "vmm.max_rss_kib={}", self.max_rss_kib)?;
         writeln!(out, "vmm.guest_mem_mib={}", self.guest_mem_mib)?;
         if let Some(prefault) = &self.snapshot_prefault {
-            prefault.write_to(out)?;
+            write_prefault(out, prefault)?;
         }
         let pio: u64 = self
             .exits
@@ -260,9 +262,51 @@ impl VmStats {
     }
 }
 
+/// The `snapshot.prefault*` lines of a restore.
+fn write_prefault(out: &mut dyn Write, prefault: &Prefault) -> io::Result<()> {
+    match prefault {
+        Prefault::Unsupported => writeln!(out, "snapshot.prefault=unsupported"),
+        Prefault::Mapped {
+            bytes,
+            took,
+            stopped,
+        } => {
+            writeln!(out, "snapshot.prefault_bytes={bytes}")?;
+            writeln!(out, "snapshot.prefault_ms={}", ms(*took))?;
+            if let Some(errno) = stopped {
+                let error = io::Error::from_raw_os_error(*errno);
+                writeln!(out, "snapshot.prefault_stopped={error}")?;
+            }
+            Ok(())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prefault_lines_say_what_happened() {
+        let lines = |p: Prefault| {
+            let mut out = Vec::new();
+            write_prefault(&mut out, &p).unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(
+            lines(Prefault::Unsupported),
+            "snapshot.prefault=unsupported\n"
+        );
+        let stopped = lines(Prefault::Mapped {
+            bytes: 8192,
+            took: Duration::from_micros(1500),
+            stopped: Some(libc::ENOENT),
+        });
+        assert!(stopped.starts_with(
+            "snapshot.prefault_bytes=8192\nsnapshot.prefault_ms=1.5\nsnapshot.prefault_stopped="
+        ));
+        assert!(stopped.contains("No such file"), "{stopped}");
+    }
 
     fn desc(flags: u32, size: u16, offset: u32, name: &str, name_size: usize) -> Vec<u8> {
         let mut d = Vec::new();

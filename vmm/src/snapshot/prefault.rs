@@ -16,7 +16,7 @@
 //! in as before and the restore goes on.
 
 use std::fs::File;
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::io::AsRawFd;
 use std::time::{Duration, Instant};
 
@@ -77,32 +77,6 @@ pub fn map_ahead(vm: &VmFd, vcpu: &VcpuFd, memory: &File, layout: RamLayout) -> 
         bytes,
         took: started.elapsed(),
         stopped,
-    }
-}
-
-impl Prefault {
-    /// The `--stats` lines.
-    pub fn write_to(&self, out: &mut dyn Write) -> io::Result<()> {
-        match self {
-            Prefault::Unsupported => writeln!(out, "snapshot.prefault=unsupported"),
-            Prefault::Mapped {
-                bytes,
-                took,
-                stopped,
-            } => {
-                writeln!(out, "snapshot.prefault_bytes={bytes}")?;
-                writeln!(
-                    out,
-                    "snapshot.prefault_ms={:.1}",
-                    took.as_secs_f64() * 1000.0
-                )?;
-                if let Some(errno) = stopped {
-                    let error = io::Error::from_raw_os_error(*errno);
-                    writeln!(out, "snapshot.prefault_stopped={error}")?;
-                }
-                Ok(())
-            }
-        }
     }
 }
 
@@ -225,28 +199,6 @@ mod tests {
             extents.is_empty() || extents == [(0, MIB)],
             "an all-hole file: {extents:?}"
         );
-    }
-
-    #[test]
-    fn stats_lines_say_what_happened() {
-        let lines = |p: Prefault| {
-            let mut out = Vec::new();
-            p.write_to(&mut out).unwrap();
-            String::from_utf8(out).unwrap()
-        };
-        assert_eq!(
-            lines(Prefault::Unsupported),
-            "snapshot.prefault=unsupported\n"
-        );
-        let stopped = lines(Prefault::Mapped {
-            bytes: 8192,
-            took: Duration::from_micros(1500),
-            stopped: Some(libc::ENOENT),
-        });
-        assert!(stopped.starts_with(
-            "snapshot.prefault_bytes=8192\nsnapshot.prefault_ms=1.5\nsnapshot.prefault_stopped="
-        ));
-        assert!(stopped.contains("No such file"), "{stopped}");
     }
 
     #[test]
