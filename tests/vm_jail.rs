@@ -129,6 +129,16 @@ fn check_jail(world: &RktWorld, uuid: &str) {
     pids.sort();
     assert_eq!(pids, ["1"], "processes visible in the jail");
 
+    // No shared library is mapped: the VMM is the stage1 image's static binary, so nothing
+    // of the host's (its libc, an /etc/ld.so.preload) is in the process a guest may take over.
+    let maps = fs::read_to_string(proc_dir.join("maps")).unwrap();
+    let libraries: Vec<&str> = maps
+        .lines()
+        .filter_map(|line| line.split_whitespace().nth(5))
+        .filter(|path| path.ends_with(".so") || path.contains(".so."))
+        .collect();
+    assert!(libraries.is_empty(), "the VMM maps {libraries:?}");
+
     // Every thread: seccomp, no_new_privs, the bounding set; ids and capabilities by kind.
     let mut kinds = Vec::new();
     for task in fs::read_dir(proc_dir.join("task")).unwrap() {
