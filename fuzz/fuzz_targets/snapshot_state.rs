@@ -1,10 +1,11 @@
 //! The snapshot state file: read and checked by `read_state` (the magic, version, length and
-//! checksum header, then the JSON state and its bounds), the way `load` reads a file that may
-//! have been tampered with. The KVM structures it carries are decoded as a restore would.
+//! checksum header, then the postcard-encoded state and its bounds), the way `load` reads a
+//! file that may have been tampered with. The KVM structures it carries are decoded as a
+//! restore would.
 //!
 //! The first input byte picks the mode: even, the rest is the whole file; odd, the rest is the
-//! JSON payload and the harness puts a correct header (with its SHA-256) in front, so that the
-//! fuzzer gets past the checksum into the state itself.
+//! encoded payload and the harness puts a correct header (with its SHA-256) in front, so that
+//! the fuzzer gets past the checksum into the state itself.
 //!
 //! What must hold: a state that reads back writes to a file that reads back equal.
 #![no_main]
