@@ -18,8 +18,9 @@
 //! Why postcard and not JSON (format version 2 was JSON, the KVM structures hex strings in
 //! it): decoding that JSON took 13-14 ms of every restore in the emulated test host, on the
 //! way to the guest's first instruction; postcard decodes the same state in well under one.
-//! Decoding a postcard payload allocates no more than the payload's own length can describe
-//! (each list's elements must be there), and any bytes left over are refused.
+//! A list's claimed length is not trusted: serde preallocates at most 1 MiB for it, and the
+//! decoding stops at the payload's end; byte strings are taken from the payload as they are.
+//! Bytes left over after the state are refused.
 
 use std::fs::File;
 use std::io::{Read, Write};
