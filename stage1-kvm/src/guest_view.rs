@@ -23,9 +23,10 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use appc::{PodManifest, VolumeKind};
+use appc::{AcName, PodManifest, VolumeKind};
 use nix::mount::{mount, MsFlags};
 use pod_control::layout;
+use serde::{Deserialize, Serialize};
 
 use crate::error::Stage1Error;
 use crate::pod::PodPaths;
@@ -36,9 +37,37 @@ const TMPFS_OPTIONS: &str = "mode=0755,size=16m,nr_inodes=4096";
 /// The largest file copied into the view (pod and image manifests, network and DNS files).
 const MAX_COPIED_FILE: u64 = 8 << 20;
 
+/// What of the pod manifest the share is made from: the apps, whose roots are bound in, and
+/// the empty volumes. The stage1 takes it from the manifest it has read and checked, and
+/// sends it with the VMM's request (`vmm_process::protocol`), so that the VMM process does not
+/// read and parse the manifest a second time: in the emulated test host that cost 8-14 ms of
+/// every VM's start, most of it faulting in the parsing code of a freshly started process.
+/// The names are [`AcName`]s here too, checked again when the request is decoded, so a path
+/// made from one stays inside the share.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShareContents {
+    pub apps: Vec<AcName>,
+    /// Each empty volume, and whether it is read-only.
+    pub empty_volumes: Vec<(AcName, bool)>,
+}
+
+impl ShareContents {
+    pub fn of(manifest: &PodManifest) -> ShareContents {
+        ShareContents {
+            apps: manifest.apps.iter().map(|app| app.name.clone()).collect(),
+            empty_volumes: manifest
+                .volumes
+                .iter()
+                .filter(|volume| volume.kind == VolumeKind::Empty)
+                .map(|volume| (volume.name.clone(), volume.read_only.unwrap_or(false)))
+                .collect(),
+        }
+    }
+}
+
 /// Builds the pod share at `root` (an empty directory the host made, outside every share):
 /// must run in a mount namespace of its own (the jailed VMM process's, `vmm_process::child`).
-pub fn compose(pod: &PodPaths, manifest: &PodManifest, root: &Path) -> Result<(), Stage1Error> {
+pub fn compose(pod: &PodPaths, contents: &ShareContents, root: &Path) -> Result<(), Stage1Error> {
     let plain = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     mount(
         Some("rkt-pod"),
@@ -63,8 +92,8 @@ pub fn compose(pod: &PodPaths, manifest: &PodManifest, root: &Path) -> Result<()
 
     make_dir(&root.join(layout::APPS_DIR))?;
     make_dir(&root.join(layout::VOLUMES_DIR))?;
-    for app in &manifest.apps {
-        let name = app.name.as_str();
+    for app in &contents.apps {
+        let name = app.as_str();
         let dir = root.join(layout::app_dir(name));
         make_dir(&dir)?;
         copy_into(
@@ -76,19 +105,11 @@ pub fn compose(pod: &PodPaths, manifest: &PodManifest, root: &Path) -> Result<()
         make_dir(&target)?;
         bind(&pod.app_rootfs(name), &target, false)?;
     }
-    for volume in manifest
-        .volumes
-        .iter()
-        .filter(|v| v.kind == VolumeKind::Empty)
-    {
-        let name = volume.name.as_str();
+    for (volume, read_only) in &contents.empty_volumes {
+        let name = volume.as_str();
         let target = root.join(layout::empty_volume(name));
         make_dir(&target)?;
-        bind(
-            &pod.empty_volume(name),
-            &target,
-            volume.read_only.unwrap_or(false),
-        )?;
+        bind(&pod.empty_volume(name), &target, *read_only)?;
     }
     // Last: the skeleton itself becomes read-only (the bind mounts keep their own flags).
     mount(
@@ -228,7 +249,7 @@ mod tests {
         let root = p.path().join("view");
         fs::create_dir(&root).unwrap();
         in_own_namespace(|| {
-            compose(&pod, &manifest, &root).unwrap();
+            compose(&pod, &ShareContents::of(&manifest), &root).unwrap();
             assert_eq!(fs::read_to_string(root.join("pod")).unwrap(), "{}");
             assert_eq!(
                 fs::read_to_string(root.join("apps/web/rootfs/hello")).unwrap(),
@@ -250,6 +271,49 @@ mod tests {
         assert_eq!(fs::read_dir(&root).unwrap().count(), 0);
         assert!(pod.app_rootfs("web").join("new").exists());
         fs::remove_dir(&root).unwrap();
+    }
+
+    /// The share's contents come from the manifest, and a name in them that is not an AC
+    /// name (one that would make a path leave the share) does not decode.
+    #[test]
+    fn share_contents_are_the_apps_and_empty_volumes_and_only_ac_names_decode() {
+        let manifest = PodManifest::from_json(
+            format!(
+                r#"{{"acVersion":"0.8.11","acKind":"PodManifest","apps":[
+                    {{"name":"web","image":{{"id":"sha512-{0}"}}}},
+                    {{"name":"db","image":{{"id":"sha512-{0}"}}}}],
+                    "volumes":[{{"name":"cache","kind":"empty"}},
+                               {{"name":"data","kind":"host","source":"/srv"}},
+                               {{"name":"ro","kind":"empty","readOnly":true}}]}}"#,
+                "0".repeat(128)
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        let contents = ShareContents::of(&manifest);
+        let names = |list: &[AcName]| {
+            list.iter()
+                .map(|n| n.as_str().to_owned())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(&contents.apps), ["web", "db"]);
+        let volumes: Vec<(&str, bool)> = contents
+            .empty_volumes
+            .iter()
+            .map(|(name, read_only)| (name.as_str(), *read_only))
+            .collect();
+        assert_eq!(volumes, [("cache", false), ("ro", true)]);
+
+        let json = serde_json::to_string(&contents).unwrap();
+        let back: ShareContents = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, contents);
+        for bad in ["../../etc", "a/b", "UPPER", ""] {
+            let text = json.replace("\"web\"", &format!("{bad:?}"));
+            assert!(
+                serde_json::from_str::<ShareContents>(&text).is_err(),
+                "{bad:?} decoded"
+            );
+        }
     }
 
     #[test]

@@ -81,6 +81,7 @@ pub fn run(args: &RunArgs) -> Result<i32, Stage1Error> {
     let plan = JailPlan::new(
         &args.uuid,
         &pod.dir,
+        crate::guest_view::ShareContents::of(&manifest),
         &run_dir.jail,
         network_namespace,
         args.debug,

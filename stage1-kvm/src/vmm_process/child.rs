@@ -183,9 +183,8 @@ fn build_jail(request: &Request) -> Result<(VmConfig, Action), String> {
     for share in &mut config.shares {
         let inside = format!("{}/{}", inside::SHARES, share.tag);
         if share.tag == POD_SHARE_TAG {
-            let manifest = pod.read_manifest().map_err(|e| text(&e))?;
             let at = root.make_dir(&inside).map_err(|e| text(&e))?;
-            crate::guest_view::compose(&pod, &manifest, &at).map_err(|e| text(&e))?;
+            crate::guest_view::compose(&pod, &request.share, &at).map_err(|e| text(&e))?;
         } else {
             root.bind(
                 &share.host_dir,

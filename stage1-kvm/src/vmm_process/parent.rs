@@ -20,6 +20,7 @@ use super::protocol::{Action, Outcome, Reply, Request, MAX_MESSAGE, REPLY_FD};
 use super::stopper::{kill_through, pidfd_of_child, VmStopper};
 use super::CHILD_ARG;
 use crate::error::Stage1Error;
+use crate::guest_view::ShareContents;
 
 /// The cgroup group every VMM's cgroup is made in, under the unified hierarchy's root.
 pub const CGROUP_GROUP: &str = "rkt-kvm";
@@ -40,6 +41,8 @@ const BASE_OPEN_FILES: u64 = 1024;
 pub struct JailPlan<'a> {
     pub uuid: &'a str,
     pub pod_dir: &'a Path,
+    /// What the pod share holds (the VMM composes it in its jail).
+    pub share: ShareContents,
     /// The host directory the jail's root is mounted on (`RunDir::jail`).
     pub jail_dir: &'a Path,
     /// The pod's network namespace (`--net` other than none), which every VMM process of the
@@ -58,6 +61,7 @@ impl<'a> JailPlan<'a> {
     pub fn new(
         uuid: &'a str,
         pod_dir: &'a Path,
+        share: ShareContents,
         jail_dir: &'a Path,
         network_namespace: Option<OwnedFd>,
         debug: bool,
@@ -65,6 +69,7 @@ impl<'a> JailPlan<'a> {
         JailPlan {
             uuid,
             pod_dir,
+            share,
             jail_dir,
             network_namespace,
             debug,
@@ -271,6 +276,7 @@ impl VmmProcess {
             max_open_files: max_open_files(config),
             config: config.clone(),
             pod_dir: plan.pod_dir.to_path_buf(),
+            share: plan.share.clone(),
             jail_dir: plan.jail_dir.to_path_buf(),
             ids: plan.ids(),
             debug_timing_origin: plan.debug.then(crate::timing::rkt_started_at).flatten(),

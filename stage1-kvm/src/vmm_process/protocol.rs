@@ -29,8 +29,10 @@ pub enum Action {
 pub struct Request {
     pub action: Action,
     pub config: VmConfig,
-    /// The pod directory (its manifest says what the pod share holds).
+    /// The pod directory.
     pub pod_dir: PathBuf,
+    /// What the pod share holds, from the pod manifest the stage1 read.
+    pub share: crate::guest_view::ShareContents,
     /// An empty directory the jail's root is mounted on.
     pub jail_dir: PathBuf,
     /// The unprivileged identity of the VMM's threads.
