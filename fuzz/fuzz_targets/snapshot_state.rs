@@ -14,9 +14,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use sha2::{Digest, Sha256};
-use vmm::snapshot::fuzzing::{read_state, saved_cpuid, write_state};
-use vmm::snapshot::{FORMAT_VERSION, MAGIC};
+use vmm::snapshot::fuzzing::{file_bytes, read_state, saved_cpuid, write_state};
 
 fn dir() -> &'static PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
@@ -30,23 +28,12 @@ fn dir() -> &'static PathBuf {
     })
 }
 
-fn with_header(payload: &[u8]) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(56 + payload.len());
-    bytes.extend_from_slice(MAGIC);
-    bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    bytes.extend_from_slice(&0u32.to_le_bytes());
-    bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-    bytes.extend_from_slice(&Sha256::digest(payload));
-    bytes.extend_from_slice(payload);
-    bytes
-}
-
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else {
         return;
     };
     let file = if mode % 2 == 1 {
-        with_header(rest)
+        file_bytes(rest)
     } else {
         rest.to_vec()
     };

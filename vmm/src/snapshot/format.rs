@@ -290,13 +290,7 @@ impl SerialSnapshot {
 pub fn write_state(path: &Path, state: &SnapshotState) -> Result<u64, SnapshotError> {
     let payload = postcard::to_stdvec(state)
         .map_err(|e| SnapshotError::Corrupt(format!("cannot encode the state: {e}")))?;
-    let mut bytes = Vec::with_capacity(HEADER_LEN + payload.len());
-    bytes.extend_from_slice(MAGIC);
-    bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    bytes.extend_from_slice(&0u32.to_le_bytes());
-    bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-    bytes.extend_from_slice(&Sha256::digest(&payload));
-    bytes.extend_from_slice(&payload);
+    let bytes = file_bytes(&payload);
     let tmp = path.with_extension("tmp");
     let io_err = SnapshotError::io(path);
     let mut file = File::create(&tmp).map_err(io_err)?;
@@ -304,6 +298,20 @@ pub fn write_state(path: &Path, state: &SnapshotState) -> Result<u64, SnapshotEr
     file.sync_all().map_err(io_err)?;
     std::fs::rename(&tmp, path).map_err(io_err)?;
     Ok(bytes.len() as u64)
+}
+
+/// The state file holding `payload`: the header (magic, this format version, the payload's
+/// length and SHA-256), then the payload. The fuzz target and the tests build files with it
+/// around payloads of their own.
+pub fn file_bytes(payload: &[u8]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(HEADER_LEN + payload.len());
+    bytes.extend_from_slice(MAGIC);
+    bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    bytes.extend_from_slice(&0u32.to_le_bytes());
+    bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(&Sha256::digest(payload));
+    bytes.extend_from_slice(payload);
+    bytes
 }
 
 /// Reads and checks the state file at `path`.
@@ -499,29 +507,20 @@ mod tests {
     fn a_payload_that_does_not_decode_or_runs_on_is_corrupt() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state");
-        let file = |payload: &[u8]| {
-            let mut bytes = Vec::from(&MAGIC[..]);
-            bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-            bytes.extend_from_slice(&0u32.to_le_bytes());
-            bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-            bytes.extend_from_slice(&Sha256::digest(payload));
-            bytes.extend_from_slice(payload);
-            bytes
-        };
         let good = postcard::to_stdvec(&state()).unwrap();
         for payload in [
             good[..good.len() / 2].to_vec(),
             [good.as_slice(), b"more"].concat(),
             vec![0xff; 64],
         ] {
-            std::fs::write(&path, file(&payload)).unwrap();
+            std::fs::write(&path, file_bytes(&payload)).unwrap();
             let result = read_state(&path);
             assert!(
                 matches!(result, Err(SnapshotError::Corrupt(_))),
                 "{result:?}"
             );
         }
-        std::fs::write(&path, file(&good)).unwrap();
+        std::fs::write(&path, file_bytes(&good)).unwrap();
         assert_eq!(read_state(&path).unwrap(), state());
     }
 

@@ -41,7 +41,7 @@ pub use format::{SnapshotState, FORMAT_VERSION, MAGIC};
 /// validator, which `load` runs on a file that may have been tampered with.
 #[doc(hidden)]
 pub mod fuzzing {
-    pub use super::format::{read_state, write_state, HEADER_LEN};
+    pub use super::format::{file_bytes, read_state, write_state, HEADER_LEN};
     pub use super::kvm_state::saved_cpuid;
 }
 pub use handover::{HandoverMessage, ENTROPY_BYTES, HANDOVER_PORT, MAX_HANDOVER_LEN};
